@@ -1,0 +1,34 @@
+# Entry points for people and CI: `make demo`, `make test`. Each installs what is missing first.
+BUILD ?= build
+JOBS ?= 2
+
+.PHONY: deps build demo test test-asan test-tsan format clean
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./scripts/demo.sh $(BUILD)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 300
+
+test-asan: deps
+	cmake -S . -B build-asan -DBULKHEAD_SANITIZE=address >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure --timeout 600
+
+test-tsan: deps
+	cmake -S . -B build-tsan -DBULKHEAD_SANITIZE=thread >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure --timeout 600
+
+format:
+	git ls-files '*.cpp' '*.h' '*.c' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

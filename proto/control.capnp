@@ -1,0 +1,101 @@
+# The control protocol: the bulkhead CLI (any user) talks to bulkheadd over <runtime-dir>/control.sock.
+@0xadfe9dfa35decf0b;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bh::proto");
+
+using Common = import "common.capnp";
+
+# Version of this protocol. A client whose major differs is refused at hello(); a newer minor
+# on either side is accepted (fields are only ever added).
+const controlMajor :UInt32 = 1;
+const controlMinor :UInt32 = 0;
+
+# Which session a call acts on. Everyone acts on their own (SO_PEERCRED uid); only root may
+# name another user's uid.
+struct Target {
+  uid @0 :Int64 = -1;
+}
+
+# Settings from the user's ~/.config/bulkhead/bulkhead.toml; the service applies the admin policy.
+struct UserSettings {
+  hasIdleTimeout @0 :Bool;
+  idleTimeoutS @1 :UInt32;
+  hasHostNetwork @2 :Bool;
+  hostNetwork @3 :Bool;
+  init @4 :Text;           # empty: not set
+}
+
+struct DistroInfo {
+  name @0 :Text;
+  uuid @1 :Text;
+  package @2 :Text;
+  flavor @3 :Text;
+  version @4 :Text;
+  isDefault @5 :Bool;
+  running @6 :Bool;
+  ownerUid @7 :UInt32;
+  initPid @8 :UInt32;       # as seen from the VM; 0 when not running
+  pidNamespace @9 :UInt64;  # inode; 0 when not running
+}
+
+struct SessionStatus {
+  sessionId @0 :UInt32;
+  uid @1 :UInt32;
+  userName @2 :Text;
+  vmRunning @3 :Bool;
+  vmInitPid @4 :Int32;      # host pid of the VM's init; 0 when not running
+  hostNetwork @5 :Bool;
+  idleTimeoutS @6 :UInt32;
+  customInit @7 :Text;
+  runningDistros @8 :List(Text);
+  customConfigFlags @9 :UInt32;
+}
+
+struct ServiceStatus {
+  version @0 :Text;
+  pid @1 :Int32;
+  sessions @2 :List(SessionStatus);
+  distributions @3 :List(DistroInfo);
+}
+
+interface Control {
+  # The archive is a tar stream (any compression) read until EOF.
+  # `producer`, when set, is asked once the archive was read to its end whether the client
+  # produced it completely (it streams a directory); a failure there discards the import.
+  register @0 (name :Text, archive :Common.Fd, package :Text, target :Target,
+               producer :ArchiveProducer)
+      -> (outcome :Common.Outcome, distro :DistroInfo);
+  unregister @1 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  setDefault @2 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  start @3 (name :Text, settings :UserSettings, target :Target)
+      -> (outcome :Common.Outcome, distro :DistroInfo);
+  # Runs argv inside the distribution (empty name: the default one) with the given fds as its
+  # stdin, stdout and stderr. Returns the raw wait status once the program exits. Dropping the
+  # call (the client disconnects) kills the program.
+  run @4 (distro :Text, user :Text, argv :List(Text), env :List(Text),
+          stdin :Common.Fd, stdout :Common.Fd, stderr :Common.Fd,
+          settings :UserSettings, target :Target)
+      -> (outcome :Common.Outcome, waitStatus :Int32);
+  terminate @5 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  shutdown @6 (all :Bool, target :Target) -> (outcome :Common.Outcome);
+  list @7 (target :Target, all :Bool) -> (outcome :Common.Outcome, distros :List(DistroInfo));
+  status @8 () -> (outcome :Common.Outcome, status :ServiceStatus);
+
+  # The VM operations plugins use, exposed for administrators and plugin authors to try them.
+  # hostDir: the folder, opened by the client (so it is reached with the client's rights).
+  vmMount @9 (hostDir :Common.Fd, vmPath :Text, readOnly :Bool, name :Text,
+              settings :UserSettings, target :Target) -> (outcome :Common.Outcome);
+  vmExec @10 (path :Text, argv :List(Text), distro :Text, settings :UserSettings, target :Target)
+      -> (outcome :Common.Outcome, socket :Common.Fd);
+}
+
+interface ArchiveProducer {
+  result @0 () -> (outcome :Common.Outcome);
+}
+
+interface Bootstrap {
+  # The first call on every connection: checks the protocol version.
+  hello @0 (major :UInt32, minor :UInt32)
+      -> (outcome :Common.Outcome, control :Control, serviceVersion :Text);
+}

@@ -1,0 +1,47 @@
+# The VM agent protocol: bulkheadd talks to the init of each VM and of each distribution
+# (bulkhead-vminit) over a private socketpair. The service treats every answer as untrusted:
+# the agent runs inside the user's VM.
+@0xbd36805cd945880b;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bh::proto");
+
+using Common = import "common.capnp";
+
+const agentMajor :UInt32 = 1;
+
+struct VmConfig {
+  hostname @0 :Text;
+  hostNetwork @1 :Bool;
+  customInit @2 :Text;     # empty: bulkhead-vminit stays PID 1
+}
+
+struct SpawnRequest {
+  path @0 :Text;
+  argv @1 :List(Text);
+  env @2 :List(Text);
+  stdin @3 :Common.Fd;
+  stdout @4 :Common.Fd;
+  stderr @5 :Common.Fd;
+  user @6 :Text;           # empty: root of the VM
+}
+
+interface Process {
+  # Resolves with the raw wait status once the process has exited.
+  wait @0 () -> (waitStatus :Int32);
+  # Dropping the Process capability kills the process if it still runs.
+}
+
+interface Agent {
+  version @0 () -> (major :UInt32);
+  # VM init only: builds the VM's root and pivots into it. Called once, first.
+  setup @1 (config :VmConfig) -> (outcome :Common.Outcome);
+  # Attaches a detached mount tree (open_tree(OPEN_TREE_CLONE)) at the absolute vmPath.
+  mount @2 (tree :Common.Fd, vmPath :Text, readOnly :Bool) -> (outcome :Common.Outcome);
+  # An execve failure comes back as its negated errno in outcome.code.
+  spawn @3 (request :SpawnRequest) -> (outcome :Common.Outcome, process :Process, pid :Int32);
+  # VM init only: starts a distribution init in its own mount and PID namespaces, pivoted into
+  # rootTree, serving this protocol on `channel`.
+  startDistribution @4 (name :Text, rootTree :Common.Fd, channel :Common.Fd)
+      -> (outcome :Common.Outcome, initPid :UInt32, pidNamespace :UInt64, pidfd :Common.Fd);
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Bulkhead needs to build, test, demo and benchmark; idempotent.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang-format
+  capnproto libcapnp-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
+  libarchive-dev libsystemd-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  busybox-static bubblewrap util-linux procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

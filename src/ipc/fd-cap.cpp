@@ -1,0 +1,81 @@
+// fd capabilities and fd-passing connections.
+#include "ipc/fd-cap.h"
+
+#include <fcntl.h>
+
+namespace bh::ipc {
+
+namespace {
+
+class FdServer final : public proto::Fd::Server {
+public:
+    explicit FdServer(Fd fd)
+        : m_fd(std::move(fd))
+    {
+    }
+    kj::Maybe<int> getFd() override { return m_fd.get(); }
+
+private:
+    Fd m_fd;
+};
+
+capnp::ReaderOptions receive_options()
+{
+    // Our messages are small; cap what a peer can make us traverse (in words).
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = 1024 * 1024;
+    options.nestingLimit = 16;
+    return options;
+}
+
+} // namespace
+
+proto::Fd::Client wrap_fd(Fd fd) { return kj::heap<FdServer>(std::move(fd)); }
+
+kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap)
+{
+    return cap.getFd().then([](kj::Maybe<int> maybe_fd) -> Result<Fd> {
+        KJ_IF_MAYBE (fd, maybe_fd) {
+            int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+            if (copy < 0)
+                return Error::from_errno(errno, "cannot duplicate a received fd");
+            return Fd(copy);
+        }
+        return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
+    });
+}
+
+Connection::Connection(kj::LowLevelAsyncIoProvider& provider, Fd socket, capnp::rpc::twoparty::Side side,
+    kj::Maybe<capnp::Capability::Client> bootstrap)
+    : m_stream(provider.wrapUnixSocketFd(socket.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP))
+    , m_network(*m_stream, max_fds_per_message, side, receive_options())
+    , m_rpc(capnp::makeRpcServer(m_network,
+          kj::mv(bootstrap).orDefault(capnp::Capability::Client(KJ_EXCEPTION(UNIMPLEMENTED, "no bootstrap")))))
+{
+}
+
+capnp::Capability::Client Connection::bootstrap()
+{
+    capnp::MallocMessageBuilder message(8);
+    auto vat = message.getRoot<capnp::rpc::twoparty::VatId>();
+    vat.setSide(m_network.getSide() == capnp::rpc::twoparty::Side::CLIENT ? capnp::rpc::twoparty::Side::SERVER
+                                                                          : capnp::rpc::twoparty::Side::CLIENT);
+    return m_rpc.bootstrap(vat);
+}
+
+void set_outcome(proto::Outcome::Builder out, const Error& error, kj::StringPtr operation)
+{
+    out.setCode(error.code);
+    out.setMessage(error.message);
+    out.setOperation(operation);
+}
+
+Status to_status(proto::Outcome::Reader outcome)
+{
+    if (outcome.getCode() == 0)
+        return {};
+    int code = outcome.getCode() < 0 ? outcome.getCode() : -EPROTO;
+    return Error { code, outcome.getMessage().cStr() };
+}
+
+} // namespace bh::ipc

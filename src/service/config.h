@@ -1,0 +1,52 @@
+// Service configuration (<config-dir>/bulkhead.toml), user overrides, and the admin policy between them.
+#pragma once
+
+#include "base/result.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace bh::service {
+
+// The VM settings in force for one session; kept with its VM.
+struct VmSettings {
+    uint32_t idle_timeout_s = 60; // 0: never
+    bool host_network = false;
+    std::string init;             // empty: the built-in init
+    uint32_t custom_config_flags = 0; // BH_VM_CONFIG_* for settings the user's config customized
+};
+
+// Which settings users may override; all allowed unless the admin says otherwise.
+struct AdminPolicy {
+    bool allow_idle_timeout = true;
+    bool allow_host_network = true;
+    bool allow_init = true;
+};
+
+struct ServiceConfig {
+    VmSettings defaults;
+    AdminPolicy policy;
+};
+
+// What a user's ~/.config/bulkhead/bulkhead.toml asks for; absent keys stay unset.
+struct UserOverrides {
+    std::optional<uint32_t> idle_timeout_s;
+    std::optional<bool> host_network;
+    std::optional<std::string> init;
+};
+
+// Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
+// allow_user_idle_timeout, allow_user_host_network, allow_user_init). `origin` names the file
+// in errors. Unknown keys and wrongly typed values are errors.
+Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
+// Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.
+Result<ServiceConfig> load_service_config(const std::string& config_dir);
+// Parses the [vm] table of a user's bulkhead.toml.
+Result<UserOverrides> parse_user_overrides(const std::string& text, const std::string& origin);
+
+// The settings in force: the admin's defaults, with each override the policy allows.
+// An override that is invalid (a relative init path) is an error; a forbidden one is ignored.
+Result<VmSettings> apply_policy(const ServiceConfig& config, const UserOverrides& overrides);
+
+} // namespace bh::service

@@ -1,0 +1,111 @@
+// bulkheadd: wires configuration, registry, service and control socket to one event loop.
+#include "base/log.h"
+#include "service/control-server.h"
+#include "service/rootfs-import.h"
+#include "service/service.h"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <dirent.h>
+#include <fcntl.h>
+#include <kj/async-unix.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+namespace {
+
+struct Options {
+    std::string config_dir = "/etc/bulkhead";
+    std::string state_dir = "/var/lib/bulkhead";
+    std::string runtime_dir = "/run/bulkhead";
+};
+
+std::string own_directory()
+{
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+    std::string exe(path, n > 0 ? n : 0);
+    return exe.substr(0, exe.rfind('/'));
+}
+
+// Removes distribution directories no registration refers to: what a crash mid-import left.
+void remove_orphaned_imports(const bh::service::Registry& registry)
+{
+    DIR* dir = opendir(registry.distributions_dir().c_str());
+    if (!dir)
+        return;
+    std::vector<std::string> orphans;
+    while (dirent* entry = readdir(dir)) {
+        auto uuid = bh::Uuid::parse(entry->d_name);
+        bool known = false;
+        for (const auto* record : registry.all())
+            known = known || (uuid && record->uuid == *uuid);
+        if (entry->d_name[0] != '.' && !known)
+            orphans.push_back(registry.distributions_dir() + "/" + entry->d_name);
+    }
+    closedir(dir);
+    for (const auto& path : orphans) {
+        bh::log_warning("removing the unfinished import " + path);
+        (void)bh::remove_tree(path);
+    }
+}
+
+int fail(const bh::Error& error)
+{
+    bh::log_error(error.message);
+    return 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    Options options;
+    CLI::App app { "bulkheadd: runs Linux distributions in per-user namespace VMs, with isolated plugins" };
+    app.add_option("--config-dir", options.config_dir, "Configuration directory (bulkhead.toml, plugins.d/)");
+    app.add_option("--state-dir", options.state_dir, "State directory (registered distributions)");
+    app.add_option("--runtime-dir", options.runtime_dir, "Runtime directory (control.sock)");
+    app.set_version_flag("--version", BULKHEAD_VERSION);
+    CLI11_PARSE(app, argc, argv);
+    if (geteuid() != 0)
+        return fail({ -EPERM, "bulkheadd must run as root (it creates namespaces and maps user ids)" });
+
+    auto config = bh::service::load_service_config(options.config_dir);
+    if (!config)
+        return fail(config.error());
+    auto registry = bh::service::Registry::load(options.state_dir);
+    if (!registry)
+        return fail(registry.error());
+    remove_orphaned_imports(registry.value());
+    std::string vminit_path = own_directory() + "/bulkhead-vminit";
+    bh::Fd vminit(open(vminit_path.c_str(), O_PATH | O_CLOEXEC));
+    if (!vminit)
+        return fail(bh::Error::from_errno(errno, "cannot find " + vminit_path));
+    if (mkdir(options.runtime_dir.c_str(), 0755) < 0 && errno != EEXIST)
+        return fail(bh::Error::from_errno(errno, "cannot create " + options.runtime_dir));
+    std::string socket_path = options.runtime_dir + "/control.sock";
+    auto listener = bh::service::bind_control_socket(socket_path);
+    if (!listener)
+        return fail(listener.error());
+
+    signal(SIGPIPE, SIG_IGN);
+    kj::UnixEventPort::captureSignal(SIGTERM);
+    kj::UnixEventPort::captureSignal(SIGINT);
+    auto io = kj::setupAsyncIo();
+    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
+    bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()), std::move(registry.value()));
+    bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);
+    auto serving = control.listen(std::move(listener.value())).eagerlyEvaluate([](kj::Exception&& e) {
+        bh::log_error(std::string("the control socket failed: ") + e.getDescription().cStr());
+    });
+    bh::log_info("bulkheadd " BULKHEAD_VERSION " listening on " + socket_path);
+    sd_notify(0, "READY=1");
+
+    auto stop = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT)).wait(io.waitScope);
+    bh::log_info(std::string("received ") + strsignal(stop.si_signo) + "; stopping distributions and VMs");
+    sd_notify(0, "STOPPING=1");
+    service.shutdown_all().wait(io.waitScope);
+    unlink(socket_path.c_str());
+    return 0;
+}

@@ -1,0 +1,373 @@
+// Service: the operations behind the control protocol and the plugin API.
+#include "service/service.h"
+
+#include "base/log.h"
+#include "service/rootfs-import.h"
+
+#include <bulkhead/plugin_api.h>
+#include <fcntl.h>
+#include <kj/thread.h>
+#include <pwd.h>
+#include <sys/stat.h>
+
+namespace bh::service {
+
+namespace {
+
+// Runs blocking `work` on a thread of its own; the promise resolves on the calling loop.
+template<typename T>
+kj::Promise<T> on_worker_thread(kj::Function<T()> work)
+{
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
+    auto thread = kj::heap<kj::Thread>(
+        [work = kj::mv(work), fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(work()); });
+    return kj::mv(paf.promise).attach(kj::mv(thread));
+}
+
+std::string user_name_of(uid_t uid)
+{
+    passwd entry {};
+    passwd* found = nullptr;
+    char buffer[4096];
+    if (getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found)
+        return found->pw_name;
+    return std::to_string(uid);
+}
+
+Error no_such_distribution(const std::string& name)
+{
+    return Error { -ENOENT, "There is no distribution with the supplied name '" + name + "'" };
+}
+
+struct ImportOutcome {
+    Status status;
+    OsRelease os;
+};
+
+ImportOutcome import_and_inspect(int archive, const std::string& directory, uid_t owner, gid_t group)
+{
+    std::string rootfs = directory + "/rootfs";
+    Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 });
+    if (!status)
+        return { status, {} };
+    Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    return { {}, root ? read_os_release(root.get()) : OsRelease {} };
+}
+
+} // namespace
+
+Service::Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry)
+    : m_env(env)
+    , m_timer(timer)
+    , m_config(std::move(config))
+    , m_registry(std::move(registry))
+{
+}
+
+void Service::taskFailed(kj::Exception&& exception)
+{
+    log_error(std::string("background task failed: ") + exception.getDescription().cStr());
+}
+
+Result<uid_t> Service::target_uid(const Caller& caller, int64_t requested) const
+{
+    if (requested < 0 || requested == caller.uid)
+        return caller.uid;
+    if (caller.uid != 0)
+        return Error { -EPERM, "only root may act on another user's session" };
+    if (requested > UINT32_MAX - 1)
+        return Error { -EINVAL, "invalid uid " + std::to_string(requested) };
+    return static_cast<uid_t>(requested);
+}
+
+Session& Service::session_of(uid_t uid)
+{
+    auto it = m_sessions.find(uid);
+    if (it == m_sessions.end()) {
+        auto session = kj::heap<Session>();
+        passwd entry {};
+        passwd* found = nullptr;
+        char buffer[4096];
+        gid_t gid = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
+        session->identity = { m_next_session_id++, uid, gid, user_name_of(uid) };
+        it = m_sessions.emplace(uid, kj::mv(session)).first;
+    }
+    return *it->second;
+}
+
+Result<DistroRecord> Service::find_record(uid_t owner, const std::string& name) const
+{
+    const DistroRecord* record = name.empty() ? m_registry.default_of(owner) : m_registry.find(owner, name);
+    if (!record)
+        return name.empty() ? Error { -ENOENT, "no distribution is registered; register one with 'bulkhead register'" }
+                            : no_such_distribution(name);
+    return *record;
+}
+
+DistroView Service::view_of(const DistroRecord& record) const
+{
+    DistroView view { record };
+    const DistroRecord* fallback = m_registry.default_of(record.owner);
+    view.is_default = fallback && fallback->uuid == record.uuid;
+    auto session = m_sessions.find(record.owner);
+    if (session != m_sessions.end() && session->second->vm && session->second->vm->running()) {
+        if (const RunningDistro* running = session->second->vm->find_distribution(record.uuid)) {
+            view.running = true;
+            view.init_pid = running->init_pid;
+            view.pid_namespace = running->pid_namespace;
+        }
+    }
+    return view;
+}
+
+kj::Promise<Result<DistroView>> Service::register_distribution(
+    uid_t owner, std::string name, Fd archive, std::string package, kj::Function<kj::Promise<Status>()> confirm)
+{
+    if (!is_valid_distro_name(name))
+        return Result<DistroView>(Error { -EINVAL,
+            "invalid distribution name '" + name + "': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)" });
+    if (m_registry.find(owner, name) || m_registering.contains({ owner, name }))
+        return Result<DistroView>(Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
+    DistroRecord record { name, Uuid::random(), owner, std::move(package) };
+    std::string directory = m_registry.directory_of(record.uuid);
+    if (::mkdir(directory.c_str(), 0700) < 0)
+        return Result<DistroView>(Error::from_errno(errno, "cannot create " + directory));
+    m_registering.insert({ owner, name });
+    gid_t group = session_of(owner).identity.gid;
+    auto imported = on_worker_thread<ImportOutcome>(
+        [archive = std::move(archive), directory, owner, group]() { return import_and_inspect(archive.get(), directory, owner, group); });
+    return imported
+        .then([this, record = std::move(record), directory, confirm = kj::mv(confirm)](ImportOutcome outcome) mutable {
+            record.flavor = outcome.os.id.value_or("");
+            record.version = outcome.os.version_id.value_or("");
+            return commit_registration(record.owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status));
+        })
+        .attach(kj::defer([this, owner, name]() { m_registering.erase({ owner, name }); }));
+}
+
+kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, DistroRecord record, std::string directory,
+    kj::Function<kj::Promise<Status>()> confirm, Status imported)
+{
+    auto confirmed = imported ? confirm() : kj::Promise<Status>(std::move(imported));
+    return confirmed.then([this, owner, record = std::move(record), directory](Status status) mutable {
+        if (status)
+            status = m_registry.add(record);
+        if (status) {
+            log_info("registered '" + record.name + "' (" + record.uuid.to_string() + ") for uid " + std::to_string(owner));
+            return kj::Promise<Result<DistroView>>(view_of(record));
+        }
+        return on_worker_thread<Status>([directory]() { return remove_tree(directory); })
+            .then([status = std::move(status)](Status) mutable -> Result<DistroView> { return status.take_error(); });
+    });
+}
+
+kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string name)
+{
+    auto record = find_record(owner, name);
+    if (!record || name.empty())
+        return Status(no_such_distribution(name));
+    return terminate_distribution(owner, name).then([this, owner, record = record.value()](Status) {
+        Status removed = m_registry.remove(owner, record.name);
+        if (!removed)
+            return kj::Promise<Status>(std::move(removed));
+        std::string directory = m_registry.directory_of(record.uuid);
+        log_info("unregistered '" + record.name + "' for uid " + std::to_string(owner));
+        return on_worker_thread<Status>([directory]() { return remove_tree(directory); });
+    });
+}
+
+Status Service::set_default(uid_t owner, const std::string& name)
+{
+    if (!m_registry.find(owner, name))
+        return no_such_distribution(name);
+    return m_registry.set_default(owner, name);
+}
+
+kj::Promise<Status> Service::ensure_vm(Session& session, const UserOverrides& overrides)
+{
+    if (session.vm && session.vm->running())
+        return Status();
+    KJ_IF_MAYBE (starting, session.vm_starting)
+        return starting->addBranch();
+    auto settings = apply_policy(m_config, overrides);
+    if (!settings)
+        return Status(settings.take_error());
+    auto started = VmInstance::start(m_env, session.identity, settings.value())
+                       .then([this, &session](Result<kj::Own<VmInstance>> vm) -> Status {
+                           session.vm_starting = nullptr;
+                           if (!vm)
+                               return vm.take_error();
+                           adopt_vm(session, kj::mv(vm.value()));
+                           return {};
+                       });
+    auto& forked = session.vm_starting.emplace(started.fork());
+    return forked.addBranch();
+}
+
+void Service::adopt_vm(Session& session, kj::Own<VmInstance> vm)
+{
+    log_info("VM started for uid " + std::to_string(session.identity.uid) + " (init pid " + std::to_string(vm->init_pid()) + ")");
+    VmInstance* raw = vm.get();
+    session.vm = kj::mv(vm);
+    session.vm_watcher = raw->on_failure().then([this, &session, raw]() {
+        m_tasks.add(kj::evalLater([this, &session, raw]() -> kj::Promise<void> {
+            if (session.vm.get() != raw || !raw->running())
+                return kj::READY_NOW;
+            log_warning("the VM of uid " + std::to_string(session.identity.uid) + " ended unexpectedly");
+            return stop_vm(session);
+        }));
+    });
+    arm_idle_timer(session);
+}
+
+void Service::arm_idle_timer(Session& session)
+{
+    session.idle_timer = nullptr;
+    if (!session.vm || session.active_runs > 0 || session.vm->settings().idle_timeout_s == 0)
+        return;
+    auto delay = session.vm->settings().idle_timeout_s * kj::SECONDS;
+    session.idle_timer = m_timer.afterDelay(delay).then([this, &session]() {
+        log_info("the VM of uid " + std::to_string(session.identity.uid) + " is idle; stopping it");
+        m_tasks.add(stop_vm(session));
+    });
+}
+
+kj::Promise<void> Service::stop_vm(Session& session)
+{
+    if (!session.vm)
+        return kj::READY_NOW;
+    kj::Own<VmInstance> vm = kj::mv(session.vm);
+    session.vm_watcher = nullptr;
+    VmInstance& ref = *vm;
+    return ref.stop().attach(kj::mv(vm));
+}
+
+kj::Promise<Status> Service::ensure_distribution(Session& session, const DistroRecord& record, const UserOverrides& overrides)
+{
+    return ensure_vm(session, overrides).then([this, &session, record](Status status) -> kj::Promise<Status> {
+        if (!status)
+            return kj::mv(status);
+        if (!session.vm)
+            return Status(Error { BH_E_VM_NOT_RUNNING, "the VM stopped while starting '" + record.name + "'" });
+        auto vm = kj::addRef(*session.vm);
+        VmInstance& ref = *vm;
+        return ref.start_distribution(record, m_registry.rootfs_of(record)).attach(kj::mv(vm));
+    });
+}
+
+kj::Promise<Result<DistroView>> Service::start_distribution(uid_t owner, std::string name, UserOverrides overrides)
+{
+    auto record = find_record(owner, name);
+    if (!record)
+        return Result<DistroView>(record.take_error());
+    Session& session = session_of(owner);
+    return ensure_distribution(session, record.value(), overrides)
+        .then([this, record = record.value(), &session](Status status) -> Result<DistroView> {
+            arm_idle_timer(session);
+            if (!status)
+                return status.take_error();
+            return view_of(record);
+        });
+}
+
+kj::Promise<Result<int>> Service::run(
+    uid_t owner, std::string distro, ProgramSpec spec, std::array<Fd, 3> stdio, UserOverrides overrides)
+{
+    auto record = find_record(owner, distro);
+    if (!record)
+        return Result<int>(record.take_error());
+    Session& session = session_of(owner);
+    ++session.active_runs;
+    session.idle_timer = nullptr;
+    auto done = kj::defer([this, &session]() {
+        --session.active_runs;
+        arm_idle_timer(session);
+    });
+    return ensure_distribution(session, record.value(), overrides)
+        .then([&session, name = record->name, spec = std::move(spec), stdio = std::move(stdio)](
+                  Status status) mutable -> kj::Promise<Result<int>> {
+            if (!status)
+                return Result<int>(status.take_error());
+            if (!session.vm)
+                return Result<int>(Error { BH_E_VM_NOT_RUNNING, "the VM stopped before the program started" });
+            auto vm = kj::addRef(*session.vm);
+            VmInstance& ref = *vm;
+            return ref.run(name, std::move(spec), std::move(stdio)).attach(kj::mv(vm));
+        })
+        .attach(kj::mv(done));
+}
+
+kj::Promise<Status> Service::terminate_distribution(uid_t owner, std::string name)
+{
+    auto record = find_record(owner, name);
+    if (!record || name.empty())
+        return Status(no_such_distribution(name));
+    Session& session = session_of(owner);
+    if (!session.vm)
+        return Status();
+    auto vm = kj::addRef(*session.vm);
+    VmInstance& ref = *vm;
+    return ref.terminate_distribution(name).attach(kj::mv(vm)).then([]() { return Status(); });
+}
+
+kj::Promise<Status> Service::shutdown_vm(uid_t owner)
+{
+    return stop_vm(session_of(owner)).then([]() { return Status(); });
+}
+
+kj::Promise<void> Service::shutdown_all()
+{
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
+    for (auto& [uid, session] : m_sessions)
+        stops.add(stop_vm(*session));
+    return kj::joinPromises(stops.finish());
+}
+
+kj::Promise<Status> Service::mount_folder(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
+{
+    Session& session = session_of(owner);
+    if (!session.vm || !session.vm->running())
+        return Status(Error { BH_E_VM_NOT_RUNNING, "cannot mount at '" + vm_path + "': the VM is not running" });
+    auto vm = kj::addRef(*session.vm);
+    VmInstance& ref = *vm;
+    return ref.mount(std::move(dir), std::move(vm_path), read_only, std::move(name)).attach(kj::mv(vm));
+}
+
+kj::Promise<Result<Fd>> Service::execute(uid_t owner, std::string distro, ProgramSpec spec)
+{
+    Session& session = session_of(owner);
+    if (!session.vm || !session.vm->running())
+        return Result<Fd>(Error { BH_E_VM_NOT_RUNNING, "cannot run '" + spec.path + "': the VM is not running" });
+    auto vm = kj::addRef(*session.vm);
+    VmInstance& ref = *vm;
+    return ref.exec(distro, std::move(spec)).attach(kj::mv(vm));
+}
+
+std::vector<DistroView> Service::list(uid_t owner, bool everyone) const
+{
+    std::vector<DistroView> out;
+    for (const DistroRecord* record : everyone ? m_registry.all() : m_registry.of_user(owner))
+        out.push_back(view_of(*record));
+    return out;
+}
+
+std::vector<SessionView> Service::sessions(uid_t owner, bool everyone) const
+{
+    std::vector<SessionView> out;
+    for (const auto& [uid, session] : m_sessions) {
+        if (!everyone && uid != owner)
+            continue;
+        SessionView view { session->identity };
+        if (session->vm && session->vm->running()) {
+            view.vm_running = true;
+            view.vm_init_pid = session->vm->init_pid();
+            view.settings = session->vm->settings();
+            for (const auto& [name, distro] : session->vm->distributions())
+                view.running_distros.push_back(name);
+        }
+        out.push_back(std::move(view));
+    }
+    return out;
+}
+
+} // namespace bh::service

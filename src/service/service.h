@@ -1,0 +1,104 @@
+// Service: sessions (one per uid), their VMs and distributions, and the registry. The daemon's core.
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "service/config.h"
+#include "service/registry.h"
+#include "service/vm-instance.h"
+
+#include <kj/async-io.h>
+#include <kj/timer.h>
+#include <map>
+#include <set>
+
+namespace bh::service {
+
+// Who called: from SO_PEERCRED.
+struct Caller {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    pid_t pid = 0;
+};
+
+struct DistroView {
+    DistroRecord record;
+    bool is_default = false;
+    bool running = false;
+    uint32_t init_pid = 0;
+    uint64_t pid_namespace = 0;
+};
+
+struct SessionView {
+    SessionIdentity identity;
+    bool vm_running = false;
+    pid_t vm_init_pid = 0;
+    VmSettings settings;
+    std::vector<std::string> running_distros;
+};
+
+// One user's session. Owned by Service; never destroyed while the service runs.
+struct Session {
+    SessionIdentity identity;
+    kj::Own<VmInstance> vm;
+    kj::Maybe<kj::ForkedPromise<Status>> vm_starting;
+    kj::Promise<void> vm_watcher = nullptr;
+    kj::Promise<void> idle_timer = nullptr;
+    unsigned active_runs = 0;
+};
+
+// Thread affinity: everything runs on the service's event-loop thread; blocking work (unpacking
+// and deleting root filesystems) runs on short-lived worker threads and comes back as promises.
+// Every operation returns its failure as a value; nothing here throws to the caller.
+class Service final : private kj::TaskSet::ErrorHandler {
+public:
+    Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry);
+
+    // The uid a call acts on: the caller's own, or (root only) the one it names.
+    Result<uid_t> target_uid(const Caller& caller, int64_t requested) const;
+
+    // `confirm` is asked, once the archive has been read to its end, whether the sender
+    // finished it successfully; a failure there discards the import.
+    kj::Promise<Result<DistroView>> register_distribution(uid_t owner, std::string name, Fd archive,
+        std::string package, kj::Function<kj::Promise<Status>()> confirm);
+    kj::Promise<Status> unregister_distribution(uid_t owner, std::string name);
+    Status set_default(uid_t owner, const std::string& name);
+    kj::Promise<Result<DistroView>> start_distribution(uid_t owner, std::string name, UserOverrides overrides);
+    kj::Promise<Result<int>> run(uid_t owner, std::string distro, ProgramSpec spec, std::array<Fd, 3> stdio,
+        UserOverrides overrides);
+    kj::Promise<Status> terminate_distribution(uid_t owner, std::string name);
+    kj::Promise<Status> shutdown_vm(uid_t owner);
+    // Stops every distribution, then every VM (SIGTERM).
+    kj::Promise<void> shutdown_all();
+
+    // The VM operations of the plugin API, addressed by the session's owner.
+    kj::Promise<Status> mount_folder(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name);
+    kj::Promise<Result<Fd>> execute(uid_t owner, std::string distro, ProgramSpec spec);
+
+    std::vector<DistroView> list(uid_t owner, bool everyone) const;
+    std::vector<SessionView> sessions(uid_t owner, bool everyone) const;
+
+private:
+    Session& session_of(uid_t uid);
+    kj::Promise<Status> ensure_vm(Session& session, const UserOverrides& overrides);
+    void adopt_vm(Session& session, kj::Own<VmInstance> vm);
+    void arm_idle_timer(Session& session);
+    kj::Promise<void> stop_vm(Session& session);
+    kj::Promise<Status> ensure_distribution(Session& session, const DistroRecord& record, const UserOverrides& overrides);
+    DistroView view_of(const DistroRecord& record) const;
+    Result<DistroRecord> find_record(uid_t owner, const std::string& name) const;
+    kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record, std::string directory,
+        kj::Function<kj::Promise<Status>()> confirm, Status imported);
+    void taskFailed(kj::Exception&& exception) override;
+
+    VmEnvironment m_env;
+    kj::Timer& m_timer;
+    ServiceConfig m_config;
+    Registry m_registry;
+    std::map<uid_t, kj::Own<Session>> m_sessions;
+    std::set<std::pair<uid_t, std::string>> m_registering;
+    uint32_t m_next_session_id = 1;
+    kj::TaskSet m_tasks { *this };
+};
+
+} // namespace bh::service

@@ -1,0 +1,341 @@
+// VmInstance: spawning the VM init, talking to its agents, distributions, teardown.
+#include "service/vm-instance.h"
+
+#include "base/log.h"
+#include "base/spawn.h"
+#include "ipc/process-watch.h"
+
+#include <bulkhead/plugin_api.h>
+#include <csignal>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+namespace bh::service {
+
+namespace {
+
+struct SocketPair {
+    Fd ours;
+    Fd theirs;
+};
+
+Result<SocketPair> make_socketpair()
+{
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+        return Error::from_errno(errno, "cannot create a socket pair");
+    return SocketPair { Fd(fds[0]), Fd(fds[1]) };
+}
+
+Error vm_gone(const std::string& what) { return Error { BH_E_VM_NOT_RUNNING, what + ": the VM is not running" }; }
+
+int namespaces_for(const SessionIdentity& identity, const VmSettings& settings)
+{
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+    if (!settings.host_network)
+        flags |= CLONE_NEWNET;
+    if (identity.uid != 0)
+        flags |= CLONE_NEWUSER;
+    return flags;
+}
+
+void fill_spawn_request(proto::SpawnRequest::Builder request, const ProgramSpec& spec, std::array<Fd, 3>& stdio)
+{
+    request.setPath(spec.path);
+    auto argv = request.initArgv(spec.argv.size());
+    for (size_t i = 0; i < spec.argv.size(); ++i)
+        argv.set(i, spec.argv[i]);
+    auto env = request.initEnv(spec.env.size());
+    for (size_t i = 0; i < spec.env.size(); ++i)
+        env.set(i, spec.env[i]);
+    request.setUser(spec.user);
+    request.setStdin(ipc::wrap_fd(std::move(stdio[0])));
+    request.setStdout(ipc::wrap_fd(std::move(stdio[1])));
+    request.setStderr(ipc::wrap_fd(std::move(stdio[2])));
+}
+
+Result<Fd> duplicate(int fd)
+{
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0)
+        return Error::from_errno(errno, "cannot duplicate a socket");
+    return Fd(copy);
+}
+
+} // namespace
+
+kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
+    VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings)
+{
+    auto pair = make_socketpair();
+    if (!pair)
+        return Result<kj::Own<VmInstance>>(pair.take_error());
+    SpawnPlan plan {
+        .path = "bulkhead-vminit",
+        .exec_fd = env.vminit_exe_fd,
+        .argv = { "bulkhead-vminit", "vm" },
+        .fds = { { pair->theirs.get(), 3 } },
+        .namespaces = namespaces_for(identity, settings),
+    };
+    if (identity.uid != 0)
+        plan.map_root_to = Credentials { identity.uid, identity.gid };
+    auto init = spawn_process(plan);
+    if (!init)
+        return Result<kj::Own<VmInstance>>(Error { init.error().code, "cannot create the VM: " + init.error().message });
+    auto connection = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
+    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(init.value()), kj::mv(connection));
+    auto request = vm->m_agent.setupRequest();
+    auto config = request.initConfig();
+    config.setHostname("bulkhead");
+    config.setHostNetwork(settings.host_network);
+    config.setCustomInit(settings.init);
+    auto setup = request.send().then([](auto response) { return ipc::to_status(response.getOutcome()); });
+    return ipc::catch_disconnect<void>(kj::mv(setup), "the VM's init hung up during setup")
+        .then([vm = kj::mv(vm)](Status status) mutable -> Result<kj::Own<VmInstance>> {
+            if (!status)
+                return Error { status.error().code, "cannot create the VM: " + status.error().message };
+            return kj::mv(vm);
+        });
+}
+
+VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection)
+    : m_env(env)
+    , m_settings(std::move(settings))
+    , m_init(std::move(init))
+    , m_connection(kj::mv(connection))
+    , m_agent(m_connection->bootstrap().castAs<proto::Agent>())
+    , m_failed(ipc::when_exited(env.port, m_init.pidfd()).exclusiveJoin(m_connection->on_disconnect()).fork())
+{
+}
+
+VmInstance::~VmInstance() { m_canceler.cancel("the VM was destroyed"); }
+
+void VmInstance::taskFailed(kj::Exception&& exception)
+{
+    // A program started by exec() whose agent went away: the VM is ending; nothing to do.
+    (void)exception;
+}
+
+template<typename T>
+kj::Promise<Result<T>> VmInstance::guarded(kj::Promise<Result<T>> promise)
+{
+    return m_canceler.wrap(kj::mv(promise)).catch_([](kj::Exception&& e) -> Result<T> {
+        return Error { BH_E_VM_NOT_RUNNING, std::string("the VM stopped during the operation (") + e.getDescription().cStr() + ")" };
+    });
+}
+
+const RunningDistro* VmInstance::find_distribution(const Uuid& uuid) const
+{
+    for (const auto& [name, distro] : m_distros) {
+        if (distro->record.uuid == uuid)
+            return distro.get();
+    }
+    return nullptr;
+}
+
+Result<proto::Agent::Client> VmInstance::agent_for(const std::string& distro)
+{
+    if (m_stopped)
+        return vm_gone("cannot run a program");
+    if (distro.empty())
+        return m_agent;
+    auto it = m_distros.find(distro);
+    if (it == m_distros.end())
+        return Error { BH_E_DISTRO_NOT_RUNNING, "the distribution '" + distro + "' is not running" };
+    return it->second->agent;
+}
+
+kj::Promise<Status> VmInstance::start_distribution(const DistroRecord& record, const std::string& rootfs)
+{
+    if (m_stopped)
+        return Status(vm_gone("cannot start '" + record.name + "'"));
+    if (m_distros.contains(record.name))
+        return Status();
+    auto it = m_starting.find(record.name);
+    if (it == m_starting.end()) {
+        auto attempt = launch_distribution(record, rootfs).then([this, name = record.name](Status status) {
+            m_starting.erase(name);
+            return status;
+        });
+        it = m_starting.emplace(record.name, attempt.fork()).first;
+    }
+    return it->second.addBranch();
+}
+
+kj::Promise<Status> VmInstance::launch_distribution(DistroRecord record, std::string rootfs)
+{
+    Fd tree(open_tree(AT_FDCWD, rootfs.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    if (!tree)
+        return Status(Error::from_errno(errno, "cannot open the root of '" + record.name + "'"));
+    auto pair = make_socketpair();
+    if (!pair)
+        return Status(pair.take_error());
+    auto request = m_agent.startDistributionRequest();
+    request.setName(record.name);
+    request.setRootTree(ipc::wrap_fd(std::move(tree)));
+    request.setChannel(ipc::wrap_fd(std::move(pair->theirs)));
+    auto started = request.send().then(
+        [this, record = std::move(record), ours = std::move(pair->ours)](auto response) mutable {
+            return adopt_distribution(std::move(record), std::move(ours), kj::mv(response));
+        });
+    return guarded<std::monostate>(ipc::catch_disconnect<void>(kj::mv(started), "the VM's init hung up")
+                                       .then([](Status s) -> Result<std::monostate> {
+                                           if (!s)
+                                               return s.take_error();
+                                           return std::monostate {};
+                                       }))
+        .then([](Result<std::monostate> r) -> Status {
+            if (!r)
+                return r.take_error();
+            return {};
+        });
+}
+
+kj::Promise<Status> VmInstance::adopt_distribution(
+    DistroRecord record, Fd service_end, capnp::Response<proto::Agent::StartDistributionResults> response)
+{
+    Status started = ipc::to_status(response.getOutcome());
+    if (!started)
+        return kj::mv(started);
+    if (response.getInitPid() == 0 || response.getPidNamespace() == 0)
+        return Status(Error { -EPROTO, "the VM's init gave an invalid answer for '" + record.name + "'" });
+    auto distro = kj::heap<RunningDistro>();
+    distro->record = std::move(record);
+    distro->init_pid = response.getInitPid();
+    distro->pid_namespace = response.getPidNamespace();
+    distro->connection = kj::heap<ipc::Connection>(m_env.provider, std::move(service_end), capnp::rpc::twoparty::Side::CLIENT);
+    distro->agent = distro->connection->bootstrap().castAs<proto::Agent>();
+    auto setup = distro->agent.setupRequest().send();
+    return ipc::unwrap_fd(response.getPidfd())
+        .then([setup = kj::mv(setup)](Result<Fd> pidfd) mutable {
+            return setup.then([pidfd = std::move(pidfd)](auto reply) mutable -> Result<Fd> {
+                BH_TRY(ipc::to_status(reply.getOutcome()));
+                return std::move(pidfd);
+            });
+        })
+        .then([this, distro = kj::mv(distro)](Result<Fd> pidfd) mutable -> Status {
+            if (!pidfd)
+                return Error { pidfd.error().code, "cannot start '" + distro->record.name + "': " + pidfd.error().message };
+            distro->pidfd = std::move(pidfd.value());
+            std::string name = distro->record.name;
+            RunningDistro* raw = distro.get();
+            distro->watcher = ipc::when_exited(m_env.port, raw->pidfd.get())
+                                  .exclusiveJoin(raw->connection->on_disconnect())
+                                  .then([this, name, raw]() { return kj::evalLater([this, name, raw]() {
+                                      auto it = m_distros.find(name);
+                                      if (it != m_distros.end() && it->second.get() == raw)
+                                          m_distros.erase(it);
+                                  }); })
+                                  .eagerlyEvaluate(nullptr);
+            m_distros.emplace(name, kj::mv(distro));
+            return {};
+        });
+}
+
+kj::Promise<Result<int>> VmInstance::run(const std::string& distro, ProgramSpec spec, std::array<Fd, 3> stdio)
+{
+    auto agent = agent_for(distro);
+    if (!agent)
+        return Result<int>(agent.take_error());
+    return guarded(spawn_and_wait(agent.value(), std::move(spec), std::move(stdio)));
+}
+
+kj::Promise<Result<int>> VmInstance::spawn_and_wait(proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio)
+{
+    auto request = agent.spawnRequest();
+    fill_spawn_request(request.initRequest(), spec, stdio);
+    auto waited = request.send().then([](auto response) -> kj::Promise<Result<int>> {
+        Status status = ipc::to_status(response.getOutcome());
+        if (!status)
+            return Result<int>(status.take_error());
+        auto process = response.getProcess();
+        // `process` lives in the continuation: dropping it (cancellation) kills the program.
+        return process.waitRequest().send().then(
+            [process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); });
+    });
+    return ipc::catch_disconnect<int>(kj::mv(waited), "the agent running the program hung up");
+}
+
+kj::Promise<Result<Fd>> VmInstance::exec(const std::string& distro, ProgramSpec spec)
+{
+    auto agent = agent_for(distro);
+    auto pair = make_socketpair();
+    Fd null_fd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (!agent || !pair || !null_fd)
+        return Result<Fd>(!agent ? agent.take_error() : Error::from_errno(errno, "cannot run '" + spec.path + "'"));
+    auto theirs = duplicate(pair->theirs.get());
+    if (!theirs)
+        return Result<Fd>(theirs.take_error());
+    std::array<Fd, 3> stdio { std::move(pair->theirs), std::move(theirs.value()), std::move(null_fd) };
+    auto request = agent.value().spawnRequest();
+    fill_spawn_request(request.initRequest(), spec, stdio);
+    auto spawned = request.send().then([this, ours = std::move(pair->ours)](auto response) mutable -> Result<Fd> {
+        BH_TRY(ipc::to_status(response.getOutcome()));
+        // The program runs until it exits; holding its Process until then keeps it alive.
+        auto process = response.getProcess();
+        m_exec_waits.add(process.waitRequest().send().ignoreResult().attach(kj::mv(process)));
+        return std::move(ours);
+    });
+    return guarded(ipc::catch_disconnect<Fd>(kj::mv(spawned), "the agent hung up"));
+}
+
+kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_only, std::string name)
+{
+    if (m_stopped)
+        return Status(vm_gone("cannot mount at '" + vm_path + "'"));
+    if (vm_path.empty() || vm_path.front() != '/')
+        return Status(Error { -EINVAL, "cannot mount at '" + vm_path + "': the VM path must be absolute" });
+    Fd tree(open_tree(dir.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH));
+    if (!tree)
+        return Status(Error::from_errno(errno, "cannot mount at '" + vm_path + "'"));
+    auto request = m_agent.mountRequest();
+    request.setTree(ipc::wrap_fd(std::move(tree)));
+    request.setVmPath(vm_path);
+    request.setReadOnly(read_only);
+    auto mounted = request.send().then([this, name = std::move(name)](auto response) -> Result<std::monostate> {
+        BH_TRY(ipc::to_status(response.getOutcome()));
+        m_mount_names.push_back(name);
+        return std::monostate {};
+    });
+    return guarded(ipc::catch_disconnect<std::monostate>(kj::mv(mounted), "the VM's init hung up"))
+        .then([](Result<std::monostate> r) -> Status {
+            if (!r)
+                return r.take_error();
+            return {};
+        });
+}
+
+kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
+{
+    auto it = m_distros.find(name);
+    if (it == m_distros.end())
+        return kj::READY_NOW;
+    kj::Own<RunningDistro> distro = kj::mv(it->second);
+    m_distros.erase(it);
+    syscall(SYS_pidfd_send_signal, distro->pidfd.get(), SIGKILL, nullptr, 0);
+    int pidfd = distro->pidfd.get();
+    return ipc::when_exited(m_env.port, pidfd).attach(kj::mv(distro));
+}
+
+kj::Promise<void> VmInstance::stop()
+{
+    if (m_stopped)
+        return ipc::when_exited(m_env.port, m_init.pidfd());
+    m_stopped = true;
+    m_canceler.cancel("the VM is stopping");
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_distros.size());
+    std::vector<std::string> names;
+    for (const auto& [name, distro] : m_distros)
+        names.push_back(name);
+    for (const auto& name : names)
+        stops.add(terminate_distribution(name));
+    return kj::joinPromises(stops.finish()).then([this]() {
+        (void)m_init.kill(SIGKILL);
+        return ipc::when_exited(m_env.port, m_init.pidfd());
+    });
+}
+
+} // namespace bh::service

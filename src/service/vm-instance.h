@@ -1,0 +1,108 @@
+// VmInstance: the service's handle on one running VM (its init, its agent, its distributions).
+#pragma once
+
+#include "base/child-process.h"
+#include "base/fd.h"
+#include "base/result.h"
+#include "ipc/fd-cap.h"
+#include "service/config.h"
+#include "service/registry.h"
+
+#include <kj/async-unix.h>
+#include <map>
+#include <proto/vm.capnp.h>
+
+namespace bh::service {
+
+// What every VM needs from the service; outlives every VM.
+struct VmEnvironment {
+    kj::LowLevelAsyncIoProvider& provider;
+    kj::UnixEventPort& port;
+    int vminit_exe_fd; // O_PATH fd of bulkhead-vminit, executed with execveat
+};
+
+struct SessionIdentity {
+    uint32_t session_id = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string user_name;
+};
+
+// A distribution running in a VM: its init (PID 1 of its own PID namespace) and agent.
+struct RunningDistro {
+    DistroRecord record;
+    uint32_t init_pid = 0;       // as seen from the VM
+    uint64_t pid_namespace = 0;  // inode
+    Fd pidfd;                    // of its init; SIGKILL ends the whole distribution
+    kj::Own<ipc::Connection> connection;
+    proto::Agent::Client agent = nullptr;
+    kj::Promise<void> watcher = nullptr; // removes the entry when the distribution dies
+};
+
+// What `run` and `exec` start in a VM or distribution.
+struct ProgramSpec {
+    std::string path;
+    std::vector<std::string> argv;
+    std::vector<std::string> env;
+    std::string user; // empty: root
+};
+
+// One VM. Thread affinity: the service's event-loop thread. Refcounted so that operations in
+// flight keep it alive; stop() ends it for everyone, and every later or pending operation fails
+// with BH_E_VM_NOT_RUNNING (pending ones are cancelled, never left waiting).
+class VmInstance final : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
+public:
+    // Spawns the VM's init in new namespaces and builds its root. Fails with what went wrong.
+    static kj::Promise<Result<kj::Own<VmInstance>>> start(
+        VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
+    VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection);
+    ~VmInstance();
+
+    bool running() const { return !m_stopped; }
+    pid_t init_pid() const { return m_init.pid(); }
+    const VmSettings& settings() const { return m_settings; }
+    const std::map<std::string, kj::Own<RunningDistro>>& distributions() const { return m_distros; }
+    const RunningDistro* find_distribution(const Uuid& uuid) const;
+
+    // Starts `record` from `rootfs` unless it runs already; concurrent starts share one attempt.
+    kj::Promise<Status> start_distribution(const DistroRecord& record, const std::string& rootfs);
+    // Runs a program with the given stdio inside a running distribution (or in the VM's root
+    // namespace when `distro` is empty); resolves with its wait status.
+    kj::Promise<Result<int>> run(const std::string& distro, ProgramSpec spec, std::array<Fd, 3> stdio);
+    // Runs a program with stdin and stdout connected to the returned socket (stderr discarded).
+    kj::Promise<Result<Fd>> exec(const std::string& distro, ProgramSpec spec);
+    // Attaches the directory behind `dir` at the absolute `vm_path` of the VM's root namespace.
+    kj::Promise<Status> mount(Fd dir, std::string vm_path, bool read_only, std::string name);
+    // Kills one distribution and waits until its init is gone.
+    kj::Promise<void> terminate_distribution(const std::string& name);
+    // Stops every distribution, then the VM; idempotent.
+    kj::Promise<void> stop();
+    // Resolves when the VM ends on its own (its init died or its agent hung up).
+    kj::Promise<void> on_failure() { return m_failed.addBranch(); }
+
+private:
+    kj::Promise<Status> launch_distribution(DistroRecord record, std::string rootfs);
+    kj::Promise<Status> adopt_distribution(DistroRecord record, Fd service_end,
+        capnp::Response<proto::Agent::StartDistributionResults> response);
+    kj::Promise<Result<int>> spawn_and_wait(proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio);
+    Result<proto::Agent::Client> agent_for(const std::string& distro);
+    template<typename T>
+    kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
+    void taskFailed(kj::Exception&& exception) override;
+
+    VmEnvironment& m_env;
+    VmSettings m_settings;
+    ChildProcess m_init;
+    kj::Own<ipc::Connection> m_connection;
+    proto::Agent::Client m_agent;
+    std::map<std::string, kj::Own<RunningDistro>> m_distros;
+    std::map<std::string, kj::ForkedPromise<Status>> m_starting;
+    std::vector<std::string> m_mount_names;
+    kj::Canceler m_canceler;
+    // Programs started by exec() run until they exit; their Process capabilities live here.
+    kj::TaskSet m_exec_waits { *this };
+    kj::ForkedPromise<void> m_failed;
+    bool m_stopped = false;
+};
+
+} // namespace bh::service

@@ -1,0 +1,300 @@
+// The VM/distribution agent: spawning programs, attaching mounts, starting distribution inits.
+#include "vm/agent.h"
+
+#include "base/spawn.h"
+#include "ipc/fd-cap.h"
+#include "vm/mounts.h"
+
+#include <csignal>
+#include <fstream>
+#include <sched.h>
+#include <sstream>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace bh::vm {
+
+namespace {
+
+constexpr const char* default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct User {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string name = "root";
+    std::string home = "/root";
+};
+
+// Finds `wanted` (a name or a numeric uid) in this root's /etc/passwd.
+Result<User> lookup_user(const std::string& wanted)
+{
+    std::ifstream passwd("/etc/passwd");
+    std::string line;
+    while (std::getline(passwd, line)) {
+        std::vector<std::string> fields;
+        std::stringstream stream(line);
+        for (std::string field; std::getline(stream, field, ':');)
+            fields.push_back(field);
+        if (fields.size() < 6 || (fields[0] != wanted && fields[2] != wanted))
+            continue;
+        char* end = nullptr;
+        unsigned long uid = std::strtoul(fields[2].c_str(), &end, 10);
+        unsigned long gid = std::strtoul(fields[3].c_str(), nullptr, 10);
+        return User { static_cast<uid_t>(uid), static_cast<gid_t>(gid), fields[0], fields[5] };
+    }
+    return Error { -ENOENT, "no user '" + wanted + "' in the distribution's /etc/passwd" };
+}
+
+// Resolves a program name without a slash through PATH, as a shell would.
+Result<std::string> resolve_program(const std::string& path)
+{
+    if (path.find('/') != std::string::npos)
+        return path;
+    std::stringstream dirs(default_path);
+    for (std::string dir; std::getline(dirs, dir, ':');) {
+        std::string candidate = dir + "/" + path;
+        if (::access(candidate.c_str(), X_OK) == 0)
+            return candidate;
+    }
+    return Error { -ENOENT, "cannot execute '" + path + "': not found in " + default_path };
+}
+
+std::vector<std::string> to_strings(capnp::List<capnp::Text>::Reader list)
+{
+    std::vector<std::string> out;
+    for (auto item : list)
+        out.emplace_back(item.cStr());
+    return out;
+}
+
+std::vector<std::string> environment_for(const User& user, capnp::List<capnp::Text>::Reader extra)
+{
+    std::vector<std::string> env = { std::string("PATH=") + default_path, "HOME=" + user.home, "USER=" + user.name,
+        "LOGNAME=" + user.name };
+    for (auto entry : extra) {
+        std::string text = entry.cStr();
+        if (text.find('=') != std::string::npos && text.find('=') > 0)
+            env.push_back(text);
+    }
+    return env;
+}
+
+// A process this agent started; dropping the capability kills it if it still runs.
+class Process final : public proto::Process::Server {
+public:
+    Process(Reaper& reaper, pid_t pid, Fd pidfd)
+        : m_reaper(reaper)
+        , m_pid(pid)
+        , m_pidfd(std::move(pidfd))
+    {
+    }
+    ~Process()
+    {
+        if (!m_reaper.has_exited(m_pid))
+            syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+        m_reaper.forget(m_pid);
+    }
+
+protected:
+    kj::Promise<void> wait(WaitContext context) override
+    {
+        return m_reaper.wait_for(m_pid).then([context](int status) mutable {
+            context.getResults().setWaitStatus(status);
+        });
+    }
+
+private:
+    Reaper& m_reaper;
+    pid_t m_pid;
+    Fd m_pidfd;
+};
+
+void fail_outcome(proto::Outcome::Builder outcome, const Error& error)
+{
+    ipc::set_outcome(outcome, error, "Bulkhead/Vm/Agent");
+}
+
+} // namespace
+
+kj::Promise<void> Reaper::run()
+{
+    return m_port.onSignal(SIGCHLD).then([this](siginfo_t) {
+        reap_all();
+        return run();
+    });
+}
+
+void Reaper::reap_all()
+{
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            return;
+        auto it = m_watched.find(pid);
+        if (it == m_watched.end())
+            continue;
+        it->second.status = status;
+        if (it->second.fulfiller)
+            it->second.fulfiller->fulfill(kj::cp(status));
+    }
+}
+
+kj::Promise<int> Reaper::wait_for(pid_t pid)
+{
+    auto& watched = m_watched.at(pid);
+    if (watched.status)
+        return *watched.status;
+    auto paf = kj::newPromiseAndFulfiller<int>();
+    watched.fulfiller = kj::mv(paf.fulfiller);
+    return kj::mv(paf.promise);
+}
+
+bool Reaper::has_exited(pid_t pid) const
+{
+    auto it = m_watched.find(pid);
+    return it == m_watched.end() || it->second.status.has_value();
+}
+
+Agent::Agent(AgentRole role, Reaper& reaper, Fd root_tree)
+    : m_role(role)
+    , m_reaper(reaper)
+    , m_root_tree(std::move(root_tree))
+{
+}
+
+kj::Promise<void> Agent::version(VersionContext context)
+{
+    context.getResults().setMajor(proto::AGENT_MAJOR);
+    return kj::READY_NOW;
+}
+
+Status Agent::setup_vm(proto::VmConfig::Reader config)
+{
+    BH_TRY(build_vm_root({ config.getHostname().cStr(), config.getHostNetwork() }));
+    std::string custom_init = config.getCustomInit().cStr();
+    if (custom_init.empty())
+        return {};
+    // The custom init must be PID 1, so this agent steps aside into a child and serves from there.
+    if (::access(custom_init.c_str(), X_OK) < 0)
+        return Error::from_errno(errno, "cannot use '" + custom_init + "' as the VM's init");
+    pid_t pid = ::fork();
+    if (pid < 0)
+        return Error::from_errno(errno, "cannot start the VM's custom init");
+    if (pid > 0) {
+        char* argv[] = { const_cast<char*>(custom_init.c_str()), nullptr };
+        char* envp[] = { const_cast<char*>("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nullptr };
+        ::execve(custom_init.c_str(), argv, envp);
+        ::_exit(127);
+    }
+    return {};
+}
+
+kj::Promise<void> Agent::setup(SetupContext context)
+{
+    if (m_set_up) {
+        fail_outcome(context.getResults().initOutcome(), { -EALREADY, "the agent is already set up" });
+        return kj::READY_NOW;
+    }
+    m_set_up = true;
+    Status status = m_role == AgentRole::Vm ? setup_vm(context.getParams().getConfig())
+                                            : build_distribution_root(std::move(m_root_tree));
+    if (!status)
+        fail_outcome(context.getResults().initOutcome(), status.error());
+    return kj::READY_NOW;
+}
+
+kj::Promise<void> Agent::mount(MountContext context)
+{
+    auto params = context.getParams();
+    std::string vm_path = params.getVmPath().cStr();
+    bool read_only = params.getReadOnly();
+    return ipc::unwrap_fd(params.getTree()).then([context, vm_path, read_only](Result<Fd> tree) mutable {
+        Status status = tree ? attach_tree(std::move(tree.value()), vm_path, read_only) : Status(tree.take_error());
+        if (!status)
+            fail_outcome(context.getResults().initOutcome(), status.error());
+    });
+}
+
+kj::Promise<void> Agent::spawn(SpawnContext context)
+{
+    auto request = context.getParams().getRequest();
+    auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+    fds.add(ipc::unwrap_fd(request.getStdin()));
+    fds.add(ipc::unwrap_fd(request.getStdout()));
+    fds.add(ipc::unwrap_fd(request.getStderr()));
+    return kj::joinPromises(fds.finish()).then([this, context](kj::Array<Result<Fd>> stdio) mutable {
+        auto request = context.getParams().getRequest();
+        for (auto& fd : stdio) {
+            if (!fd)
+                return fail_outcome(context.getResults().initOutcome(), fd.error());
+        }
+        User user;
+        if (request.hasUser() && request.getUser().size() > 0) {
+            auto found = lookup_user(request.getUser().cStr());
+            if (!found)
+                return fail_outcome(context.getResults().initOutcome(), found.error());
+            user = found.value();
+        }
+        auto program = resolve_program(request.getPath().cStr());
+        if (!program)
+            return fail_outcome(context.getResults().initOutcome(), program.error());
+        SpawnPlan plan {
+            .path = program.value(),
+            .argv = to_strings(request.getArgv()),
+            .env = environment_for(user, request.getEnv()),
+            .fds = { { stdio[0]->get(), 0 }, { stdio[1]->get(), 1 }, { stdio[2]->get(), 2 } },
+            .cwd = ::access(user.home.c_str(), X_OK) == 0 ? user.home : "/",
+        };
+        if (user.uid != 0 || user.gid != 0)
+            plan.run_as = Credentials { user.uid, user.gid };
+        auto child = spawn_process(plan);
+        if (!child)
+            return fail_outcome(context.getResults().initOutcome(), child.error());
+        pid_t pid = child->pid();
+        m_reaper.watch(pid);
+        context.getResults().setPid(pid);
+        context.getResults().setProcess(kj::heap<Process>(m_reaper, pid, child->detach()));
+    });
+}
+
+kj::Promise<void> Agent::startDistribution(StartDistributionContext context)
+{
+    if (m_role != AgentRole::Vm) {
+        fail_outcome(context.getResults().initOutcome(), { -EPERM, "only the VM's init starts distributions" });
+        return kj::READY_NOW;
+    }
+    auto params = context.getParams();
+    auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(2);
+    fds.add(ipc::unwrap_fd(params.getRootTree()));
+    fds.add(ipc::unwrap_fd(params.getChannel()));
+    return kj::joinPromises(fds.finish()).then([this, context](kj::Array<Result<Fd>> fds) mutable {
+        auto results = context.getResults();
+        for (auto& fd : fds) {
+            if (!fd)
+                return fail_outcome(results.initOutcome(), fd.error());
+        }
+        std::string name = context.getParams().getName().cStr();
+        SpawnPlan plan {
+            .path = "/proc/self/exe",
+            .argv = { "bulkhead-vminit", "distribution", name },
+            .fds = { { fds[1]->get(), 3 }, { fds[0]->get(), 4 } },
+            .namespaces = CLONE_NEWNS | CLONE_NEWPID,
+        };
+        auto child = spawn_process(plan);
+        if (!child)
+            return fail_outcome(results.initOutcome(), child.error());
+        struct stat ns;
+        std::string ns_path = "/proc/" + std::to_string(child->pid()) + "/ns/pid";
+        if (::stat(ns_path.c_str(), &ns) < 0)
+            return fail_outcome(results.initOutcome(), Error::from_errno(errno, "cannot read " + ns_path));
+        m_reaper.watch(child->pid());
+        results.setInitPid(child->pid());
+        results.setPidNamespace(ns.st_ino);
+        results.setPidfd(ipc::wrap_fd(child->detach()));
+    });
+}
+
+} // namespace bh::vm

@@ -1,0 +1,28 @@
+// Building the roots of a VM and of a distribution inside it (runs in bulkhead-vminit).
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+
+#include <string>
+
+namespace bh::vm {
+
+struct VmRootConfig {
+    std::string hostname;
+    bool host_network = false;
+};
+
+// In a fresh mount namespace: a tmpfs root with the host's /usr, /bin, /sbin, /lib* read-only,
+// its own /proc, a minimal /dev and a /tmp; pivots into it. Also sets the hostname and brings
+// up loopback in a private network namespace.
+Status build_vm_root(const VmRootConfig& config);
+
+// In a fresh mount namespace inside the VM: attaches the detached tree `root_tree` as the
+// distribution's root, gives it its own /proc and a minimal /dev, and pivots into it.
+Status build_distribution_root(Fd root_tree);
+
+// Attaches the detached tree `tree` at the absolute `vm_path` (created if missing), read-only if asked.
+Status attach_tree(Fd tree, const std::string& vm_path, bool read_only);
+
+} // namespace bh::vm
