@@ -102,6 +102,8 @@ int child_main(void* arg)
         child_fail(ctx);
     if (ctx.run_as && !child_set_ids(ctx.run_as->uid, ctx.run_as->gid))
         child_fail(ctx);
+    // The program's fd could be one of the target numbers: move it above them first.
+    long exec_fd = ctx.exec_fd >= 0 ? syscall(SYS_fcntl, ctx.exec_fd, F_DUPFD_CLOEXEC, ctx.first_free_fd) : -1;
     if (!child_place_fds(ctx))
         child_fail(ctx);
     if (ctx.cwd[0] && syscall(SYS_chdir, ctx.cwd) < 0)
@@ -109,7 +111,7 @@ int child_main(void* arg)
     uint64_t empty_mask = 0;
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof(empty_mask));
     if (ctx.exec_fd >= 0)
-        syscall(SYS_execveat, ctx.exec_fd, "", ctx.argv, ctx.envp, AT_EMPTY_PATH);
+        syscall(SYS_execveat, exec_fd, "", ctx.argv, ctx.envp, AT_EMPTY_PATH);
     else
         syscall(SYS_execve, ctx.path, ctx.argv, ctx.envp);
     child_fail(ctx);
@@ -193,6 +195,7 @@ int first_free_fd_above(const SpawnPlan& plan)
     int highest = 2;
     for (auto [from, to] : plan.fds)
         highest = std::max({ highest, from, to });
+    highest = std::max(highest, plan.exec_fd);
     return highest + 1;
 }
 

@@ -34,7 +34,9 @@ proto::Fd::Client wrap_fd(Fd fd) { return kj::heap<FdServer>(std::move(fd)); }
 
 kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap)
 {
-    return cap.getFd().then([](kj::Maybe<int> maybe_fd) -> Result<Fd> {
+    // The fd belongs to the capability: keep it alive until we have our own duplicate.
+    auto fd_promise = cap.getFd();
+    return fd_promise.then([](kj::Maybe<int> maybe_fd) -> Result<Fd> {
         KJ_IF_MAYBE (fd, maybe_fd) {
             int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
             if (copy < 0)
@@ -42,7 +44,7 @@ kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap)
             return Fd(copy);
         }
         return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
-    });
+    }).attach(kj::mv(cap));
 }
 
 Connection::Connection(kj::LowLevelAsyncIoProvider& provider, Fd socket, capnp::rpc::twoparty::Side side,

@@ -280,6 +280,14 @@ namespace {
         return TreeWalk(root, "change the owner of", lchown).run(dir->get(), base);
     }
 
+    // A TreeWalk visitor; something already gone counts as removed.
+    int remove_entry(int parent_fd, const char* name, bool is_dir)
+    {
+        if (unlinkat(parent_fd, name, is_dir ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT)
+            return 0;
+        return errno;
+    }
+
     // ---- Validating entries ----
 
     // Returns `path` as an absolute path under `root`, or why it would leave the root.
@@ -639,9 +647,11 @@ namespace {
         if (line.empty() || line.front() == '#' || eq == std::string_view::npos)
             return;
         std::string_view key = line.substr(0, eq);
-        std::optional<std::string>* field = key == "ID" ? &result.id
-            : key == "VERSION_ID"                       ? &result.version_id
-                                                        : nullptr;
+        std::optional<std::string>* field = nullptr;
+        if (key == "ID")
+            field = &result.id;
+        else if (key == "VERSION_ID")
+            field = &result.version_id;
         if (!field)
             return;
         auto value = shell_unquote(line.substr(eq + 1));
@@ -695,10 +705,7 @@ Status remove_tree(const std::string& path)
     struct stat st;
     if (dir && fstatat(dir.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (S_ISDIR(st.st_mode))
-            return TreeWalk(path, "remove", [](int parent_fd, const char* name, bool is_dir) {
-                return unlinkat(parent_fd, name, is_dir ? AT_REMOVEDIR : 0) == 0 || errno == ENOENT ? 0
-                                                                                                    : errno;
-            }).run(dir.get(), base);
+            return TreeWalk(path, "remove", remove_entry).run(dir.get(), base);
         if (unlinkat(dir.get(), base.c_str(), 0) == 0)
             return {};
     }

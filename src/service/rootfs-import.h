@@ -32,9 +32,10 @@ struct ImportOwner {
 // climbs above the root, a device node, more than 1,000,000 entries or an over-long name
 // rejects the whole archive. Absolute symlink targets are allowed: they resolve inside the
 // distribution's own root at run time.
-// On any failure `target_dir` is removed completely and the Error names the entry and the
-// reason: -EINVAL for bad or hostile content (including "not a tar archive"), -errno for I/O
-// failures. Does not change the working directory, so it is safe on any thread; blocks.
+// On any failure `target_dir` is removed completely (unless it existed before: -EEXIST) and
+// the Error, "cannot register from tar: ...", names the entry and the reason: -EINVAL for bad
+// or hostile content (including "not a tar archive"), -errno for I/O failures.
+// Never changes the working directory, so it is safe on any thread; it blocks.
 Status import_rootfs_tar(int tar_fd, const std::string& target_dir, const ImportOwner& owner);
 
 // Reads ID and VERSION_ID from etc/os-release (fallback usr/lib/os-release) under the root

@@ -464,6 +464,27 @@ namespace {
         EXPECT_FALSE(exists(m_target));
     }
 
+    size_t open_fd_count()
+    {
+        std::error_code ec;
+        auto entries = fs::directory_iterator("/proc/self/fd", ec);
+        return static_cast<size_t>(std::distance(entries, fs::directory_iterator {}));
+    }
+
+    TEST_F(RootfsTest, LeaksNoFds)
+    {
+        size_t before = open_fd_count();
+        {
+            Fd tar = TarBuilder().file("a/b", "x").finish();
+            ASSERT_TRUE(import(tar, { 1, 1, true }).ok());
+            Fd root(open(m_target.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+            (void)read_os_release(root.get());
+            ASSERT_TRUE(remove_tree(m_target).ok());
+            ASSERT_FALSE(import(TarBuilder().file("ok", "x").file("/abs", "x").finish()).ok());
+        }
+        EXPECT_EQ(open_fd_count(), before);
+    }
+
     // ---- read_os_release ----
 
     class OsReleaseTest : public RootfsTest {

@@ -1,0 +1,35 @@
+// The bulkhead CLI's commands: each builds a request, sends it, and prints the answer.
+#pragma once
+
+#include "cli/client.h"
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace bh::cli {
+
+// Everything the command line parsed; filled in by CLI11, read by the command that runs.
+struct Invocation {
+    std::string runtime_dir;
+    int64_t uid = -1;
+    std::string name;
+    std::string rootfs;
+    std::string tar;
+    std::string package;
+    std::string distro;
+    std::string user;
+    std::vector<std::string> argv;
+    std::string host_dir;
+    std::string vm_path;
+    bool read_only = false;
+    bool all = false;
+    bool running = false;
+    bool json = false;
+};
+
+// Registers every subcommand on `app`; the chosen one stores its runner in `run`.
+void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& run);
+
+} // namespace bh::cli
