@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Register, start, run, terminate, unregister; UUID stable across a restart; exit codes; defaults.
+source "$(dirname "$0")/lib.sh"
+make_rootfs "$T/rootfs"
+start_service
+
+out=$(bh register alpha --rootfs "$T/rootfs" --package test-pkg)
+echo "$out" | grep -q "^Registered 'alpha' (" || fail "register said: $out"
+uuid=$(bh list --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(d["uuid"])')
+expect_eq "$(bh list --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(d["flavor"], d["version"], d["package"], d["default"], d["running"])')" \
+  "bulkhead-test 1.0 test-pkg True False" "list fields"
+
+expect_eq "$(bh run -- echo hello)" "hello" "run output"
+rc=0; bh run -- sh -c 'exit 7' || rc=$?
+expect_eq "$rc" "7" "exit status"
+rc=0; bh run -- sh -c 'kill -9 $$' || rc=$?
+expect_eq "$rc" "137" "death by signal"
+expect_eq "$(echo piped | bh run -- cat)" "piped" "stdin is the caller's"
+expect_eq "$(bh run -u alice -- id -u)" "1000" "run -u"
+expect_eq "$(bh list --running --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" "1" "running"
+
+bh start alpha
+pid1=$(bh list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["init_pid"])')
+[ "$pid1" -gt 0 ] || fail "no init pid"
+bh terminate alpha
+expect_eq "$(bh list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["running"])')" "False" "terminated"
+
+# A second distribution, and the default.
+bh register beta --tar <(tar -C "$T/rootfs" -cf - .) >/dev/null
+expect_eq "$(bh run -d beta -- cat /etc/hostname 2>/dev/null || true)" "" "beta has no /etc/hostname"
+bh set-default beta
+expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin) if d["default"]])')" "['beta']" "default"
+
+# The UUID survives a restart of the service.
+stop_service
+start_service
+expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]=="alpha"][0])')" "$uuid" "uuid after restart"
+
+bh unregister alpha
+bh unregister beta
+expect_eq "$(bh list --json)" "[]" "list after unregister"
+expect_eq "$(distro_dirs)" "0" "no directory left after unregister"
+echo "lifecycle: ok"
