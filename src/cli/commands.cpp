@@ -117,7 +117,8 @@ int do_register(Client& client, const Invocation& inv)
     }
     auto reply = wait_for(client, request.send(), "registration");
     Status local = produced.addBranch().wait(client.wait_scope());
-    if (!local)
+    // Our own read failure is the root cause, unless it is only the service hanging up on us.
+    if (!local && local.error().code != -EPIPE)
         return report({ local.take_error(), op });
     if (!reply)
         return report({ reply.take_error(), op });

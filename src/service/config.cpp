@@ -45,12 +45,12 @@ Status read_optional(const toml::table& table, const char* key, std::optional<T>
     if (!node)
         return {};
     if constexpr (std::is_same_v<T, uint32_t>) {
-        auto value = node->value<int64_t>();
+        auto value = node->value_exact<int64_t>();
         if (!value || *value < 0 || *value > 365LL * 24 * 3600)
             return config_error(origin, std::string("'") + key + "' must be a whole number of seconds");
         out = static_cast<uint32_t>(*value);
     } else {
-        auto value = node->value<T>();
+        auto value = node->value_exact<T>();
         if (!value)
             return config_error(origin, std::string("'") + key + "' has the wrong type");
         out = *value;

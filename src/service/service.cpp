@@ -216,7 +216,7 @@ void Service::adopt_vm(Session& session, kj::Own<VmInstance> vm)
             log_warning("the VM of uid " + std::to_string(session.identity.uid) + " ended unexpectedly");
             return stop_vm(session);
         }));
-    });
+    }).eagerlyEvaluate(nullptr);
     arm_idle_timer(session);
 }
 
@@ -229,7 +229,7 @@ void Service::arm_idle_timer(Session& session)
     session.idle_timer = m_timer.afterDelay(delay).then([this, &session]() {
         log_info("the VM of uid " + std::to_string(session.identity.uid) + " is idle; stopping it");
         m_tasks.add(stop_vm(session));
-    });
+    }).eagerlyEvaluate(nullptr);
 }
 
 kj::Promise<void> Service::stop_vm(Session& session)

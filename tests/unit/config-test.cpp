@@ -1,0 +1,46 @@
+// Unit tests of configuration parsing and the admin policy.
+#include "service/config.h"
+
+#include <bulkhead/plugin_api.h>
+#include <gtest/gtest.h>
+
+namespace bh::service {
+
+TEST(Config, DefaultsWhenEmpty)
+{
+    auto config = parse_service_config("", "test.toml");
+    ASSERT_TRUE(config.ok());
+    EXPECT_EQ(config->defaults.idle_timeout_s, 60u);
+    EXPECT_FALSE(config->defaults.host_network);
+    EXPECT_TRUE(config->policy.allow_host_network);
+}
+
+TEST(Config, RejectsUnknownKeysAndBadTypes)
+{
+    auto typo = parse_service_config("[vm]\nidle_timeout = 5\n", "a.toml");
+    ASSERT_FALSE(typo.ok());
+    EXPECT_NE(typo.error().message.find("unknown key 'vm.idle_timeout'"), std::string::npos);
+    EXPECT_FALSE(parse_service_config("[vm]\nhost_network = 3\n", "a.toml").ok());
+    EXPECT_FALSE(parse_service_config("[vm]\ninit = \"relative\"\n", "a.toml").ok());
+    EXPECT_FALSE(parse_service_config("[vm\n", "a.toml").ok());
+}
+
+TEST(Config, PolicyFiltersUserOverrides)
+{
+    auto config = parse_service_config("[policy]\nallow_user_host_network = false\n", "a.toml");
+    ASSERT_TRUE(config.ok());
+    auto overrides = parse_user_overrides("[vm]\nhost_network = true\nidle_timeout_s = 5\n", "u.toml");
+    ASSERT_TRUE(overrides.ok());
+    auto settings = apply_policy(config.value(), overrides.value());
+    ASSERT_TRUE(settings.ok());
+    EXPECT_FALSE(settings->host_network);
+    EXPECT_EQ(settings->custom_config_flags, 0u);
+    EXPECT_EQ(settings->idle_timeout_s, 5u);
+
+    auto open = apply_policy(ServiceConfig {}, overrides.value());
+    ASSERT_TRUE(open.ok());
+    EXPECT_TRUE(open->host_network);
+    EXPECT_EQ(open->custom_config_flags, static_cast<uint32_t>(BH_VM_CONFIG_HOST_NETWORK));
+}
+
+} // namespace bh::service
