@@ -33,14 +33,14 @@ typedef uint32_t bh_session_id;
 
 struct bh_session_info {
     bh_session_id session_id; /* handle for the service functions */
-    uint32_t uid;             /* the user the session belongs to */
+    uint32_t uid; /* the user the session belongs to */
     uint32_t gid;
     const char* user_name; /* login name of uid */
 };
 
 enum {
     BH_VM_CONFIG_HOST_NETWORK = 1, /* user config shares the host network namespace */
-    BH_VM_CONFIG_CUSTOM_INIT = 2   /* user config replaces the VM's init program */
+    BH_VM_CONFIG_CUSTOM_INIT = 2 /* user config replaces the VM's init program */
 };
 
 struct bh_vm_settings {
@@ -52,20 +52,20 @@ struct bh_uuid {
 };
 
 struct bh_distribution_info {
-    struct bh_uuid id;      /* stable across service restarts and reboots */
+    struct bh_uuid id; /* stable across service restarts and reboots */
     const char* name;
     uint64_t pid_namespace; /* inode number of the distribution's pid namespace */
-    const char* package;    /* nullable: what it was installed from */
-    uint32_t init_pid;      /* pid of the distribution's init, as seen from the VM */
-    const char* flavor;     /* nullable: os-release ID, e.g. "debian" */
-    const char* version;    /* nullable: os-release VERSION_ID, e.g. "12" */
+    const char* package; /* nullable: what it was installed from */
+    uint32_t init_pid; /* pid of the distribution's init, as seen from the VM */
+    const char* flavor; /* nullable: os-release ID, e.g. "debian" */
+    const char* version; /* nullable: os-release VERSION_ID, e.g. "12" */
 };
 
 struct bh_offline_distribution_info {
     struct bh_uuid id;
     const char* name;
     const char* package; /* nullable */
-    const char* flavor;  /* nullable */
+    const char* flavor; /* nullable */
     const char* version; /* nullable */
 };
 
@@ -89,8 +89,10 @@ struct bh_plugin_hooks_v1 {
     int (*on_vm_stopping)(const struct bh_session_info*);
     int (*on_distribution_started)(const struct bh_session_info*, const struct bh_distribution_info*);
     int (*on_distribution_stopping)(const struct bh_session_info*, const struct bh_distribution_info*);
-    int (*on_distribution_registered)(const struct bh_session_info*, const struct bh_offline_distribution_info*);
-    int (*on_distribution_unregistered)(const struct bh_session_info*, const struct bh_offline_distribution_info*);
+    int (*on_distribution_registered)(
+        const struct bh_session_info*, const struct bh_offline_distribution_info*);
+    int (*on_distribution_unregistered)(
+        const struct bh_session_info*, const struct bh_offline_distribution_info*);
     int (*on_container_session_created)(const struct bh_container_session_info*);
     int (*on_container_session_stopping)(const struct bh_container_session_info*);
     int (*on_container_started)(const struct bh_container_session_info*, const char* inspect_json);
@@ -105,14 +107,14 @@ struct bh_plugin_hooks_v1 {
  * returning and the plugin's unload (plugin_error excepted: see the spec). */
 struct bh_plugin_api_v1 {
     struct bh_version version;
-    int (*mount_folder)(bh_session_id session, const char* host_path, const char* vm_path, int read_only,
-        const char* name);
+    int (*mount_folder)(
+        bh_session_id session, const char* host_path, const char* vm_path, int read_only, const char* name);
     int (*execute_binary)(bh_session_id session, const char* path, const char* const* argv, int* out_fd);
     int (*plugin_error)(const char* message);
     int (*execute_binary_in_distribution)(bh_session_id session, const struct bh_uuid* distribution,
         const char* path, const char* const* argv, int* out_fd);
-    int (*container_mount_folder)(bh_container_session_id session, const char* host_path, const char* mountpoint,
-        int read_only);
+    int (*container_mount_folder)(
+        bh_container_session_id session, const char* host_path, const char* mountpoint, int read_only);
     int (*container_unmount_folder)(bh_container_session_id session, const char* mountpoint);
     int (*container_create_process)(bh_container_session_id session, const char* executable,
         const char* const* argv, const char* const* envp, struct bh_process** out_process, int* out_errno);
@@ -129,13 +131,13 @@ typedef int (*bh_plugin_entry_v1_fn)(const struct bh_plugin_api_v1* api, struct 
 
 /* Inside the entry point: returns BH_E_PLUGIN_REQUIRES_UPDATE from the enclosing function when
  * api->version is lower than (major, minor, revision), compared lexicographically. */
-#define BH_PLUGIN_REQUIRE_VERSION(req_major, req_minor, req_revision, api)                              \
-    do {                                                                                                 \
-        const struct bh_version* bh_v_ = &(api)->version;                                                \
-        if (bh_v_->major != (uint32_t)(req_major) ? bh_v_->major < (uint32_t)(req_major)                 \
-                : bh_v_->minor != (uint32_t)(req_minor) ? bh_v_->minor < (uint32_t)(req_minor)           \
-                                                        : bh_v_->revision < (uint32_t)(req_revision))    \
-            return BH_E_PLUGIN_REQUIRES_UPDATE;                                                          \
+#define BH_PLUGIN_REQUIRE_VERSION(req_major, req_minor, req_revision, api)                                   \
+    do {                                                                                                     \
+        const struct bh_version* bh_v_ = &(api)->version;                                                    \
+        if (bh_v_->major != (uint32_t)(req_major)       ? bh_v_->major < (uint32_t)(req_major)               \
+                : bh_v_->minor != (uint32_t)(req_minor) ? bh_v_->minor < (uint32_t)(req_minor)               \
+                                                        : bh_v_->revision < (uint32_t)(req_revision))        \
+            return BH_E_PLUGIN_REQUIRES_UPDATE;                                                              \
     } while (0)
 
 /* A stable symbolic name for a result: "OK", "BH_E_...", an errno name such as "ENOENT", or
@@ -155,17 +157,55 @@ static inline const char* bh_result_name(int result)
         { BH_E_ILLEGAL_STATE_CHANGE, "BH_E_ILLEGAL_STATE_CHANGE" },
         { BH_E_PLUGIN_UNTRUSTED, "BH_E_PLUGIN_UNTRUSTED" },
         /* errno values are fixed by the Linux ABI; listed by number to stay <errno.h>-free. */
-        { -1, "EPERM" }, { -2, "ENOENT" }, { -3, "ESRCH" }, { -4, "EINTR" }, { -5, "EIO" },
-        { -6, "ENXIO" }, { -7, "E2BIG" }, { -8, "ENOEXEC" }, { -9, "EBADF" }, { -10, "ECHILD" },
-        { -11, "EAGAIN" }, { -12, "ENOMEM" }, { -13, "EACCES" }, { -14, "EFAULT" }, { -16, "EBUSY" },
-        { -17, "EEXIST" }, { -18, "EXDEV" }, { -19, "ENODEV" }, { -20, "ENOTDIR" }, { -21, "EISDIR" },
-        { -22, "EINVAL" }, { -23, "ENFILE" }, { -24, "EMFILE" }, { -25, "ENOTTY" }, { -26, "ETXTBSY" },
-        { -27, "EFBIG" }, { -28, "ENOSPC" }, { -29, "ESPIPE" }, { -30, "EROFS" }, { -31, "EMLINK" },
-        { -32, "EPIPE" }, { -34, "ERANGE" }, { -36, "ENAMETOOLONG" }, { -38, "ENOSYS" },
-        { -39, "ENOTEMPTY" }, { -40, "ELOOP" }, { -61, "ENODATA" }, { -62, "ETIME" },
-        { -71, "EPROTO" }, { -74, "EBADMSG" }, { -75, "EOVERFLOW" }, { -95, "EOPNOTSUPP" },
-        { -98, "EADDRINUSE" }, { -103, "ECONNABORTED" }, { -104, "ECONNRESET" }, { -107, "ENOTCONN" },
-        { -110, "ETIMEDOUT" }, { -111, "ECONNREFUSED" }, { -125, "ECANCELED" },
+        { -1, "EPERM" },
+        { -2, "ENOENT" },
+        { -3, "ESRCH" },
+        { -4, "EINTR" },
+        { -5, "EIO" },
+        { -6, "ENXIO" },
+        { -7, "E2BIG" },
+        { -8, "ENOEXEC" },
+        { -9, "EBADF" },
+        { -10, "ECHILD" },
+        { -11, "EAGAIN" },
+        { -12, "ENOMEM" },
+        { -13, "EACCES" },
+        { -14, "EFAULT" },
+        { -16, "EBUSY" },
+        { -17, "EEXIST" },
+        { -18, "EXDEV" },
+        { -19, "ENODEV" },
+        { -20, "ENOTDIR" },
+        { -21, "EISDIR" },
+        { -22, "EINVAL" },
+        { -23, "ENFILE" },
+        { -24, "EMFILE" },
+        { -25, "ENOTTY" },
+        { -26, "ETXTBSY" },
+        { -27, "EFBIG" },
+        { -28, "ENOSPC" },
+        { -29, "ESPIPE" },
+        { -30, "EROFS" },
+        { -31, "EMLINK" },
+        { -32, "EPIPE" },
+        { -34, "ERANGE" },
+        { -36, "ENAMETOOLONG" },
+        { -38, "ENOSYS" },
+        { -39, "ENOTEMPTY" },
+        { -40, "ELOOP" },
+        { -61, "ENODATA" },
+        { -62, "ETIME" },
+        { -71, "EPROTO" },
+        { -74, "EBADMSG" },
+        { -75, "EOVERFLOW" },
+        { -95, "EOPNOTSUPP" },
+        { -98, "EADDRINUSE" },
+        { -103, "ECONNABORTED" },
+        { -104, "ECONNRESET" },
+        { -107, "ENOTCONN" },
+        { -110, "ETIMEDOUT" },
+        { -111, "ECONNREFUSED" },
+        { -125, "ECANCELED" },
     };
     static const char hex[] = "0123456789abcdef";
     /* Per thread, so concurrent callers never see each other's text (GCC and Clang). */

@@ -10,13 +10,13 @@ namespace bh {
 
 namespace {
 
-// Converts a waitid() result into a classic wait status (as waitpid returns).
-int to_wait_status(const siginfo_t& info)
-{
-    if (info.si_code == CLD_EXITED)
-        return (info.si_status & 0xff) << 8;
-    return info.si_status & 0x7f;
-}
+    // Converts a waitid() result into a classic wait status (as waitpid returns).
+    int to_wait_status(const siginfo_t& info)
+    {
+        if (info.si_code == CLD_EXITED)
+            return (info.si_status & 0xff) << 8;
+        return info.si_status & 0x7f;
+    }
 
 } // namespace
 
@@ -30,7 +30,10 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept
     return *this;
 }
 
-ChildProcess::~ChildProcess() { kill_and_reap(); }
+ChildProcess::~ChildProcess()
+{
+    kill_and_reap();
+}
 
 void ChildProcess::kill_and_reap()
 {

@@ -11,8 +11,17 @@ enum class LogLevel { Debug, Info, Warning, Error };
 // threads never interleave. Safe from any thread.
 void log(LogLevel level, std::string_view message);
 
-inline void log_info(std::string_view message) { log(LogLevel::Info, message); }
-inline void log_warning(std::string_view message) { log(LogLevel::Warning, message); }
-inline void log_error(std::string_view message) { log(LogLevel::Error, message); }
+inline void log_info(std::string_view message)
+{
+    log(LogLevel::Info, message);
+}
+inline void log_warning(std::string_view message)
+{
+    log(LogLevel::Warning, message);
+}
+inline void log_error(std::string_view message)
+{
+    log(LogLevel::Error, message);
+}
 
 } // namespace bh

@@ -22,8 +22,7 @@ struct Error {
 };
 
 // Either a value or an Error. Callers must look at it: [[nodiscard]].
-template<typename T>
-class [[nodiscard]] Result {
+template<typename T> class [[nodiscard]] Result {
 public:
     Result(T value)
         : m_state(std::move(value))
@@ -48,8 +47,7 @@ private:
 };
 
 // Result<void>: success carries nothing.
-template<>
-class [[nodiscard]] Result<void> {
+template<> class [[nodiscard]] Result<void> {
 public:
     Result() = default;
     Result(Error error)
@@ -73,9 +71,9 @@ using Status = Result<void>;
 } // namespace bh
 
 // Returns early from the enclosing function with the error of `expr` when it failed.
-#define BH_TRY(expr)                          \
-    do {                                      \
-        auto _bh_result = (expr);             \
-        if (!_bh_result.ok())                 \
-            return _bh_result.take_error();   \
+#define BH_TRY(expr)                                                                                         \
+    do {                                                                                                     \
+        auto _bh_result = (expr);                                                                            \
+        if (!_bh_result.ok())                                                                                \
+            return _bh_result.take_error();                                                                  \
     } while (0)

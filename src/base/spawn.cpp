@@ -1,9 +1,9 @@
 // spawn_process: clone(CLONE_VM) + execve, with namespaces, a user-namespace id map and fd plumbing.
 #include "base/spawn.h"
 
+#include <algorithm>
 #include <csignal>
 #include <fcntl.h>
-#include <algorithm>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -14,204 +14,206 @@ namespace bh {
 
 namespace {
 
-constexpr size_t child_stack_size = 256 * 1024;
+    constexpr size_t child_stack_size = 256 * 1024;
 
-// Everything the child needs, prepared by the parent: the child shares the parent's memory
-// and may only make raw system calls (no allocation, no locks, no libc state).
-struct ChildContext {
-    const char* path;
-    int exec_fd;
-    char* const* argv;
-    char* const* envp;
-    const std::pair<int, int>* fds;
-    size_t fd_count;
-    int first_free_fd;
-    int sync_fd;
-    int err_fd;
-    const char* cwd;
-    bool become_ns_root;
-    const Credentials* run_as;
-    bool die_with_parent;
-    pid_t parent_pid;
-    bool new_pid_ns;
-};
+    // Everything the child needs, prepared by the parent: the child shares the parent's memory
+    // and may only make raw system calls (no allocation, no locks, no libc state).
+    struct ChildContext {
+        const char* path;
+        int exec_fd;
+        char* const* argv;
+        char* const* envp;
+        const std::pair<int, int>* fds;
+        size_t fd_count;
+        int first_free_fd;
+        int sync_fd;
+        int err_fd;
+        const char* cwd;
+        bool become_ns_root;
+        const Credentials* run_as;
+        bool die_with_parent;
+        pid_t parent_pid;
+        bool new_pid_ns;
+    };
 
-// The kernel's struct sigaction (not glibc's), for raw rt_sigaction calls.
-struct KernelSigaction {
-    void* handler;
-    unsigned long flags;
-    void* restorer;
-    uint64_t mask;
-};
+    // The kernel's struct sigaction (not glibc's), for raw rt_sigaction calls.
+    struct KernelSigaction {
+        void* handler;
+        unsigned long flags;
+        void* restorer;
+        uint64_t mask;
+    };
 
-[[noreturn]] void child_fail(const ChildContext& ctx)
-{
-    int err = errno;
-    syscall(SYS_write, ctx.err_fd, &err, sizeof(err));
-    syscall(SYS_exit_group, 127);
-    __builtin_unreachable();
-}
-
-void child_reset_signals()
-{
-    KernelSigaction dfl {};
-    for (int sig = 1; sig < NSIG; ++sig) {
-        if (sig != SIGKILL && sig != SIGSTOP)
-            syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(uint64_t));
-    }
-}
-
-bool child_set_ids(uid_t uid, gid_t gid)
-{
-    return syscall(SYS_setgroups, 0, nullptr) == 0 && syscall(SYS_setresgid, gid, gid, gid) == 0
-        && syscall(SYS_setresuid, uid, uid, uid) == 0;
-}
-
-// Moves the planned fds to their numbers. Sources are first copied above every target, so
-// that a source whose number is another's target is never clobbered.
-bool child_place_fds(const ChildContext& ctx)
-{
-    int copies[64];
-    if (ctx.fd_count > 64)
-        return false;
-    for (size_t i = 0; i < ctx.fd_count; ++i) {
-        copies[i] = static_cast<int>(syscall(SYS_fcntl, ctx.fds[i].first, F_DUPFD_CLOEXEC, ctx.first_free_fd));
-        if (copies[i] < 0)
-            return false;
-    }
-    for (size_t i = 0; i < ctx.fd_count; ++i) {
-        if (syscall(SYS_dup3, copies[i], ctx.fds[i].second, 0) < 0)
-            return false;
-    }
-    return true;
-}
-
-int child_main(void* arg)
-{
-    const auto& ctx = *static_cast<const ChildContext*>(arg);
-    child_reset_signals();
-    if (ctx.die_with_parent) {
-        syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        if (!ctx.new_pid_ns && syscall(SYS_getppid) != ctx.parent_pid)
-            syscall(SYS_exit_group, 127);
-    }
-    char go = 0;
-    if (ctx.sync_fd >= 0 && syscall(SYS_read, ctx.sync_fd, &go, 1) != 1)
+    [[noreturn]] void child_fail(const ChildContext& ctx)
+    {
+        int err = errno;
+        syscall(SYS_write, ctx.err_fd, &err, sizeof(err));
         syscall(SYS_exit_group, 127);
-    if (ctx.become_ns_root && !child_set_ids(0, 0))
-        child_fail(ctx);
-    if (ctx.run_as && !child_set_ids(ctx.run_as->uid, ctx.run_as->gid))
-        child_fail(ctx);
-    // The program's fd could be one of the target numbers: move it above them first.
-    long exec_fd = ctx.exec_fd >= 0 ? syscall(SYS_fcntl, ctx.exec_fd, F_DUPFD_CLOEXEC, ctx.first_free_fd) : -1;
-    if (!child_place_fds(ctx))
-        child_fail(ctx);
-    if (ctx.cwd[0] && syscall(SYS_chdir, ctx.cwd) < 0)
-        child_fail(ctx);
-    uint64_t empty_mask = 0;
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof(empty_mask));
-    if (ctx.exec_fd >= 0)
-        syscall(SYS_execveat, exec_fd, "", ctx.argv, ctx.envp, AT_EMPTY_PATH);
-    else
-        syscall(SYS_execve, ctx.path, ctx.argv, ctx.envp);
-    child_fail(ctx);
-}
-
-std::vector<char*> to_c_array(const std::vector<std::string>& strings)
-{
-    std::vector<char*> out;
-    for (const auto& s : strings)
-        out.push_back(const_cast<char*>(s.c_str()));
-    out.push_back(nullptr);
-    return out;
-}
-
-Status write_proc_file(pid_t pid, const char* name, const std::string& content)
-{
-    std::string path = "/proc/" + std::to_string(pid) + "/" + name;
-    Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd || ::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
-        return Error::from_errno(errno, "cannot write " + path);
-    return {};
-}
-
-Status write_id_maps(pid_t pid, const Credentials& ids)
-{
-    BH_TRY(write_proc_file(pid, "uid_map", "0 " + std::to_string(ids.uid) + " 1\n"));
-    return write_proc_file(pid, "gid_map", "0 " + std::to_string(ids.gid) + " 1\n");
-}
-
-struct Pipe {
-    Fd read;
-    Fd write;
-};
-
-Result<Pipe> make_pipe()
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return Error::from_errno(errno, "cannot create a pipe");
-    return Pipe { Fd(fds[0]), Fd(fds[1]) };
-}
-
-// Owns the child's stack; unmapped only once the child no longer runs on it.
-class ChildStack {
-public:
-    ChildStack()
-        : m_base(mmap(nullptr, child_stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-            -1, 0))
-    {
+        __builtin_unreachable();
     }
-    ~ChildStack()
+
+    void child_reset_signals()
     {
-        if (m_base != MAP_FAILED)
-            munmap(m_base, child_stack_size);
+        KernelSigaction dfl {};
+        for (int sig = 1; sig < NSIG; ++sig) {
+            if (sig != SIGKILL && sig != SIGSTOP)
+                syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(uint64_t));
+        }
     }
-    bool ok() const { return m_base != MAP_FAILED; }
-    void* top() const { return static_cast<char*>(m_base) + child_stack_size; }
 
-private:
-    void* m_base;
-};
-
-// Blocks every signal on this thread for its lifetime, so no handler of ours runs on the
-// child's borrowed stack before it resets them.
-class SignalBlock {
-public:
-    SignalBlock()
+    bool child_set_ids(uid_t uid, gid_t gid)
     {
-        sigset_t all;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &m_old);
+        return syscall(SYS_setgroups, 0, nullptr) == 0 && syscall(SYS_setresgid, gid, gid, gid) == 0
+            && syscall(SYS_setresuid, uid, uid, uid) == 0;
     }
-    ~SignalBlock() { pthread_sigmask(SIG_SETMASK, &m_old, nullptr); }
 
-private:
-    sigset_t m_old;
-};
+    // Moves the planned fds to their numbers. Sources are first copied above every target, so
+    // that a source whose number is another's target is never clobbered.
+    bool child_place_fds(const ChildContext& ctx)
+    {
+        int copies[64];
+        if (ctx.fd_count > 64)
+            return false;
+        for (size_t i = 0; i < ctx.fd_count; ++i) {
+            copies[i]
+                = static_cast<int>(syscall(SYS_fcntl, ctx.fds[i].first, F_DUPFD_CLOEXEC, ctx.first_free_fd));
+            if (copies[i] < 0)
+                return false;
+        }
+        for (size_t i = 0; i < ctx.fd_count; ++i) {
+            if (syscall(SYS_dup3, copies[i], ctx.fds[i].second, 0) < 0)
+                return false;
+        }
+        return true;
+    }
 
-int first_free_fd_above(const SpawnPlan& plan)
-{
-    int highest = 2;
-    for (auto [from, to] : plan.fds)
-        highest = std::max({ highest, from, to });
-    highest = std::max(highest, plan.exec_fd);
-    return highest + 1;
-}
+    int child_main(void* arg)
+    {
+        const auto& ctx = *static_cast<const ChildContext*>(arg);
+        child_reset_signals();
+        if (ctx.die_with_parent) {
+            syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            if (!ctx.new_pid_ns && syscall(SYS_getppid) != ctx.parent_pid)
+                syscall(SYS_exit_group, 127);
+        }
+        char go = 0;
+        if (ctx.sync_fd >= 0 && syscall(SYS_read, ctx.sync_fd, &go, 1) != 1)
+            syscall(SYS_exit_group, 127);
+        if (ctx.become_ns_root && !child_set_ids(0, 0))
+            child_fail(ctx);
+        if (ctx.run_as && !child_set_ids(ctx.run_as->uid, ctx.run_as->gid))
+            child_fail(ctx);
+        // The program's fd could be one of the target numbers: move it above them first.
+        long exec_fd
+            = ctx.exec_fd >= 0 ? syscall(SYS_fcntl, ctx.exec_fd, F_DUPFD_CLOEXEC, ctx.first_free_fd) : -1;
+        if (!child_place_fds(ctx))
+            child_fail(ctx);
+        if (ctx.cwd[0] && syscall(SYS_chdir, ctx.cwd) < 0)
+            child_fail(ctx);
+        uint64_t empty_mask = 0;
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof(empty_mask));
+        if (ctx.exec_fd >= 0)
+            syscall(SYS_execveat, exec_fd, "", ctx.argv, ctx.envp, AT_EMPTY_PATH);
+        else
+            syscall(SYS_execve, ctx.path, ctx.argv, ctx.envp);
+        child_fail(ctx);
+    }
 
-// Waits for the exec: EOF on the CLOEXEC error pipe means it happened; 4 bytes are an errno.
-Result<ChildProcess> await_exec(ChildProcess child, Fd err_read, const std::string& path)
-{
-    int err = 0;
-    ssize_t n;
-    while ((n = ::read(err_read.get(), &err, sizeof(err))) < 0 && errno == EINTR) { }
-    if (n == 0)
-        return child;
-    (void)child.wait();
-    if (n != sizeof(err))
-        return Error { -EIO, "cannot start '" + path + "': the child failed before exec" };
-    return Error::from_errno(err, "cannot execute '" + path + "'");
-}
+    std::vector<char*> to_c_array(const std::vector<std::string>& strings)
+    {
+        std::vector<char*> out;
+        for (const auto& s : strings)
+            out.push_back(const_cast<char*>(s.c_str()));
+        out.push_back(nullptr);
+        return out;
+    }
+
+    Status write_proc_file(pid_t pid, const char* name, const std::string& content)
+    {
+        std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+        Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        if (!fd || ::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+            return Error::from_errno(errno, "cannot write " + path);
+        return {};
+    }
+
+    Status write_id_maps(pid_t pid, const Credentials& ids)
+    {
+        BH_TRY(write_proc_file(pid, "uid_map", "0 " + std::to_string(ids.uid) + " 1\n"));
+        return write_proc_file(pid, "gid_map", "0 " + std::to_string(ids.gid) + " 1\n");
+    }
+
+    struct Pipe {
+        Fd read;
+        Fd write;
+    };
+
+    Result<Pipe> make_pipe()
+    {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
+            return Error::from_errno(errno, "cannot create a pipe");
+        return Pipe { Fd(fds[0]), Fd(fds[1]) };
+    }
+
+    // Owns the child's stack; unmapped only once the child no longer runs on it.
+    class ChildStack {
+    public:
+        ChildStack()
+            : m_base(mmap(nullptr, child_stack_size, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0))
+        {
+        }
+        ~ChildStack()
+        {
+            if (m_base != MAP_FAILED)
+                munmap(m_base, child_stack_size);
+        }
+        bool ok() const { return m_base != MAP_FAILED; }
+        void* top() const { return static_cast<char*>(m_base) + child_stack_size; }
+
+    private:
+        void* m_base;
+    };
+
+    // Blocks every signal on this thread for its lifetime, so no handler of ours runs on the
+    // child's borrowed stack before it resets them.
+    class SignalBlock {
+    public:
+        SignalBlock()
+        {
+            sigset_t all;
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &m_old);
+        }
+        ~SignalBlock() { pthread_sigmask(SIG_SETMASK, &m_old, nullptr); }
+
+    private:
+        sigset_t m_old;
+    };
+
+    int first_free_fd_above(const SpawnPlan& plan)
+    {
+        int highest = 2;
+        for (auto [from, to] : plan.fds)
+            highest = std::max({ highest, from, to });
+        highest = std::max(highest, plan.exec_fd);
+        return highest + 1;
+    }
+
+    // Waits for the exec: EOF on the CLOEXEC error pipe means it happened; 4 bytes are an errno.
+    Result<ChildProcess> await_exec(ChildProcess child, Fd err_read, const std::string& path)
+    {
+        int err = 0;
+        ssize_t n;
+        while ((n = ::read(err_read.get(), &err, sizeof(err))) < 0 && errno == EINTR) { }
+        if (n == 0)
+            return child;
+        (void)child.wait();
+        if (n != sizeof(err))
+            return Error { -EIO, "cannot start '" + path + "': the child failed before exec" };
+        return Error::from_errno(err, "cannot execute '" + path + "'");
+    }
 
 } // namespace
 
@@ -226,10 +228,10 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
         return Error { -EINVAL, "cannot start '" + plan.path + "': a user namespace needs an id map" };
     auto argv = to_c_array(plan.argv);
     auto envp = to_c_array(plan.env);
-    ChildContext ctx { plan.path.c_str(), plan.exec_fd, argv.data(), envp.data(), plan.fds.data(), plan.fds.size(),
-        first_free_fd_above(plan), userns ? sync_pipe->read.get() : -1, err_pipe->write.get(), plan.cwd.c_str(),
-        userns, plan.run_as ? &*plan.run_as : nullptr, plan.die_with_parent, getpid(),
-        (plan.namespaces & CLONE_NEWPID) != 0 };
+    ChildContext ctx { plan.path.c_str(), plan.exec_fd, argv.data(), envp.data(), plan.fds.data(),
+        plan.fds.size(), first_free_fd_above(plan), userns ? sync_pipe->read.get() : -1,
+        err_pipe->write.get(), plan.cwd.c_str(), userns, plan.run_as ? &*plan.run_as : nullptr,
+        plan.die_with_parent, getpid(), (plan.namespaces & CLONE_NEWPID) != 0 };
     ChildStack stack;
     if (!stack.ok())
         return Error::from_errno(errno, "cannot start '" + plan.path + "': no memory for its stack");
@@ -237,7 +239,8 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     pid_t pid;
     {
         SignalBlock block;
-        pid = clone(child_main, stack.top(), CLONE_VM | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
+        pid = clone(
+            child_main, stack.top(), CLONE_VM | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
     }
     if (pid < 0)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");

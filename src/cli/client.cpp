@@ -14,7 +14,8 @@ namespace bh::cli {
 int report(const Failure& failure)
 {
     std::cerr << failure.error.message << "\n"
-              << "Error code: " << failure.operation << "/" << bh_result_name(failure.error.code) << std::endl;
+              << "Error code: " << failure.operation << "/" << bh_result_name(failure.error.code)
+              << std::endl;
     return 1;
 }
 
@@ -27,8 +28,10 @@ Result<kj::Own<Client>> Client::connect(kj::AsyncIoContext& io, const std::strin
         return Error { -ENAMETOOLONG, "the control socket path '" + path + "' is too long" };
     std::copy(path.begin(), path.end(), address.sun_path);
     if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) < 0)
-        return Error::from_errno(errno, "cannot reach the Bulkhead service at " + path + " (is bulkheadd running?)");
-    auto stream = io.lowLevelProvider->wrapUnixSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+        return Error::from_errno(
+            errno, "cannot reach the Bulkhead service at " + path + " (is bulkheadd running?)");
+    auto stream
+        = io.lowLevelProvider->wrapUnixSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
     auto client = kj::heap<Client>(io, kj::mv(stream));
     BH_TRY(client->hello());
     return kj::mv(client);

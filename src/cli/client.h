@@ -47,7 +47,8 @@ auto wait_for(Client& client, Promise&& promise, const std::string& operation)
     try {
         return kj::mv(promise).wait(client.wait_scope());
     } catch (const kj::Exception& e) {
-        return Error { -ECONNRESET, "lost the connection to the Bulkhead service during " + operation + ": "
+        return Error { -ECONNRESET,
+            "lost the connection to the Bulkhead service during " + operation + ": "
                 + e.getDescription().cStr() };
     }
 }

@@ -21,280 +21,292 @@ namespace bh::cli {
 
 namespace {
 
-// Reads the user's ~/.config/bulkhead/bulkhead.toml; a missing file sets nothing.
-Result<service::UserOverrides> user_overrides()
-{
-    const char* home = getenv("HOME");
-    passwd* entry = home ? nullptr : getpwuid(getuid());
-    std::string path = std::string(home ? home : entry ? entry->pw_dir : "/") + "/.config/bulkhead/bulkhead.toml";
-    std::ifstream file(path);
-    if (!file)
-        return service::UserOverrides {};
-    std::stringstream text;
-    text << file.rdbuf();
-    return service::parse_user_overrides(text.str(), path);
-}
-
-void fill_settings(proto::UserSettings::Builder out, const service::UserOverrides& in)
-{
-    out.setHasIdleTimeout(in.idle_timeout_s.has_value());
-    out.setIdleTimeoutS(in.idle_timeout_s.value_or(0));
-    out.setHasHostNetwork(in.host_network.has_value());
-    out.setHostNetwork(in.host_network.value_or(false));
-    out.setInit(in.init.value_or(""));
-}
-
-// Finishes a request whose only answer is an Outcome; returns the exit code.
-template<typename Promise>
-int finish(Client& client, Promise&& promise, const std::string& operation)
-{
-    auto reply = wait_for(client, kj::mv(promise), operation);
-    if (!reply)
-        return report({ reply.take_error(), operation });
-    Status status = ipc::to_status(reply->getOutcome());
-    if (!status)
-        return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-    return 0;
-}
-
-nlohmann::json distro_json(proto::DistroInfo::Reader d)
-{
-    return { { "name", d.getName().cStr() }, { "uuid", d.getUuid().cStr() }, { "package", d.getPackage().cStr() },
-        { "flavor", d.getFlavor().cStr() }, { "version", d.getVersion().cStr() }, { "default", d.getIsDefault() },
-        { "running", d.getRunning() }, { "owner_uid", d.getOwnerUid() }, { "init_pid", d.getInitPid() },
-        { "pid_namespace", d.getPidNamespace() } };
-}
-
-// The producer side of `register --rootfs`: streams the directory as tar on a thread, and
-// tells the service whether it got all of it.
-class DirectoryProducer final : public proto::ArchiveProducer::Server {
-public:
-    explicit DirectoryProducer(kj::ForkedPromise<Status>& done)
-        : m_done(done)
+    // Reads the user's ~/.config/bulkhead/bulkhead.toml; a missing file sets nothing.
+    Result<service::UserOverrides> user_overrides()
     {
+        const char* home = getenv("HOME");
+        passwd* entry = home ? nullptr : getpwuid(getuid());
+        std::string path = std::string(home ? home
+                                   : entry  ? entry->pw_dir
+                                            : "/")
+            + "/.config/bulkhead/bulkhead.toml";
+        std::ifstream file(path);
+        if (!file)
+            return service::UserOverrides {};
+        std::stringstream text;
+        text << file.rdbuf();
+        return service::parse_user_overrides(text.str(), path);
     }
 
-protected:
-    kj::Promise<void> result(ResultContext context) override
+    void fill_settings(proto::UserSettings::Builder out, const service::UserOverrides& in)
     {
-        return m_done.addBranch().then([context](Status status) mutable {
-            if (!status)
-                ipc::set_outcome(context.getResults().initOutcome(), status.error(), "Bulkhead/Cli/RegisterDistribution");
-        });
+        out.setHasIdleTimeout(in.idle_timeout_s.has_value());
+        out.setIdleTimeoutS(in.idle_timeout_s.value_or(0));
+        out.setHasHostNetwork(in.host_network.has_value());
+        out.setHostNetwork(in.host_network.value_or(false));
+        out.setInit(in.init.value_or(""));
     }
 
-private:
-    kj::ForkedPromise<Status>& m_done;
-};
-
-int do_register(Client& client, const Invocation& inv)
-{
-    const std::string op = "Bulkhead/Cli/RegisterDistribution";
-    auto request = client.control().registerRequest();
-    request.setName(inv.name);
-    request.setPackage(inv.package);
-    request.initTarget().setUid(inv.uid);
-    kj::Own<kj::Thread> writer;
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
-    kj::ForkedPromise<Status> produced = kj::mv(paf.promise).fork();
-    if (!inv.tar.empty()) {
-        Fd tar(::open(inv.tar.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!tar)
-            return report({ Error::from_errno(errno, "cannot open the tar archive '" + inv.tar + "'"), op });
-        request.setArchive(ipc::wrap_fd(std::move(tar)));
-        paf.fulfiller->fulfill(Status());
-    } else {
-        int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) < 0)
-            return report({ Error::from_errno(errno, "cannot create a pipe"), op });
-        request.setArchive(ipc::wrap_fd(Fd(fds[0])));
-        request.setProducer(kj::heap<DirectoryProducer>(produced));
-        writer = kj::heap<kj::Thread>([out = Fd(fds[1]), dir = inv.rootfs, fulfiller = kj::mv(paf.fulfiller)]() mutable {
-            Status status = write_rootfs_tar(dir, out.get());
-            out.reset();
-            fulfiller->fulfill(std::move(status));
-        });
+    // Finishes a request whose only answer is an Outcome; returns the exit code.
+    template<typename Promise> int finish(Client& client, Promise&& promise, const std::string& operation)
+    {
+        auto reply = wait_for(client, kj::mv(promise), operation);
+        if (!reply)
+            return report({ reply.take_error(), operation });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return 0;
     }
-    auto reply = wait_for(client, request.send(), "registration");
-    Status local = produced.addBranch().wait(client.wait_scope());
-    // Our own read failure is the root cause, unless it is only the service hanging up on us.
-    if (!local && local.error().code != -EPIPE)
-        return report({ local.take_error(), op });
-    if (!reply)
-        return report({ reply.take_error(), op });
-    Status status = ipc::to_status(reply->getOutcome());
-    if (!status)
-        return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-    auto d = reply->getDistro();
-    std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
-    return 0;
-}
 
-int exit_code_of(int wait_status)
-{
-    if (WIFEXITED(wait_status))
-        return WEXITSTATUS(wait_status);
-    return 128 + WTERMSIG(wait_status);
-}
+    nlohmann::json distro_json(proto::DistroInfo::Reader d)
+    {
+        return { { "name", d.getName().cStr() }, { "uuid", d.getUuid().cStr() },
+            { "package", d.getPackage().cStr() }, { "flavor", d.getFlavor().cStr() },
+            { "version", d.getVersion().cStr() }, { "default", d.getIsDefault() },
+            { "running", d.getRunning() }, { "owner_uid", d.getOwnerUid() }, { "init_pid", d.getInitPid() },
+            { "pid_namespace", d.getPidNamespace() } };
+    }
 
-int do_run(Client& client, const Invocation& inv, const service::UserOverrides& settings)
-{
-    auto request = client.control().runRequest();
-    request.setDistro(inv.distro);
-    request.setUser(inv.user);
-    auto argv = request.initArgv(inv.argv.size());
-    for (size_t i = 0; i < inv.argv.size(); ++i)
-        argv.set(i, inv.argv[i]);
-    const char* term = getenv("TERM");
-    auto env = request.initEnv(term ? 1 : 0);
-    if (term)
-        env.set(0, std::string("TERM=") + term);
-    // The program gets our own stdin, stdout and stderr: the service copies no bytes.
-    request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
-    request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
-    request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
-    fill_settings(request.initSettings(), settings);
-    request.initTarget().setUid(inv.uid);
-    auto reply = wait_for(client, request.send(), "run");
-    if (!reply)
-        return report({ reply.take_error(), "Bulkhead/Cli/RunProgram" });
-    Status status = ipc::to_status(reply->getOutcome());
-    if (!status)
-        return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-    return exit_code_of(reply->getWaitStatus());
-}
-
-// Copies stdin to the socket and the socket to stdout until the program closes it.
-void pump(int socket)
-{
-    bool input_open = true;
-    char buffer[65536];
-    for (;;) {
-        pollfd fds[2] = { { socket, POLLIN, 0 }, { 0, POLLIN, 0 } };
-        if (::poll(fds, input_open ? 2 : 1, -1) < 0 && errno != EINTR)
-            return;
-        if (fds[0].revents) {
-            ssize_t n = ::read(socket, buffer, sizeof(buffer));
-            if (n <= 0 || ::write(1, buffer, n) != n)
-                return;
+    // The producer side of `register --rootfs`: streams the directory as tar on a thread, and
+    // tells the service whether it got all of it.
+    class DirectoryProducer final : public proto::ArchiveProducer::Server {
+    public:
+        explicit DirectoryProducer(kj::ForkedPromise<Status>& done)
+            : m_done(done)
+        {
         }
-        if (input_open && fds[1].revents) {
-            ssize_t n = ::read(0, buffer, sizeof(buffer));
-            if (n <= 0 || ::write(socket, buffer, n) != n) {
-                input_open = false;
-                ::shutdown(socket, SHUT_WR);
+
+    protected:
+        kj::Promise<void> result(ResultContext context) override
+        {
+            return m_done.addBranch().then([context](Status status) mutable {
+                if (!status)
+                    ipc::set_outcome(context.getResults().initOutcome(), status.error(),
+                        "Bulkhead/Cli/RegisterDistribution");
+            });
+        }
+
+    private:
+        kj::ForkedPromise<Status>& m_done;
+    };
+
+    int do_register(Client& client, const Invocation& inv)
+    {
+        const std::string op = "Bulkhead/Cli/RegisterDistribution";
+        auto request = client.control().registerRequest();
+        request.setName(inv.name);
+        request.setPackage(inv.package);
+        request.initTarget().setUid(inv.uid);
+        kj::Own<kj::Thread> writer;
+        auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
+        kj::ForkedPromise<Status> produced = kj::mv(paf.promise).fork();
+        if (!inv.tar.empty()) {
+            Fd tar(::open(inv.tar.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!tar)
+                return report(
+                    { Error::from_errno(errno, "cannot open the tar archive '" + inv.tar + "'"), op });
+            request.setArchive(ipc::wrap_fd(std::move(tar)));
+            paf.fulfiller->fulfill(Status());
+        } else {
+            int fds[2];
+            if (::pipe2(fds, O_CLOEXEC) < 0)
+                return report({ Error::from_errno(errno, "cannot create a pipe"), op });
+            request.setArchive(ipc::wrap_fd(Fd(fds[0])));
+            request.setProducer(kj::heap<DirectoryProducer>(produced));
+            writer = kj::heap<kj::Thread>(
+                [out = Fd(fds[1]), dir = inv.rootfs, fulfiller = kj::mv(paf.fulfiller)]() mutable {
+                    Status status = write_rootfs_tar(dir, out.get());
+                    out.reset();
+                    fulfiller->fulfill(std::move(status));
+                });
+        }
+        auto reply = wait_for(client, request.send(), "registration");
+        Status local = produced.addBranch().wait(client.wait_scope());
+        // Our own read failure is the root cause, unless it is only the service hanging up on us.
+        if (!local && local.error().code != -EPIPE)
+            return report({ local.take_error(), op });
+        if (!reply)
+            return report({ reply.take_error(), op });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        auto d = reply->getDistro();
+        std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
+        return 0;
+    }
+
+    int exit_code_of(int wait_status)
+    {
+        if (WIFEXITED(wait_status))
+            return WEXITSTATUS(wait_status);
+        return 128 + WTERMSIG(wait_status);
+    }
+
+    int do_run(Client& client, const Invocation& inv, const service::UserOverrides& settings)
+    {
+        auto request = client.control().runRequest();
+        request.setDistro(inv.distro);
+        request.setUser(inv.user);
+        auto argv = request.initArgv(inv.argv.size());
+        for (size_t i = 0; i < inv.argv.size(); ++i)
+            argv.set(i, inv.argv[i]);
+        const char* term = getenv("TERM");
+        auto env = request.initEnv(term ? 1 : 0);
+        if (term)
+            env.set(0, std::string("TERM=") + term);
+        // The program gets our own stdin, stdout and stderr: the service copies no bytes.
+        request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
+        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        fill_settings(request.initSettings(), settings);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "run");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/RunProgram" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return exit_code_of(reply->getWaitStatus());
+    }
+
+    // Copies stdin to the socket and the socket to stdout until the program closes it.
+    void pump(int socket)
+    {
+        bool input_open = true;
+        char buffer[65536];
+        for (;;) {
+            pollfd fds[2] = { { socket, POLLIN, 0 }, { 0, POLLIN, 0 } };
+            if (::poll(fds, input_open ? 2 : 1, -1) < 0 && errno != EINTR)
+                return;
+            if (fds[0].revents) {
+                ssize_t n = ::read(socket, buffer, sizeof(buffer));
+                if (n <= 0 || ::write(1, buffer, n) != n)
+                    return;
+            }
+            if (input_open && fds[1].revents) {
+                ssize_t n = ::read(0, buffer, sizeof(buffer));
+                if (n <= 0 || ::write(socket, buffer, n) != n) {
+                    input_open = false;
+                    ::shutdown(socket, SHUT_WR);
+                }
             }
         }
     }
-}
 
-int do_vm_exec(Client& client, const Invocation& inv)
-{
-    auto request = client.control().vmExecRequest();
-    request.setPath(inv.argv.front());
-    auto argv = request.initArgv(inv.argv.size());
-    for (size_t i = 0; i < inv.argv.size(); ++i)
-        argv.set(i, inv.argv[i]);
-    request.setDistro(inv.distro);
-    request.initTarget().setUid(inv.uid);
-    auto reply = wait_for(client, request.send(), "exec");
-    if (!reply)
-        return report({ reply.take_error(), "Bulkhead/Cli/ExecuteBinary" });
-    Status status = ipc::to_status(reply->getOutcome());
-    if (!status)
-        return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-    auto socket = ipc::unwrap_fd(reply->getSocket()).wait(client.wait_scope());
-    if (!socket)
-        return report({ socket.take_error(), "Bulkhead/Cli/ExecuteBinary" });
-    pump(socket->get());
-    return 0;
-}
-
-int do_vm_mount(Client& client, const Invocation& inv)
-{
-    Fd dir(::open(inv.host_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!dir)
-        return report({ Error::from_errno(errno, "cannot open the folder '" + inv.host_dir + "'"), "Bulkhead/Cli/MountFolder" });
-    auto request = client.control().vmMountRequest();
-    request.setHostDir(ipc::wrap_fd(std::move(dir)));
-    request.setVmPath(inv.vm_path);
-    request.setReadOnly(inv.read_only);
-    request.setName(inv.name);
-    request.initTarget().setUid(inv.uid);
-    return finish(client, request.send(), "Bulkhead/Cli/MountFolder");
-}
-
-int do_list(Client& client, const Invocation& inv)
-{
-    auto request = client.control().listRequest();
-    request.initTarget().setUid(inv.uid);
-    request.setAll(inv.all);
-    auto reply = wait_for(client, request.send(), "list");
-    if (!reply)
-        return report({ reply.take_error(), "Bulkhead/Cli/ListDistributions" });
-    Status status = ipc::to_status(reply->getOutcome());
-    if (!status)
-        return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-    nlohmann::json out = nlohmann::json::array();
-    for (auto d : reply->getDistros()) {
-        if (!inv.running || d.getRunning())
-            out.push_back(distro_json(d));
-    }
-    if (inv.json) {
-        std::cout << out.dump(2) << std::endl;
+    int do_vm_exec(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().vmExecRequest();
+        request.setPath(inv.argv.front());
+        auto argv = request.initArgv(inv.argv.size());
+        for (size_t i = 0; i < inv.argv.size(); ++i)
+            argv.set(i, inv.argv[i]);
+        request.setDistro(inv.distro);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "exec");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ExecuteBinary" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        auto socket = ipc::unwrap_fd(reply->getSocket()).wait(client.wait_scope());
+        if (!socket)
+            return report({ socket.take_error(), "Bulkhead/Cli/ExecuteBinary" });
+        pump(socket->get());
         return 0;
     }
-    std::printf("  %-20s %-10s %-10s %s\n", "NAME", "STATE", "FLAVOR", "VERSION");
-    for (const auto& d : out) {
-        std::printf("%s %-20s %-10s %-10s %s\n", d["default"].get<bool>() ? "*" : " ", d["name"].get<std::string>().c_str(),
-            d["running"].get<bool>() ? "Running" : "Stopped", d["flavor"].get<std::string>().c_str(),
-            d["version"].get<std::string>().c_str());
-    }
-    return 0;
-}
 
-nlohmann::json status_json(proto::ServiceStatus::Reader s)
-{
-    nlohmann::json out = { { "version", s.getVersion().cStr() }, { "pid", s.getPid() },
-        { "sessions", nlohmann::json::array() }, { "distributions", nlohmann::json::array() } };
-    for (auto session : s.getSessions()) {
-        nlohmann::json running = nlohmann::json::array();
-        for (auto name : session.getRunningDistros())
-            running.push_back(name.cStr());
-        out["sessions"].push_back({ { "session_id", session.getSessionId() }, { "uid", session.getUid() },
-            { "user_name", session.getUserName().cStr() }, { "vm_running", session.getVmRunning() },
-            { "vm_init_pid", session.getVmInitPid() }, { "host_network", session.getHostNetwork() },
-            { "idle_timeout_s", session.getIdleTimeoutS() }, { "init", session.getCustomInit().cStr() },
-            { "custom_config_flags", session.getCustomConfigFlags() }, { "running_distributions", running } });
+    int do_vm_mount(Client& client, const Invocation& inv)
+    {
+        Fd dir(::open(inv.host_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!dir)
+            return report({ Error::from_errno(errno, "cannot open the folder '" + inv.host_dir + "'"),
+                "Bulkhead/Cli/MountFolder" });
+        auto request = client.control().vmMountRequest();
+        request.setHostDir(ipc::wrap_fd(std::move(dir)));
+        request.setVmPath(inv.vm_path);
+        request.setReadOnly(inv.read_only);
+        request.setName(inv.name);
+        request.initTarget().setUid(inv.uid);
+        return finish(client, request.send(), "Bulkhead/Cli/MountFolder");
     }
-    for (auto d : s.getDistributions())
-        out["distributions"].push_back(distro_json(d));
-    return out;
-}
 
-int do_status(Client& client, const Invocation& inv)
-{
-    auto reply = wait_for(client, client.control().statusRequest().send(), "status");
-    if (!reply)
-        return report({ reply.take_error(), "Bulkhead/Cli/Status" });
-    auto out = status_json(reply->getStatus());
-    if (inv.json) {
-        std::cout << out.dump(2) << std::endl;
+    int do_list(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().listRequest();
+        request.initTarget().setUid(inv.uid);
+        request.setAll(inv.all);
+        auto reply = wait_for(client, request.send(), "list");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ListDistributions" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        nlohmann::json out = nlohmann::json::array();
+        for (auto d : reply->getDistros()) {
+            if (!inv.running || d.getRunning())
+                out.push_back(distro_json(d));
+        }
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::printf("  %-20s %-10s %-10s %s\n", "NAME", "STATE", "FLAVOR", "VERSION");
+        for (const auto& d : out) {
+            std::printf("%s %-20s %-10s %-10s %s\n", d["default"].get<bool>() ? "*" : " ",
+                d["name"].get<std::string>().c_str(), d["running"].get<bool>() ? "Running" : "Stopped",
+                d["flavor"].get<std::string>().c_str(), d["version"].get<std::string>().c_str());
+        }
         return 0;
     }
-    std::cout << "Bulkhead service " << out["version"].get<std::string>() << " (pid " << out["pid"] << ")\n";
-    for (const auto& s : out["sessions"]) {
-        std::cout << "Session " << s["session_id"] << ": uid " << s["uid"] << " (" << s["user_name"].get<std::string>()
-                  << "), VM " << (s["vm_running"].get<bool>() ? "running, init pid " + s["vm_init_pid"].dump() : "stopped")
-                  << ", running distributions: " << s["running_distributions"].size() << "\n";
+
+    nlohmann::json status_json(proto::ServiceStatus::Reader s)
+    {
+        nlohmann::json out = { { "version", s.getVersion().cStr() }, { "pid", s.getPid() },
+            { "sessions", nlohmann::json::array() }, { "distributions", nlohmann::json::array() } };
+        for (auto session : s.getSessions()) {
+            nlohmann::json running = nlohmann::json::array();
+            for (auto name : session.getRunningDistros())
+                running.push_back(name.cStr());
+            out["sessions"].push_back({ { "session_id", session.getSessionId() }, { "uid", session.getUid() },
+                { "user_name", session.getUserName().cStr() }, { "vm_running", session.getVmRunning() },
+                { "vm_init_pid", session.getVmInitPid() }, { "host_network", session.getHostNetwork() },
+                { "idle_timeout_s", session.getIdleTimeoutS() }, { "init", session.getCustomInit().cStr() },
+                { "custom_config_flags", session.getCustomConfigFlags() },
+                { "running_distributions", running } });
+        }
+        for (auto d : s.getDistributions())
+            out["distributions"].push_back(distro_json(d));
+        return out;
     }
-    for (const auto& d : out["distributions"]) {
-        std::cout << "Distribution " << d["name"].get<std::string>() << " (" << d["uuid"].get<std::string>() << "): "
-                  << (d["running"].get<bool>() ? "running" : "stopped") << "\n";
+
+    int do_status(Client& client, const Invocation& inv)
+    {
+        auto reply = wait_for(client, client.control().statusRequest().send(), "status");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/Status" });
+        auto out = status_json(reply->getStatus());
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::cout << "Bulkhead service " << out["version"].get<std::string>() << " (pid " << out["pid"]
+                  << ")\n";
+        for (const auto& s : out["sessions"]) {
+            std::cout << "Session " << s["session_id"] << ": uid " << s["uid"] << " ("
+                      << s["user_name"].get<std::string>() << "), VM "
+                      << (s["vm_running"].get<bool>() ? "running, init pid " + s["vm_init_pid"].dump()
+                                                      : "stopped")
+                      << ", running distributions: " << s["running_distributions"].size() << "\n";
+        }
+        for (const auto& d : out["distributions"]) {
+            std::cout << "Distribution " << d["name"].get<std::string>() << " ("
+                      << d["uuid"].get<std::string>()
+                      << "): " << (d["running"].get<bool>() ? "running" : "stopped") << "\n";
+        }
+        std::cout << std::flush;
+        return 0;
     }
-    std::cout << std::flush;
-    return 0;
-}
 
 } // namespace
 
@@ -309,9 +321,11 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
             return body(client, overrides.value());
         };
     };
-    auto* reg = app.add_subcommand("register", "Register a distribution from a root directory or a tar archive");
+    auto* reg
+        = app.add_subcommand("register", "Register a distribution from a root directory or a tar archive");
     reg->add_option("name", inv.name, "Name of the new distribution")->required();
-    auto* rootfs = reg->add_option("--rootfs", inv.rootfs, "A directory holding the distribution's root filesystem");
+    auto* rootfs
+        = reg->add_option("--rootfs", inv.rootfs, "A directory holding the distribution's root filesystem");
     auto* tar = reg->add_option("--tar", inv.tar, "A tar archive (any compression) of the root filesystem");
     rootfs->excludes(tar);
     reg->add_option("--package", inv.package, "What the distribution was installed from (shown to plugins)");
@@ -361,7 +375,8 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     runc->add_option("-u,--user", inv.user, "User inside the distribution (default: root)");
     runc->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
     runc->callback([&inv, &run, with_settings]() {
-        run = with_settings([&inv](Client& client, const service::UserOverrides& o) { return do_run(client, inv, o); });
+        run = with_settings(
+            [&inv](Client& client, const service::UserOverrides& o) { return do_run(client, inv, o); });
     });
 
     auto* term = app.add_subcommand("terminate", "Stop a running distribution");
@@ -396,7 +411,8 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     status->add_flag("--json", inv.json, "Machine-readable output");
     status->callback([&inv, &run]() { run = [&inv](Client& client) { return do_status(client, inv); }; });
 
-    auto* vm = app.add_subcommand("vm", "The VM operations plugins use, for administrators and plugin authors");
+    auto* vm
+        = app.add_subcommand("vm", "The VM operations plugins use, for administrators and plugin authors");
     vm->require_subcommand(1);
     auto* mount = vm->add_subcommand("mount", "Mount a host folder into your running VM's root namespace");
     mount->add_option("host-folder", inv.host_dir, "Host folder")->required();
@@ -404,7 +420,8 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     mount->add_flag("--read-only", inv.read_only, "Mount read-only");
     mount->add_option("--name", inv.name, "Name to record the mount under");
     mount->callback([&inv, &run]() { run = [&inv](Client& client) { return do_vm_mount(client, inv); }; });
-    auto* exec = vm->add_subcommand("exec", "Run a program in your running VM; its stdin/stdout are this terminal's");
+    auto* exec = vm->add_subcommand(
+        "exec", "Run a program in your running VM; its stdin/stdout are this terminal's");
     exec->add_option("-d,--distribution", inv.distro, "Run inside this running distribution instead");
     exec->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
     exec->callback([&inv, &run]() { run = [&inv](Client& client) { return do_vm_exec(client, inv); }; });

@@ -12,7 +12,8 @@ int main(int argc, char** argv)
     inv.runtime_dir = env_dir && *env_dir ? env_dir : "/run/bulkhead";
     CLI::App app { "bulkhead: run Linux distributions in your own lightweight VM" };
     app.require_subcommand(1);
-    app.add_option("--runtime-dir", inv.runtime_dir, "The service's runtime directory (env BULKHEAD_RUNTIME_DIR)");
+    app.add_option(
+        "--runtime-dir", inv.runtime_dir, "The service's runtime directory (env BULKHEAD_RUNTIME_DIR)");
     app.add_option("--uid", inv.uid, "Act on this user's session (root only)");
     app.set_version_flag("--version", BULKHEAD_VERSION);
     std::function<int(bh::cli::Client&)> run;

@@ -7,44 +7,49 @@ namespace bh::ipc {
 
 namespace {
 
-class FdServer final : public proto::Fd::Server {
-public:
-    explicit FdServer(Fd fd)
-        : m_fd(std::move(fd))
+    class FdServer final : public proto::Fd::Server {
+    public:
+        explicit FdServer(Fd fd)
+            : m_fd(std::move(fd))
+        {
+        }
+        kj::Maybe<int> getFd() override { return m_fd.get(); }
+
+    private:
+        Fd m_fd;
+    };
+
+    capnp::ReaderOptions receive_options()
     {
+        // Our messages are small; cap what a peer can make us traverse (in words).
+        capnp::ReaderOptions options;
+        options.traversalLimitInWords = 1024 * 1024;
+        options.nestingLimit = 16;
+        return options;
     }
-    kj::Maybe<int> getFd() override { return m_fd.get(); }
-
-private:
-    Fd m_fd;
-};
-
-capnp::ReaderOptions receive_options()
-{
-    // Our messages are small; cap what a peer can make us traverse (in words).
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = 1024 * 1024;
-    options.nestingLimit = 16;
-    return options;
-}
 
 } // namespace
 
-proto::Fd::Client wrap_fd(Fd fd) { return kj::heap<FdServer>(std::move(fd)); }
+proto::Fd::Client wrap_fd(Fd fd)
+{
+    return kj::heap<FdServer>(std::move(fd));
+}
 
 kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap)
 {
     // The fd belongs to the capability: keep it alive until we have our own duplicate.
     auto fd_promise = cap.getFd();
-    return fd_promise.then([](kj::Maybe<int> maybe_fd) -> Result<Fd> {
-        KJ_IF_MAYBE (fd, maybe_fd) {
-            int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
-            if (copy < 0)
-                return Error::from_errno(errno, "cannot duplicate a received fd");
-            return Fd(copy);
-        }
-        return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
-    }).attach(kj::mv(cap));
+    return fd_promise
+        .then([](kj::Maybe<int> maybe_fd) -> Result<Fd> {
+            KJ_IF_MAYBE (fd, maybe_fd) {
+                int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+                if (copy < 0)
+                    return Error::from_errno(errno, "cannot duplicate a received fd");
+                return Fd(copy);
+            }
+            return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
+        })
+        .attach(kj::mv(cap));
 }
 
 Connection::Connection(kj::LowLevelAsyncIoProvider& provider, Fd socket, capnp::rpc::twoparty::Side side,
@@ -52,7 +57,8 @@ Connection::Connection(kj::LowLevelAsyncIoProvider& provider, Fd socket, capnp::
     : m_stream(provider.wrapUnixSocketFd(socket.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP))
     , m_network(*m_stream, max_fds_per_message, side, receive_options())
     , m_rpc(capnp::makeRpcServer(m_network,
-          kj::mv(bootstrap).orDefault(capnp::Capability::Client(KJ_EXCEPTION(UNIMPLEMENTED, "no bootstrap")))))
+          kj::mv(bootstrap).orDefault(
+              capnp::Capability::Client(KJ_EXCEPTION(UNIMPLEMENTED, "no bootstrap")))))
 {
 }
 
@@ -60,8 +66,9 @@ capnp::Capability::Client Connection::bootstrap()
 {
     capnp::MallocMessageBuilder message(8);
     auto vat = message.getRoot<capnp::rpc::twoparty::VatId>();
-    vat.setSide(m_network.getSide() == capnp::rpc::twoparty::Side::CLIENT ? capnp::rpc::twoparty::Side::SERVER
-                                                                          : capnp::rpc::twoparty::Side::CLIENT);
+    vat.setSide(m_network.getSide() == capnp::rpc::twoparty::Side::CLIENT
+            ? capnp::rpc::twoparty::Side::SERVER
+            : capnp::rpc::twoparty::Side::CLIENT);
     return m_rpc.bootstrap(vat);
 }
 

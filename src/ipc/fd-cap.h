@@ -45,7 +45,8 @@ Status to_status(proto::Outcome::Reader outcome);
 // Runs `promise`; a Cap'n Proto exception (the peer disconnected, or broke the protocol) becomes
 // an Error with `code` and a message naming `what`.
 template<typename T>
-kj::Promise<Result<T>> catch_disconnect(kj::Promise<Result<T>> promise, std::string what, int code = -ECONNRESET)
+kj::Promise<Result<T>> catch_disconnect(
+    kj::Promise<Result<T>> promise, std::string what, int code = -ECONNRESET)
 {
     return promise.catch_([what = std::move(what), code](kj::Exception&& e) -> Result<T> {
         return Error { code, what + ": " + std::string(e.getDescription().cStr()) };

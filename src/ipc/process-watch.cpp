@@ -13,7 +13,8 @@ kj::Promise<void> when_exited(kj::UnixEventPort& port, int pidfd)
     kj::AutoCloseFd copy(fcntl(pidfd, F_DUPFD_CLOEXEC, 3));
     if (copy.get() < 0)
         return KJ_EXCEPTION(FAILED, "cannot duplicate a pidfd", errno);
-    auto observer = kj::heap<kj::UnixEventPort::FdObserver>(port, copy.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
+        port, copy.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
     auto readable = observer->whenBecomesReadable();
     // The observer must unregister before its fd closes: the outer attachment is destroyed last.
     return readable.attach(kj::mv(observer)).attach(kj::mv(copy));

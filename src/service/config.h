@@ -13,7 +13,7 @@ namespace bh::service {
 struct VmSettings {
     uint32_t idle_timeout_s = 60; // 0: never
     bool host_network = false;
-    std::string init;             // empty: the built-in init
+    std::string init; // empty: the built-in init
     uint32_t custom_config_flags = 0; // BH_VM_CONFIG_* for settings the user's config customized
 };
 

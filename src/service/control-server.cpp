@@ -14,329 +14,350 @@ namespace bh::service {
 
 namespace {
 
-constexpr size_t max_args = 4096;
-constexpr size_t max_text = 64 * 1024;
+    constexpr size_t max_args = 4096;
+    constexpr size_t max_text = 64 * 1024;
 
-std::string text_of(capnp::Text::Reader text) { return std::string(text.cStr(), std::min(text.size(), max_text)); }
-
-UserOverrides overrides_of(proto::UserSettings::Reader settings)
-{
-    UserOverrides out;
-    if (settings.getHasIdleTimeout())
-        out.idle_timeout_s = settings.getIdleTimeoutS();
-    if (settings.getHasHostNetwork())
-        out.host_network = settings.getHostNetwork();
-    if (settings.getInit().size() > 0)
-        out.init = text_of(settings.getInit());
-    return out;
-}
-
-void fill_distro(proto::DistroInfo::Builder out, const DistroView& view)
-{
-    out.setName(view.record.name);
-    out.setUuid(view.record.uuid.to_string());
-    out.setPackage(view.record.package);
-    out.setFlavor(view.record.flavor);
-    out.setVersion(view.record.version);
-    out.setIsDefault(view.is_default);
-    out.setRunning(view.running);
-    out.setOwnerUid(view.record.owner);
-    out.setInitPid(view.init_pid);
-    out.setPidNamespace(view.pid_namespace);
-}
-
-Result<std::vector<std::string>> strings_of(capnp::List<capnp::Text>::Reader list, const char* what)
-{
-    if (list.size() > max_args)
-        return Error { -E2BIG, std::string("too many ") + what };
-    std::vector<std::string> out;
-    for (auto item : list)
-        out.push_back(text_of(item));
-    return out;
-}
-
-// Produces the Outcome of a finished operation, or the given fields on success.
-template<typename Results>
-void fail(Results results, const Error& error, const char* operation)
-{
-    ipc::set_outcome(results.initOutcome(), error, operation);
-}
-
-// One connection's view of the service, bound to its caller.
-class Control final : public proto::Control::Server {
-public:
-    Control(Service& service, Caller caller)
-        : m_service(service)
-        , m_caller(caller)
+    std::string text_of(capnp::Text::Reader text)
     {
+        return std::string(text.cStr(), std::min(text.size(), max_text));
     }
 
-protected:
-    kj::Promise<void> register_(RegisterContext context) override;
-    kj::Promise<void> unregister(UnregisterContext context) override;
-    kj::Promise<void> setDefault(SetDefaultContext context) override;
-    kj::Promise<void> start(StartContext context) override;
-    kj::Promise<void> run(RunContext context) override;
-    kj::Promise<void> terminate(TerminateContext context) override;
-    kj::Promise<void> shutdown(ShutdownContext context) override;
-    kj::Promise<void> list(ListContext context) override;
-    kj::Promise<void> status(StatusContext context) override;
-    kj::Promise<void> vmMount(VmMountContext context) override;
-    kj::Promise<void> vmExec(VmExecContext context) override;
+    UserOverrides overrides_of(proto::UserSettings::Reader settings)
+    {
+        UserOverrides out;
+        if (settings.getHasIdleTimeout())
+            out.idle_timeout_s = settings.getIdleTimeoutS();
+        if (settings.getHasHostNetwork())
+            out.host_network = settings.getHostNetwork();
+        if (settings.getInit().size() > 0)
+            out.init = text_of(settings.getInit());
+        return out;
+    }
 
-private:
-    Result<uid_t> target(proto::Target::Reader target) const { return m_service.target_uid(m_caller, target.getUid()); }
-    bool is_root() const { return m_caller.uid == 0; }
+    void fill_distro(proto::DistroInfo::Builder out, const DistroView& view)
+    {
+        out.setName(view.record.name);
+        out.setUuid(view.record.uuid.to_string());
+        out.setPackage(view.record.package);
+        out.setFlavor(view.record.flavor);
+        out.setVersion(view.record.version);
+        out.setIsDefault(view.is_default);
+        out.setRunning(view.running);
+        out.setOwnerUid(view.record.owner);
+        out.setInitPid(view.init_pid);
+        out.setPidNamespace(view.pid_namespace);
+    }
 
-    Service& m_service;
-    Caller m_caller;
-};
+    Result<std::vector<std::string>> strings_of(capnp::List<capnp::Text>::Reader list, const char* what)
+    {
+        if (list.size() > max_args)
+            return Error { -E2BIG, std::string("too many ") + what };
+        std::vector<std::string> out;
+        for (auto item : list)
+            out.push_back(text_of(item));
+        return out;
+    }
 
-kj::Promise<void> Control::register_(RegisterContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/RegisterDistribution";
-    auto params = context.getParams();
-    auto owner = target(params.getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    std::string name = text_of(params.getName());
-    std::string package = text_of(params.getPackage());
-    auto producer = params.getProducer();
-    bool has_producer = params.hasProducer();
-    return ipc::unwrap_fd(params.getArchive()).then([this, context, owner = owner.value(), name, package, producer,
-                                                        has_producer](Result<Fd> archive) mutable -> kj::Promise<void> {
-        if (!archive)
-            return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
-        kj::Function<kj::Promise<Status>()> confirm = [producer, has_producer]() mutable -> kj::Promise<Status> {
-            if (!has_producer)
-                return Status();
-            auto check = producer.resultRequest().send().then([](auto r) { return ipc::to_status(r.getOutcome()); });
-            return ipc::catch_disconnect<void>(kj::mv(check), "the client hung up while sending the archive");
-        };
-        return m_service.register_distribution(owner, name, std::move(archive.value()), package, kj::mv(confirm))
+    // Produces the Outcome of a finished operation, or the given fields on success.
+    template<typename Results> void fail(Results results, const Error& error, const char* operation)
+    {
+        ipc::set_outcome(results.initOutcome(), error, operation);
+    }
+
+    // One connection's view of the service, bound to its caller.
+    class Control final : public proto::Control::Server {
+    public:
+        Control(Service& service, Caller caller)
+            : m_service(service)
+            , m_caller(caller)
+        {
+        }
+
+    protected:
+        kj::Promise<void> register_(RegisterContext context) override;
+        kj::Promise<void> unregister(UnregisterContext context) override;
+        kj::Promise<void> setDefault(SetDefaultContext context) override;
+        kj::Promise<void> start(StartContext context) override;
+        kj::Promise<void> run(RunContext context) override;
+        kj::Promise<void> terminate(TerminateContext context) override;
+        kj::Promise<void> shutdown(ShutdownContext context) override;
+        kj::Promise<void> list(ListContext context) override;
+        kj::Promise<void> status(StatusContext context) override;
+        kj::Promise<void> vmMount(VmMountContext context) override;
+        kj::Promise<void> vmExec(VmExecContext context) override;
+
+    private:
+        Result<uid_t> target(proto::Target::Reader target) const
+        {
+            return m_service.target_uid(m_caller, target.getUid());
+        }
+        bool is_root() const { return m_caller.uid == 0; }
+
+        Service& m_service;
+        Caller m_caller;
+    };
+
+    kj::Promise<void> Control::register_(RegisterContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/RegisterDistribution";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        std::string name = text_of(params.getName());
+        std::string package = text_of(params.getPackage());
+        auto producer = params.getProducer();
+        bool has_producer = params.hasProducer();
+        return ipc::unwrap_fd(params.getArchive())
+            .then([this, context, owner = owner.value(), name, package, producer, has_producer](
+                      Result<Fd> archive) mutable -> kj::Promise<void> {
+                if (!archive)
+                    return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
+                kj::Function<kj::Promise<Status>()> confirm
+                    = [producer, has_producer]() mutable -> kj::Promise<Status> {
+                    if (!has_producer)
+                        return Status();
+                    auto check = producer.resultRequest().send().then(
+                        [](auto r) { return ipc::to_status(r.getOutcome()); });
+                    return ipc::catch_disconnect<void>(
+                        kj::mv(check), "the client hung up while sending the archive");
+                };
+                return m_service
+                    .register_distribution(owner, name, std::move(archive.value()), package, kj::mv(confirm))
+                    .then([context](Result<DistroView> view) mutable {
+                        if (!view)
+                            return fail(context.getResults(), view.error(), op);
+                        fill_distro(context.getResults().initDistro(), view.value());
+                    });
+            });
+    }
+
+    kj::Promise<void> Control::unregister(UnregisterContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/UnregisterDistribution";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.unregister_distribution(owner.value(), text_of(context.getParams().getName()))
+            .then([context](Status status) mutable {
+                if (!status)
+                    fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::setDefault(SetDefaultContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/SetDefaultDistribution";
+        auto owner = target(context.getParams().getTarget());
+        Status status = owner ? m_service.set_default(owner.value(), text_of(context.getParams().getName()))
+                              : Status(owner.take_error());
+        if (!status)
+            fail(context.getResults(), status.error(), op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::start(StartContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/StartDistribution";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service
+            .start_distribution(owner.value(), text_of(params.getName()), overrides_of(params.getSettings()))
             .then([context](Result<DistroView> view) mutable {
                 if (!view)
                     return fail(context.getResults(), view.error(), op);
                 fill_distro(context.getResults().initDistro(), view.value());
             });
-    });
-}
-
-kj::Promise<void> Control::unregister(UnregisterContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/UnregisterDistribution";
-    auto owner = target(context.getParams().getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    return m_service.unregister_distribution(owner.value(), text_of(context.getParams().getName()))
-        .then([context](Status status) mutable {
-            if (!status)
-                fail(context.getResults(), status.error(), op);
-        });
-}
-
-kj::Promise<void> Control::setDefault(SetDefaultContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/SetDefaultDistribution";
-    auto owner = target(context.getParams().getTarget());
-    Status status = owner ? m_service.set_default(owner.value(), text_of(context.getParams().getName()))
-                          : Status(owner.take_error());
-    if (!status)
-        fail(context.getResults(), status.error(), op);
-    return kj::READY_NOW;
-}
-
-kj::Promise<void> Control::start(StartContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/StartDistribution";
-    auto params = context.getParams();
-    auto owner = target(params.getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    return m_service.start_distribution(owner.value(), text_of(params.getName()), overrides_of(params.getSettings()))
-        .then([context](Result<DistroView> view) mutable {
-            if (!view)
-                return fail(context.getResults(), view.error(), op);
-            fill_distro(context.getResults().initDistro(), view.value());
-        });
-}
-
-kj::Promise<void> Control::run(RunContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/RunProgram";
-    auto params = context.getParams();
-    auto owner = target(params.getTarget());
-    auto argv = strings_of(params.getArgv(), "arguments");
-    auto env = strings_of(params.getEnv(), "environment entries");
-    if (!owner || !argv || !env || argv->empty()) {
-        Error error = !owner ? owner.error() : !argv ? argv.error() : !env ? env.error() : Error { -EINVAL, "no program given" };
-        return fail(context.getResults(), error, op), kj::READY_NOW;
     }
-    ProgramSpec spec { argv->front(), argv.value(), env.value(), text_of(params.getUser()) };
-    auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
-    fds.add(ipc::unwrap_fd(params.getStdin()));
-    fds.add(ipc::unwrap_fd(params.getStdout()));
-    fds.add(ipc::unwrap_fd(params.getStderr()));
-    return kj::joinPromises(fds.finish())
-        .then([this, context, owner = owner.value(), spec = std::move(spec)](kj::Array<Result<Fd>> fds) mutable {
-            auto params = context.getParams();
-            for (auto& fd : fds) {
-                if (!fd)
-                    return fail(context.getResults(), fd.error(), op), kj::Promise<void>(kj::READY_NOW);
-            }
-            std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()), std::move(fds[2].value()) };
-            return m_service
-                .run(owner, text_of(params.getDistro()), std::move(spec), std::move(stdio), overrides_of(params.getSettings()))
-                .then([context](Result<int> status) mutable {
-                    if (!status)
-                        return fail(context.getResults(), status.error(), op);
-                    context.getResults().setWaitStatus(status.value());
-                });
-        });
-}
 
-kj::Promise<void> Control::terminate(TerminateContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/TerminateDistribution";
-    auto owner = target(context.getParams().getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    return m_service.terminate_distribution(owner.value(), text_of(context.getParams().getName()))
-        .then([context](Status status) mutable {
-            if (!status)
-                fail(context.getResults(), status.error(), op);
-        });
-}
-
-kj::Promise<void> Control::shutdown(ShutdownContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/Shutdown";
-    if (context.getParams().getAll()) {
-        if (!is_root())
-            return fail(context.getResults(), { -EPERM, "only root may shut down every VM" }, op), kj::READY_NOW;
-        return m_service.shutdown_all();
-    }
-    auto owner = target(context.getParams().getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    return m_service.shutdown_vm(owner.value()).ignoreResult();
-}
-
-kj::Promise<void> Control::list(ListContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/ListDistributions";
-    auto owner = target(context.getParams().getTarget());
-    bool everyone = context.getParams().getAll();
-    if (!owner || (everyone && !is_root())) {
-        Error error = owner ? Error { -EPERM, "only root may list every user's distributions" } : owner.error();
-        return fail(context.getResults(), error, op), kj::READY_NOW;
-    }
-    auto views = m_service.list(owner.value(), everyone);
-    auto out = context.getResults().initDistros(views.size());
-    for (size_t i = 0; i < views.size(); ++i)
-        fill_distro(out[i], views[i]);
-    return kj::READY_NOW;
-}
-
-kj::Promise<void> Control::status(StatusContext context)
-{
-    auto results = context.getResults().initStatus();
-    results.setVersion(BULKHEAD_VERSION);
-    results.setPid(getpid());
-    auto sessions = m_service.sessions(m_caller.uid, is_root());
-    auto out = results.initSessions(sessions.size());
-    for (size_t i = 0; i < sessions.size(); ++i) {
-        const auto& s = sessions[i];
-        out[i].setSessionId(s.identity.session_id);
-        out[i].setUid(s.identity.uid);
-        out[i].setUserName(s.identity.user_name);
-        out[i].setVmRunning(s.vm_running);
-        out[i].setVmInitPid(s.vm_init_pid);
-        out[i].setHostNetwork(s.settings.host_network);
-        out[i].setIdleTimeoutS(s.settings.idle_timeout_s);
-        out[i].setCustomInit(s.settings.init);
-        out[i].setCustomConfigFlags(s.settings.custom_config_flags);
-        auto names = out[i].initRunningDistros(s.running_distros.size());
-        for (size_t j = 0; j < s.running_distros.size(); ++j)
-            names.set(j, s.running_distros[j]);
-    }
-    auto views = m_service.list(m_caller.uid, is_root());
-    auto distros = results.initDistributions(views.size());
-    for (size_t i = 0; i < views.size(); ++i)
-        fill_distro(distros[i], views[i]);
-    return kj::READY_NOW;
-}
-
-kj::Promise<void> Control::vmMount(VmMountContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/MountFolder";
-    auto params = context.getParams();
-    auto owner = target(params.getTarget());
-    if (!owner)
-        return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-    return ipc::unwrap_fd(params.getHostDir())
-        .then([this, context, owner = owner.value()](Result<Fd> dir) mutable -> kj::Promise<Status> {
-            if (!dir)
-                return Status(dir.take_error());
-            auto params = context.getParams();
-            return m_service.mount_folder(owner, std::move(dir.value()), text_of(params.getVmPath()),
-                params.getReadOnly(), text_of(params.getName()));
-        })
-        .then([context](Status status) mutable {
-            if (!status)
-                fail(context.getResults(), status.error(), op);
-        });
-}
-
-kj::Promise<void> Control::vmExec(VmExecContext context)
-{
-    static constexpr const char* op = "Bulkhead/Service/ExecuteBinary";
-    auto params = context.getParams();
-    auto owner = target(params.getTarget());
-    auto argv = strings_of(params.getArgv(), "arguments");
-    if (!owner || !argv) {
-        return fail(context.getResults(), !owner ? owner.error() : argv.error(), op), kj::READY_NOW;
-    }
-    ProgramSpec spec { text_of(params.getPath()), argv.value() };
-    return m_service.execute(owner.value(), text_of(params.getDistro()), std::move(spec))
-        .then([context](Result<Fd> socket) mutable {
-            if (!socket)
-                return fail(context.getResults(), socket.error(), op);
-            context.getResults().setSocket(ipc::wrap_fd(std::move(socket.value())));
-        });
-}
-
-// The first capability of every connection: checks the protocol version.
-class Bootstrap final : public proto::Bootstrap::Server {
-public:
-    Bootstrap(Service& service, Caller caller, std::string version)
-        : m_service(service)
-        , m_caller(caller)
-        , m_version(std::move(version))
+    kj::Promise<void> Control::run(RunContext context)
     {
-    }
-
-protected:
-    kj::Promise<void> hello(HelloContext context) override
-    {
-        auto results = context.getResults();
-        results.setServiceVersion(m_version);
-        uint32_t major = context.getParams().getMajor();
-        if (major != proto::CONTROL_MAJOR) {
-            fail(results, { -EPROTONOSUPPORT, "the client speaks control protocol " + std::to_string(major)
-                + ", the service " + std::to_string(proto::CONTROL_MAJOR) + "; update the bulkhead CLI" },
-                "Bulkhead/Service/Connect");
-            return kj::READY_NOW;
+        static constexpr const char* op = "Bulkhead/Service/RunProgram";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        auto argv = strings_of(params.getArgv(), "arguments");
+        auto env = strings_of(params.getEnv(), "environment entries");
+        if (!owner || !argv || !env || argv->empty()) {
+            Error error = !owner ? owner.error()
+                : !argv          ? argv.error()
+                : !env           ? env.error()
+                                 : Error { -EINVAL, "no program given" };
+            return fail(context.getResults(), error, op), kj::READY_NOW;
         }
-        results.setControl(kj::heap<Control>(m_service, m_caller));
+        ProgramSpec spec { argv->front(), argv.value(), env.value(), text_of(params.getUser()) };
+        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+        fds.add(ipc::unwrap_fd(params.getStdin()));
+        fds.add(ipc::unwrap_fd(params.getStdout()));
+        fds.add(ipc::unwrap_fd(params.getStderr()));
+        return kj::joinPromises(fds.finish())
+            .then([this, context, owner = owner.value(), spec = std::move(spec)](
+                      kj::Array<Result<Fd>> fds) mutable {
+                auto params = context.getParams();
+                for (auto& fd : fds) {
+                    if (!fd)
+                        return fail(context.getResults(), fd.error(), op), kj::Promise<void>(kj::READY_NOW);
+                }
+                std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
+                    std::move(fds[2].value()) };
+                return m_service
+                    .run(owner, text_of(params.getDistro()), std::move(spec), std::move(stdio),
+                        overrides_of(params.getSettings()))
+                    .then([context](Result<int> status) mutable {
+                        if (!status)
+                            return fail(context.getResults(), status.error(), op);
+                        context.getResults().setWaitStatus(status.value());
+                    });
+            });
+    }
+
+    kj::Promise<void> Control::terminate(TerminateContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/TerminateDistribution";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.terminate_distribution(owner.value(), text_of(context.getParams().getName()))
+            .then([context](Status status) mutable {
+                if (!status)
+                    fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::shutdown(ShutdownContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/Shutdown";
+        if (context.getParams().getAll()) {
+            if (!is_root())
+                return fail(context.getResults(), { -EPERM, "only root may shut down every VM" }, op),
+                       kj::READY_NOW;
+            return m_service.shutdown_all();
+        }
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.shutdown_vm(owner.value()).ignoreResult();
+    }
+
+    kj::Promise<void> Control::list(ListContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ListDistributions";
+        auto owner = target(context.getParams().getTarget());
+        bool everyone = context.getParams().getAll();
+        if (!owner || (everyone && !is_root())) {
+            Error error
+                = owner ? Error { -EPERM, "only root may list every user's distributions" } : owner.error();
+            return fail(context.getResults(), error, op), kj::READY_NOW;
+        }
+        auto views = m_service.list(owner.value(), everyone);
+        auto out = context.getResults().initDistros(views.size());
+        for (size_t i = 0; i < views.size(); ++i)
+            fill_distro(out[i], views[i]);
         return kj::READY_NOW;
     }
 
-private:
-    Service& m_service;
-    Caller m_caller;
-    std::string m_version;
-};
+    kj::Promise<void> Control::status(StatusContext context)
+    {
+        auto results = context.getResults().initStatus();
+        results.setVersion(BULKHEAD_VERSION);
+        results.setPid(getpid());
+        auto sessions = m_service.sessions(m_caller.uid, is_root());
+        auto out = results.initSessions(sessions.size());
+        for (size_t i = 0; i < sessions.size(); ++i) {
+            const auto& s = sessions[i];
+            out[i].setSessionId(s.identity.session_id);
+            out[i].setUid(s.identity.uid);
+            out[i].setUserName(s.identity.user_name);
+            out[i].setVmRunning(s.vm_running);
+            out[i].setVmInitPid(s.vm_init_pid);
+            out[i].setHostNetwork(s.settings.host_network);
+            out[i].setIdleTimeoutS(s.settings.idle_timeout_s);
+            out[i].setCustomInit(s.settings.init);
+            out[i].setCustomConfigFlags(s.settings.custom_config_flags);
+            auto names = out[i].initRunningDistros(s.running_distros.size());
+            for (size_t j = 0; j < s.running_distros.size(); ++j)
+                names.set(j, s.running_distros[j]);
+        }
+        auto views = m_service.list(m_caller.uid, is_root());
+        auto distros = results.initDistributions(views.size());
+        for (size_t i = 0; i < views.size(); ++i)
+            fill_distro(distros[i], views[i]);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::vmMount(VmMountContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/MountFolder";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return ipc::unwrap_fd(params.getHostDir())
+            .then([this, context, owner = owner.value()](Result<Fd> dir) mutable -> kj::Promise<Status> {
+                if (!dir)
+                    return Status(dir.take_error());
+                auto params = context.getParams();
+                return m_service.mount_folder(owner, std::move(dir.value()), text_of(params.getVmPath()),
+                    params.getReadOnly(), text_of(params.getName()));
+            })
+            .then([context](Status status) mutable {
+                if (!status)
+                    fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::vmExec(VmExecContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ExecuteBinary";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        auto argv = strings_of(params.getArgv(), "arguments");
+        if (!owner || !argv) {
+            return fail(context.getResults(), !owner ? owner.error() : argv.error(), op), kj::READY_NOW;
+        }
+        ProgramSpec spec { text_of(params.getPath()), argv.value() };
+        return m_service.execute(owner.value(), text_of(params.getDistro()), std::move(spec))
+            .then([context](Result<Fd> socket) mutable {
+                if (!socket)
+                    return fail(context.getResults(), socket.error(), op);
+                context.getResults().setSocket(ipc::wrap_fd(std::move(socket.value())));
+            });
+    }
+
+    // The first capability of every connection: checks the protocol version.
+    class Bootstrap final : public proto::Bootstrap::Server {
+    public:
+        Bootstrap(Service& service, Caller caller, std::string version)
+            : m_service(service)
+            , m_caller(caller)
+            , m_version(std::move(version))
+        {
+        }
+
+    protected:
+        kj::Promise<void> hello(HelloContext context) override
+        {
+            auto results = context.getResults();
+            results.setServiceVersion(m_version);
+            uint32_t major = context.getParams().getMajor();
+            if (major != proto::CONTROL_MAJOR) {
+                fail(results,
+                    { -EPROTONOSUPPORT,
+                        "the client speaks control protocol " + std::to_string(major) + ", the service "
+                            + std::to_string(proto::CONTROL_MAJOR) + "; update the bulkhead CLI" },
+                    "Bulkhead/Service/Connect");
+                return kj::READY_NOW;
+            }
+            results.setControl(kj::heap<Control>(m_service, m_caller));
+            return kj::READY_NOW;
+        }
+
+    private:
+        Service& m_service;
+        Caller m_caller;
+        std::string m_version;
+    };
 
 } // namespace
 
@@ -355,7 +376,8 @@ void ControlServer::taskFailed(kj::Exception&& exception)
 
 kj::Promise<void> ControlServer::listen(Fd listener)
 {
-    auto receiver = m_provider.wrapListenSocketFd(listener.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    auto receiver
+        = m_provider.wrapListenSocketFd(listener.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
     auto& ref = *receiver;
     return accept_loop(ref).attach(kj::mv(receiver));
 }
@@ -375,10 +397,10 @@ void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)
     stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &length);
     Caller caller { cred.uid, cred.gid, cred.pid };
     auto capability_stream = stream.downcast<kj::AsyncCapabilityStream>();
-    auto network = kj::heap<capnp::TwoPartyVatNetwork>(*capability_stream, ipc::max_fds_per_message,
-        capnp::rpc::twoparty::Side::SERVER);
-    auto rpc = kj::heap(capnp::makeRpcServer(*network,
-        capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version))));
+    auto network = kj::heap<capnp::TwoPartyVatNetwork>(
+        *capability_stream, ipc::max_fds_per_message, capnp::rpc::twoparty::Side::SERVER);
+    auto rpc = kj::heap(capnp::makeRpcServer(
+        *network, capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version))));
     auto disconnected = network->onDisconnect();
     m_connections.add(disconnected.attach(kj::mv(rpc), kj::mv(network), kj::mv(capability_stream)));
 }

@@ -94,7 +94,8 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGINT);
     auto io = kj::setupAsyncIo();
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
-    bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()), std::move(registry.value()));
+    bh::service::Service service(
+        env, io.provider->getTimer(), std::move(config.value()), std::move(registry.value()));
     bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);
     auto serving = control.listen(std::move(listener.value())).eagerlyEvaluate([](kj::Exception&& e) {
         bh::log_error(std::string("the control socket failed: ") + e.getDescription().cStr());
@@ -102,7 +103,9 @@ int main(int argc, char** argv)
     bh::log_info("bulkheadd " BULKHEAD_VERSION " listening on " + socket_path);
     sd_notify(0, "READY=1");
 
-    auto stop = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT)).wait(io.waitScope);
+    auto stop = io.unixEventPort.onSignal(SIGTERM)
+                    .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+                    .wait(io.waitScope);
     bh::log_info(std::string("received ") + strsignal(stop.si_signo) + "; stopping distributions and VMs");
     sd_notify(0, "STOPPING=1");
     service.shutdown_all().wait(io.waitScope);

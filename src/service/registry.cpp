@@ -13,44 +13,45 @@ namespace bh::service {
 
 namespace {
 
-nlohmann::json to_json(const DistroRecord& record)
-{
-    return { { "name", record.name }, { "uuid", record.uuid.to_string() }, { "owner", record.owner },
-        { "package", record.package }, { "flavor", record.flavor }, { "version", record.version } };
-}
-
-Result<DistroRecord> from_json(const nlohmann::json& j)
-{
-    auto uuid = Uuid::parse(j.at("uuid").get<std::string>());
-    if (!uuid)
-        return Error { -EINVAL, "registry entry with an invalid uuid" };
-    return DistroRecord { j.at("name").get<std::string>(), *uuid, j.at("owner").get<uid_t>(),
-        j.value("package", ""), j.value("flavor", ""), j.value("version", "") };
-}
-
-Status write_atomically(const std::string& path, const std::string& content)
-{
-    std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return Error::from_errno(errno, "cannot write " + tmp);
-    bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
-    int err = errno;
-    ::close(fd);
-    if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0) {
-        err = ok ? errno : err;
-        ::unlink(tmp.c_str());
-        return Error::from_errno(err, "cannot write " + path);
+    nlohmann::json to_json(const DistroRecord& record)
+    {
+        return { { "name", record.name }, { "uuid", record.uuid.to_string() }, { "owner", record.owner },
+            { "package", record.package }, { "flavor", record.flavor }, { "version", record.version } };
     }
-    return {};
-}
 
-Status make_private_dir(const std::string& path)
-{
-    if (::mkdir(path.c_str(), 0700) < 0 && errno != EEXIST)
-        return Error::from_errno(errno, "cannot create " + path);
-    return {};
-}
+    Result<DistroRecord> from_json(const nlohmann::json& j)
+    {
+        auto uuid = Uuid::parse(j.at("uuid").get<std::string>());
+        if (!uuid)
+            return Error { -EINVAL, "registry entry with an invalid uuid" };
+        return DistroRecord { j.at("name").get<std::string>(), *uuid, j.at("owner").get<uid_t>(),
+            j.value("package", ""), j.value("flavor", ""), j.value("version", "") };
+    }
+
+    Status write_atomically(const std::string& path, const std::string& content)
+    {
+        std::string tmp = path + ".tmp";
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return Error::from_errno(errno, "cannot write " + tmp);
+        bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size())
+            && ::fsync(fd) == 0;
+        int err = errno;
+        ::close(fd);
+        if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0) {
+            err = ok ? errno : err;
+            ::unlink(tmp.c_str());
+            return Error::from_errno(err, "cannot write " + path);
+        }
+        return {};
+    }
+
+    Status make_private_dir(const std::string& path)
+    {
+        if (::mkdir(path.c_str(), 0700) < 0 && errno != EEXIST)
+            return Error::from_errno(errno, "cannot create " + path);
+        return {};
+    }
 
 } // namespace
 
@@ -58,8 +59,9 @@ bool is_valid_distro_name(const std::string& name)
 {
     if (name.empty() || name.size() > 64 || name[0] == '.' || name[0] == '-')
         return false;
-    return std::all_of(name.begin(), name.end(),
-        [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; });
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+    });
 }
 
 Result<Registry> Registry::load(const std::string& state_dir)
@@ -87,7 +89,8 @@ Result<Registry> Registry::load(const std::string& state_dir)
     return registry;
 }
 
-Status Registry::save(const std::vector<DistroRecord>& records, const std::map<uid_t, std::string>& defaults) const
+Status Registry::save(
+    const std::vector<DistroRecord>& records, const std::map<uid_t, std::string>& defaults) const
 {
     nlohmann::json j = { { "version", 1 }, { "distributions", nlohmann::json::array() },
         { "defaults", nlohmann::json::object() } };
@@ -176,6 +179,9 @@ Status Registry::set_default(uid_t owner, const std::string& name)
     return {};
 }
 
-std::string Registry::directory_of(const Uuid& uuid) const { return distributions_dir() + "/" + uuid.to_string(); }
+std::string Registry::directory_of(const Uuid& uuid) const
+{
+    return distributions_dir() + "/" + uuid.to_string();
+}
 
 } // namespace bh::service

@@ -14,45 +14,46 @@ namespace bh::service {
 
 namespace {
 
-// Runs blocking `work` on a thread of its own; the promise resolves on the calling loop.
-template<typename T>
-kj::Promise<T> on_worker_thread(kj::Function<T()> work)
-{
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
-    auto thread = kj::heap<kj::Thread>(
-        [work = kj::mv(work), fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(work()); });
-    return kj::mv(paf.promise).attach(kj::mv(thread));
-}
+    // Runs blocking `work` on a thread of its own; the promise resolves on the calling loop.
+    template<typename T> kj::Promise<T> on_worker_thread(kj::Function<T()> work)
+    {
+        auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
+        auto thread
+            = kj::heap<kj::Thread>([work = kj::mv(work), fulfiller = kj::mv(paf.fulfiller)]() mutable {
+                  fulfiller->fulfill(work());
+              });
+        return kj::mv(paf.promise).attach(kj::mv(thread));
+    }
 
-std::string user_name_of(uid_t uid)
-{
-    passwd entry {};
-    passwd* found = nullptr;
-    char buffer[4096];
-    if (getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found)
-        return found->pw_name;
-    return std::to_string(uid);
-}
+    std::string user_name_of(uid_t uid)
+    {
+        passwd entry {};
+        passwd* found = nullptr;
+        char buffer[4096];
+        if (getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found)
+            return found->pw_name;
+        return std::to_string(uid);
+    }
 
-Error no_such_distribution(const std::string& name)
-{
-    return Error { -ENOENT, "There is no distribution with the supplied name '" + name + "'" };
-}
+    Error no_such_distribution(const std::string& name)
+    {
+        return Error { -ENOENT, "There is no distribution with the supplied name '" + name + "'" };
+    }
 
-struct ImportOutcome {
-    Status status;
-    OsRelease os;
-};
+    struct ImportOutcome {
+        Status status;
+        OsRelease os;
+    };
 
-ImportOutcome import_and_inspect(int archive, const std::string& directory, uid_t owner, gid_t group)
-{
-    std::string rootfs = directory + "/rootfs";
-    Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 });
-    if (!status)
-        return { status, {} };
-    Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    return { {}, root ? read_os_release(root.get()) : OsRelease {} };
-}
+    ImportOutcome import_and_inspect(int archive, const std::string& directory, uid_t owner, gid_t group)
+    {
+        std::string rootfs = directory + "/rootfs";
+        Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 });
+        if (!status)
+            return { status, {} };
+        Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        return { {}, root ? read_os_release(root.get()) : OsRelease {} };
+    }
 
 } // namespace
 
@@ -88,7 +89,8 @@ Session& Service::session_of(uid_t uid)
         passwd entry {};
         passwd* found = nullptr;
         char buffer[4096];
-        gid_t gid = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
+        gid_t gid
+            = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
         session->identity = { m_next_session_id++, uid, gid, user_name_of(uid) };
         it = m_sessions.emplace(uid, kj::mv(session)).first;
     }
@@ -99,8 +101,9 @@ Result<DistroRecord> Service::find_record(uid_t owner, const std::string& name) 
 {
     const DistroRecord* record = name.empty() ? m_registry.default_of(owner) : m_registry.find(owner, name);
     if (!record)
-        return name.empty() ? Error { -ENOENT, "no distribution is registered; register one with 'bulkhead register'" }
-                            : no_such_distribution(name);
+        return name.empty()
+            ? Error { -ENOENT, "no distribution is registered; register one with 'bulkhead register'" }
+            : no_such_distribution(name);
     return *record;
 }
 
@@ -120,44 +123,56 @@ DistroView Service::view_of(const DistroRecord& record) const
     return view;
 }
 
-kj::Promise<Result<DistroView>> Service::register_distribution(
-    uid_t owner, std::string name, Fd archive, std::string package, kj::Function<kj::Promise<Status>()> confirm)
+kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std::string name, Fd archive,
+    std::string package, kj::Function<kj::Promise<Status>()> confirm)
 {
     if (!is_valid_distro_name(name))
         return Result<DistroView>(Error { -EINVAL,
-            "invalid distribution name '" + name + "': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)" });
+            "invalid distribution name '" + name
+                + "': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)" });
     if (m_registry.find(owner, name) || m_registering.contains({ owner, name }))
-        return Result<DistroView>(Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
+        return Result<DistroView>(
+            Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
     DistroRecord record { name, Uuid::random(), owner, std::move(package) };
     std::string directory = m_registry.directory_of(record.uuid);
     if (::mkdir(directory.c_str(), 0700) < 0)
         return Result<DistroView>(Error::from_errno(errno, "cannot create " + directory));
     m_registering.insert({ owner, name });
     gid_t group = session_of(owner).identity.gid;
-    auto imported = on_worker_thread<ImportOutcome>(
-        [archive = std::move(archive), directory, owner, group]() { return import_and_inspect(archive.get(), directory, owner, group); });
+    auto imported
+        = on_worker_thread<ImportOutcome>([archive = std::move(archive), directory, owner, group]() {
+              return import_and_inspect(archive.get(), directory, owner, group);
+          });
     return imported
-        .then([this, record = std::move(record), directory, confirm = kj::mv(confirm)](ImportOutcome outcome) mutable {
+        .then([this, record = std::move(record), directory, confirm = kj::mv(confirm)](
+                  ImportOutcome outcome) mutable {
             record.flavor = outcome.os.id.value_or("");
             record.version = outcome.os.version_id.value_or("");
-            return commit_registration(record.owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status));
+            return commit_registration(
+                record.owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status));
         })
-        .attach(kj::defer([this, owner, name]() { m_registering.erase({ owner, name }); }));
+        .attach(kj::defer([this, owner, name]() {
+            m_registering.erase({ owner, name });
+        }));
 }
 
-kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, DistroRecord record, std::string directory,
-    kj::Function<kj::Promise<Status>()> confirm, Status imported)
+kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, DistroRecord record,
+    std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported)
 {
     auto confirmed = imported ? confirm() : kj::Promise<Status>(std::move(imported));
     return confirmed.then([this, owner, record = std::move(record), directory](Status status) mutable {
         if (status)
             status = m_registry.add(record);
         if (status) {
-            log_info("registered '" + record.name + "' (" + record.uuid.to_string() + ") for uid " + std::to_string(owner));
+            log_info("registered '" + record.name + "' (" + record.uuid.to_string() + ") for uid "
+                + std::to_string(owner));
             return kj::Promise<Result<DistroView>>(view_of(record));
         }
-        return on_worker_thread<Status>([directory]() { return remove_tree(directory); })
-            .then([status = std::move(status)](Status) mutable -> Result<DistroView> { return status.take_error(); });
+        return on_worker_thread<Status>([directory]() {
+            return remove_tree(directory);
+        }).then([status = std::move(status)](Status) mutable -> Result<DistroView> {
+            return status.take_error();
+        });
     });
 }
 
@@ -206,17 +221,21 @@ kj::Promise<Status> Service::ensure_vm(Session& session, const UserOverrides& ov
 
 void Service::adopt_vm(Session& session, kj::Own<VmInstance> vm)
 {
-    log_info("VM started for uid " + std::to_string(session.identity.uid) + " (init pid " + std::to_string(vm->init_pid()) + ")");
+    log_info("VM started for uid " + std::to_string(session.identity.uid) + " (init pid "
+        + std::to_string(vm->init_pid()) + ")");
     VmInstance* raw = vm.get();
     session.vm = kj::mv(vm);
-    session.vm_watcher = raw->on_failure().then([this, &session, raw]() {
-        m_tasks.add(kj::evalLater([this, &session, raw]() -> kj::Promise<void> {
-            if (session.vm.get() != raw || !raw->running())
-                return kj::READY_NOW;
-            log_warning("the VM of uid " + std::to_string(session.identity.uid) + " ended unexpectedly");
-            return stop_vm(session);
-        }));
-    }).eagerlyEvaluate(nullptr);
+    session.vm_watcher = raw->on_failure()
+                             .then([this, &session, raw]() {
+                                 m_tasks.add(kj::evalLater([this, &session, raw]() -> kj::Promise<void> {
+                                     if (session.vm.get() != raw || !raw->running())
+                                         return kj::READY_NOW;
+                                     log_warning("the VM of uid " + std::to_string(session.identity.uid)
+                                         + " ended unexpectedly");
+                                     return stop_vm(session);
+                                 }));
+                             })
+                             .eagerlyEvaluate(nullptr);
     arm_idle_timer(session);
 }
 
@@ -226,10 +245,13 @@ void Service::arm_idle_timer(Session& session)
     if (!session.vm || session.active_runs > 0 || session.vm->settings().idle_timeout_s == 0)
         return;
     auto delay = session.vm->settings().idle_timeout_s * kj::SECONDS;
-    session.idle_timer = m_timer.afterDelay(delay).then([this, &session]() {
-        log_info("the VM of uid " + std::to_string(session.identity.uid) + " is idle; stopping it");
-        m_tasks.add(stop_vm(session));
-    }).eagerlyEvaluate(nullptr);
+    session.idle_timer
+        = m_timer.afterDelay(delay)
+              .then([this, &session]() {
+                  log_info("the VM of uid " + std::to_string(session.identity.uid) + " is idle; stopping it");
+                  m_tasks.add(stop_vm(session));
+              })
+              .eagerlyEvaluate(nullptr);
 }
 
 kj::Promise<void> Service::stop_vm(Session& session)
@@ -242,20 +264,23 @@ kj::Promise<void> Service::stop_vm(Session& session)
     return ref.stop().attach(kj::mv(vm));
 }
 
-kj::Promise<Status> Service::ensure_distribution(Session& session, const DistroRecord& record, const UserOverrides& overrides)
+kj::Promise<Status> Service::ensure_distribution(
+    Session& session, const DistroRecord& record, const UserOverrides& overrides)
 {
     return ensure_vm(session, overrides).then([this, &session, record](Status status) -> kj::Promise<Status> {
         if (!status)
             return kj::mv(status);
         if (!session.vm)
-            return Status(Error { BH_E_VM_NOT_RUNNING, "the VM stopped while starting '" + record.name + "'" });
+            return Status(
+                Error { BH_E_VM_NOT_RUNNING, "the VM stopped while starting '" + record.name + "'" });
         auto vm = kj::addRef(*session.vm);
         VmInstance& ref = *vm;
         return ref.start_distribution(record, m_registry.rootfs_of(record)).attach(kj::mv(vm));
     });
 }
 
-kj::Promise<Result<DistroView>> Service::start_distribution(uid_t owner, std::string name, UserOverrides overrides)
+kj::Promise<Result<DistroView>> Service::start_distribution(
+    uid_t owner, std::string name, UserOverrides overrides)
 {
     auto record = find_record(owner, name);
     if (!record)
@@ -289,7 +314,8 @@ kj::Promise<Result<int>> Service::run(
             if (!status)
                 return Result<int>(status.take_error());
             if (!session.vm)
-                return Result<int>(Error { BH_E_VM_NOT_RUNNING, "the VM stopped before the program started" });
+                return Result<int>(
+                    Error { BH_E_VM_NOT_RUNNING, "the VM stopped before the program started" });
             auto vm = kj::addRef(*session.vm);
             VmInstance& ref = *vm;
             return ref.run(name, std::move(spec), std::move(stdio)).attach(kj::mv(vm));
@@ -323,11 +349,13 @@ kj::Promise<void> Service::shutdown_all()
     return kj::joinPromises(stops.finish());
 }
 
-kj::Promise<Status> Service::mount_folder(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
+kj::Promise<Status> Service::mount_folder(
+    uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
 {
     Session& session = session_of(owner);
     if (!session.vm || !session.vm->running())
-        return Status(Error { BH_E_VM_NOT_RUNNING, "cannot mount at '" + vm_path + "': the VM is not running" });
+        return Status(
+            Error { BH_E_VM_NOT_RUNNING, "cannot mount at '" + vm_path + "': the VM is not running" });
     auto vm = kj::addRef(*session.vm);
     VmInstance& ref = *vm;
     return ref.mount(std::move(dir), std::move(vm_path), read_only, std::move(name)).attach(kj::mv(vm));
@@ -337,7 +365,8 @@ kj::Promise<Result<Fd>> Service::execute(uid_t owner, std::string distro, Progra
 {
     Session& session = session_of(owner);
     if (!session.vm || !session.vm->running())
-        return Result<Fd>(Error { BH_E_VM_NOT_RUNNING, "cannot run '" + spec.path + "': the VM is not running" });
+        return Result<Fd>(
+            Error { BH_E_VM_NOT_RUNNING, "cannot run '" + spec.path + "': the VM is not running" });
     auto vm = kj::addRef(*session.vm);
     VmInstance& ref = *vm;
     return ref.exec(distro, std::move(spec)).attach(kj::mv(vm));

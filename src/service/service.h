@@ -63,16 +63,18 @@ public:
         std::string package, kj::Function<kj::Promise<Status>()> confirm);
     kj::Promise<Status> unregister_distribution(uid_t owner, std::string name);
     Status set_default(uid_t owner, const std::string& name);
-    kj::Promise<Result<DistroView>> start_distribution(uid_t owner, std::string name, UserOverrides overrides);
-    kj::Promise<Result<int>> run(uid_t owner, std::string distro, ProgramSpec spec, std::array<Fd, 3> stdio,
-        UserOverrides overrides);
+    kj::Promise<Result<DistroView>> start_distribution(
+        uid_t owner, std::string name, UserOverrides overrides);
+    kj::Promise<Result<int>> run(
+        uid_t owner, std::string distro, ProgramSpec spec, std::array<Fd, 3> stdio, UserOverrides overrides);
     kj::Promise<Status> terminate_distribution(uid_t owner, std::string name);
     kj::Promise<Status> shutdown_vm(uid_t owner);
     // Stops every distribution, then every VM (SIGTERM).
     kj::Promise<void> shutdown_all();
 
     // The VM operations of the plugin API, addressed by the session's owner.
-    kj::Promise<Status> mount_folder(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name);
+    kj::Promise<Status> mount_folder(
+        uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name);
     kj::Promise<Result<Fd>> execute(uid_t owner, std::string distro, ProgramSpec spec);
 
     std::vector<DistroView> list(uid_t owner, bool everyone) const;
@@ -84,11 +86,12 @@ private:
     void adopt_vm(Session& session, kj::Own<VmInstance> vm);
     void arm_idle_timer(Session& session);
     kj::Promise<void> stop_vm(Session& session);
-    kj::Promise<Status> ensure_distribution(Session& session, const DistroRecord& record, const UserOverrides& overrides);
+    kj::Promise<Status> ensure_distribution(
+        Session& session, const DistroRecord& record, const UserOverrides& overrides);
     DistroView view_of(const DistroRecord& record) const;
     Result<DistroRecord> find_record(uid_t owner, const std::string& name) const;
-    kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record, std::string directory,
-        kj::Function<kj::Promise<Status>()> confirm, Status imported);
+    kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record,
+        std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported);
     void taskFailed(kj::Exception&& exception) override;
 
     VmEnvironment m_env;

@@ -17,53 +17,57 @@ namespace bh::service {
 
 namespace {
 
-struct SocketPair {
-    Fd ours;
-    Fd theirs;
-};
+    struct SocketPair {
+        Fd ours;
+        Fd theirs;
+    };
 
-Result<SocketPair> make_socketpair()
-{
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
-        return Error::from_errno(errno, "cannot create a socket pair");
-    return SocketPair { Fd(fds[0]), Fd(fds[1]) };
-}
+    Result<SocketPair> make_socketpair()
+    {
+        int fds[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+            return Error::from_errno(errno, "cannot create a socket pair");
+        return SocketPair { Fd(fds[0]), Fd(fds[1]) };
+    }
 
-Error vm_gone(const std::string& what) { return Error { BH_E_VM_NOT_RUNNING, what + ": the VM is not running" }; }
+    Error vm_gone(const std::string& what)
+    {
+        return Error { BH_E_VM_NOT_RUNNING, what + ": the VM is not running" };
+    }
 
-int namespaces_for(const SessionIdentity& identity, const VmSettings& settings)
-{
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
-    if (!settings.host_network)
-        flags |= CLONE_NEWNET;
-    if (identity.uid != 0)
-        flags |= CLONE_NEWUSER;
-    return flags;
-}
+    int namespaces_for(const SessionIdentity& identity, const VmSettings& settings)
+    {
+        int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+        if (!settings.host_network)
+            flags |= CLONE_NEWNET;
+        if (identity.uid != 0)
+            flags |= CLONE_NEWUSER;
+        return flags;
+    }
 
-void fill_spawn_request(proto::SpawnRequest::Builder request, const ProgramSpec& spec, std::array<Fd, 3>& stdio)
-{
-    request.setPath(spec.path);
-    auto argv = request.initArgv(spec.argv.size());
-    for (size_t i = 0; i < spec.argv.size(); ++i)
-        argv.set(i, spec.argv[i]);
-    auto env = request.initEnv(spec.env.size());
-    for (size_t i = 0; i < spec.env.size(); ++i)
-        env.set(i, spec.env[i]);
-    request.setUser(spec.user);
-    request.setStdin(ipc::wrap_fd(std::move(stdio[0])));
-    request.setStdout(ipc::wrap_fd(std::move(stdio[1])));
-    request.setStderr(ipc::wrap_fd(std::move(stdio[2])));
-}
+    void fill_spawn_request(
+        proto::SpawnRequest::Builder request, const ProgramSpec& spec, std::array<Fd, 3>& stdio)
+    {
+        request.setPath(spec.path);
+        auto argv = request.initArgv(spec.argv.size());
+        for (size_t i = 0; i < spec.argv.size(); ++i)
+            argv.set(i, spec.argv[i]);
+        auto env = request.initEnv(spec.env.size());
+        for (size_t i = 0; i < spec.env.size(); ++i)
+            env.set(i, spec.env[i]);
+        request.setUser(spec.user);
+        request.setStdin(ipc::wrap_fd(std::move(stdio[0])));
+        request.setStdout(ipc::wrap_fd(std::move(stdio[1])));
+        request.setStderr(ipc::wrap_fd(std::move(stdio[2])));
+    }
 
-Result<Fd> duplicate(int fd)
-{
-    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (copy < 0)
-        return Error::from_errno(errno, "cannot duplicate a socket");
-    return Fd(copy);
-}
+    Result<Fd> duplicate(int fd)
+    {
+        int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+            return Error::from_errno(errno, "cannot duplicate a socket");
+        return Fd(copy);
+    }
 
 } // namespace
 
@@ -84,8 +88,10 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         plan.map_root_to = Credentials { identity.uid, identity.gid };
     auto init = spawn_process(plan);
     if (!init)
-        return Result<kj::Own<VmInstance>>(Error { init.error().code, "cannot create the VM: " + init.error().message });
-    auto connection = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
+        return Result<kj::Own<VmInstance>>(
+            Error { init.error().code, "cannot create the VM: " + init.error().message });
+    auto connection
+        = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
     auto vm = kj::refcounted<VmInstance>(env, settings, std::move(init.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
@@ -101,7 +107,8 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         });
 }
 
-VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection)
+VmInstance::VmInstance(
+    VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection)
     : m_env(env)
     , m_settings(std::move(settings))
     , m_init(std::move(init))
@@ -111,7 +118,10 @@ VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess ini
 {
 }
 
-VmInstance::~VmInstance() { m_canceler.cancel("the VM was destroyed"); }
+VmInstance::~VmInstance()
+{
+    m_canceler.cancel("the VM was destroyed");
+}
 
 void VmInstance::taskFailed(kj::Exception&& exception)
 {
@@ -119,11 +129,11 @@ void VmInstance::taskFailed(kj::Exception&& exception)
     (void)exception;
 }
 
-template<typename T>
-kj::Promise<Result<T>> VmInstance::guarded(kj::Promise<Result<T>> promise)
+template<typename T> kj::Promise<Result<T>> VmInstance::guarded(kj::Promise<Result<T>> promise)
 {
     return m_canceler.wrap(kj::mv(promise)).catch_([](kj::Exception&& e) -> Result<T> {
-        return Error { BH_E_VM_NOT_RUNNING, std::string("the VM stopped during the operation (") + e.getDescription().cStr() + ")" };
+        return Error { BH_E_VM_NOT_RUNNING,
+            std::string("the VM stopped during the operation (") + e.getDescription().cStr() + ")" };
     });
 }
 
@@ -206,7 +216,8 @@ kj::Promise<Status> VmInstance::adopt_distribution(
     distro->record = std::move(record);
     distro->init_pid = response.getInitPid();
     distro->pid_namespace = response.getPidNamespace();
-    distro->connection = kj::heap<ipc::Connection>(m_env.provider, std::move(service_end), capnp::rpc::twoparty::Side::CLIENT);
+    distro->connection = kj::heap<ipc::Connection>(
+        m_env.provider, std::move(service_end), capnp::rpc::twoparty::Side::CLIENT);
     distro->agent = distro->connection->bootstrap().castAs<proto::Agent>();
     auto setup = distro->agent.setupRequest().send();
     return ipc::unwrap_fd(response.getPidfd())
@@ -218,17 +229,20 @@ kj::Promise<Status> VmInstance::adopt_distribution(
         })
         .then([this, distro = kj::mv(distro)](Result<Fd> pidfd) mutable -> Status {
             if (!pidfd)
-                return Error { pidfd.error().code, "cannot start '" + distro->record.name + "': " + pidfd.error().message };
+                return Error { pidfd.error().code,
+                    "cannot start '" + distro->record.name + "': " + pidfd.error().message };
             distro->pidfd = std::move(pidfd.value());
             std::string name = distro->record.name;
             RunningDistro* raw = distro.get();
             distro->watcher = ipc::when_exited(m_env.port, raw->pidfd.get())
                                   .exclusiveJoin(raw->connection->on_disconnect())
-                                  .then([this, name, raw]() { return kj::evalLater([this, name, raw]() {
-                                      auto it = m_distros.find(name);
-                                      if (it != m_distros.end() && it->second.get() == raw)
-                                          m_distros.erase(it);
-                                  }); })
+                                  .then([this, name, raw]() {
+                                      return kj::evalLater([this, name, raw]() {
+                                          auto it = m_distros.find(name);
+                                          if (it != m_distros.end() && it->second.get() == raw)
+                                              m_distros.erase(it);
+                                      });
+                                  })
                                   .eagerlyEvaluate(nullptr);
             m_distros.emplace(name, kj::mv(distro));
             return {};
@@ -243,7 +257,8 @@ kj::Promise<Result<int>> VmInstance::run(const std::string& distro, ProgramSpec 
     return guarded(spawn_and_wait(agent.value(), std::move(spec), std::move(stdio)));
 }
 
-kj::Promise<Result<int>> VmInstance::spawn_and_wait(proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio)
+kj::Promise<Result<int>> VmInstance::spawn_and_wait(
+    proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio)
 {
     auto request = agent.spawnRequest();
     fill_spawn_request(request.initRequest(), spec, stdio);
@@ -265,20 +280,22 @@ kj::Promise<Result<Fd>> VmInstance::exec(const std::string& distro, ProgramSpec 
     auto pair = make_socketpair();
     Fd null_fd(::open("/dev/null", O_WRONLY | O_CLOEXEC));
     if (!agent || !pair || !null_fd)
-        return Result<Fd>(!agent ? agent.take_error() : Error::from_errno(errno, "cannot run '" + spec.path + "'"));
+        return Result<Fd>(
+            !agent ? agent.take_error() : Error::from_errno(errno, "cannot run '" + spec.path + "'"));
     auto theirs = duplicate(pair->theirs.get());
     if (!theirs)
         return Result<Fd>(theirs.take_error());
     std::array<Fd, 3> stdio { std::move(pair->theirs), std::move(theirs.value()), std::move(null_fd) };
     auto request = agent.value().spawnRequest();
     fill_spawn_request(request.initRequest(), spec, stdio);
-    auto spawned = request.send().then([this, ours = std::move(pair->ours)](auto response) mutable -> Result<Fd> {
-        BH_TRY(ipc::to_status(response.getOutcome()));
-        // The program runs until it exits; holding its Process until then keeps it alive.
-        auto process = response.getProcess();
-        m_exec_waits.add(process.waitRequest().send().ignoreResult().attach(kj::mv(process)));
-        return std::move(ours);
-    });
+    auto spawned
+        = request.send().then([this, ours = std::move(pair->ours)](auto response) mutable -> Result<Fd> {
+              BH_TRY(ipc::to_status(response.getOutcome()));
+              // The program runs until it exits; holding its Process until then keeps it alive.
+              auto process = response.getProcess();
+              m_exec_waits.add(process.waitRequest().send().ignoreResult().attach(kj::mv(process)));
+              return std::move(ours);
+          });
     return guarded(ipc::catch_disconnect<Fd>(kj::mv(spawned), "the agent hung up"));
 }
 
@@ -295,11 +312,12 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
     request.setTree(ipc::wrap_fd(std::move(tree)));
     request.setVmPath(vm_path);
     request.setReadOnly(read_only);
-    auto mounted = request.send().then([this, name = std::move(name)](auto response) -> Result<std::monostate> {
-        BH_TRY(ipc::to_status(response.getOutcome()));
-        m_mount_names.push_back(name);
-        return std::monostate {};
-    });
+    auto mounted
+        = request.send().then([this, name = std::move(name)](auto response) -> Result<std::monostate> {
+              BH_TRY(ipc::to_status(response.getOutcome()));
+              m_mount_names.push_back(name);
+              return std::monostate {};
+          });
     return guarded(ipc::catch_disconnect<std::monostate>(kj::mv(mounted), "the VM's init hung up"))
         .then([](Result<std::monostate> r) -> Status {
             if (!r)

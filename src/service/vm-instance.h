@@ -31,9 +31,9 @@ struct SessionIdentity {
 // A distribution running in a VM: its init (PID 1 of its own PID namespace) and agent.
 struct RunningDistro {
     DistroRecord record;
-    uint32_t init_pid = 0;       // as seen from the VM
-    uint64_t pid_namespace = 0;  // inode
-    Fd pidfd;                    // of its init; SIGKILL ends the whole distribution
+    uint32_t init_pid = 0; // as seen from the VM
+    uint64_t pid_namespace = 0; // inode
+    Fd pidfd; // of its init; SIGKILL ends the whole distribution
     kj::Own<ipc::Connection> connection;
     proto::Agent::Client agent = nullptr;
     kj::Promise<void> watcher = nullptr; // removes the entry when the distribution dies
@@ -55,7 +55,8 @@ public:
     // Spawns the VM's init in new namespaces and builds its root. Fails with what went wrong.
     static kj::Promise<Result<kj::Own<VmInstance>>> start(
         VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
-    VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection);
+    VmInstance(
+        VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection);
     ~VmInstance();
 
     bool running() const { return !m_stopped; }
@@ -84,10 +85,10 @@ private:
     kj::Promise<Status> launch_distribution(DistroRecord record, std::string rootfs);
     kj::Promise<Status> adopt_distribution(DistroRecord record, Fd service_end,
         capnp::Response<proto::Agent::StartDistributionResults> response);
-    kj::Promise<Result<int>> spawn_and_wait(proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio);
+    kj::Promise<Result<int>> spawn_and_wait(
+        proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio);
     Result<proto::Agent::Client> agent_for(const std::string& distro);
-    template<typename T>
-    kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
+    template<typename T> kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
     void taskFailed(kj::Exception&& exception) override;
 
     VmEnvironment& m_env;

@@ -18,103 +18,102 @@ namespace bh::vm {
 
 namespace {
 
-constexpr const char* default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    constexpr const char* default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-struct User {
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::string name = "root";
-    std::string home = "/root";
-};
+    struct User {
+        uid_t uid = 0;
+        gid_t gid = 0;
+        std::string name = "root";
+        std::string home = "/root";
+    };
 
-// Finds `wanted` (a name or a numeric uid) in this root's /etc/passwd.
-Result<User> lookup_user(const std::string& wanted)
-{
-    std::ifstream passwd("/etc/passwd");
-    std::string line;
-    while (std::getline(passwd, line)) {
-        std::vector<std::string> fields;
-        std::stringstream stream(line);
-        for (std::string field; std::getline(stream, field, ':');)
-            fields.push_back(field);
-        if (fields.size() < 6 || (fields[0] != wanted && fields[2] != wanted))
-            continue;
-        char* end = nullptr;
-        unsigned long uid = std::strtoul(fields[2].c_str(), &end, 10);
-        unsigned long gid = std::strtoul(fields[3].c_str(), nullptr, 10);
-        return User { static_cast<uid_t>(uid), static_cast<gid_t>(gid), fields[0], fields[5] };
-    }
-    return Error { -ENOENT, "no user '" + wanted + "' in the distribution's /etc/passwd" };
-}
-
-// Resolves a program name without a slash through PATH, as a shell would.
-Result<std::string> resolve_program(const std::string& path)
-{
-    if (path.find('/') != std::string::npos)
-        return path;
-    std::stringstream dirs(default_path);
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-        std::string candidate = dir + "/" + path;
-        if (::access(candidate.c_str(), X_OK) == 0)
-            return candidate;
-    }
-    return Error { -ENOENT, "cannot execute '" + path + "': not found in " + default_path };
-}
-
-std::vector<std::string> to_strings(capnp::List<capnp::Text>::Reader list)
-{
-    std::vector<std::string> out;
-    for (auto item : list)
-        out.emplace_back(item.cStr());
-    return out;
-}
-
-std::vector<std::string> environment_for(const User& user, capnp::List<capnp::Text>::Reader extra)
-{
-    std::vector<std::string> env = { std::string("PATH=") + default_path, "HOME=" + user.home, "USER=" + user.name,
-        "LOGNAME=" + user.name };
-    for (auto entry : extra) {
-        std::string text = entry.cStr();
-        if (text.find('=') != std::string::npos && text.find('=') > 0)
-            env.push_back(text);
-    }
-    return env;
-}
-
-// A process this agent started; dropping the capability kills it if it still runs.
-class Process final : public proto::Process::Server {
-public:
-    Process(Reaper& reaper, pid_t pid, Fd pidfd)
-        : m_reaper(reaper)
-        , m_pid(pid)
-        , m_pidfd(std::move(pidfd))
+    // Finds `wanted` (a name or a numeric uid) in this root's /etc/passwd.
+    Result<User> lookup_user(const std::string& wanted)
     {
+        std::ifstream passwd("/etc/passwd");
+        std::string line;
+        while (std::getline(passwd, line)) {
+            std::vector<std::string> fields;
+            std::stringstream stream(line);
+            for (std::string field; std::getline(stream, field, ':');)
+                fields.push_back(field);
+            if (fields.size() < 6 || (fields[0] != wanted && fields[2] != wanted))
+                continue;
+            char* end = nullptr;
+            unsigned long uid = std::strtoul(fields[2].c_str(), &end, 10);
+            unsigned long gid = std::strtoul(fields[3].c_str(), nullptr, 10);
+            return User { static_cast<uid_t>(uid), static_cast<gid_t>(gid), fields[0], fields[5] };
+        }
+        return Error { -ENOENT, "no user '" + wanted + "' in the distribution's /etc/passwd" };
     }
-    ~Process()
+
+    // Resolves a program name without a slash through PATH, as a shell would.
+    Result<std::string> resolve_program(const std::string& path)
     {
-        if (!m_reaper.has_exited(m_pid))
-            syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
-        m_reaper.forget(m_pid);
+        if (path.find('/') != std::string::npos)
+            return path;
+        std::stringstream dirs(default_path);
+        for (std::string dir; std::getline(dirs, dir, ':');) {
+            std::string candidate = dir + "/" + path;
+            if (::access(candidate.c_str(), X_OK) == 0)
+                return candidate;
+        }
+        return Error { -ENOENT, "cannot execute '" + path + "': not found in " + default_path };
     }
 
-protected:
-    kj::Promise<void> wait(WaitContext context) override
+    std::vector<std::string> to_strings(capnp::List<capnp::Text>::Reader list)
     {
-        return m_reaper.wait_for(m_pid).then([context](int status) mutable {
-            context.getResults().setWaitStatus(status);
-        });
+        std::vector<std::string> out;
+        for (auto item : list)
+            out.emplace_back(item.cStr());
+        return out;
     }
 
-private:
-    Reaper& m_reaper;
-    pid_t m_pid;
-    Fd m_pidfd;
-};
+    std::vector<std::string> environment_for(const User& user, capnp::List<capnp::Text>::Reader extra)
+    {
+        std::vector<std::string> env = { std::string("PATH=") + default_path, "HOME=" + user.home,
+            "USER=" + user.name, "LOGNAME=" + user.name };
+        for (auto entry : extra) {
+            std::string text = entry.cStr();
+            if (text.find('=') != std::string::npos && text.find('=') > 0)
+                env.push_back(text);
+        }
+        return env;
+    }
 
-void fail_outcome(proto::Outcome::Builder outcome, const Error& error)
-{
-    ipc::set_outcome(outcome, error, "Bulkhead/Vm/Agent");
-}
+    // A process this agent started; dropping the capability kills it if it still runs.
+    class Process final : public proto::Process::Server {
+    public:
+        Process(Reaper& reaper, pid_t pid, Fd pidfd)
+            : m_reaper(reaper)
+            , m_pid(pid)
+            , m_pidfd(std::move(pidfd))
+        {
+        }
+        ~Process()
+        {
+            if (!m_reaper.has_exited(m_pid))
+                syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+            m_reaper.forget(m_pid);
+        }
+
+    protected:
+        kj::Promise<void> wait(WaitContext context) override
+        {
+            return m_reaper.wait_for(m_pid).then(
+                [context](int status) mutable { context.getResults().setWaitStatus(status); });
+        }
+
+    private:
+        Reaper& m_reaper;
+        pid_t m_pid;
+        Fd m_pidfd;
+    };
+
+    void fail_outcome(proto::Outcome::Builder outcome, const Error& error)
+    {
+        ipc::set_outcome(outcome, error, "Bulkhead/Vm/Agent");
+    }
 
 } // namespace
 
@@ -212,7 +211,8 @@ kj::Promise<void> Agent::mount(MountContext context)
     std::string vm_path = params.getVmPath().cStr();
     bool read_only = params.getReadOnly();
     return ipc::unwrap_fd(params.getTree()).then([context, vm_path, read_only](Result<Fd> tree) mutable {
-        Status status = tree ? attach_tree(std::move(tree.value()), vm_path, read_only) : Status(tree.take_error());
+        Status status
+            = tree ? attach_tree(std::move(tree.value()), vm_path, read_only) : Status(tree.take_error());
         if (!status)
             fail_outcome(context.getResults().initOutcome(), status.error());
     });
@@ -263,7 +263,8 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
 kj::Promise<void> Agent::startDistribution(StartDistributionContext context)
 {
     if (m_role != AgentRole::Vm) {
-        fail_outcome(context.getResults().initOutcome(), { -EPERM, "only the VM's init starts distributions" });
+        fail_outcome(
+            context.getResults().initOutcome(), { -EPERM, "only the VM's init starts distributions" });
         return kj::READY_NOW;
     }
     auto params = context.getParams();

@@ -1,4 +1,5 @@
-// bulkhead-vminit: PID 1 of a VM ("vm") or of a distribution ("distribution NAME"); serves the service on fd 3.
+// bulkhead-vminit: PID 1 of a VM ("vm") or of a distribution ("distribution NAME"); serves the service on
+// fd 3.
 #include "base/fd.h"
 #include "base/log.h"
 #include "ipc/fd-cap.h"
@@ -41,7 +42,8 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGCHLD);
     auto io = kj::setupAsyncIo();
     bh::vm::Reaper reaper(io.unixEventPort);
-    bh::ipc::Connection connection(*io.lowLevelProvider, std::move(channel), capnp::rpc::twoparty::Side::SERVER,
+    bh::ipc::Connection connection(*io.lowLevelProvider, std::move(channel),
+        capnp::rpc::twoparty::Side::SERVER,
         capnp::Capability::Client(kj::heap<bh::vm::Agent>(role, reaper, std::move(root_tree))));
     // The service going away ends the VM: as PID 1, our exit kills everything in the namespace.
     reaper.run().exclusiveJoin(connection.on_disconnect()).wait(io.waitScope);

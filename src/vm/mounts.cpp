@@ -14,144 +14,148 @@ namespace bh::vm {
 
 namespace {
 
-constexpr const char* device_nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+    constexpr const char* device_nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
 
-Status fail(const std::string& what) { return Error::from_errno(errno, what); }
+    Status fail(const std::string& what)
+    {
+        return Error::from_errno(errno, what);
+    }
 
-Status make_dir(const std::string& path, mode_t mode)
-{
-    if (::mkdir(path.c_str(), mode) < 0 && errno != EEXIST)
-        return fail("cannot create directory " + path);
-    return {};
-}
-
-// Creates every missing directory of an absolute path.
-Status make_dirs(const std::string& path)
-{
-    for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
-        BH_TRY(make_dir(path.substr(0, slash), 0755));
-    return make_dir(path, 0755);
-}
-
-Status set_read_only(int tree)
-{
-    mount_attr attr {};
-    attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
-        return fail("cannot make a mount read-only");
-    return {};
-}
-
-// Clones the host tree at `source` and attaches it at `target`, read-only when asked.
-Status bind(const std::string& source, const std::string& target, bool read_only)
-{
-    Fd tree(open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
-    if (!tree)
-        return fail("cannot clone the mount at " + source);
-    if (read_only)
-        BH_TRY(set_read_only(tree.get()));
-    if (move_mount(tree.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        return fail("cannot attach " + source + " at " + target);
-    return {};
-}
-
-// Mirrors one top-level host entry (/usr, /bin, ...): a symlink stays a symlink (merged /usr),
-// a directory is bound read-only; a missing one is skipped.
-Status mirror_host_entry(const std::string& root, const std::string& name)
-{
-    std::string host = "/" + name;
-    struct stat st;
-    if (::lstat(host.c_str(), &st) < 0)
-        return {};
-    if (S_ISLNK(st.st_mode)) {
-        char target[4096];
-        ssize_t n = ::readlink(host.c_str(), target, sizeof(target) - 1);
-        if (n < 0 || ::symlink(std::string(target, n).c_str(), (root + host).c_str()) < 0)
-            return fail("cannot mirror the symlink " + host);
+    Status make_dir(const std::string& path, mode_t mode)
+    {
+        if (::mkdir(path.c_str(), mode) < 0 && errno != EEXIST)
+            return fail("cannot create directory " + path);
         return {};
     }
-    if (!S_ISDIR(st.st_mode))
+
+    // Creates every missing directory of an absolute path.
+    Status make_dirs(const std::string& path)
+    {
+        for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+            BH_TRY(make_dir(path.substr(0, slash), 0755));
+        return make_dir(path, 0755);
+    }
+
+    Status set_read_only(int tree)
+    {
+        mount_attr attr {};
+        attr.attr_set = MOUNT_ATTR_RDONLY;
+        if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+            return fail("cannot make a mount read-only");
         return {};
-    BH_TRY(make_dir(root + host, 0755));
-    return bind(host, root + host, true);
-}
-
-Status mount_fs(const char* type, const std::string& target, unsigned long flags, const char* data)
-{
-    if (::mount(type, target.c_str(), type, flags, data) < 0)
-        return fail(std::string("cannot mount ") + type + " at " + target);
-    return {};
-}
-
-// A tmpfs /dev with the few device nodes programs expect, bound from the current /dev
-// (creating nodes would need CAP_MKNOD, which a user namespace does not give).
-Status build_dev(const std::string& root)
-{
-    std::string dev = root + "/dev";
-    BH_TRY(make_dir(dev, 0755));
-    BH_TRY(mount_fs("tmpfs", dev, MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"));
-    for (const char* node : device_nodes) {
-        std::string target = dev + "/" + node;
-        Fd placeholder(::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666));
-        if (!placeholder)
-            return fail("cannot create " + target);
-        if (::mount(("/dev/" + std::string(node)).c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
-            return fail("cannot bind /dev/" + std::string(node));
     }
-    const std::pair<const char*, const char*> links[] = { { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
-        { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" } };
-    for (auto [target, name] : links) {
-        if (::symlink(target, (dev + "/" + name).c_str()) < 0)
-            return fail("cannot create " + dev + "/" + name);
+
+    // Clones the host tree at `source` and attaches it at `target`, read-only when asked.
+    Status bind(const std::string& source, const std::string& target, bool read_only)
+    {
+        Fd tree(open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+        if (!tree)
+            return fail("cannot clone the mount at " + source);
+        if (read_only)
+            BH_TRY(set_read_only(tree.get()));
+        if (move_mount(tree.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return fail("cannot attach " + source + " at " + target);
+        return {};
     }
-    return {};
-}
 
-// Makes `root` the root of this mount namespace; the old root is detached, invisible from then on.
-Status pivot_into(const std::string& root)
-{
-    if (::chdir(root.c_str()) < 0)
-        return fail("cannot enter " + root);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        return fail("cannot pivot_root into " + root);
-    if (::umount2(".", MNT_DETACH) < 0)
-        return fail("cannot detach the old root");
-    if (::chdir("/") < 0)
-        return fail("cannot enter the new root");
-    return {};
-}
-
-// The directory to build a new root on: any existing directory works, since the tmpfs mounted
-// over it exists only in this (private) mount namespace.
-std::string staging_dir()
-{
-    for (const char* dir : { "/mnt", "/tmp", "/run", "/media" }) {
+    // Mirrors one top-level host entry (/usr, /bin, ...): a symlink stays a symlink (merged /usr),
+    // a directory is bound read-only; a missing one is skipped.
+    Status mirror_host_entry(const std::string& root, const std::string& name)
+    {
+        std::string host = "/" + name;
         struct stat st;
-        if (::lstat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-            return dir;
+        if (::lstat(host.c_str(), &st) < 0)
+            return {};
+        if (S_ISLNK(st.st_mode)) {
+            char target[4096];
+            ssize_t n = ::readlink(host.c_str(), target, sizeof(target) - 1);
+            if (n < 0 || ::symlink(std::string(target, n).c_str(), (root + host).c_str()) < 0)
+                return fail("cannot mirror the symlink " + host);
+            return {};
+        }
+        if (!S_ISDIR(st.st_mode))
+            return {};
+        BH_TRY(make_dir(root + host, 0755));
+        return bind(host, root + host, true);
     }
-    return "/";
-}
 
-Status bring_up_loopback()
-{
-    Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    ifreq request {};
-    std::snprintf(request.ifr_name, IFNAMSIZ, "lo");
-    if (!sock || ::ioctl(sock.get(), SIOCGIFFLAGS, &request) < 0)
-        return fail("cannot read the loopback interface");
-    request.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) < 0)
-        return fail("cannot bring up the loopback interface");
-    return {};
-}
+    Status mount_fs(const char* type, const std::string& target, unsigned long flags, const char* data)
+    {
+        if (::mount(type, target.c_str(), type, flags, data) < 0)
+            return fail(std::string("cannot mount ") + type + " at " + target);
+        return {};
+    }
 
-Status make_private()
-{
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
-        return fail("cannot make the mount namespace private");
-    return {};
-}
+    // A tmpfs /dev with the few device nodes programs expect, bound from the current /dev
+    // (creating nodes would need CAP_MKNOD, which a user namespace does not give).
+    Status build_dev(const std::string& root)
+    {
+        std::string dev = root + "/dev";
+        BH_TRY(make_dir(dev, 0755));
+        BH_TRY(mount_fs("tmpfs", dev, MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"));
+        for (const char* node : device_nodes) {
+            std::string target = dev + "/" + node;
+            Fd placeholder(::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666));
+            if (!placeholder)
+                return fail("cannot create " + target);
+            if (::mount(("/dev/" + std::string(node)).c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
+                return fail("cannot bind /dev/" + std::string(node));
+        }
+        const std::pair<const char*, const char*> links[]
+            = { { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" }, { "/proc/self/fd/1", "stdout" },
+                  { "/proc/self/fd/2", "stderr" } };
+        for (auto [target, name] : links) {
+            if (::symlink(target, (dev + "/" + name).c_str()) < 0)
+                return fail("cannot create " + dev + "/" + name);
+        }
+        return {};
+    }
+
+    // Makes `root` the root of this mount namespace; the old root is detached, invisible from then on.
+    Status pivot_into(const std::string& root)
+    {
+        if (::chdir(root.c_str()) < 0)
+            return fail("cannot enter " + root);
+        if (syscall(SYS_pivot_root, ".", ".") < 0)
+            return fail("cannot pivot_root into " + root);
+        if (::umount2(".", MNT_DETACH) < 0)
+            return fail("cannot detach the old root");
+        if (::chdir("/") < 0)
+            return fail("cannot enter the new root");
+        return {};
+    }
+
+    // The directory to build a new root on: any existing directory works, since the tmpfs mounted
+    // over it exists only in this (private) mount namespace.
+    std::string staging_dir()
+    {
+        for (const char* dir : { "/mnt", "/tmp", "/run", "/media" }) {
+            struct stat st;
+            if (::lstat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+                return dir;
+        }
+        return "/";
+    }
+
+    Status bring_up_loopback()
+    {
+        Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        ifreq request {};
+        std::snprintf(request.ifr_name, IFNAMSIZ, "lo");
+        if (!sock || ::ioctl(sock.get(), SIOCGIFFLAGS, &request) < 0)
+            return fail("cannot read the loopback interface");
+        request.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) < 0)
+            return fail("cannot bring up the loopback interface");
+        return {};
+    }
+
+    Status make_private()
+    {
+        if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+            return fail("cannot make the mount namespace private");
+        return {};
+    }
 
 } // namespace
 
