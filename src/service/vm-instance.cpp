@@ -137,6 +137,14 @@ template<typename T> kj::Promise<Result<T>> VmInstance::guarded(kj::Promise<Resu
     });
 }
 
+kj::Promise<Status> VmInstance::guarded_status(kj::Promise<Status> promise)
+{
+    return m_canceler.wrap(kj::mv(promise)).catch_([](kj::Exception&& e) -> Status {
+        return Error { BH_E_VM_NOT_RUNNING,
+            std::string("the VM stopped during the operation (") + e.getDescription().cStr() + ")" };
+    });
+}
+
 const RunningDistro* VmInstance::find_distribution(const Uuid& uuid) const
 {
     for (const auto& [name, distro] : m_distros) {
@@ -191,17 +199,7 @@ kj::Promise<Status> VmInstance::launch_distribution(DistroRecord record, std::st
         [this, record = std::move(record), ours = std::move(pair->ours)](auto response) mutable {
             return adopt_distribution(std::move(record), std::move(ours), kj::mv(response));
         });
-    return guarded<std::monostate>(ipc::catch_disconnect<void>(kj::mv(started), "the VM's init hung up")
-                                       .then([](Status s) -> Result<std::monostate> {
-                                           if (!s)
-                                               return s.take_error();
-                                           return std::monostate {};
-                                       }))
-        .then([](Result<std::monostate> r) -> Status {
-            if (!r)
-                return r.take_error();
-            return {};
-        });
+    return guarded_status(ipc::catch_disconnect<void>(kj::mv(started), "the VM's init hung up"));
 }
 
 kj::Promise<Status> VmInstance::adopt_distribution(
@@ -312,18 +310,13 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
     request.setTree(ipc::wrap_fd(std::move(tree)));
     request.setVmPath(vm_path);
     request.setReadOnly(read_only);
-    auto mounted
-        = request.send().then([this, name = std::move(name)](auto response) -> Result<std::monostate> {
-              BH_TRY(ipc::to_status(response.getOutcome()));
-              m_mount_names.push_back(name);
-              return std::monostate {};
-          });
-    return guarded(ipc::catch_disconnect<std::monostate>(kj::mv(mounted), "the VM's init hung up"))
-        .then([](Result<std::monostate> r) -> Status {
-            if (!r)
-                return r.take_error();
-            return {};
-        });
+    auto mounted = request.send().then([this, name = std::move(name)](auto response) -> Status {
+        Status status = ipc::to_status(response.getOutcome());
+        if (status)
+            m_mount_names.push_back(name);
+        return status;
+    });
+    return guarded_status(ipc::catch_disconnect<void>(kj::mv(mounted), "the VM's init hung up"));
 }
 
 kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)

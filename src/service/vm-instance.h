@@ -89,6 +89,7 @@ private:
         proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio);
     Result<proto::Agent::Client> agent_for(const std::string& distro);
     template<typename T> kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
+    kj::Promise<Status> guarded_status(kj::Promise<Status> promise);
     void taskFailed(kj::Exception&& exception) override;
 
     VmEnvironment& m_env;
