@@ -1,0 +1,715 @@
+/* test-plugin: the fixture plugin of the plugin integration tests (tests/integration/plugins-*.sh).
+ *
+ * Built only against the public header, include/bulkhead/plugin_api.h, exactly as a third party's
+ * plugin would be. Its behaviour is chosen by a sidecar file, fixture.conf, in the directory that
+ * holds the .so (found through dladdr on one of its own functions):
+ *
+ *     mode=<Mode>          one of the modes listed in `modes` below
+ *     log=<absolute path>  where every event is appended, one line per event
+ *
+ * The log is opened with O_APPEND and every line is written with a single write(), so lines from
+ * several threads or processes never interleave. Line formats (fields always in this order;
+ * nullable strings print as "(null)"; ids are lowercase 8-4-4-4-12 hex of the 16 bytes in order):
+ *
+ *   Plugin loaded (mode=M, api_version=MAJ.MIN.REV)
+ *   VM created (session_id=S, uid=U, gid=G, user_name=N, custom_config_flags=F)
+ *   VM stopping (session_id=S, uid=U, gid=G, user_name=N)
+ *   Distribution started (session_id=S, name=N, id=ID, package=P, flavor=F, version=V, init_pid=I,
+ *       pid_namespace=NS)                                          (one line in the log)
+ *   Distribution stopping (same fields as started)
+ *   Distribution registered (session_id=S, name=N, id=ID, package=P, flavor=F, version=V)
+ *   Distribution unregistered (same fields as registered)
+ *
+ * Results of service calls, by bh_result_name(); argv is printed joined with single spaces:
+ *
+ *   mount_folder(session_id=S, host_path=H, vm_path=V, read_only=R, name=N) -> RESULT
+ *   execute_binary(session_id=S, path=P, argv=A) -> RESULT            on success
+ *   execute_binary(session_id=S, path=P, argv=A) -> RESULT (out_fd=FD) on failure (FD should be -1)
+ *   execute_binary_in_distribution(session_id=S, id=ID, path=P, argv=A) -> RESULT [(out_fd=FD)]
+ *   plugin_error(message=M) -> RESULT         plugin_error(NULL) -> RESULT
+ *   plugin_error(message=M) from another thread -> RESULT
+ *   output: LINE       each line a program run through execute_binary* printed (read to EOF)
+ *   output: <timeout>  the program's socket did not reach EOF within 10 s
+ *   write H/hello -> RESULT                (Success: the file the VM then reads back)
+ *
+ * Mode-specific lines:
+ *
+ *   child pid=P (KIND)                      SpawnChild, KIND is direct or grandchild; P is the
+ *                                           pid as /proc/self names it in the child
+ *   flood started (lines=N)  /  flood finished (lines=N, result=RESULT)        StderrFlood
+ *   writing N random bytes to fd 3 (type=T)  /  write to fd 3 -> RESULT      Garbage
+ *                                           (T: socket, fifo, other or none)
+ *   sending SIGKILL to own process                                           HostCrash
+ *
+ * Children started in SpawnChild carry BULKHEAD_FIXTURE_TAG=<log path> in their environment so a
+ * test can find them whatever pid namespace they live in. */
+#define _GNU_SOURCE
+#include <bulkhead/plugin_api.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum mode {
+    MODE_SUCCESS,
+    MODE_FAIL_TO_LOAD,
+    MODE_FAIL_TO_START_VM,
+    MODE_FAIL_TO_START_DISTRO,
+    MODE_FAIL_TO_STOP_VM,
+    MODE_FAIL_TO_STOP_DISTRO,
+    MODE_API_ERRORS,
+    MODE_PLUGIN_REQUIRES_UPDATE,
+    MODE_ERROR_MESSAGE_START_VM,
+    MODE_ERROR_MESSAGE_START_DISTRO,
+    MODE_FAIL_TO_START_VM_WITH_PLUGIN_ERROR_MESSAGE,
+    MODE_SAME_DISTRO_ID,
+    MODE_INIT_PID_IS_DIFFERENT,
+    MODE_GET_USERNAME,
+    MODE_VM_SETTINGS_FLAGS,
+    MODE_FAIL_TO_REGISTER_UNREGISTER_DISTRO,
+    MODE_RUN_DISTRO_COMMAND,
+    MODE_DUPLICATED_PLUGIN,
+    MODE_HOST_CRASH,
+    MODE_SPAWN_CHILD,
+    MODE_STDERR_FLOOD,
+    MODE_GARBAGE,
+    MODE_CALLBACK_AFTER_HOOK,
+};
+
+static const char* const modes[] = {
+    "Success",
+    "FailToLoad",
+    "FailToStartVm",
+    "FailToStartDistro",
+    "FailToStopVm",
+    "FailToStopDistro",
+    "ApiErrors",
+    "PluginRequiresUpdate",
+    "ErrorMessageStartVm",
+    "ErrorMessageStartDistro",
+    "FailToStartVmWithPluginErrorMessage",
+    "SameDistroId",
+    "InitPidIsDifferent",
+    "GetUsername",
+    "VmSettingsFlags",
+    "FailToRegisterUnregisterDistro",
+    "RunDistroCommand",
+    "DuplicatedPlugin",
+    "HostCrash",
+    "SpawnChild",
+    "StderrFlood",
+    "Garbage",
+    "CallbackAfterHook",
+};
+
+#define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
+#define READ_TIMEOUT_MS 10000
+
+static const struct bh_plugin_api_v1* api;
+static enum mode mode;
+static int log_fd = -1;
+static char log_path[PATH_MAX];
+static char own_dir[PATH_MAX];
+
+static const char* str(const char* s)
+{
+    return s ? s : "(null)";
+}
+
+/* One line, one write(): lines from concurrent threads and processes stay whole. */
+static void log_line(const char* format, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char* format, ...)
+{
+    char line[8192];
+    va_list args;
+    int n;
+    va_start(args, format);
+    n = vsnprintf(line, sizeof(line) - 1, format, args);
+    va_end(args);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    (void)!write(log_fd, line, (size_t)n);
+}
+
+static void format_uuid(const struct bh_uuid* id, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    int i, o = 0;
+    for (i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[id->bytes[i] >> 4];
+        out[o++] = hex[id->bytes[i] & 0xf];
+    }
+    out[o] = '\0';
+}
+
+static void join_argv(const char* const* argv, char* out, size_t size)
+{
+    size_t used = 0;
+    int i;
+    out[0] = '\0';
+    for (i = 0; argv && argv[i]; i++) {
+        int n = snprintf(out + used, size - used, "%s%s", i ? " " : "", argv[i]);
+        if (n < 0 || (size_t)n >= size - used)
+            return;
+        used += (size_t)n;
+    }
+}
+
+/* Sends `input` (if any, then half-closes), reads the socket to EOF and logs each line as
+ * "output: LINE"; closes the fd. */
+static void log_output(int fd, const char* input)
+{
+    char buffer[65536];
+    size_t used = 0;
+    struct timespec start, now;
+    if (input) {
+        size_t length = strlen(input), done = 0;
+        while (done < length) {
+            ssize_t n = write(fd, input + done, length - done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            done += (size_t)n;
+        }
+        shutdown(fd, SHUT_WR);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        long elapsed;
+        ssize_t n;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= READ_TIMEOUT_MS || poll(&p, 1, (int)(READ_TIMEOUT_MS - elapsed)) == 0) {
+            log_line("output: <timeout>");
+            break;
+        }
+        if (used == sizeof(buffer) - 1)
+            break;
+        n = read(fd, buffer + used, sizeof(buffer) - 1 - used);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fd);
+    buffer[used] = '\0';
+    {
+        char* line = buffer;
+        while (*line) {
+            char* end = strchr(line, '\n');
+            if (end)
+                *end = '\0';
+            log_line("output: %s", line);
+            if (!end)
+                break;
+            line = end + 1;
+        }
+    }
+}
+
+static int run_in_vm(bh_session_id session, const char* path, const char* const* argv, const char* input)
+{
+    char args[1024];
+    int fd = 12345; /* the service must overwrite it: with -1 on failure */
+    int result = api->execute_binary(session, path, argv, &fd);
+    join_argv(argv, args, sizeof(args));
+    if (result != 0) {
+        log_line("execute_binary(session_id=%u, path=%s, argv=%s) -> %s (out_fd=%d)", session, str(path),
+            args, bh_result_name(result), fd);
+        return result;
+    }
+    log_line("execute_binary(session_id=%u, path=%s, argv=%s) -> %s", session, str(path), args,
+        bh_result_name(result));
+    log_output(fd, input);
+    return 0;
+}
+
+static int run_in_distribution(
+    bh_session_id session, const struct bh_uuid* id, const char* path, const char* const* argv)
+{
+    char args[1024], uuid[37];
+    int fd = 12345;
+    int result = api->execute_binary_in_distribution(session, id, path, argv, &fd);
+    join_argv(argv, args, sizeof(args));
+    if (id)
+        format_uuid(id, uuid);
+    else
+        strcpy(uuid, "(null)");
+    if (result != 0) {
+        log_line("execute_binary_in_distribution(session_id=%u, id=%s, path=%s, argv=%s) -> %s (out_fd=%d)",
+            session, uuid, str(path), args, bh_result_name(result), fd);
+        return result;
+    }
+    log_line("execute_binary_in_distribution(session_id=%u, id=%s, path=%s, argv=%s) -> %s", session, uuid,
+        str(path), args, bh_result_name(result));
+    log_output(fd, NULL);
+    return 0;
+}
+
+static int mount_and_log(bh_session_id session, const char* host_path, const char* vm_path, int read_only,
+    const char* name)
+{
+    int result = api->mount_folder(session, host_path, vm_path, read_only, name);
+    log_line("mount_folder(session_id=%u, host_path=%s, vm_path=%s, read_only=%d, name=%s) -> %s", session,
+        str(host_path), str(vm_path), read_only, str(name), bh_result_name(result));
+    return result;
+}
+
+static int error_and_log(const char* message)
+{
+    int result = api->plugin_error(message);
+    if (message)
+        log_line("plugin_error(message=%s) -> %s", message, bh_result_name(result));
+    else
+        log_line("plugin_error(NULL) -> %s", bh_result_name(result));
+    return result;
+}
+
+static void* plugin_error_from_other_thread(void* unused)
+{
+    int result = api->plugin_error("From another thread");
+    (void)unused;
+    log_line("plugin_error(message=From another thread) from another thread -> %s", bh_result_name(result));
+    return NULL;
+}
+
+/* ---- SpawnChild ---- */
+
+static char** tagged_environment(void)
+{
+    extern char** environ;
+    static char tag[PATH_MAX + 32];
+    size_t count = 0, i, o = 0;
+    char** envp;
+    while (environ[count])
+        count++;
+    envp = calloc(count + 2, sizeof(char*));
+    if (!envp)
+        return NULL;
+    for (i = 0; i < count; i++) {
+        if (strncmp(environ[i], "BULKHEAD_FIXTURE_TAG=", 21) != 0)
+            envp[o++] = environ[i];
+    }
+    snprintf(tag, sizeof(tag), "BULKHEAD_FIXTURE_TAG=%s", log_path);
+    envp[o++] = tag;
+    envp[o] = NULL;
+    return envp;
+}
+
+/* In a freshly forked child (async-signal-safe calls only): log our pid, become `sleep 1000`. */
+static void become_sleeper(const char* kind, char** envp)
+{
+    static char* const argv[] = { "sleep", "1000", NULL };
+    char self[32], line[128];
+    ssize_t n = readlink("/proc/self", self, sizeof(self) - 1);
+    size_t used = 0, k;
+    const char* parts[4];
+    if (n <= 0)
+        _exit(126);
+    self[n] = '\0';
+    parts[0] = "child pid=";
+    parts[1] = self;
+    parts[2] = " (";
+    parts[3] = kind;
+    for (k = 0; k < 4; k++) {
+        size_t length = strlen(parts[k]);
+        memcpy(line + used, parts[k], length);
+        used += length;
+    }
+    line[used++] = ')';
+    line[used++] = '\n';
+    (void)!write(log_fd, line, used);
+    execve("/bin/sleep", argv, envp);
+    execve("/usr/bin/sleep", argv, envp);
+    _exit(127);
+}
+
+static void spawn_children(void)
+{
+    char** envp = tagged_environment();
+    pid_t direct, middle;
+    if (!envp) {
+        log_line("spawn: out of memory");
+        return;
+    }
+    direct = fork();
+    if (direct == 0) {
+        setsid();
+        become_sleeper("direct", envp);
+    }
+    if (direct < 0)
+        log_line("fork -> %s", bh_result_name(-errno));
+    middle = fork();
+    if (middle == 0) {
+        setsid();
+        if (fork() == 0)
+            become_sleeper("grandchild", envp);
+        _exit(0);
+    }
+    if (middle < 0)
+        log_line("fork -> %s", bh_result_name(-errno));
+    else
+        waitpid(middle, NULL, 0);
+    free(envp);
+}
+
+/* ---- StderrFlood ---- */
+
+static void* flood(void* unused)
+{
+    char line[64];
+    int i, result = 0;
+    (void)unused;
+    log_line("flood started (lines=%d)", FLOOD_LINES);
+    for (i = 0; i < FLOOD_LINES && result == 0; i++) {
+        int length = snprintf(line, sizeof(line), "flood line %d\n", i);
+        int done = 0;
+        while (done < length) {
+            ssize_t n = write(STDERR_FILENO, line + done, (size_t)(length - done));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                result = n < 0 ? -errno : -EIO;
+                break;
+            }
+            done += (int)n;
+        }
+    }
+    log_line("flood finished (lines=%d, result=%s)", i, bh_result_name(result));
+    return NULL;
+}
+
+/* ---- CallbackAfterHook ---- */
+
+static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t late_cond = PTHREAD_COND_INITIALIZER;
+static int distribution_started_done;
+static bh_session_id late_session;
+
+/* Waits until on_distribution_started has logged (at most 10 s), so the log order is fixed,
+ * then calls the service from this thread, long after on_vm_started returned. */
+static void* late_call(void* unused)
+{
+    static const char* const argv[] = { "echo", "late", NULL };
+    struct timespec deadline;
+    (void)unused;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&late_lock);
+    while (!distribution_started_done) {
+        if (pthread_cond_timedwait(&late_cond, &late_lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&late_lock);
+    usleep(100 * 1000);
+    run_in_vm(late_session, "/bin/echo", argv, NULL);
+    return NULL;
+}
+
+static int start_detached(void* (*function)(void*))
+{
+    pthread_t thread;
+    pthread_attr_t attributes;
+    int result;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    result = pthread_create(&thread, &attributes, function, NULL);
+    pthread_attr_destroy(&attributes);
+    if (result != 0)
+        log_line("pthread_create -> %s", bh_result_name(-result));
+    return -result;
+}
+
+/* ---- hooks ---- */
+
+static int success_vm_started(bh_session_id session)
+{
+    static const char* const cat_hello[] = { "cat", "/test-plugin/deep/folder/hello", NULL };
+    static const char* const cat_stdin[] = { "cat", NULL };
+    static const char* const probe[] = { "sh", "-c",
+        "if touch /test-plugin/deep/folder/probe 2>/dev/null; then echo writable; else echo read-only; fi",
+        NULL };
+    char hello[PATH_MAX + 8];
+    int fd, result = 0;
+
+    mount_and_log(session, own_dir, "/test-plugin/deep/folder", 1, "test-plugin");
+    /* Written from the host side after the mount: the VM must see the live folder. */
+    snprintf(hello, sizeof(hello), "%s/hello", own_dir);
+    fd = open(hello, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, "OK", 2) != 2)
+        result = -errno;
+    if (fd >= 0)
+        close(fd);
+    log_line("write %s -> %s", hello, bh_result_name(result));
+    run_in_vm(session, "/bin/cat", cat_hello, NULL);
+    run_in_vm(session, "/bin/sh", probe, NULL);
+    run_in_vm(session, "/bin/cat", cat_stdin, "ping\n");
+    return 0;
+}
+
+static int api_errors_vm_started(bh_session_id session)
+{
+    static const char* const missing[] = { "bulkhead-missing-program", NULL };
+    pthread_t thread;
+
+    mount_and_log(session, "/nonexistent/bulkhead-fixture", "/missing", 1, "missing");
+    run_in_vm(session, "/nonexistent/bulkhead-missing-program", missing, NULL);
+    mount_and_log(9999, own_dir, "/unknown-session", 1, "unknown-session");
+    mount_and_log(session, own_dir, "relative/path", 1, "relative");
+    if (pthread_create(&thread, NULL, plugin_error_from_other_thread, NULL) == 0)
+        pthread_join(thread, NULL);
+    error_and_log(NULL);
+    error_and_log("First message");
+    error_and_log("Second message");
+    return 0; /* a message attached but no failure: the VM starts normally */
+}
+
+static int on_vm_started(const struct bh_session_info* session, const struct bh_vm_settings* settings)
+{
+    log_line("VM created (session_id=%u, uid=%u, gid=%u, user_name=%s, custom_config_flags=%u)",
+        session->session_id, session->uid, session->gid, str(session->user_name),
+        settings->custom_config_flags);
+    switch (mode) {
+    case MODE_SUCCESS:
+        return success_vm_started(session->session_id);
+    case MODE_FAIL_TO_START_VM:
+        return -EPERM;
+    case MODE_API_ERRORS:
+        return api_errors_vm_started(session->session_id);
+    case MODE_ERROR_MESSAGE_START_VM:
+    case MODE_FAIL_TO_START_VM_WITH_PLUGIN_ERROR_MESSAGE:
+        error_and_log("Plugin error message");
+        return -EPERM;
+    case MODE_HOST_CRASH:
+        log_line("sending SIGKILL to own process");
+        kill(getpid(), SIGKILL);
+        pause();
+        return 0;
+    case MODE_SPAWN_CHILD:
+        spawn_children();
+        return 0;
+    case MODE_STDERR_FLOOD:
+        start_detached(flood);
+        return 0;
+    case MODE_GARBAGE: {
+        unsigned char bytes[4096];
+        struct stat st;
+        const char* type = "none";
+        int result = 0;
+        size_t got = 0;
+        while (got < sizeof(bytes)) {
+            ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (fstat(3, &st) == 0)
+            type = S_ISSOCK(st.st_mode) ? "socket" : S_ISFIFO(st.st_mode) ? "fifo" : "other";
+        /* Logged first: the service may kill this process as soon as the bytes arrive. */
+        log_line("writing %zu random bytes to fd 3 (type=%s)", got, type);
+        if (write(3, bytes, got) < 0)
+            result = -errno;
+        log_line("write to fd 3 -> %s", bh_result_name(result));
+        sleep(1);
+        return 0;
+    }
+    case MODE_CALLBACK_AFTER_HOOK:
+        late_session = session->session_id;
+        return start_detached(late_call);
+    default:
+        return 0;
+    }
+}
+
+static int on_vm_stopping(const struct bh_session_info* session)
+{
+    static const char* const echo[] = { "echo", "stopping", NULL };
+    log_line("VM stopping (session_id=%u, uid=%u, gid=%u, user_name=%s)", session->session_id, session->uid,
+        session->gid, str(session->user_name));
+    if (mode == MODE_API_ERRORS) {
+        run_in_vm(session->session_id, "/bin/echo", echo, NULL); /* the VM still serves calls */
+        error_and_log("Not a veto hook");
+    }
+    return mode == MODE_FAIL_TO_STOP_VM ? -EPERM : 0;
+}
+
+static void log_distribution(const char* event, const struct bh_session_info* session,
+    const struct bh_distribution_info* distribution)
+{
+    char uuid[37];
+    format_uuid(&distribution->id, uuid);
+    log_line("Distribution %s (session_id=%u, name=%s, id=%s, package=%s, flavor=%s, version=%s, init_pid=%u, "
+             "pid_namespace=%llu)",
+        event, session->session_id, str(distribution->name), uuid, str(distribution->package),
+        str(distribution->flavor), str(distribution->version), distribution->init_pid,
+        (unsigned long long)distribution->pid_namespace);
+}
+
+static int on_distribution_started(
+    const struct bh_session_info* session, const struct bh_distribution_info* distribution)
+{
+    static const char* const os_release[] = { "cat", "/etc/os-release", NULL };
+    static const char* const missing[] = { "bulkhead-missing-program", NULL };
+    static const struct bh_uuid unknown = { { 0xde, 0xad, 0xbe, 0xef, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 1 } };
+    int result = 0;
+
+    log_distribution("started", session, distribution);
+    switch (mode) {
+    case MODE_FAIL_TO_START_DISTRO:
+        result = -EPERM;
+        break;
+    case MODE_ERROR_MESSAGE_START_DISTRO:
+        error_and_log("Plugin error message");
+        result = -EPERM;
+        break;
+    case MODE_RUN_DISTRO_COMMAND:
+        run_in_distribution(session->session_id, &distribution->id, "/bin/cat", os_release);
+        run_in_distribution(
+            session->session_id, &distribution->id, "/nonexistent/bulkhead-missing-program", missing);
+        run_in_distribution(session->session_id, &unknown, "/bin/cat", os_release);
+        run_in_distribution(session->session_id, NULL, "/bin/cat", os_release);
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_lock(&late_lock);
+    distribution_started_done = 1;
+    pthread_cond_broadcast(&late_cond);
+    pthread_mutex_unlock(&late_lock);
+    return result;
+}
+
+static int on_distribution_stopping(
+    const struct bh_session_info* session, const struct bh_distribution_info* distribution)
+{
+    log_distribution("stopping", session, distribution);
+    return mode == MODE_FAIL_TO_STOP_DISTRO ? -EPERM : 0;
+}
+
+static void log_offline(const char* event, const struct bh_session_info* session,
+    const struct bh_offline_distribution_info* distribution)
+{
+    char uuid[37];
+    format_uuid(&distribution->id, uuid);
+    log_line("Distribution %s (session_id=%u, name=%s, id=%s, package=%s, flavor=%s, version=%s)", event,
+        session->session_id, str(distribution->name), uuid, str(distribution->package),
+        str(distribution->flavor), str(distribution->version));
+}
+
+static int on_distribution_registered(
+    const struct bh_session_info* session, const struct bh_offline_distribution_info* distribution)
+{
+    log_offline("registered", session, distribution);
+    return mode == MODE_FAIL_TO_REGISTER_UNREGISTER_DISTRO ? -EPERM : 0;
+}
+
+static int on_distribution_unregistered(
+    const struct bh_session_info* session, const struct bh_offline_distribution_info* distribution)
+{
+    static const char* const echo[] = { "echo", "unregistered", NULL };
+    log_offline("unregistered", session, distribution);
+    if (mode == MODE_API_ERRORS) {
+        /* The tests unregister with no VM running. */
+        mount_and_log(session->session_id, own_dir, "/no-vm", 1, "no-vm");
+        run_in_vm(session->session_id, "/bin/echo", echo, NULL);
+        error_and_log("Not a veto hook");
+    }
+    return mode == MODE_FAIL_TO_REGISTER_UNREGISTER_DISTRO ? -EPERM : 0;
+}
+
+/* ---- configuration and entry point ---- */
+
+static int read_configuration(void)
+{
+    Dl_info info;
+    char so[PATH_MAX], conf[PATH_MAX + 16], line[PATH_MAX + 16], mode_name[128] = "";
+    char* slash;
+    FILE* file;
+    size_t i;
+
+    /* dli_fname may be a relative or /proc/self/fd/N path: realpath resolves either. */
+    if (!dladdr((void*)read_configuration, &info) || !info.dli_fname || !realpath(info.dli_fname, so)) {
+        fprintf(stderr, "test-plugin: cannot find its own path\n");
+        return -ENODATA;
+    }
+    strcpy(own_dir, so);
+    slash = strrchr(own_dir, '/');
+    if (!slash)
+        return -ENODATA;
+    *slash = '\0';
+    snprintf(conf, sizeof(conf), "%s/fixture.conf", own_dir);
+    file = fopen(conf, "re");
+    if (!file) {
+        fprintf(stderr, "test-plugin: cannot open %s: %s\n", conf, strerror(errno));
+        return -ENODATA;
+    }
+    while (fgets(line, sizeof(line), file)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strncmp(line, "mode=", 5) == 0)
+            snprintf(mode_name, sizeof(mode_name), "%s", line + 5);
+        else if (strncmp(line, "log=", 4) == 0)
+            snprintf(log_path, sizeof(log_path), "%s", line + 4);
+    }
+    fclose(file);
+    for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(mode_name, modes[i]) == 0)
+            break;
+    }
+    if (i == sizeof(modes) / sizeof(modes[0]) || log_path[0] != '/') {
+        fprintf(stderr, "test-plugin: %s needs mode=<known mode> and log=<absolute path>\n", conf);
+        return -ENODATA;
+    }
+    mode = (enum mode)i;
+    log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+        fprintf(stderr, "test-plugin: cannot open %s: %s\n", log_path, strerror(errno));
+        return -ENODATA;
+    }
+    return 0;
+}
+
+__attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
+    const struct bh_plugin_api_v1* service, struct bh_plugin_hooks_v1* hooks)
+{
+    int result = read_configuration();
+    if (result != 0)
+        return result;
+    api = service;
+    log_line("Plugin loaded (mode=%s, api_version=%u.%u.%u)", modes[mode], service->version.major,
+        service->version.minor, service->version.revision);
+    if (mode == MODE_FAIL_TO_LOAD)
+        return -EINVAL;
+    if (mode == MODE_PLUGIN_REQUIRES_UPDATE)
+        BH_PLUGIN_REQUIRE_VERSION(9999, 0, 0, service);
+
+    hooks->on_vm_started = on_vm_started;
+    hooks->on_vm_stopping = on_vm_stopping;
+    hooks->on_distribution_started = on_distribution_started;
+    hooks->on_distribution_stopping = on_distribution_stopping;
+    hooks->on_distribution_registered = on_distribution_registered;
+    hooks->on_distribution_unregistered = on_distribution_unregistered;
+    return 0;
+}
