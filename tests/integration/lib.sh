@@ -82,3 +82,158 @@ eventually() {
 status_field() { bh status --json | python3 -c "import json,sys; print(eval(sys.argv[1], {'s': json.load(sys.stdin)}))" "$1"; }
 
 distro_dirs() { find "$T/state/distributions" -mindepth 1 -maxdepth 1 | wc -l; }
+
+# ---- Plugins (tests/integration/plugins-*.sh) ----
+
+# The fixture plugin (tests/plugins/test-plugin.c), built into <build>/plugins beside <build>/bin.
+TEST_PLUGIN_SO=${BULKHEAD_TEST_PLUGIN:-$BIN/../plugins/test-plugin.so}
+PLUGIN_LOG=$T/plugin.log
+
+# Installs a private copy of the fixture plugin in DIR (default $T/plugins) with its fixture.conf
+# (mode MODE, log $PLUGIN_LOG), and enables it as $T/cfg/plugins.d/STEM.toml.
+# install_test_plugin MODE [NAME [ISOLATION [STEM [DIR]]]]   (ISOLATION: process or none; "" = default)
+install_test_plugin() {
+  local mode=$1 name=${2:-test-plugin} isolation=${3:-} stem=${4:-${2:-test-plugin}} dir=${5:-$T/plugins}
+  [ -f "$TEST_PLUGIN_SO" ] || fail "no fixture plugin at $TEST_PLUGIN_SO (build the test-plugin target)"
+  mkdir -p "$dir" "$T/cfg/plugins.d"
+  cp "$TEST_PLUGIN_SO" "$dir/test-plugin.so"
+  printf 'mode=%s\nlog=%s\n' "$mode" "$PLUGIN_LOG" >"$dir/fixture.conf"
+  plugin_toml "$stem" "$dir/test-plugin.so" "$name" "$isolation"
+}
+
+# Writes $T/cfg/plugins.d/STEM.toml. plugin_toml STEM PATH [NAME [ISOLATION]] ("" leaves a key out)
+plugin_toml() {
+  mkdir -p "$T/cfg/plugins.d"
+  {
+    printf 'path = "%s"\n' "$2"
+    [ -z "${3:-}" ] || printf 'name = "%s"\n' "$3"
+    [ -z "${4:-}" ] || printf 'isolation = "%s"\n' "$4"
+  } >"$T/cfg/plugins.d/$1.toml"
+}
+
+# Turns an expected line into a bash pattern in which only * is special.
+log_pattern() {
+  local p=${1//\\/\\\\}
+  p=${p//\[/\\[}; p=${p//\]/\\]}; p=${p//\?/\\?}
+  printf '%s' "$p"
+}
+
+line_count() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+# expect_log FILE <<EOF ... EOF: FILE must hold exactly the expected lines, in order; in each
+# expected line * matches any text (everything else is literal). Waits up to $DEADLINE s (default
+# 10) for FILE to reach the expected number of lines, then reports the first mismatch, printing
+# both files with line numbers.
+expect_log() {
+  local file=$1 expected_file actual_file i n
+  expected_file=$(mktemp "$T/expected.XXXXXX")
+  cat >"$expected_file"
+  local want; want=$(line_count "$expected_file")
+  local end=$((SECONDS + ${DEADLINE:-10}))
+  while [ "$(line_count "$file")" -lt "$want" ] && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  actual_file=$(mktemp "$T/actual.XXXXXX")
+  [ ! -f "$file" ] || cp "$file" "$actual_file"
+  local -a exp act
+  mapfile -t exp <"$expected_file"
+  mapfile -t act <"$actual_file"
+  n=${#exp[@]}; [ ${#act[@]} -le "$n" ] || n=${#act[@]}
+  local problem=
+  for ((i = 0; i < n; i++)); do
+    if [ $i -ge ${#act[@]} ]; then
+      problem="line $((i + 1)) missing: expected '${exp[i]}'"
+    elif [ $i -ge ${#exp[@]} ]; then
+      problem="line $((i + 1)) unexpected: '${act[i]}'"
+    elif [[ ${act[i]} != $(log_pattern "${exp[i]}") ]]; then
+      problem="line $((i + 1)) differs:"$'\n'"  expected: ${exp[i]}"$'\n'"  actual:   ${act[i]}"
+    fi
+    [ -z "$problem" ] || break
+  done
+  if [ -n "$problem" ]; then
+    {
+      echo "--- expected ($file, * = any text) ---"; cat -n "$expected_file"
+      echo "--- actual ($file) ---"; cat -n "$actual_file"
+    } >&2
+    fail "log $file: $problem"
+  fi
+  rm -f "$expected_file" "$actual_file"
+}
+
+# expect_failure_output LINE1 LINE2 COMMAND...: COMMAND must exit non-zero, print nothing on stdout
+# and exactly LINE1 and LINE2 on stderr (* in a line matches any text). Leaves stderr in $LAST_STDERR.
+expect_failure_output() {
+  local line1=$1 line2=$2; shift 2
+  local out err rc=0
+  out=$(mktemp "$T/stdout.XXXXXX"); err=$(mktemp "$T/stderr.XXXXXX")
+  "$@" >"$out" 2>"$err" || rc=$?
+  local -a lines
+  mapfile -t lines <"$err"
+  LAST_STDERR=$(cat "$err")
+  [ $rc -ne 0 ] || fail "'$*' succeeded; expected: $line1 / $line2"
+  [ ! -s "$out" ] || fail "'$*' printed on stdout: $(cat "$out")"
+  if [ ${#lines[@]} -ne 2 ] || [[ ${lines[0]} != $(log_pattern "$line1") ]] ||
+    [[ ${lines[1]} != $(log_pattern "$line2") ]]; then
+    fail "'$*' (exit $rc) stderr:"$'\n'"$(cat "$err")"$'\n'"expected exactly:"$'\n'"$line1"$'\n'"$line2"
+  fi
+  rm -f "$out" "$err"
+}
+
+# A field of the first plugin (or the one named NAME) in `bulkhead status --json`.
+plugin_field() {
+  bh status --json | python3 -c '
+import json, sys
+plugins = json.load(sys.stdin).get("plugins")
+if plugins is None:
+    sys.exit("status --json has no \"plugins\" array")
+match = [p for p in plugins if len(sys.argv) < 3 or p.get("name") == sys.argv[2]]
+if not match:
+    sys.exit("no plugin %r in status: %r" % (sys.argv[2:], plugins))
+print(match[0][sys.argv[1]])' "$@"
+}
+
+# The session id of uid 0 from `bulkhead status --json`.
+root_session_id() {
+  bh status --json | python3 -c '
+import json, sys
+print([s["session_id"] for s in json.load(sys.stdin)["sessions"] if s["uid"] == 0][0])'
+}
+
+# Number of sessions whose VM runs.
+running_vms() {
+  bh status --json | python3 -c '
+import json, sys
+print(sum(1 for s in json.load(sys.stdin)["sessions"] if s["vm_running"]))'
+}
+
+# Pids (as the test sees them) of live, non-zombie processes whose environment holds NAME=VALUE.
+processes_with_env() {
+  local needle="$1=$2" p
+  for p in /proc/[0-9]*; do
+    [ -r "$p/environ" ] || continue
+    grep -qzxF -- "$needle" "$p/environ" 2>/dev/null || continue
+    [ "$(awk '{print $3}' "$p/stat" 2>/dev/null)" != Z ] || continue
+    echo "${p#/proc/}"
+  done
+}
+
+# Pids of live processes whose command line names PROGRAM and which mention TEXT in their command
+# line or their memory maps (e.g. a plugin host that loaded a plugin from our temporary directory).
+processes_mentioning() {
+  local program=$1 text=$2 p
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$program" || continue
+    { tr '\0' ' ' <"$p/cmdline"; cat "$p/maps"; } 2>/dev/null | grep -qF -- "$text" || continue
+    [ "$(awk '{print $3}' "$p/stat" 2>/dev/null)" != Z ] || continue
+    echo "${p#/proc/}"
+  done
+}
+
+# Keeps the head and tail of a service log that a test flooded, so a failure report stays readable.
+shrink_daemon_log() {
+  local log=$T/daemon.log size
+  [ -f "$log" ] || return 0
+  size=$(stat -c %s "$log")
+  [ "$size" -gt 400000 ] || return 0
+  { head -c 100000 "$log"; printf '\n[... %s bytes left out by the test ...]\n' "$size"; tail -c 100000 "$log"; } \
+    >"$log.short"
+  mv "$log.short" "$log"
+}
