@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# What process isolation must contain: a plugin that kills its own host, leaves children behind,
+# floods stderr or writes garbage into its IPC socket. The service survives, keeps its pid, reports
+# the plugin's state, and leaves no process behind when it dies itself.
+#
+#   plugins-containment.sh [CASE...]      default: every case; each in a fresh $T and service
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+CASES=(HostCrash SpawnChild StderrFlood Garbage)
+
+if [ "${1:-}" != --case ]; then
+  exec "$HERE/plugins-run-cases.sh" "$0" process "${@:-${CASES[@]}}"
+fi
+
+CASE=$3
+source "$HERE/lib.sh"
+trap '__rc=$?; set +e; shrink_daemon_log; (exit $__rc); cleanup' EXIT
+
+FATAL="A fatal error was returned by plugin 'test-plugin'"
+START_OP=Bulkhead/Service/StartDistribution
+RUN_OP=Bulkhead/Service/RunProgram
+
+setup() {
+  install_test_plugin "$1" test-plugin process
+  make_rootfs "$T/rootfs"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+}
+
+expect_service_alive() {
+  kill -0 "$SVC_PID" 2>/dev/null || fail "the service died"
+  expect_eq "$(status_field 's["pid"]')" "$SVC_PID" "the service's pid"
+  bh list >/dev/null || fail "the service no longer serves list"
+}
+
+expect_no_vm() {
+  expect_eq "$(status_field 'sum(1 for x in s["sessions"] if x["vm_running"])')" 0 "no VM may be left running"
+}
+
+case_HostCrash() {
+  setup HostCrash
+  local sid
+  expect_failure_output "$FATAL" "Error code: $START_OP/ECONNRESET" bh start alpha
+  expect_service_alive
+  expect_no_vm
+  # Latched: the host is not restarted, every VM creation fails the same way.
+  expect_failure_output "$FATAL" "Error code: $START_OP/ECONNRESET" bh start alpha
+  expect_failure_output "$FATAL" "Error code: $RUN_OP/ECONNRESET" bh run -- true
+  expect_service_alive
+  expect_no_vm
+  expect_eq "$(plugin_field state)" crashed "plugin state"
+  local cause; cause=$(plugin_field cause)
+  [[ $cause == *SIGKILL* && $cause == *on_vm_started* ]] ||
+    fail "the cause should name SIGKILL and on_vm_started; it is '$cause'"
+  echo "note: cause: $cause"
+  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=HostCrash, api_version=*)
+VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
+sending SIGKILL to own process
+EOF
+}
+
+# Pids logged by the fixture's children that still belong to a live child of ours.
+surviving_children() {
+  local p
+  for p in $(sed -n 's/^child pid=\([0-9]*\) .*/\1/p' "$PLUGIN_LOG"); do
+    [ -r "/proc/$p/environ" ] && grep -qzxF -- "BULKHEAD_FIXTURE_TAG=$PLUGIN_LOG" "/proc/$p/environ" 2>/dev/null &&
+      [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && echo "$p"
+  done
+  processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG"
+}
+leftovers() {
+  { surviving_children; processes_mentioning bulkhead-pluginhost "$T/"; } | sort -u | tr '\n' ' '
+}
+
+case_SpawnChild() {
+  setup SpawnChild
+  bh start alpha
+  DEADLINE=10 eventually test "$(grep -c '^child pid=' "$PLUGIN_LOG")" -ge 2
+  local host tagged
+  host=$(plugin_field pid)
+  [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host process (status pid $host)"
+  tagged=$(processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG" | tr '\n' ' ')
+  [ "$(echo $tagged | wc -w)" -ge 2 ] || fail "expected the two sleeping children, found '$tagged'"
+  echo "note: host $host, children (logged) $(sed -n 's/^child pid=//p' "$PLUGIN_LOG" | tr '\n' ' '), (found) $tagged"
+  kill -KILL "$SVC_PID"
+  wait "$SVC_PID" 2>/dev/null || true
+  SVC_PID=
+  local end=$((SECONDS + 10)) left
+  while left=$(leftovers); [ -n "$left" ]; do
+    [ $SECONDS -lt $end ] || {
+      for p in $left; do echo "survivor $p: $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)" >&2; done
+      kill -KILL $left 2>/dev/null # ours: tagged by the fixture or holding our plugin
+      fail "10 s after SIGKILL of the service, processes of the plugin host survive: $left"
+    }
+    sleep 0.05
+  done
+  ! kill -0 "$host" 2>/dev/null || fail "the plugin host $host survived the service"
+}
+
+case_StderrFlood() {
+  setup StderrFlood
+  local t0 t1 t2 t3 flooding=no
+  bh start alpha
+  t0=$(date +%s%N)
+  bh list >/dev/null
+  t1=$(date +%s%N)
+  expect_eq "$(bh run -- echo still-serving)" still-serving "run during the flood"
+  t2=$(date +%s%N)
+  bh status --json >/dev/null
+  t3=$(date +%s%N)
+  grep -q '^flood finished' "$PLUGIN_LOG" || flooding=yes
+  echo "note: list $(((t1 - t0) / 1000000)) ms, run $(((t2 - t1) / 1000000)) ms, status $(((t3 - t2) / 1000000)) ms; the flood was still running afterwards: $flooding"
+  [ $(((t1 - t0) / 1000000)) -lt 5000 ] || fail "list took $(((t1 - t0) / 1000000)) ms during the flood"
+  [ $(((t2 - t1) / 1000000)) -lt 5000 ] || fail "run took $(((t2 - t1) / 1000000)) ms during the flood"
+  [ $(((t3 - t2) / 1000000)) -lt 5000 ] || fail "status took $(((t3 - t2) / 1000000)) ms during the flood"
+  DEADLINE=10 eventually grep -q 'plugin test-plugin: flood line 0$' "$T/daemon.log"
+  DEADLINE=60 eventually grep -q '^flood finished' "$PLUGIN_LOG"
+  expect_eq "$(sed -n 's/^flood finished (lines=\([0-9]*\), result=\(.*\))$/\1 \2/p' "$PLUGIN_LOG")" "1100000 OK" \
+    "the plugin wrote all its lines"
+  DEADLINE=60 eventually grep -q 'plugin test-plugin: flood line 1099999$' "$T/daemon.log"
+  # Every line forwarded, whole, once.
+  expect_eq "$(grep -cE '^(<[0-9]>)?plugin test-plugin: flood line [0-9]+$' "$T/daemon.log")" 1100000 \
+    "forwarded flood lines"
+  expect_service_alive
+  expect_eq "$(plugin_field state)" running "plugin state"
+}
+
+case_Garbage() {
+  setup Garbage
+  expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha
+  local first=$LAST_STDERR
+  echo "note: error code after garbage: $(echo "$first" | sed -n 's/^Error code: //p')"
+  expect_service_alive
+  expect_no_vm
+  expect_eq "$(plugin_field state)" crashed "plugin state"
+  echo "note: cause: $(plugin_field cause)"
+  # Latched, like any crash.
+  expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha
+  expect_eq "$LAST_STDERR" "$first" "the second attempt's error"
+  expect_service_alive
+  local sid
+  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  # The host may or may not live long enough to log the write's result.
+  head -n 3 "$PLUGIN_LOG" >"$T/plugin-head.log"
+  expect_log "$T/plugin-head.log" <<EOF
+Plugin loaded (mode=Garbage, api_version=*)
+VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
+writing 4096 random bytes to fd 3 (type=socket)
+EOF
+  if tail -n +4 "$PLUGIN_LOG" | grep -vqx 'write to fd 3 -> OK'; then
+    fail "unexpected log lines: $(tail -n +4 "$PLUGIN_LOG")"
+  fi
+}
+
+declare -F "case_$CASE" >/dev/null || fail "no case '$CASE'"
+"case_$CASE"
+echo "plugins-containment $CASE: ok"
