@@ -52,11 +52,21 @@ struct SessionStatus {
   customConfigFlags @9 :UInt32;
 }
 
+struct PluginStatus {
+  name @0 :Text;
+  path @1 :Text;
+  isolation @2 :Text;       # "process" or "none"
+  pid @3 :Int32;            # of its host; 0 in-process or not started
+  state @4 :Text;           # "not loaded", "running", "failed to load", "crashed"
+  cause @5 :Text;           # why it failed or crashed, e.g. "killed by signal SIGKILL during on_vm_started"
+}
+
 struct ServiceStatus {
   version @0 :Text;
   pid @1 :Int32;
   sessions @2 :List(SessionStatus);
   distributions @3 :List(DistroInfo);
+  plugins @4 :List(PluginStatus);
 }
 
 interface Control {

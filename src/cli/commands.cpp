@@ -263,7 +263,12 @@ namespace {
     nlohmann::json status_json(proto::ServiceStatus::Reader s)
     {
         nlohmann::json out = { { "version", s.getVersion().cStr() }, { "pid", s.getPid() },
-            { "sessions", nlohmann::json::array() }, { "distributions", nlohmann::json::array() } };
+            { "sessions", nlohmann::json::array() }, { "distributions", nlohmann::json::array() },
+            { "plugins", nlohmann::json::array() } };
+        for (auto p : s.getPlugins())
+            out["plugins"].push_back({ { "name", p.getName().cStr() }, { "path", p.getPath().cStr() },
+                { "isolation", p.getIsolation().cStr() }, { "pid", p.getPid() }, { "state", p.getState().cStr() },
+                { "cause", p.getCause().cStr() } });
         for (auto session : s.getSessions()) {
             nlohmann::json running = nlohmann::json::array();
             for (auto name : session.getRunningDistros())
@@ -303,6 +308,16 @@ namespace {
             std::cout << "Distribution " << d["name"].get<std::string>() << " ("
                       << d["uuid"].get<std::string>()
                       << "): " << (d["running"].get<bool>() ? "running" : "stopped") << "\n";
+        }
+        for (const auto& p : out["plugins"]) {
+            std::cout << "Plugin " << p["name"].get<std::string>() << ": " << p["state"].get<std::string>() << " ("
+                      << p["isolation"].get<std::string>();
+            if (p["pid"].get<int>() > 0)
+                std::cout << ", host pid " << p["pid"];
+            std::cout << ") " << p["path"].get<std::string>();
+            if (!p["cause"].get<std::string>().empty())
+                std::cout << ": " << p["cause"].get<std::string>();
+            std::cout << "\n";
         }
         std::cout << std::flush;
         return 0;

@@ -1,7 +1,13 @@
 // Configuration parsing with toml++ and the admin policy.
 #include "service/config.h"
 
+#include "base/log.h"
+
+#include <algorithm>
 #include <bulkhead/plugin_api.h>
+#include <climits>
+#include <dirent.h>
+#include <map>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -146,6 +152,82 @@ Result<VmSettings> apply_policy(const ServiceConfig& config, const UserOverrides
         settings.custom_config_flags |= BH_VM_CONFIG_CUSTOM_INIT;
     }
     return settings;
+}
+
+namespace {
+
+    Status read_plugin_keys(const toml::table& table, PluginConfig& config, const std::string& origin)
+    {
+        BH_TRY(check_keys(table, { "path", "name", "isolation" }, origin, ""));
+        std::optional<std::string> path, name, isolation;
+        BH_TRY(read_optional(table, "path", path, origin));
+        BH_TRY(read_optional(table, "name", name, origin));
+        BH_TRY(read_optional(table, "isolation", isolation, origin));
+        if (!path || path->empty() || path->front() != '/')
+            return config_error(origin, "'path' must be the absolute path of the plugin's .so");
+        if (name && name->empty())
+            return config_error(origin, "'name' must not be empty");
+        if (isolation && *isolation != "process" && *isolation != "none")
+            return config_error(origin, "'isolation' must be \"process\" or \"none\"");
+        config.path = *path;
+        config.name = name.value_or(config.name);
+        config.isolation = isolation == "none" ? Isolation::none : Isolation::process;
+        return {};
+    }
+
+} // namespace
+
+PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin)
+{
+    PluginConfig config { stem, "", Isolation::process, origin };
+    auto parsed = parse_toml(text, origin);
+    Status status = parsed ? read_plugin_keys(parsed.value(), config, origin) : Status(parsed.take_error());
+    if (!status)
+        config.error = status.take_error();
+    return config;
+}
+
+namespace {
+
+    std::string resolved(const std::string& path)
+    {
+        char buffer[PATH_MAX];
+        return realpath(path.c_str(), buffer) ? std::string(buffer) : path;
+    }
+
+} // namespace
+
+std::vector<PluginConfig> load_plugin_configs(const std::string& config_dir)
+{
+    std::string dir = config_dir + "/plugins.d";
+    std::vector<std::string> files;
+    if (DIR* stream = opendir(dir.c_str())) {
+        while (dirent* entry = readdir(stream)) {
+            std::string file = entry->d_name;
+            if (file.size() > 5 && file.ends_with(".toml") && file[0] != '.')
+                files.push_back(file);
+        }
+        closedir(stream);
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<PluginConfig> out;
+    std::map<std::string, std::string> seen; // resolved .so path -> name
+    for (const auto& file : files) {
+        std::ifstream in(dir + "/" + file);
+        std::stringstream text;
+        text << in.rdbuf();
+        PluginConfig config = parse_plugin_config(text.str(), file.substr(0, file.size() - 5), dir + "/" + file);
+        if (!config.error) {
+            auto [it, fresh] = seen.emplace(resolved(config.path), config.name);
+            if (!fresh) {
+                log_warning("plugin '" + config.name + "' (" + config.file + ") loads " + config.path
+                    + ", which plugin '" + it->second + "' loads already; ignoring it");
+                continue;
+            }
+        }
+        out.push_back(std::move(config));
+    }
+    return out;
 }
 
 } // namespace bh::service

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace bh::service {
 
@@ -48,5 +49,24 @@ Result<UserOverrides> parse_user_overrides(const std::string& text, const std::s
 // The settings in force: the admin's defaults, with each override the policy allows.
 // An override that is invalid (a relative init path) is an error; a forbidden one is ignored.
 Result<VmSettings> apply_policy(const ServiceConfig& config, const UserOverrides& overrides);
+
+enum class Isolation { process, none };
+
+// One plugin, from <config-dir>/plugins.d/<file>.toml. A file that cannot be used keeps its
+// name (the file's stem) and the reason in `error`: the plugin then fails to load.
+struct PluginConfig {
+    std::string name;
+    std::string path; // absolute path of the .so
+    Isolation isolation = Isolation::process;
+    std::string file; // where it was configured, for messages
+    std::optional<Error> error;
+};
+
+// Parses one plugin file's TOML text: `path` (absolute, required), `name` (default: `stem`),
+// `isolation` ("process", the default, or "none").
+PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin);
+// Every *.toml in <config-dir>/plugins.d, in file-name order. The same .so (by its resolved path)
+// under a second name is dropped with a warning: the first name wins.
+std::vector<PluginConfig> load_plugin_configs(const std::string& config_dir);
 
 } // namespace bh::service

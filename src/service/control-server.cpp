@@ -283,6 +283,16 @@ namespace {
         auto distros = results.initDistributions(views.size());
         for (size_t i = 0; i < views.size(); ++i)
             fill_distro(distros[i], views[i]);
+        auto plugins = m_service.plugins();
+        auto list = results.initPlugins(plugins.size());
+        for (size_t i = 0; i < plugins.size(); ++i) {
+            list[i].setName(plugins[i].name);
+            list[i].setPath(plugins[i].path);
+            list[i].setIsolation(plugins[i].isolation == Isolation::none ? "none" : "process");
+            list[i].setPid(plugins[i].pid);
+            list[i].setState(state_name(plugins[i].state));
+            list[i].setCause(plugins[i].cause);
+        }
         return kj::READY_NOW;
     }
 
@@ -298,7 +308,7 @@ namespace {
                 if (!dir)
                     return Status(dir.take_error());
                 auto params = context.getParams();
-                return m_service.mount_folder(owner, std::move(dir.value()), text_of(params.getVmPath()),
+                return m_service.vm_mount(owner, std::move(dir.value()), text_of(params.getVmPath()),
                     params.getReadOnly(), text_of(params.getName()));
             })
             .then([context](Status status) mutable {
@@ -317,7 +327,7 @@ namespace {
             return fail(context.getResults(), !owner ? owner.error() : argv.error(), op), kj::READY_NOW;
         }
         ProgramSpec spec { text_of(params.getPath()), argv.value() };
-        return m_service.execute(owner.value(), text_of(params.getDistro()), std::move(spec))
+        return m_service.vm_exec(owner.value(), text_of(params.getDistro()), std::move(spec))
             .then([context](Result<Fd> socket) mutable {
                 if (!socket)
                     return fail(context.getResults(), socket.error(), op);

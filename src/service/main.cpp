@@ -1,6 +1,7 @@
 // bulkheadd: wires configuration, registry, service and control socket to one event loop.
 #include "base/log.h"
 #include "service/control-server.h"
+#include "service/host-cgroup.h"
 #include "service/rootfs-import.h"
 #include "service/service.h"
 
@@ -78,10 +79,16 @@ int main(int argc, char** argv)
     if (!registry)
         return fail(registry.error());
     remove_orphaned_imports(registry.value());
+    bh::service::remove_stale_host_cgroups();
     std::string vminit_path = own_directory() + "/bulkhead-vminit";
     bh::Fd vminit(open(vminit_path.c_str(), O_PATH | O_CLOEXEC));
     if (!vminit)
         return fail(bh::Error::from_errno(errno, "cannot find " + vminit_path));
+    std::string host_path = own_directory() + "/bulkhead-pluginhost";
+    bh::Fd plugin_host(open(host_path.c_str(), O_PATH | O_CLOEXEC));
+    if (!plugin_host)
+        return fail(bh::Error::from_errno(errno, "cannot find " + host_path));
+    auto plugins = bh::service::load_plugin_configs(options.config_dir);
     if (mkdir(options.runtime_dir.c_str(), 0755) < 0 && errno != EEXIST)
         return fail(bh::Error::from_errno(errno, "cannot create " + options.runtime_dir));
     std::string socket_path = options.runtime_dir + "/control.sock";
@@ -94,8 +101,10 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGINT);
     auto io = kj::setupAsyncIo();
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
-    bh::service::Service service(
-        env, io.provider->getTimer(), std::move(config.value()), std::move(registry.value()));
+    bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort, io.provider->getTimer(),
+        plugin_host.get(), BULKHEAD_VERSION };
+    bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()),
+        std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);
     auto serving = control.listen(std::move(listener.value())).eagerlyEvaluate([](kj::Exception&& e) {
         bh::log_error(std::string("the control socket failed: ") + e.getDescription().cStr());

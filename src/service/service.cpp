@@ -57,11 +57,13 @@ namespace {
 
 } // namespace
 
-Service::Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry)
+Service::Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry,
+    PluginEnvironment plugin_env, std::vector<PluginConfig> plugins)
     : m_env(env)
     , m_timer(timer)
     , m_config(std::move(config))
     , m_registry(std::move(registry))
+    , m_plugins(kj::heap<PluginManager>(std::move(plugin_env), std::move(plugins), *this))
 {
 }
 
@@ -166,7 +168,10 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
         if (status) {
             log_info("registered '" + record.name + "' (" + record.uuid.to_string() + ") for uid "
                 + std::to_string(owner));
-            return kj::Promise<Result<DistroView>>(view_of(record));
+            auto hook = hook_call(host::Hook::distribution_registered, session_of(owner), record, nullptr);
+            return m_plugins->notify(std::move(hook)).then([this, record]() -> Result<DistroView> {
+                return view_of(record);
+            });
         }
         return on_worker_thread<Status>([directory]() {
             return remove_tree(directory);
@@ -187,7 +192,10 @@ kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string na
             return kj::Promise<Status>(std::move(removed));
         std::string directory = m_registry.directory_of(record.uuid);
         log_info("unregistered '" + record.name + "' for uid " + std::to_string(owner));
-        return on_worker_thread<Status>([directory]() { return remove_tree(directory); });
+        auto hook = hook_call(host::Hook::distribution_unregistered, session_of(owner), record, nullptr);
+        return m_plugins->notify(std::move(hook)).then([directory]() {
+            return on_worker_thread<Status>([directory]() { return remove_tree(directory); });
+        });
     });
 }
 
@@ -200,23 +208,48 @@ Status Service::set_default(uid_t owner, const std::string& name)
 
 kj::Promise<Status> Service::ensure_vm(Session& session, const UserOverrides& overrides)
 {
+    if (session.stopping) {
+        KJ_IF_MAYBE (stopping, session.vm_stopping)
+            return stopping->addBranch().then([this, &session, overrides]() { return ensure_vm(session, overrides); });
+    }
+    if (session.starting) {
+        KJ_IF_MAYBE (starting, session.vm_starting)
+            return starting->addBranch();
+    }
     if (session.vm && session.vm->running())
         return Status();
-    KJ_IF_MAYBE (starting, session.vm_starting)
-        return starting->addBranch();
     auto settings = apply_policy(m_config, overrides);
     if (!settings)
         return Status(settings.take_error());
-    auto started = VmInstance::start(m_env, session.identity, settings.value())
-                       .then([this, &session](Result<kj::Own<VmInstance>> vm) -> Status {
-                           session.vm_starting = nullptr;
-                           if (!vm)
-                               return vm.take_error();
-                           adopt_vm(session, kj::mv(vm.value()));
-                           return {};
-                       });
-    auto& forked = session.vm_starting.emplace(started.fork());
+    session.starting = true;
+    auto attempt = create_vm(session, settings.value()).then([&session](Status status) {
+        session.starting = false;
+        return status;
+    });
+    auto& forked = session.vm_starting.emplace(attempt.fork());
     return forked.addBranch();
+}
+
+// Plugins first (a latched fatal plugin error fails here, before any VM exists), then the VM,
+// then on_vm_started: a veto stops the VM again, with on_vm_stopping delivered as usual.
+kj::Promise<Status> Service::create_vm(Session& session, VmSettings settings)
+{
+    return m_plugins->activate().then([this, &session, settings](Status active) -> kj::Promise<Status> {
+        if (!active)
+            return kj::mv(active);
+        return VmInstance::start(m_env, session.identity, settings)
+            .then([this, &session](Result<kj::Own<VmInstance>> vm) -> kj::Promise<Status> {
+                if (!vm)
+                    return Status(vm.take_error());
+                adopt_vm(session, kj::mv(vm.value()));
+                return m_plugins->notify_veto(hook_call(host::Hook::vm_started, session));
+            })
+            .then([this, &session](Status status) -> kj::Promise<Status> {
+                if (status)
+                    return kj::mv(status);
+                return stop_vm(session).then([status = kj::mv(status)]() mutable { return kj::mv(status); });
+            });
+    });
 }
 
 void Service::adopt_vm(Session& session, kj::Own<VmInstance> vm)
@@ -256,12 +289,38 @@ void Service::arm_idle_timer(Session& session)
 
 kj::Promise<void> Service::stop_vm(Session& session)
 {
+    if (session.stopping) {
+        KJ_IF_MAYBE (stopping, session.vm_stopping)
+            return stopping->addBranch();
+    }
     if (!session.vm)
         return kj::READY_NOW;
-    kj::Own<VmInstance> vm = kj::mv(session.vm);
-    session.vm_watcher = nullptr;
+    session.stopping = true;
+    auto vm = kj::addRef(*session.vm);
     VmInstance& ref = *vm;
-    return ref.stop().attach(kj::mv(vm));
+    // The VM stays the session's during the hooks: calls made from them are served by it.
+    auto attempt = deliver_stopping_hooks(session, ref)
+                       .then([&session, vm = kj::mv(vm)]() mutable {
+                           if (session.vm.get() == vm.get()) {
+                               session.vm = nullptr;
+                               session.vm_watcher = nullptr;
+                           }
+                           VmInstance& ref = *vm;
+                           return ref.stop().attach(kj::mv(vm));
+                       })
+                       .then([&session]() { session.stopping = false; });
+    auto& forked = session.vm_stopping.emplace(attempt.fork());
+    return forked.addBranch();
+}
+
+kj::Promise<void> Service::deliver_stopping_hooks(Session& session, VmInstance& vm)
+{
+    kj::Promise<void> chain = kj::READY_NOW;
+    for (const auto& [name, distro] : vm.distributions()) {
+        auto hook = hook_call(host::Hook::distribution_stopping, session, distro->record, distro.get());
+        chain = chain.then([this, hook = std::move(hook)]() mutable { return m_plugins->notify(std::move(hook)); });
+    }
+    return chain.then([this, &session]() { return m_plugins->notify(hook_call(host::Hook::vm_stopping, session)); });
 }
 
 kj::Promise<Status> Service::ensure_distribution(
@@ -275,7 +334,11 @@ kj::Promise<Status> Service::ensure_distribution(
                 Error { BH_E_VM_NOT_RUNNING, "the VM stopped while starting '" + record.name + "'" });
         auto vm = kj::addRef(*session.vm);
         VmInstance& ref = *vm;
-        return ref.start_distribution(record, m_registry.rootfs_of(record)).attach(kj::mv(vm));
+        auto on_started = [this, &session](const RunningDistro& running) {
+            return m_plugins->notify_veto(
+                hook_call(host::Hook::distribution_started, session, running.record, &running));
+        };
+        return ref.start_distribution(record, m_registry.rootfs_of(record), kj::mv(on_started)).attach(kj::mv(vm));
     });
 }
 
@@ -332,8 +395,13 @@ kj::Promise<Status> Service::terminate_distribution(uid_t owner, std::string nam
     if (!session.vm)
         return Status();
     auto vm = kj::addRef(*session.vm);
-    VmInstance& ref = *vm;
-    return ref.terminate_distribution(name).attach(kj::mv(vm)).then([]() { return Status(); });
+    kj::Promise<void> hooks = kj::READY_NOW;
+    if (const RunningDistro* running = vm->find_distribution(record->uuid))
+        hooks = m_plugins->notify(hook_call(host::Hook::distribution_stopping, session, record.value(), running));
+    return hooks.then([vm = kj::mv(vm), name = record->name]() mutable {
+        VmInstance& ref = *vm;
+        return ref.terminate_distribution(name).attach(kj::mv(vm));
+    }).then([]() { return Status(); });
 }
 
 kj::Promise<Status> Service::shutdown_vm(uid_t owner)
@@ -349,8 +417,7 @@ kj::Promise<void> Service::shutdown_all()
     return kj::joinPromises(stops.finish());
 }
 
-kj::Promise<Status> Service::mount_folder(
-    uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
+kj::Promise<Status> Service::vm_mount(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
 {
     Session& session = session_of(owner);
     if (!session.vm || !session.vm->running())
@@ -361,7 +428,7 @@ kj::Promise<Status> Service::mount_folder(
     return ref.mount(std::move(dir), std::move(vm_path), read_only, std::move(name)).attach(kj::mv(vm));
 }
 
-kj::Promise<Result<Fd>> Service::execute(uid_t owner, std::string distro, ProgramSpec spec)
+kj::Promise<Result<Fd>> Service::vm_exec(uid_t owner, std::string distro, ProgramSpec spec)
 {
     Session& session = session_of(owner);
     if (!session.vm || !session.vm->running())
@@ -397,6 +464,69 @@ std::vector<SessionView> Service::sessions(uid_t owner, bool everyone) const
         out.push_back(std::move(view));
     }
     return out;
+}
+
+// --- Plugins ----------------------------------------------------------------------------------
+
+host::HookCall Service::hook_call(host::Hook hook, const Session& session) const
+{
+    const SessionIdentity& id = session.identity;
+    host::HookCall call { hook, { id.session_id, id.uid, id.gid, id.user_name } };
+    call.custom_config_flags = session.vm ? session.vm->settings().custom_config_flags : 0;
+    return call;
+}
+
+host::HookCall Service::hook_call(
+    host::Hook hook, const Session& session, const DistroRecord& record, const RunningDistro* running) const
+{
+    auto nullable = [](const std::string& text) {
+        return text.empty() ? std::nullopt : std::optional<std::string>(text);
+    };
+    host::HookCall call = hook_call(hook, session);
+    call.distro = { record.uuid, record.name, running ? running->pid_namespace : 0,
+        running ? running->init_pid : 0, nullable(record.package), nullable(record.flavor),
+        nullable(record.version) };
+    return call;
+}
+
+Session* Service::session_by_id(uint32_t id)
+{
+    for (auto& [uid, session] : m_sessions)
+        if (session->identity.session_id == id)
+            return session.get();
+    return nullptr;
+}
+
+kj::Promise<int> Service::mount_folder(uint32_t session_id, Fd dir, std::string vm_path, bool read_only, std::string name)
+{
+    Session* session = session_by_id(session_id);
+    if (!session)
+        return BH_E_SESSION_NOT_FOUND;
+    struct stat st {};
+    if (fstat(dir.get(), &st) < 0 || !S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    if (vm_path.empty() || vm_path.front() != '/')
+        return -EINVAL;
+    return vm_mount(session->identity.uid, std::move(dir), std::move(vm_path), read_only, std::move(name))
+        .then([](Status status) { return status ? 0 : status.error().code; });
+}
+
+kj::Promise<Result<Fd>> Service::execute(
+    uint32_t session_id, std::optional<Uuid> distro, std::string path, std::vector<std::string> argv)
+{
+    Session* session = session_by_id(session_id);
+    if (!session)
+        return Result<Fd>(Error { BH_E_SESSION_NOT_FOUND, "no session " + std::to_string(session_id) });
+    std::string name;
+    if (distro) {
+        const RunningDistro* running = session->vm ? session->vm->find_distribution(*distro) : nullptr;
+        if (!running)
+            return Result<Fd>(Error { BH_E_DISTRO_NOT_RUNNING, "distribution " + distro->to_string() + " is not running" });
+        name = running->record.name;
+    }
+    ProgramSpec spec { std::move(path), std::move(argv),
+        { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }, "" };
+    return vm_exec(session->identity.uid, std::move(name), std::move(spec));
 }
 
 } // namespace bh::service

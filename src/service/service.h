@@ -3,7 +3,9 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "host/plugin-runtime.h"
 #include "service/config.h"
+#include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
 
@@ -41,7 +43,13 @@ struct SessionView {
 struct Session {
     SessionIdentity identity;
     kj::Own<VmInstance> vm;
+    // A VM being created (plugins activated, VM started, on_vm_started delivered) or being
+    // stopped (stopping hooks delivered, VM ended). The flags say whether the forked promise is
+    // still pending; a settled one is replaced by the next attempt, never reset from inside itself.
     kj::Maybe<kj::ForkedPromise<Status>> vm_starting;
+    bool starting = false;
+    kj::Maybe<kj::ForkedPromise<void>> vm_stopping;
+    bool stopping = false;
     kj::Promise<void> vm_watcher = nullptr;
     kj::Promise<void> idle_timer = nullptr;
     unsigned active_runs = 0;
@@ -50,9 +58,14 @@ struct Session {
 // Thread affinity: everything runs on the service's event-loop thread; blocking work (unpacking
 // and deleting root filesystems) runs on short-lived worker threads and comes back as promises.
 // Every operation returns its failure as a value; nothing here throws to the caller.
-class Service final : private kj::TaskSet::ErrorHandler {
+//
+// Plugins: hooks are awaited as promises on this same loop, so while a hook runs the loop keeps
+// serving everything else, including the plugin's own calls back (host::CallTarget below).
+// Those calls never wait for a hook, so no cycle of waits can form (docs/design/concurrency.md).
+class Service final : public host::CallTarget, private kj::TaskSet::ErrorHandler {
 public:
-    Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry);
+    Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry,
+        PluginEnvironment plugin_env, std::vector<PluginConfig> plugins);
 
     // The uid a call acts on: the caller's own, or (root only) the one it names.
     Result<uid_t> target_uid(const Caller& caller, int64_t requested) const;
@@ -73,16 +86,28 @@ public:
     kj::Promise<void> shutdown_all();
 
     // The VM operations of the plugin API, addressed by the session's owner.
-    kj::Promise<Status> mount_folder(
-        uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name);
-    kj::Promise<Result<Fd>> execute(uid_t owner, std::string distro, ProgramSpec spec);
+    kj::Promise<Status> vm_mount(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name);
+    kj::Promise<Result<Fd>> vm_exec(uid_t owner, std::string distro, ProgramSpec spec);
 
     std::vector<DistroView> list(uid_t owner, bool everyone) const;
     std::vector<SessionView> sessions(uid_t owner, bool everyone) const;
+    std::vector<PluginView> plugins() const { return m_plugins->views(); }
+
+    // host::CallTarget: the service functions of the plugin API, addressed by session id.
+    kj::Promise<int> mount_folder(
+        uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name) override;
+    kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
+        std::vector<std::string> argv) override;
 
 private:
     Session& session_of(uid_t uid);
     kj::Promise<Status> ensure_vm(Session& session, const UserOverrides& overrides);
+    kj::Promise<Status> create_vm(Session& session, VmSettings settings);
+    kj::Promise<void> deliver_stopping_hooks(Session& session, VmInstance& vm);
+    Session* session_by_id(uint32_t id);
+    host::HookCall hook_call(host::Hook hook, const Session& session) const;
+    host::HookCall hook_call(host::Hook hook, const Session& session, const DistroRecord& record,
+        const RunningDistro* running) const;
     void adopt_vm(Session& session, kj::Own<VmInstance> vm);
     void arm_idle_timer(Session& session);
     kj::Promise<void> stop_vm(Session& session);
@@ -101,6 +126,7 @@ private:
     std::map<uid_t, kj::Own<Session>> m_sessions;
     std::set<std::pair<uid_t, std::string>> m_registering;
     uint32_t m_next_session_id = 1;
+    kj::Own<PluginManager> m_plugins;
     kj::TaskSet m_tasks { *this };
 };
 

@@ -166,21 +166,42 @@ Result<proto::Agent::Client> VmInstance::agent_for(const std::string& distro)
     return it->second->agent;
 }
 
-kj::Promise<Status> VmInstance::start_distribution(const DistroRecord& record, const std::string& rootfs)
+kj::Promise<Status> VmInstance::start_distribution(
+    const DistroRecord& record, const std::string& rootfs, StartedHook on_started)
 {
     if (m_stopped)
         return Status(vm_gone("cannot start '" + record.name + "'"));
+    // An attempt in progress first: its distribution may already be listed while its hook runs.
+    auto it = m_starting.find(record.name);
+    if (it != m_starting.end())
+        return it->second.addBranch();
     if (m_distros.contains(record.name))
         return Status();
-    auto it = m_starting.find(record.name);
-    if (it == m_starting.end()) {
-        auto attempt = launch_distribution(record, rootfs).then([this, name = record.name](Status status) {
-            m_starting.erase(name);
-            return status;
-        });
-        it = m_starting.emplace(record.name, attempt.fork()).first;
-    }
+    auto attempt = launch_distribution(record, rootfs)
+                       .then([this, name = record.name, on_started = kj::mv(on_started)](
+                                 Status status) mutable -> kj::Promise<Status> {
+                           if (!status)
+                               return kj::mv(status);
+                           return run_started_hook(name, kj::mv(on_started));
+                       })
+                       .then([this, name = record.name](Status status) {
+                           m_starting.erase(name);
+                           return status;
+                       });
+    it = m_starting.emplace(record.name, attempt.fork()).first;
     return it->second.addBranch();
+}
+
+kj::Promise<Status> VmInstance::run_started_hook(const std::string& name, StartedHook on_started)
+{
+    auto it = m_distros.find(name);
+    if (it == m_distros.end())
+        return Status(Error { BH_E_DISTRO_NOT_RUNNING, "the distribution '" + name + "' stopped while starting" });
+    return on_started(*it->second).then([this, name](Status status) -> kj::Promise<Status> {
+        if (status)
+            return kj::mv(status);
+        return terminate_distribution(name).then([status = kj::mv(status)]() mutable { return kj::mv(status); });
+    });
 }
 
 kj::Promise<Status> VmInstance::launch_distribution(DistroRecord record, std::string rootfs)

@@ -65,8 +65,11 @@ public:
     const std::map<std::string, kj::Own<RunningDistro>>& distributions() const { return m_distros; }
     const RunningDistro* find_distribution(const Uuid& uuid) const;
 
+    // Runs once a distribution is up, inside its start attempt (callers of a concurrent start wait
+    // for it too). A failure ends the distribution and is the attempt's result.
+    using StartedHook = kj::Function<kj::Promise<Status>(const RunningDistro&)>;
     // Starts `record` from `rootfs` unless it runs already; concurrent starts share one attempt.
-    kj::Promise<Status> start_distribution(const DistroRecord& record, const std::string& rootfs);
+    kj::Promise<Status> start_distribution(const DistroRecord& record, const std::string& rootfs, StartedHook on_started);
     // Runs a program with the given stdio inside a running distribution (or in the VM's root
     // namespace when `distro` is empty); resolves with its wait status.
     kj::Promise<Result<int>> run(const std::string& distro, ProgramSpec spec, std::array<Fd, 3> stdio);
@@ -83,6 +86,7 @@ public:
 
 private:
     kj::Promise<Status> launch_distribution(DistroRecord record, std::string rootfs);
+    kj::Promise<Status> run_started_hook(const std::string& name, StartedHook on_started);
     kj::Promise<Status> adopt_distribution(DistroRecord record, Fd service_end,
         capnp::Response<proto::Agent::StartDistributionResults> response);
     kj::Promise<Result<int>> spawn_and_wait(

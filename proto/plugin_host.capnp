@@ -1,0 +1,74 @@
+# The contract between bulkheadd and one bulkhead-pluginhost: the service drives the plugin's
+# hooks (PluginHost) and the plugin calls the service back (PluginHostCallback). Reached only over
+# the socketpair the service created when it spawned the host.
+@0xd0100a8253d46f41;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bh::proto");
+using Common = import "common.capnp";
+
+# Versioning: a host refuses an initialize() whose major version differs from its own, and the
+# service refuses a host answering with another major. Minor versions only add fields/methods.
+const pluginHostMajor :UInt32 = 1;
+const pluginHostMinor :UInt32 = 0;
+
+struct Version {
+  major @0 :UInt32;
+  minor @1 :UInt32;
+  revision @2 :UInt32;
+}
+
+struct SessionInfo {
+  sessionId @0 :UInt32;
+  uid @1 :UInt32;
+  gid @2 :UInt32;
+  userName @3 :Text;
+}
+
+# Nullable text fields of the C API are absent pointers here (never set), not empty strings.
+struct DistributionInfo {
+  id @0 :Data;              # 16 bytes
+  name @1 :Text;
+  pidNamespace @2 :UInt64;  # 0 for an offline distribution
+  package @3 :Text;
+  initPid @4 :UInt32;       # 0 for an offline distribution
+  flavor @5 :Text;
+  version @6 :Text;
+}
+
+struct HookResult {
+  code @0 :Int32;           # what the hook returned; 0 or a negative errno/BH_E_* code
+  message @1 :Text;         # set only when a failing veto hook called plugin_error
+}
+
+interface PluginHost {
+  # The first call. Loads the plugin (dlopen, entry point) on the host's hook thread.
+  # hooks: bit i set when hook i of bh_plugin_hooks_v1 is non-NULL.
+  initialize @0 (major :UInt32, minor :UInt32, pluginPath :Text, pluginName :Text,
+                 serviceVersion :Version, callback :PluginHostCallback)
+      -> (outcome :Common.Outcome, major :UInt32, minor :UInt32, hooks :UInt32);
+
+  # One method per hook; each resolves when the plugin's hook has returned. Calls are queued
+  # to the hook thread and run one at a time, in arrival order.
+  onVmStarted @1 (session :SessionInfo, customConfigFlags :UInt32) -> (result :HookResult);
+  onVmStopping @2 (session :SessionInfo) -> (result :HookResult);
+  onDistributionStarted @3 (session :SessionInfo, distribution :DistributionInfo)
+      -> (result :HookResult);
+  onDistributionStopping @4 (session :SessionInfo, distribution :DistributionInfo)
+      -> (result :HookResult);
+  onDistributionRegistered @5 (session :SessionInfo, distribution :DistributionInfo)
+      -> (result :HookResult);
+  onDistributionUnregistered @6 (session :SessionInfo, distribution :DistributionInfo)
+      -> (result :HookResult);
+}
+
+interface PluginHostCallback {
+  # The service functions of bh_plugin_api_v1. Every result is 0 or a negative code, exactly
+  # what the plugin's call returns. The host opened hostDir (so the folder is reached with the
+  # host's rights, and a missing path fails in the host with -ENOENT).
+  mountFolder @0 (session :UInt32, hostDir :Common.Fd, vmPath :Text, readOnly :Bool, name :Text)
+      -> (code :Int32);
+  # distribution: 16 bytes, or absent for the VM's root namespace.
+  executeBinary @1 (session :UInt32, distribution :Data, path :Text, argv :List(Text))
+      -> (code :Int32, socket :Common.Fd);
+}

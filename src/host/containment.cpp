@@ -1,0 +1,98 @@
+// Containment of bulkhead-pluginhost and its descendants.
+#include "host/containment.h"
+
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace bh::host {
+
+Result<Fd> adopt_service_channel(int fd)
+{
+    struct stat st {};
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return Error { -EBADF, "no service socket on fd 3; only bulkheadd starts plugin hosts" };
+    ucred peer {};
+    socklen_t length = sizeof(peer);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) < 0)
+        return Error::from_errno(errno, "cannot read the credentials of the service socket");
+    if (peer.pid != getppid())
+        return Error { -EPERM,
+            "the socket on fd 3 does not lead to our parent (peer pid " + std::to_string(peer.pid)
+                + "); only bulkheadd starts plugin hosts" };
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return Error::from_errno(errno, "cannot mark the service socket close-on-exec");
+    return Fd(fd);
+}
+
+namespace {
+
+    bool write_file_at(int dir, const char* name, const char* text)
+    {
+        int fd = openat(dir, name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return false;
+        bool ok = write(fd, text, strlen(text)) == static_cast<ssize_t>(strlen(text));
+        close(fd);
+        return ok;
+    }
+
+    // Waits for the host to die, then kills whatever is left in its cgroup (itself included).
+    // Runs in a forked copy of a single-threaded process, so it may use anything.
+    [[noreturn]] void guard(pid_t host, int cgroup)
+    {
+        prctl(PR_SET_NAME, "bh-plugin-guard");
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &set, nullptr);
+        if (prctl(PR_SET_PDEATHSIG, SIGUSR1) == 0 && getppid() == host) {
+            for (int fd = 0; fd < 1024; ++fd)
+                if (fd != cgroup && fd != STDERR_FILENO)
+                    close(fd);
+            int signal = 0;
+            while (sigwait(&set, &signal) != 0 || getppid() == host) { }
+        }
+        write_file_at(cgroup, "cgroup.kill", "1");
+        _exit(0);
+    }
+
+} // namespace
+
+Status contain_descendants(Fd cgroup)
+{
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        return Error::from_errno(errno, "cannot set the parent-death signal");
+    if (getppid() != parent || parent == 1)
+        return Error { -ESRCH, "the service exited while the plugin host started" };
+    if (!cgroup)
+        return Error { -EBADF, "no cgroup on fd 4; only bulkheadd starts plugin hosts" };
+    if (!write_file_at(cgroup.get(), "cgroup.procs", "0"))
+        return Error::from_errno(errno, "cannot join the plugin's cgroup");
+    pid_t host = getpid();
+    pid_t guardian = fork(); // we are single-threaded here: nothing of ours can be mid-lock
+    if (guardian < 0)
+        return Error::from_errno(errno, "cannot start the plugin's guardian");
+    if (guardian == 0)
+        guard(host, cgroup.get());
+    return {};
+}
+
+void scrub_loader_environment()
+{
+    std::vector<std::string> names;
+    for (char** entry = environ; *entry; ++entry)
+        if (std::strncmp(*entry, "LD_", 3) == 0)
+            names.emplace_back(*entry, std::strcspn(*entry, "="));
+    for (const auto& name : names)
+        unsetenv(name.c_str());
+}
+
+} // namespace bh::host

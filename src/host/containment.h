@@ -1,0 +1,26 @@
+// What bulkhead-pluginhost does to itself before any plugin code runs.
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+
+namespace bh::host {
+
+// Takes the service channel inherited on `fd`: it must be a Unix socket whose peer is our parent
+// (SO_PEERCRED), or the host refuses to run: only the service can start or reach a host.
+Result<Fd> adopt_service_channel(int fd);
+
+// Makes everything the plugin will start die with this host, and this host die with the service.
+// `cgroup` is the directory fd of an empty cgroup (v2) the service made for this host. We set
+// PR_SET_PDEATHSIG(SIGKILL), move into that cgroup (every process the plugin starts inherits it),
+// and fork a guardian that waits for our death (its own parent-death signal) and then writes
+// cgroup.kill, which kills every process left in the cgroup. The host keeps an ordinary pid, so
+// the service sees its real exit status (the signal of a crash, say), and plugin threads and
+// child processes behave as anywhere else.
+Status contain_descendants(Fd cgroup);
+
+// Removes LD_PRELOAD, LD_LIBRARY_PATH and every other LD_* variable from our environment, so
+// programs the plugin starts do not inherit them.
+void scrub_loader_environment();
+
+} // namespace bh::host

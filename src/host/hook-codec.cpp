@@ -1,0 +1,89 @@
+// HookCall <-> Cap'n Proto.
+#include "host/hook-codec.h"
+
+namespace bh::host {
+
+namespace {
+
+    constexpr size_t max_text = 4096;
+
+    std::string text_of(capnp::Text::Reader text)
+    {
+        return std::string(text.cStr(), std::min(text.size(), max_text));
+    }
+
+    // Nullable C strings travel as absent pointers.
+    template<typename Has> std::optional<std::string> nullable(bool present, Has text)
+    {
+        if (!present)
+            return std::nullopt;
+        return text_of(text);
+    }
+
+} // namespace
+
+void encode_session(const SessionArgs& session, proto::SessionInfo::Builder out)
+{
+    out.setSessionId(session.session_id);
+    out.setUid(session.uid);
+    out.setGid(session.gid);
+    out.setUserName(session.user_name);
+}
+
+void encode_distro(const DistroArgs& distro, proto::DistributionInfo::Builder out)
+{
+    out.setId(capnp::Data::Reader(distro.id.bytes.data(), distro.id.bytes.size()));
+    out.setName(distro.name);
+    out.setPidNamespace(distro.pid_namespace);
+    out.setInitPid(distro.init_pid);
+    if (distro.package)
+        out.setPackage(*distro.package);
+    if (distro.flavor)
+        out.setFlavor(*distro.flavor);
+    if (distro.version)
+        out.setVersion(*distro.version);
+}
+
+SessionArgs decode_session(proto::SessionInfo::Reader in)
+{
+    return { in.getSessionId(), in.getUid(), in.getGid(), text_of(in.getUserName()) };
+}
+
+std::optional<Uuid> uuid_of(capnp::Data::Reader data)
+{
+    if (data.size() != 16)
+        return std::nullopt;
+    Uuid id;
+    std::copy(data.begin(), data.end(), id.bytes.begin());
+    return id;
+}
+
+Result<DistroArgs> decode_distro(proto::DistributionInfo::Reader in)
+{
+    auto id = uuid_of(in.getId());
+    if (!id)
+        return Error { -EPROTO, "a distribution id must be 16 bytes" };
+    DistroArgs out { *id, text_of(in.getName()), in.getPidNamespace(), in.getInitPid() };
+    out.package = nullable(in.hasPackage(), in.getPackage());
+    out.flavor = nullable(in.hasFlavor(), in.getFlavor());
+    out.version = nullable(in.hasVersion(), in.getVersion());
+    return out;
+}
+
+void encode_outcome(const HookOutcome& outcome, proto::HookResult::Builder out)
+{
+    out.setCode(outcome.code);
+    if (outcome.message)
+        out.setMessage(*outcome.message);
+}
+
+HookOutcome decode_outcome(proto::HookResult::Reader in)
+{
+    HookOutcome out;
+    out.code = in.getCode() <= 0 ? in.getCode() : -EPROTO;
+    if (out.code != 0 && in.hasMessage())
+        out.message = text_of(in.getMessage());
+    return out;
+}
+
+} // namespace bh::host

@@ -1,0 +1,24 @@
+// HookCall <-> proto/plugin_host.capnp: how hook arguments cross the process boundary.
+#pragma once
+
+#include "host/plugin-runtime.h"
+
+#include <proto/plugin_host.capnp.h>
+
+namespace bh::host {
+
+// The PluginHost method of each hook takes (session[, customConfigFlags | distribution]); these
+// fill and read those parameters.
+void encode_session(const SessionArgs& session, proto::SessionInfo::Builder out);
+void encode_distro(const DistroArgs& distro, proto::DistributionInfo::Builder out);
+SessionArgs decode_session(proto::SessionInfo::Reader in);
+// A distribution id that is not 16 bytes is a protocol violation: an Error.
+Result<DistroArgs> decode_distro(proto::DistributionInfo::Reader in);
+
+void encode_outcome(const HookOutcome& outcome, proto::HookResult::Builder out);
+HookOutcome decode_outcome(proto::HookResult::Reader in);
+
+// 16 bytes of capnp Data as a Uuid; nullopt for any other size.
+std::optional<Uuid> uuid_of(capnp::Data::Reader data);
+
+} // namespace bh::host

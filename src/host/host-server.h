@@ -1,0 +1,43 @@
+// HostServer: the PluginHost end of proto/plugin_host.capnp inside bulkhead-pluginhost.
+#pragma once
+
+#include "host/plugin-runtime.h"
+
+#include <proto/plugin_host.capnp.h>
+
+namespace bh::host {
+
+// Thread affinity: the host's IPC event-loop thread. Plugin code runs on the runtime's hook
+// thread; the plugin's calls back arrive through the stubs and leave as PluginHostCallback calls.
+class HostServer final : public proto::PluginHost::Server, public CallTarget {
+public:
+    HostServer() = default;
+    ~HostServer() noexcept(false) override;
+
+    bool initialized() const { return m_runtime != nullptr; }
+
+    // CallTarget: the plugin's service functions, forwarded to the service.
+    kj::Promise<int> mount_folder(
+        uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name) override;
+    kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
+        std::vector<std::string> argv) override;
+
+protected:
+    kj::Promise<void> initialize(InitializeContext context) override;
+    kj::Promise<void> onVmStarted(OnVmStartedContext context) override;
+    kj::Promise<void> onVmStopping(OnVmStoppingContext context) override;
+    kj::Promise<void> onDistributionStarted(OnDistributionStartedContext context) override;
+    kj::Promise<void> onDistributionStopping(OnDistributionStoppingContext context) override;
+    kj::Promise<void> onDistributionRegistered(OnDistributionRegisteredContext context) override;
+    kj::Promise<void> onDistributionUnregistered(OnDistributionUnregisteredContext context) override;
+
+private:
+    template<typename Context> kj::Promise<void> run_distro_hook(Hook hook, Context context);
+    kj::Promise<void> run(HookCall call, proto::HookResult::Builder result);
+
+    kj::Own<PluginRuntime> m_runtime;
+    kj::Maybe<proto::PluginHostCallback::Client> m_callback;
+    bool m_initializing = false;
+};
+
+} // namespace bh::host

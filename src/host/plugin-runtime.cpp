@@ -1,0 +1,383 @@
+// PluginRuntime and the C stubs: where plugin code is called, and where it calls us back.
+#include "host/plugin-runtime.h"
+
+#include "base/log.h"
+
+#include <condition_variable>
+#include <deque>
+#include <dlfcn.h>
+#include <kj/function.h>
+#include <fcntl.h>
+#include <mutex>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+namespace bh::host {
+
+namespace {
+
+    constexpr size_t max_argv = 4096;
+    constexpr size_t max_text = 4096;
+
+    // --- The route from the stubs to an event loop -----------------------------------------
+    //
+    // Plugins may call the stubs from any thread until the process exits, so everything a stub
+    // touches is process-lifetime: the Route is allocated once and never freed. The executor is
+    // refcounted; once its loop is gone, executeSync() throws and the stub returns -ESHUTDOWN.
+    // `target` and `canceler` are touched only on the loop's thread (inside executeSync or by
+    // route_stubs_to/unroute_stubs), so the mutex guards only the executor handoff.
+    struct Route {
+        std::mutex mutex;
+        kj::Own<const kj::Executor> executor;
+        CallTarget* target = nullptr;
+        kj::Maybe<kj::Own<kj::Canceler>> canceler;
+        bh_plugin_api_v1 api {};
+    };
+
+    Route& route()
+    {
+        static Route* instance = new Route; // never freed, on purpose (see above)
+        return *instance;
+    }
+
+    // What a stub returns once the route is cut.
+    template<typename T> T shut_down();
+    template<> int shut_down<int>()
+    {
+        return -ESHUTDOWN;
+    }
+    template<> Result<Fd> shut_down<Result<Fd>>()
+    {
+        return Error { -ESHUTDOWN, "the service connection is closed" };
+    }
+
+    // Runs `call(target)` on the routed loop and blocks this (plugin) thread for its result.
+    template<typename T, typename Call> T call_service(Call&& call)
+    {
+        Route& r = route();
+        kj::Own<const kj::Executor> executor;
+        {
+            std::lock_guard lock(r.mutex);
+            if (!r.executor)
+                return shut_down<T>();
+            executor = r.executor->addRef();
+        }
+        try {
+            return executor->executeSync([&]() -> kj::Promise<T> {
+                KJ_IF_MAYBE (canceler, route().canceler) {
+                    if (route().target)
+                        return (*canceler)->wrap(call(*route().target));
+                }
+                return shut_down<T>();
+            });
+        } catch (const kj::Exception&) {
+            return shut_down<T>();
+        }
+    }
+
+    // --- plugin_error ------------------------------------------------------------------------
+
+    // The hook running on this thread, if any: plugin_error is legal only there.
+    struct HookFrame {
+        bool veto = false;
+        bool used = false;
+        std::optional<std::string> message;
+    };
+    thread_local HookFrame* t_frame = nullptr;
+
+    int stub_plugin_error(const char* message)
+    {
+        HookFrame* frame = t_frame;
+        if (!frame || !frame->veto)
+            return BH_E_ILLEGAL_METHOD_CALL;
+        if (!message)
+            return -EINVAL;
+        if (frame->used)
+            return BH_E_ILLEGAL_STATE_CHANGE;
+        frame->used = true;
+        frame->message = std::string(message, strnlen(message, max_text));
+        return 0;
+    }
+
+    // --- mount_folder and execute_binary* ------------------------------------------------------
+
+    int stub_mount_folder(
+        bh_session_id session, const char* host_path, const char* vm_path, int read_only, const char* name)
+    {
+        if (!host_path || !vm_path)
+            return -EINVAL;
+        // Opened here, with the plugin's rights, so a folder it cannot reach is never mounted.
+        Fd dir(::open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!dir)
+            return -errno;
+        std::string vm(vm_path, strnlen(vm_path, max_text));
+        std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
+        return call_service<int>(
+            [&](CallTarget& target) {
+                return target.mount_folder(session, std::move(dir), std::move(vm), read_only != 0, label);
+            });
+    }
+
+    int execute(bh_session_id session, std::optional<Uuid> distro, const char* path, const char* const* argv,
+        int* out_fd)
+    {
+        if (!out_fd)
+            return -EINVAL;
+        *out_fd = -1;
+        if (!path || !argv)
+            return -EINVAL;
+        std::vector<std::string> args;
+        for (size_t i = 0; argv[i]; ++i) {
+            if (i == max_argv)
+                return -E2BIG;
+            args.emplace_back(argv[i], strnlen(argv[i], max_text));
+        }
+        std::string program(path, strnlen(path, max_text));
+        Result<Fd> socket = call_service<Result<Fd>>(
+            [&](CallTarget& target) { return target.execute(session, distro, std::move(program), std::move(args)); });
+        if (!socket)
+            return socket.error().code;
+        *out_fd = socket->release();
+        return 0;
+    }
+
+    int stub_execute_binary(bh_session_id session, const char* path, const char* const* argv, int* out_fd)
+    {
+        return execute(session, std::nullopt, path, argv, out_fd);
+    }
+
+    int stub_execute_in_distribution(bh_session_id session, const bh_uuid* distribution, const char* path,
+        const char* const* argv, int* out_fd)
+    {
+        if (!distribution) {
+            if (out_fd)
+                *out_fd = -1;
+            return -EINVAL;
+        }
+        Uuid id;
+        std::copy(std::begin(distribution->bytes), std::end(distribution->bytes), id.bytes.begin());
+        return execute(session, id, path, argv, out_fd);
+    }
+
+} // namespace
+
+// --- Routing -----------------------------------------------------------------------------------
+
+bh_version parse_version(const char* text)
+{
+    bh_version version {};
+    if (sscanf(text, "%u.%u.%u", &version.major, &version.minor, &version.revision) < 1)
+        version = {};
+    return version;
+}
+
+void route_stubs_to(CallTarget& target, bh_version version)
+{
+    Route& r = route();
+    std::lock_guard lock(r.mutex);
+    r.executor = kj::getCurrentThreadExecutor().addRef();
+    r.target = &target;
+    r.canceler = kj::heap<kj::Canceler>();
+    // The container-session functions stay NULL: this service version does not offer them.
+    r.api.version = version;
+    r.api.mount_folder = stub_mount_folder;
+    r.api.execute_binary = stub_execute_binary;
+    r.api.plugin_error = stub_plugin_error;
+    r.api.execute_binary_in_distribution = stub_execute_in_distribution;
+}
+
+void unroute_stubs()
+{
+    Route& r = route();
+    std::lock_guard lock(r.mutex);
+    r.executor = nullptr;
+    r.target = nullptr;
+    KJ_IF_MAYBE (canceler, r.canceler)
+        (*canceler)->cancel("the plugin's service connection is closing");
+    r.canceler = nullptr;
+}
+
+// --- The hook thread ---------------------------------------------------------------------------
+
+const char* hook_name(Hook hook)
+{
+    switch (hook) {
+    case Hook::vm_started:
+        return "on_vm_started";
+    case Hook::vm_stopping:
+        return "on_vm_stopping";
+    case Hook::distribution_started:
+        return "on_distribution_started";
+    case Hook::distribution_stopping:
+        return "on_distribution_stopping";
+    case Hook::distribution_registered:
+        return "on_distribution_registered";
+    case Hook::distribution_unregistered:
+        return "on_distribution_unregistered";
+    }
+    return "unknown hook";
+}
+
+bool is_veto(Hook hook)
+{
+    return hook == Hook::vm_started || hook == Hook::distribution_started;
+}
+
+// Shared by the runtime and its thread, so a thread outliving its runtime (a plugin stuck in a
+// hook) still owns what it reads.
+struct PluginRuntime::State {
+    std::string name;
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::deque<kj::Function<void()>> jobs;
+    bool stopping = false;
+    bh_plugin_hooks_v1 hooks {}; // written by load() and read by run(), both on the hook thread
+
+    void serve()
+    {
+        for (;;) {
+            kj::Function<void()> job;
+            {
+                std::unique_lock lock(mutex);
+                wake.wait(lock, [this] { return stopping || !jobs.empty(); });
+                if (stopping)
+                    return;
+                job = std::move(jobs.front());
+                jobs.pop_front();
+            }
+            job();
+        }
+    }
+
+    void post(kj::Function<void()> job)
+    {
+        std::lock_guard lock(mutex);
+        jobs.push_back(std::move(job));
+        wake.notify_one();
+    }
+
+    Result<uint32_t> load(const std::string& path);
+    HookOutcome run(const HookCall& call);
+};
+
+PluginRuntime::PluginRuntime(std::string name)
+    : m_state(std::make_shared<State>())
+{
+    m_state->name = std::move(name);
+    std::thread([state = m_state]() { state->serve(); }).detach();
+}
+
+PluginRuntime::~PluginRuntime()
+{
+    std::lock_guard lock(m_state->mutex);
+    m_state->stopping = true;
+    m_state->jobs.clear(); // their fulfillers reject the pending promises
+    m_state->wake.notify_one();
+}
+
+namespace {
+
+    int entry_failure(int code)
+    {
+        return code < 0 ? code : -EPROTO;
+    }
+
+} // namespace
+
+Result<uint32_t> PluginRuntime::State::load(const std::string& path)
+{
+    struct stat st {};
+    if (::stat(path.c_str(), &st) < 0)
+        return Error::from_errno(errno, "cannot load plugin '" + name + "' from " + path);
+    void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!library)
+        return Error { -ENOEXEC, "cannot load plugin '" + name + "': " + dlerror() };
+    auto entry = reinterpret_cast<bh_plugin_entry_v1_fn>(dlsym(library, "bh_plugin_entry_v1"));
+    if (!entry)
+        return Error { -ENOEXEC, "plugin '" + name + "' (" + path + ") does not export bh_plugin_entry_v1" };
+    hooks = {};
+    int rc = entry(&route().api, &hooks);
+    if (rc != 0)
+        return Error { entry_failure(rc),
+            "the entry point of plugin '" + name + "' failed: " + bh_result_name(rc) };
+    uint32_t mask = 0;
+    void* const* slots = reinterpret_cast<void* const*>(&hooks);
+    for (uint32_t i = 0; i < sizeof(hooks) / sizeof(void*); ++i)
+        mask |= slots[i] ? (1u << i) : 0;
+    return mask;
+}
+
+namespace {
+
+    const char* nullable(const std::optional<std::string>& text)
+    {
+        return text ? text->c_str() : nullptr;
+    }
+
+    int invoke(const bh_plugin_hooks_v1& hooks, const HookCall& call)
+    {
+        bh_session_info session { call.session.session_id, call.session.uid, call.session.gid,
+            call.session.user_name.c_str() };
+        const DistroArgs& d = call.distro;
+        bh_uuid id {};
+        std::copy(d.id.bytes.begin(), d.id.bytes.end(), id.bytes);
+        bh_distribution_info online { id, d.name.c_str(), d.pid_namespace, nullable(d.package), d.init_pid,
+            nullable(d.flavor), nullable(d.version) };
+        bh_offline_distribution_info offline { id, d.name.c_str(), nullable(d.package), nullable(d.flavor),
+            nullable(d.version) };
+        bh_vm_settings settings { call.custom_config_flags };
+        switch (call.hook) {
+        case Hook::vm_started:
+            return hooks.on_vm_started ? hooks.on_vm_started(&session, &settings) : 0;
+        case Hook::vm_stopping:
+            return hooks.on_vm_stopping ? hooks.on_vm_stopping(&session) : 0;
+        case Hook::distribution_started:
+            return hooks.on_distribution_started ? hooks.on_distribution_started(&session, &online) : 0;
+        case Hook::distribution_stopping:
+            return hooks.on_distribution_stopping ? hooks.on_distribution_stopping(&session, &online) : 0;
+        case Hook::distribution_registered:
+            return hooks.on_distribution_registered ? hooks.on_distribution_registered(&session, &offline) : 0;
+        case Hook::distribution_unregistered:
+            return hooks.on_distribution_unregistered ? hooks.on_distribution_unregistered(&session, &offline)
+                                                      : 0;
+        }
+        return 0;
+    }
+
+} // namespace
+
+HookOutcome PluginRuntime::State::run(const HookCall& call)
+{
+    HookFrame frame { is_veto(call.hook) };
+    t_frame = &frame; // plugin_error is reset at each hook and legal only on this thread
+    int rc = invoke(hooks, call);
+    t_frame = nullptr;
+    HookOutcome outcome;
+    if (rc < 0) {
+        outcome.code = rc;
+        if (frame.veto)
+            outcome.message = std::move(frame.message);
+    }
+    return outcome;
+}
+
+kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path)
+{
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<uint32_t>>();
+    m_state->post([state = m_state.get(), path = std::move(path), fulfiller = kj::mv(paf.fulfiller)]() mutable {
+        fulfiller->fulfill(state->load(path));
+    });
+    return kj::mv(paf.promise);
+}
+
+kj::Promise<HookOutcome> PluginRuntime::run(HookCall call)
+{
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<HookOutcome>();
+    m_state->post([state = m_state.get(), call = std::move(call), fulfiller = kj::mv(paf.fulfiller)]() mutable {
+        fulfiller->fulfill(state->run(call));
+    });
+    return kj::mv(paf.promise);
+}
+
+} // namespace bh::host

@@ -1,0 +1,114 @@
+// PluginRuntime: one loaded plugin, its hook thread, and the C stubs of bh_plugin_api_v1.
+//
+// Shared by bulkhead-pluginhost (one plugin per process) and by bulkheadd's in-process mode
+// (isolation = "none"), so both give plugins the same semantics: the entry point and every hook
+// run on the plugin's own hook thread, one at a time; the service functions are callable from
+// any thread and are carried to an event loop by a kj::Executor.
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "base/uuid.h"
+
+#include <bulkhead/plugin_api.h>
+#include <kj/async.h>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bh::host {
+
+// The hooks of this version, in bh_plugin_hooks_v1 order (bit i of a hook mask is hook i).
+enum class Hook : uint32_t {
+    vm_started = 0,
+    vm_stopping = 1,
+    distribution_started = 2,
+    distribution_stopping = 3,
+    distribution_registered = 4,
+    distribution_unregistered = 5,
+};
+const char* hook_name(Hook hook);
+// Veto hooks can fail the operation that fired them; only they may call plugin_error.
+bool is_veto(Hook hook);
+
+struct SessionArgs {
+    uint32_t session_id = 0;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    std::string user_name;
+};
+
+// A distribution, online or offline; nullopt fields reach the plugin as NULL.
+struct DistroArgs {
+    Uuid id;
+    std::string name;
+    uint64_t pid_namespace = 0;
+    uint32_t init_pid = 0;
+    std::optional<std::string> package;
+    std::optional<std::string> flavor;
+    std::optional<std::string> version;
+};
+
+// Everything one hook call needs, owned (the C structs point into it during the call).
+struct HookCall {
+    Hook hook = Hook::vm_started;
+    SessionArgs session;
+    uint32_t custom_config_flags = 0; // vm_started only
+    DistroArgs distro; // distribution_* only
+};
+
+struct HookOutcome {
+    int code = 0; // 0, or the negative code the hook returned
+    std::optional<std::string> message; // plugin_error's text, only with a failing veto hook
+};
+
+// What the stubs reach, implemented on one event-loop thread (the host's IPC loop, or the
+// service's loop in-process). Plugin threads never call these directly: the stubs run them on
+// that loop through its executor and block until the promise resolves.
+class CallTarget {
+public:
+    virtual ~CallTarget() noexcept(false) = default;
+    virtual kj::Promise<int> mount_folder(
+        uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name)
+        = 0;
+    // `distro` empty: the VM's root namespace.
+    virtual kj::Promise<Result<Fd>> execute(
+        uint32_t session, std::optional<Uuid> distro, std::string path, std::vector<std::string> argv)
+        = 0;
+};
+
+// Points the process's stubs at `target`, served on the calling thread's event loop. Call it on
+// that loop's thread. `version` is what plugins see as api->version.
+void route_stubs_to(CallTarget& target, bh_version version);
+// Cuts the route (on the same thread): stubs called later fail with -ESHUTDOWN, and stubs in
+// flight fail instead of waiting. Nothing a stub touches is ever freed (see the .cpp).
+void unroute_stubs();
+// The version handed to plugins, parsed from "major.minor.revision".
+bh_version parse_version(const char* text);
+
+// One plugin: its dlopen handle, hooks table and hook thread. Thread affinity: an event-loop
+// thread; load() and run() queue their work to the hook thread (one job at a time, in order)
+// and resolve on the caller's loop. Destroying it stops the hook thread once the running job
+// returns; a plugin stuck in a hook keeps its thread (detached), never the caller. The library
+// is never unloaded: threads the plugin started may still be running its code.
+class PluginRuntime {
+public:
+    explicit PluginRuntime(std::string name);
+    ~PluginRuntime();
+    PluginRuntime(const PluginRuntime&) = delete;
+    PluginRuntime& operator=(const PluginRuntime&) = delete;
+
+    // dlopen(RTLD_NOW | RTLD_LOCAL) and the entry point; on success, the mask of hooks it set
+    // (bit i: hook i of bh_plugin_hooks_v1).
+    kj::Promise<Result<uint32_t>> load(std::string path);
+    // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
+    kj::Promise<HookOutcome> run(HookCall call);
+
+    struct State;
+
+private:
+    std::shared_ptr<State> m_state;
+};
+
+} // namespace bh::host

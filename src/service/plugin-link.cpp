@@ -1,0 +1,404 @@
+// PluginLink implementations: a bulkhead-pluginhost process, or the plugin loaded in-process.
+#include "service/plugin-link.h"
+
+#include "base/log.h"
+#include "base/spawn.h"
+#include "host/hook-codec.h"
+#include "ipc/fd-cap.h"
+#include "ipc/process-watch.h"
+#include "service/host-cgroup.h"
+
+#include <fcntl.h>
+#include <proto/plugin_host.capnp.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace bh::service {
+
+namespace {
+
+    constexpr size_t max_text = 4096;
+    constexpr size_t max_argv = 4096;
+    // A host whose connection broke gets this long to exit by itself before we SIGKILL it, so a
+    // crash is reported with its own signal rather than ours.
+    constexpr auto exit_grace = 2 * kj::SECONDS;
+    // Forwarded stderr: lines longer than this are cut, and at most this many lines a second are
+    // logged per plugin; the rest are counted, so a flood costs the service little.
+    constexpr size_t max_line = 4096;
+    constexpr unsigned max_lines_per_second = 200;
+
+    // --- The plugin's calls back: validated, then served by the service ----------------------
+
+    // A host that sends something malformed is cut off: `violation` kills it and blames it.
+    class CallbackServer final : public proto::PluginHostCallback::Server {
+    public:
+        CallbackServer(host::CallTarget& target, kj::Function<void(std::string)> violation)
+            : m_target(target)
+            , m_violation(kj::mv(violation))
+        {
+        }
+
+    protected:
+        kj::Promise<void> mountFolder(MountFolderContext context) override
+        {
+            auto params = context.getParams();
+            if (params.getVmPath().size() > max_text || params.getName().size() > max_text)
+                return reject("a mount_folder path or name longer than 4096 bytes");
+            std::string vm_path = params.getVmPath().cStr();
+            std::string name = params.getName().cStr();
+            uint32_t session = params.getSession();
+            return ipc::unwrap_fd(params.getHostDir())
+                .then([this, context, session, vm_path, name](Result<Fd> dir) mutable -> kj::Promise<void> {
+                    if (!dir)
+                        return reject("a mount_folder without a directory fd");
+                    return m_target.mount_folder(session, std::move(dir.value()), vm_path, context.getParams().getReadOnly(), name)
+                        .then([context](int code) mutable { context.getResults().setCode(code); });
+                });
+        }
+
+        kj::Promise<void> executeBinary(ExecuteBinaryContext context) override
+        {
+            auto params = context.getParams();
+            std::optional<Uuid> distro;
+            if (params.hasDistribution()) {
+                distro = host::uuid_of(params.getDistribution());
+                if (!distro)
+                    return reject("a distribution id that is not 16 bytes");
+            }
+            if (params.getPath().size() > max_text || params.getArgv().size() > max_argv)
+                return reject("an execute_binary path or argv over the limits");
+            std::vector<std::string> argv;
+            for (auto arg : params.getArgv()) {
+                if (arg.size() > max_text)
+                    return reject("an execute_binary argument longer than 4096 bytes");
+                argv.emplace_back(arg.cStr());
+            }
+            return m_target.execute(params.getSession(), distro, params.getPath().cStr(), std::move(argv))
+                .then([context](Result<Fd> socket) mutable {
+                    auto results = context.getResults();
+                    if (!socket)
+                        return results.setCode(socket.error().code);
+                    results.setSocket(ipc::wrap_fd(std::move(socket.value())));
+                });
+        }
+
+    private:
+        kj::Promise<void> reject(std::string why)
+        {
+            m_violation("sent " + why);
+            return KJ_EXCEPTION(FAILED, "invalid request from the plugin host", why);
+        }
+
+        host::CallTarget& m_target;
+        kj::Function<void(std::string)> m_violation;
+    };
+
+    // --- stderr forwarding -------------------------------------------------------------------
+
+    class StderrForwarder {
+    public:
+        StderrForwarder(kj::Own<kj::AsyncInputStream> pipe, std::string name)
+            : m_pipe(kj::mv(pipe))
+            , m_name(std::move(name))
+        {
+        }
+
+        kj::Promise<void> run()
+        {
+            return m_pipe->tryRead(m_buffer, 1, sizeof(m_buffer)).then([this](size_t n) -> kj::Promise<void> {
+                if (n == 0) {
+                    flush_partial();
+                    return kj::READY_NOW;
+                }
+                consume(kj::StringPtr(m_buffer, n).begin(), n);
+                return run();
+            });
+        }
+
+    private:
+        void consume(const char* data, size_t n)
+        {
+            for (size_t i = 0; i < n; ++i) {
+                if (data[i] == '\n') {
+                    emit();
+                } else if (m_line.size() < max_line) {
+                    m_line.push_back(data[i]);
+                }
+            }
+        }
+
+        void flush_partial()
+        {
+            if (!m_line.empty())
+                emit();
+        }
+
+        void emit()
+        {
+            time_t now = time(nullptr);
+            if (now != m_window) {
+                if (m_dropped > 0)
+                    log_warning("plugin " + m_name + ": " + std::to_string(m_dropped) + " lines of output suppressed");
+                m_window = now;
+                m_lines = 0;
+                m_dropped = 0;
+            }
+            if (++m_lines <= max_lines_per_second)
+                log_info("plugin " + m_name + ": " + m_line);
+            else
+                ++m_dropped;
+            m_line.clear();
+        }
+
+        kj::Own<kj::AsyncInputStream> m_pipe;
+        std::string m_name;
+        char m_buffer[16384];
+        std::string m_line;
+        time_t m_window = 0;
+        unsigned m_lines = 0;
+        unsigned m_dropped = 0;
+    };
+
+    std::string describe_exit(int status)
+    {
+        if (WIFSIGNALED(status))
+            return std::string("killed by signal SIG") + sigabbrev_np(WTERMSIG(status));
+        return "exited with status " + std::to_string(WEXITSTATUS(status));
+    }
+
+    // --- A plugin in its own host process -----------------------------------------------------
+
+    class ProcessLink final : public PluginLink {
+    public:
+        ProcessLink(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls, HostCgroup cgroup,
+            ChildProcess host, Fd channel, Fd output)
+            : m_env(env)
+            , m_config(config)
+            , m_cgroup(std::move(cgroup))
+            , m_host(std::move(host))
+            , m_connection(kj::heap<ipc::Connection>(env.provider, std::move(channel), capnp::rpc::twoparty::Side::CLIENT))
+            , m_client(m_connection->bootstrap().castAs<proto::PluginHost>())
+            , m_callback(kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); }))
+            , m_output(kj::heap<StderrForwarder>(
+                  env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP), config.name))
+            , m_forwarding(m_output->run().eagerlyEvaluate(nullptr))
+            , m_death(watch().fork())
+        {
+        }
+
+        kj::Promise<Result<uint32_t>> load() override
+        {
+            auto request = m_client.initializeRequest();
+            request.setMajor(proto::PLUGIN_HOST_MAJOR);
+            request.setMinor(proto::PLUGIN_HOST_MINOR);
+            request.setPluginPath(m_config.path);
+            request.setPluginName(m_config.name);
+            bh_version v = host::parse_version(m_env.service_version.c_str());
+            auto version = request.initServiceVersion();
+            version.setMajor(v.major);
+            version.setMinor(v.minor);
+            version.setRevision(v.revision);
+            request.setCallback(kj::mv(m_callback));
+            return abandon_on_failure(request.send()).then([](auto reply) -> Result<uint32_t> {
+                BH_TRY(ipc::to_status(reply.getOutcome()));
+                if (reply.getMajor() != proto::PLUGIN_HOST_MAJOR)
+                    return Error { -EPROTONOSUPPORT,
+                        "the plugin host speaks protocol " + std::to_string(reply.getMajor()) + ".x, the service "
+                            + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
+                return reply.getHooks();
+            });
+        }
+
+        kj::Promise<host::HookOutcome> call(host::HookCall call) override
+        {
+            switch (call.hook) {
+            case host::Hook::vm_started: {
+                auto request = m_client.onVmStartedRequest();
+                host::encode_session(call.session, request.initSession());
+                request.setCustomConfigFlags(call.custom_config_flags);
+                return outcome_of(request.send());
+            }
+            case host::Hook::vm_stopping: {
+                auto request = m_client.onVmStoppingRequest();
+                host::encode_session(call.session, request.initSession());
+                return outcome_of(request.send());
+            }
+            case host::Hook::distribution_started:
+                return distro_call(m_client.onDistributionStartedRequest(), call);
+            case host::Hook::distribution_stopping:
+                return distro_call(m_client.onDistributionStoppingRequest(), call);
+            case host::Hook::distribution_registered:
+                return distro_call(m_client.onDistributionRegisteredRequest(), call);
+            case host::Hook::distribution_unregistered:
+                return distro_call(m_client.onDistributionUnregisteredRequest(), call);
+            }
+            return KJ_EXCEPTION(FAILED, "unknown hook");
+        }
+
+        pid_t pid() const override { return m_host.pid(); }
+        kj::Promise<std::string> on_death() override { return m_death.addBranch(); }
+        void terminate() override
+        {
+            m_killed_by_us = true;
+            (void)m_host.kill(SIGKILL);
+        }
+
+    private:
+        template<typename Request> kj::Promise<host::HookOutcome> distro_call(Request request, const host::HookCall& call)
+        {
+            host::encode_session(call.session, request.initSession());
+            host::encode_distro(call.distro, request.initDistribution());
+            return outcome_of(request.send());
+        }
+
+        template<typename Reply> kj::Promise<host::HookOutcome> outcome_of(Reply reply)
+        {
+            return abandon_on_failure(kj::mv(reply)).then(
+                [](auto response) { return host::decode_outcome(response.getResult()); });
+        }
+
+        // A call that fails while the host lives on (it answered with an exception) still means
+        // a broken host: unless it dies by itself within the grace period, it is killed.
+        template<typename T> kj::Promise<capnp::Response<T>> abandon_on_failure(capnp::RemotePromise<T> reply)
+        {
+            return reply.catch_([this](kj::Exception&& e) -> kj::Promise<capnp::Response<T>> {
+                std::string why = e.getDescription().cStr();
+                m_abandon = m_env.timer.afterDelay(exit_grace)
+                                .then([this, why]() { blame("failed a call (" + why + ")"); })
+                                .eagerlyEvaluate(nullptr);
+                return kj::mv(e);
+            });
+        }
+
+        // The host is dead once its process exits, or its connection drops and it then exits
+        // (within the grace period, or by our SIGKILL).
+        kj::Promise<std::string> watch()
+        {
+            auto broke = m_connection->on_disconnect().then([this]() {
+                return ipc::when_exited(m_env.port, m_host.pidfd()).exclusiveJoin(m_env.timer.afterDelay(exit_grace).then([this]() {
+                    m_killed_by_us = true;
+                    (void)m_host.kill(SIGKILL);
+                    return ipc::when_exited(m_env.port, m_host.pidfd());
+                }));
+            });
+            auto exited = ipc::when_exited(m_env.port, m_host.pidfd()).exclusiveJoin(kj::mv(broke));
+            return exited.then([this]() { return drain(); }).then([this]() {
+                auto status = m_host.try_wait();
+                std::string cause = status ? describe_exit(*status) : std::string("ended");
+                if (!m_blame.empty())
+                    cause = m_blame + "; " + (m_killed_by_us ? "killed" : cause);
+                else if (m_killed_by_us)
+                    cause = "broke its connection and was killed";
+                return cause;
+            });
+        }
+
+        // Kills what the plugin left running and waits (bounded) until it is gone, so a failed
+        // operation returns only once nothing of the plugin remains.
+        kj::Promise<void> drain(unsigned attempts = 100)
+        {
+            m_cgroup.kill();
+            if (!m_cgroup.populated() || attempts == 0) {
+                if (Status removed = m_cgroup.remove(); !removed)
+                    log_warning(removed.error().message);
+                return kj::READY_NOW;
+            }
+            return m_env.timer.afterDelay(20 * kj::MILLISECONDS).then([this, attempts]() { return drain(attempts - 1); });
+        }
+
+        void blame(std::string why)
+        {
+            if (m_blame.empty())
+                m_blame = std::move(why);
+            m_killed_by_us = true;
+            (void)m_host.kill(SIGKILL);
+        }
+
+        PluginEnvironment& m_env;
+        PluginConfig m_config;
+        HostCgroup m_cgroup; // destroyed after m_host is reaped
+        ChildProcess m_host;
+        kj::Own<ipc::Connection> m_connection;
+        proto::PluginHost::Client m_client;
+        proto::PluginHostCallback::Client m_callback;
+        kj::Own<StderrForwarder> m_output;
+        kj::Promise<void> m_forwarding;
+        std::string m_blame;
+        bool m_killed_by_us = false;
+        kj::Promise<void> m_abandon = nullptr;
+        kj::ForkedPromise<std::string> m_death;
+    };
+
+    // --- A plugin inside the service ---------------------------------------------------------
+
+    class InProcessLink final : public PluginLink {
+    public:
+        explicit InProcessLink(const PluginConfig& config)
+            : m_path(config.path)
+            , m_runtime(kj::heap<host::PluginRuntime>(config.name))
+        {
+        }
+
+        kj::Promise<Result<uint32_t>> load() override { return m_runtime->load(m_path); }
+        kj::Promise<host::HookOutcome> call(host::HookCall call) override { return m_runtime->run(std::move(call)); }
+        pid_t pid() const override { return 0; }
+        kj::Promise<std::string> on_death() override { return kj::NEVER_DONE; }
+        void terminate() override { } // nothing to end: it shares our process
+
+    private:
+        std::string m_path;
+        kj::Own<host::PluginRuntime> m_runtime;
+    };
+
+    Result<std::array<Fd, 2>> socket_pair()
+    {
+        int fds[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+            return Error::from_errno(errno, "cannot create a plugin host socket pair");
+        return std::array<Fd, 2> { Fd(fds[0]), Fd(fds[1]) };
+    }
+
+    Result<std::array<Fd, 2>> output_pipe()
+    {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
+            return Error::from_errno(errno, "cannot create a plugin host output pipe");
+        return std::array<Fd, 2> { Fd(fds[0]), Fd(fds[1]) };
+    }
+
+} // namespace
+
+Result<kj::Own<PluginLink>> start_plugin_host(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls)
+{
+    auto sockets = socket_pair();
+    auto pipe = output_pipe();
+    Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!sockets || !pipe || !null)
+        return !sockets ? sockets.take_error() : !pipe ? pipe.take_error() : Error::from_errno(errno, "cannot open /dev/null");
+    auto cgroup = HostCgroup::create(config.name);
+    if (!cgroup)
+        return Error { cgroup.error().code, "cannot contain plugin '" + config.name + "': " + cgroup.error().message };
+    SpawnPlan plan;
+    plan.path = "bulkhead-pluginhost";
+    plan.exec_fd = env.host_exe_fd;
+    plan.argv = { "bulkhead-pluginhost", config.name };
+    plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+    plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 }, { (*sockets)[1].get(), 3 },
+        { cgroup->fd(), 4 } };
+    plan.die_with_parent = true;
+    auto host = spawn_process(plan);
+    if (!host)
+        return Error { host.error().code, "cannot start the host of plugin '" + config.name + "': " + host.error().message };
+    log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")");
+    return kj::Own<PluginLink>(kj::heap<ProcessLink>(
+        env, config, calls, std::move(cgroup.value()), std::move(host.value()), std::move((*sockets)[0]),
+        std::move((*pipe)[0])));
+}
+
+kj::Own<PluginLink> load_in_process(const PluginConfig& config)
+{
+    return kj::heap<InProcessLink>(config);
+}
+
+} // namespace bh::service

@@ -1,0 +1,49 @@
+// PluginLink: the service's handle on one loaded plugin, in its own host process or in-process.
+#pragma once
+
+#include "base/child-process.h"
+#include "host/plugin-runtime.h"
+#include "service/config.h"
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <kj/timer.h>
+
+namespace bh::service {
+
+// What starting plugin hosts needs from the service; outlives every link.
+struct PluginEnvironment {
+    kj::LowLevelAsyncIoProvider& provider;
+    kj::UnixEventPort& port;
+    kj::Timer& timer;
+    int host_exe_fd = -1; // O_PATH fd of bulkhead-pluginhost, executed with execveat
+    std::string service_version;
+};
+
+// Thread affinity: the service's event-loop thread (which must also be the thread that lives as
+// long as the service: a host's parent-death signal is tied to the thread that spawned it).
+class PluginLink {
+public:
+    virtual ~PluginLink() noexcept(false) = default;
+    // Loads the plugin (dlopen and entry point): its hook mask, or why it failed.
+    virtual kj::Promise<Result<uint32_t>> load() = 0;
+    // Runs one hook. Rejects (a kj::Exception) when the host died or broke the protocol.
+    virtual kj::Promise<host::HookOutcome> call(host::HookCall call) = 0;
+    // The host's pid; 0 in-process.
+    virtual pid_t pid() const = 0;
+    // Resolves once the host is dead and reaped, with what ended it ("killed by signal SIGKILL").
+    // Never resolves in-process.
+    virtual kj::Promise<std::string> on_death() = 0;
+    // Ends the host now (a plugin that failed to load); its death is then reported as usual.
+    virtual void terminate() = 0;
+};
+
+// Spawns bulkhead-pluginhost for `config` (never fork()ing the service), connected by a socketpair;
+// its stdout and stderr are forwarded to the service log, each line prefixed with the plugin's
+// name. `calls` serves the plugin's service functions.
+Result<kj::Own<PluginLink>> start_plugin_host(
+    PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls);
+// Loads the plugin into the service itself (isolation = "none"): same dispatch, no isolation.
+kj::Own<PluginLink> load_in_process(const PluginConfig& config);
+
+} // namespace bh::service

@@ -1,0 +1,254 @@
+// PluginManager: activation, hook delivery in configuration order, and the crash policy.
+#include "service/plugin-manager.h"
+
+#include "base/log.h"
+
+#include <algorithm>
+
+namespace bh::service {
+
+using host::Hook;
+using host::HookCall;
+using host::HookOutcome;
+
+namespace {
+
+    // The code a dead host's failure carries. The service never hands it to a plugin: it is
+    // what the CLI shows next to the fatal message.
+    constexpr int host_died = -ECONNRESET;
+
+    std::string fatal_message(const std::string& name, const std::optional<std::string>& detail = std::nullopt)
+    {
+        std::string message = "A fatal error was returned by plugin '" + name + "'";
+        if (detail)
+            message += ". Error message: '" + *detail + "'";
+        return message;
+    }
+
+    uint32_t bit(Hook hook)
+    {
+        return 1u << static_cast<uint32_t>(hook);
+    }
+
+} // namespace
+
+const char* state_name(PluginState state)
+{
+    switch (state) {
+    case PluginState::not_loaded:
+        return "not loaded";
+    case PluginState::running:
+        return "running";
+    case PluginState::failed_to_load:
+        return "failed to load";
+    case PluginState::crashed:
+        return "crashed";
+    }
+    return "unknown";
+}
+
+struct PluginManager::Slot {
+    PluginConfig config;
+    PluginState state = PluginState::not_loaded;
+    uint32_t hooks = 0;
+    pid_t pid = 0;
+    std::string cause;
+    std::vector<Hook> in_flight; // hooks sent and not answered, oldest first
+    kj::Own<PluginLink> link;
+    // Resolves once the host's death has been recorded (declared after `link`: destroyed first).
+    kj::Maybe<kj::ForkedPromise<void>> dead;
+};
+
+PluginManager::PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls)
+    : m_env(std::move(env))
+    , m_calls(calls)
+{
+    for (auto& config : configs) {
+        auto slot = kj::heap<Slot>();
+        slot->config = std::move(config);
+        m_slots.push_back(kj::mv(slot));
+    }
+}
+
+PluginManager::~PluginManager()
+{
+    if (m_routed)
+        host::unroute_stubs();
+}
+
+void PluginManager::latch(Error error)
+{
+    if (!m_fatal)
+        m_fatal = std::move(error);
+}
+
+kj::Promise<Status> PluginManager::activate()
+{
+    if (m_activation == nullptr)
+        m_activation = load_from(0).ignoreResult().fork();
+    KJ_IF_MAYBE (activation, m_activation) {
+        return activation->addBranch().then([this]() { return m_fatal ? Status(*m_fatal) : Status(); });
+    }
+    KJ_UNREACHABLE;
+}
+
+kj::Promise<Status> PluginManager::load_from(size_t index)
+{
+    if (index == m_slots.size())
+        return Status();
+    return load_one(*m_slots[index]).then([this, index](Status status) -> kj::Promise<Status> {
+        if (!status)
+            return kj::mv(status); // the rest stay "not loaded": VM creation fails anyway
+        return load_from(index + 1);
+    });
+}
+
+void PluginManager::fail_load(Slot& slot, Error error)
+{
+    slot.state = PluginState::failed_to_load;
+    slot.cause = error.message;
+    log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
+    if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
+        latch({ error.code, "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." });
+    else
+        latch({ error.code, fatal_message(slot.config.name) });
+    if (slot.link)
+        slot.link->terminate();
+}
+
+kj::Promise<Status> PluginManager::load_one(Slot& slot)
+{
+    if (slot.config.error) {
+        fail_load(slot, *slot.config.error);
+        return Status(*m_fatal);
+    }
+    if (slot.config.isolation == Isolation::none) {
+        if (!m_routed)
+            host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()));
+        m_routed = true;
+        slot.link = load_in_process(slot.config);
+    } else {
+        auto link = start_plugin_host(m_env, slot.config, m_calls);
+        if (!link) {
+            fail_load(slot, link.take_error());
+            return Status(*m_fatal);
+        }
+        slot.link = kj::mv(link.value());
+        slot.pid = slot.link->pid();
+        watch(slot);
+    }
+    return slot.link->load().then(
+        [this, &slot](Result<uint32_t> hooks) -> kj::Promise<Status> {
+            if (!hooks) {
+                fail_load(slot, hooks.take_error());
+                return Status(*m_fatal);
+            }
+            slot.state = PluginState::running;
+            slot.hooks = hooks.value();
+            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+            return Status();
+        },
+        [this, &slot](kj::Exception&& e) -> kj::Promise<Status> {
+            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
+            KJ_IF_MAYBE (dead, slot.dead)
+                return dead->addBranch().then([this]() { return Status(*m_fatal); });
+            fail_load(slot, { host_died, e.getDescription().cStr() });
+            return Status(*m_fatal);
+        });
+}
+
+void PluginManager::watch(Slot& slot)
+{
+    auto recorded = slot.link->on_death().then([this, &slot](std::string how) {
+        if (slot.state == PluginState::failed_to_load)
+            return; // we ended it ourselves
+        bool loading = slot.state == PluginState::not_loaded;
+        slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
+        slot.cause = loading ? "its host " + how + " while loading" : how;
+        if (!loading && !slot.in_flight.empty())
+            slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
+        log_error("plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+        latch({ host_died, fatal_message(slot.config.name) });
+    });
+    slot.dead = recorded.fork();
+}
+
+kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
+{
+    Hook hook = call.hook;
+    slot.in_flight.push_back(hook);
+    auto answered = kj::defer([&slot, hook]() {
+        auto it = std::find(slot.in_flight.begin(), slot.in_flight.end(), hook);
+        if (it != slot.in_flight.end())
+            slot.in_flight.erase(it);
+    });
+    return slot.link->call(call)
+        .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
+            log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)
+                + " got no answer: " + e.getDescription().cStr());
+            KJ_IF_MAYBE (dead, slot.dead) // wait until the cause is recorded, so status names it
+                return dead->addBranch().then([]() { return HookOutcome { host_died }; });
+            return HookOutcome { host_died };
+        })
+        .attach(kj::mv(answered));
+}
+
+kj::Promise<Status> PluginManager::notify_veto(HookCall call)
+{
+    return veto_from(0, std::move(call));
+}
+
+kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
+{
+    for (; index < m_slots.size(); ++index) {
+        Slot& slot = *m_slots[index];
+        if (slot.state == PluginState::crashed)
+            return Status(Error { host_died, fatal_message(slot.config.name) });
+        if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
+            continue;
+        auto answer = this->call(slot, call);
+        return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable -> kj::Promise<Status> {
+            if (outcome.code == 0)
+                return veto_from(index + 1, std::move(call));
+            if (slot.state == PluginState::crashed)
+                return Status(Error { host_died, fatal_message(slot.config.name) });
+            log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
+                + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
+            return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
+        });
+    }
+    return Status();
+}
+
+kj::Promise<void> PluginManager::notify(HookCall call)
+{
+    return notify_from(0, std::move(call));
+}
+
+kj::Promise<void> PluginManager::notify_from(size_t index, HookCall call)
+{
+    for (; index < m_slots.size(); ++index) {
+        Slot& slot = *m_slots[index];
+        if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
+            continue;
+        auto answer = this->call(slot, call);
+        return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable {
+            if (outcome.code != 0 && slot.state == PluginState::running)
+                log_warning("plugin '" + slot.config.name + "': " + host::hook_name(call.hook) + " failed with "
+                    + bh_result_name(outcome.code) + "; going on");
+            return notify_from(index + 1, std::move(call));
+        });
+    }
+    return kj::READY_NOW;
+}
+
+std::vector<PluginView> PluginManager::views() const
+{
+    std::vector<PluginView> out;
+    for (const auto& slot : m_slots)
+        out.push_back({ slot->config.name, slot->config.path, slot->config.isolation, slot->pid, slot->state,
+            slot->cause });
+    return out;
+}
+
+} // namespace bh::service

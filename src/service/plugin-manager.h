@@ -1,0 +1,69 @@
+// PluginManager: the configured plugins, their activation, hook delivery and crash policy.
+#pragma once
+
+#include "service/plugin-link.h"
+
+#include <kj/async.h>
+#include <vector>
+
+namespace bh::service {
+
+enum class PluginState { not_loaded, running, failed_to_load, crashed };
+const char* state_name(PluginState state);
+
+// What `bulkhead status` shows of one plugin.
+struct PluginView {
+    std::string name;
+    std::string path;
+    Isolation isolation = Isolation::process;
+    pid_t pid = 0;
+    PluginState state = PluginState::not_loaded;
+    std::string cause;
+};
+
+// Thread affinity: the service's event-loop thread.
+//
+// Policy (docs/design/plugins.md has the reasoning):
+// - Plugins are loaded lazily, once, the first time a VM is about to be created, in
+//   configuration order. A failed load is latched as the fatal plugin error.
+// - A host that dies (its process exits, or its connection drops) is latched as the fatal plugin
+//   error too: the first one wins, and it is never restarted in this service's lifetime.
+// - While a fatal error is latched, activate() fails: every VM creation fails before any hook.
+// - Veto hooks stop at the first plugin that fails; a plugin's own failure is not latched.
+// - Teardown hooks skip dead plugins and only log failures.
+// Hooks of one plugin never overlap: its host (or in-process runtime) runs them one at a time.
+class PluginManager {
+public:
+    PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls);
+    ~PluginManager();
+
+    // Loads every plugin the first time; later, the latched fatal error if any.
+    kj::Promise<Status> activate();
+    // Runs a veto hook on each running plugin in order; the first failure is the result, with the
+    // user-facing message of the spec.
+    kj::Promise<Status> notify_veto(host::HookCall call);
+    // Runs a teardown hook on each running plugin in order; failures are logged, never returned.
+    kj::Promise<void> notify(host::HookCall call);
+
+    std::vector<PluginView> views() const;
+
+private:
+    struct Slot;
+    kj::Promise<Status> load_from(size_t index);
+    kj::Promise<Status> load_one(Slot& slot);
+    void watch(Slot& slot);
+    kj::Promise<host::HookOutcome> call(Slot& slot, const host::HookCall& call);
+    kj::Promise<Status> veto_from(size_t index, host::HookCall call);
+    kj::Promise<void> notify_from(size_t index, host::HookCall call);
+    void fail_load(Slot& slot, Error error);
+    void latch(Error error);
+
+    PluginEnvironment m_env;
+    host::CallTarget& m_calls;
+    std::vector<kj::Own<Slot>> m_slots;
+    kj::Maybe<kj::ForkedPromise<void>> m_activation;
+    std::optional<Error> m_fatal;
+    bool m_routed = false;
+};
+
+} // namespace bh::service
