@@ -642,6 +642,14 @@ static int on_distribution_unregistered(
 
 /* ---- configuration and entry point ---- */
 
+/* Copies a configuration value, cutting it at the destination's size (always NUL-terminated). */
+static void copy_bounded(char* out, size_t size, const char* in)
+{
+    size_t n = strnlen(in, size - 1);
+    memcpy(out, in, n);
+    out[n] = '\0';
+}
+
 static int read_configuration(void)
 {
     Dl_info info;
@@ -669,9 +677,9 @@ static int read_configuration(void)
     while (fgets(line, sizeof(line), file)) {
         line[strcspn(line, "\r\n")] = '\0';
         if (strncmp(line, "mode=", 5) == 0)
-            snprintf(mode_name, sizeof(mode_name), "%s", line + 5);
+            copy_bounded(mode_name, sizeof(mode_name), line + 5);
         else if (strncmp(line, "log=", 4) == 0)
-            snprintf(log_path, sizeof(log_path), "%s", line + 4);
+            copy_bounded(log_path, sizeof(log_path), line + 4);
     }
     fclose(file);
     for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
