@@ -26,7 +26,7 @@ namespace {
     // Forwarded stderr: lines longer than this are cut, and at most this many lines a second are
     // logged per plugin; the rest are counted, so a flood costs the service little.
     constexpr size_t max_line = 4096;
-    constexpr unsigned max_lines_per_second = 200;
+    constexpr unsigned max_lines_per_second = 1000;
 
     // --- The plugin's calls back: validated, then served by the service ----------------------
 

@@ -107,6 +107,7 @@ void PluginManager::fail_load(Slot& slot, Error error)
 {
     slot.state = PluginState::failed_to_load;
     slot.cause = error.message;
+    slot.pid = 0; // its host is ended below
     log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
     if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
         latch({ error.code, "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." });
@@ -164,6 +165,7 @@ void PluginManager::watch(Slot& slot)
             return; // we ended it ourselves
         bool loading = slot.state == PluginState::not_loaded;
         slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
+        slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.cause = loading ? "its host " + how + " while loading" : how;
         if (!loading && !slot.in_flight.empty())
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
