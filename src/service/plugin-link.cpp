@@ -264,6 +264,8 @@ namespace {
         {
             return reply.catch_([this](kj::Exception&& e) -> kj::Promise<capnp::Response<T>> {
                 std::string why = e.getDescription().cStr();
+                if (m_call_error.empty())
+                    m_call_error = why;
                 m_abandon = m_env.timer.afterDelay(exit_grace)
                                 .then([this, why]() { blame("failed a call (" + why + ")"); })
                                 .eagerlyEvaluate(nullptr);
@@ -286,6 +288,8 @@ namespace {
             return exited.then([this]() { return drain(); }).then([this]() {
                 auto status = m_host.try_wait();
                 std::string cause = status ? describe_exit(*status) : std::string("ended");
+                if (status && WIFEXITED(*status) && !m_call_error.empty())
+                    cause = "lost its connection (" + m_call_error + ") and " + cause;
                 if (!m_blame.empty())
                     cause = m_blame + "; " + (m_killed_by_us ? "killed" : cause);
                 else if (m_killed_by_us)
@@ -325,6 +329,7 @@ namespace {
         kj::Own<StderrForwarder> m_output;
         kj::Promise<void> m_forwarding;
         std::string m_blame;
+        std::string m_call_error; // the first call that failed, for the cause
         bool m_killed_by_us = false;
         kj::Promise<void> m_abandon = nullptr;
         kj::ForkedPromise<std::string> m_death;

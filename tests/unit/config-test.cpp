@@ -43,4 +43,32 @@ TEST(Config, PolicyFiltersUserOverrides)
     EXPECT_EQ(open->custom_config_flags, static_cast<uint32_t>(BH_VM_CONFIG_HOST_NETWORK));
 }
 
+TEST(PluginConfig, DefaultsNameToTheFileStemAndIsolationToProcess)
+{
+    auto config = parse_plugin_config("path = \"/opt/p/x.so\"\n", "10-share", "plugins.d/10-share.toml");
+    EXPECT_FALSE(config.error);
+    EXPECT_EQ(config.name, "10-share");
+    EXPECT_EQ(config.path, "/opt/p/x.so");
+    EXPECT_EQ(config.isolation, Isolation::process);
+
+    auto named = parse_plugin_config(
+        "path = \"/opt/p/x.so\"\nname = \"share\"\nisolation = \"none\"\n", "10-share", "f.toml");
+    EXPECT_FALSE(named.error);
+    EXPECT_EQ(named.name, "share");
+    EXPECT_EQ(named.isolation, Isolation::none);
+}
+
+TEST(PluginConfig, KeepsTheReasonOfAnUnusableFile)
+{
+    auto relative = parse_plugin_config("path = \"x.so\"\n", "p", "f.toml");
+    ASSERT_TRUE(relative.error);
+    EXPECT_EQ(relative.name, "p");
+    EXPECT_NE(relative.error->message.find("'path' must be the absolute path"), std::string::npos);
+    EXPECT_TRUE(parse_plugin_config("name = \"p\"\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nisolation = \"thread\"\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\npth = 1\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nname = \"\"\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = /x.so\n", "p", "f.toml").error);
+}
+
 } // namespace bh::service
