@@ -204,6 +204,9 @@ import json, sys
 print(sum(1 for s in json.load(sys.stdin)["sessions"] if s["vm_running"]))'
 }
 
+# True when no process PID runs any more (gone, or a zombie waiting for its reaper).
+process_gone() { [ ! -e "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+
 # Pids (as the test sees them) of live, non-zombie processes whose environment holds NAME=VALUE.
 processes_with_env() {
   local needle="$1=$2" p
@@ -220,11 +223,24 @@ processes_with_env() {
 processes_mentioning() {
   local program=$1 text=$2 p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$program" || continue
+    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$program" || continue
     { tr '\0' ' ' <"$p/cmdline"; cat "$p/maps"; } 2>/dev/null | grep -qF -- "$text" || continue
     [ "$(awk '{print $3}' "$p/stat" 2>/dev/null)" != Z ] || continue
     echo "${p#/proc/}"
   done
+}
+
+# PID and all its descendants, as pids.
+process_tree() {
+  ps -e -o pid=,ppid= | python3 -c '
+import sys
+root = int(sys.argv[1]); children = {}
+for line in sys.stdin:
+    pid, ppid = map(int, line.split()); children.setdefault(ppid, []).append(pid)
+todo, seen = [root], []
+while todo:
+    p = todo.pop(); seen.append(p); todo += children.get(p, [])
+print(" ".join(map(str, seen)))' "$1"
 }
 
 # Keeps the head and tail of a service log that a test flooded, so a failure report stays readable.
