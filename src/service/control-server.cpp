@@ -412,7 +412,9 @@ void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)
     auto rpc = kj::heap(capnp::makeRpcServer(
         *network, capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version))));
     auto disconnected = network->onDisconnect();
-    m_connections.add(disconnected.attach(kj::mv(rpc), kj::mv(network), kj::mv(capability_stream)));
+    // Torn down in dependency order: the RPC system, then the network it uses, then the stream.
+    // (A multi-argument attach() would destroy them in the reverse order.)
+    m_connections.add(disconnected.attach(kj::mv(rpc)).attach(kj::mv(network)).attach(kj::mv(capability_stream)));
 }
 
 Result<Fd> bind_control_socket(const std::string& path)
