@@ -190,6 +190,12 @@ if not match:
 print(match[0][sys.argv[1]])' "$@"
 }
 
+# For `eventually`: the plugin's (first, or NAME's) state is STATE. plugin_state_is STATE [NAME]
+plugin_state_is() { [ "$(plugin_field state ${2:+"$2"})" = "$1" ]; }
+
+# For `eventually`: FILE has at least N lines matching the extended regex RE. lines_at_least N RE FILE
+lines_at_least() { [ "$(grep -cE -- "$2" "$3" 2>/dev/null)" -ge "$1" ]; }
+
 # The session id of uid 0 from `bulkhead status --json`.
 root_session_id() {
   bh status --json | python3 -c '

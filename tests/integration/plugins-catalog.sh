@@ -14,7 +14,7 @@ CASES=(
   LazyActivation Success FailToLoad MissingPlugin PluginRequiresUpdate FailToStartVm FailToStartDistro
   FailToStopVm FailToStopDistro ApiErrors ErrorMessageStartVm ErrorMessageStartDistro
   FailToStartVmWithPluginErrorMessage SameDistroId InitPidIsDifferent GetUsername NullablePackage
-  VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
+  OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
   PluginOrder CallbackAfterHook
 )
 
@@ -397,6 +397,34 @@ case_GetUsername() {
 Plugin loaded (mode=GetUsername, api_version=*)
 VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
 Distribution started ($d, $r)
+EOF
+}
+
+# Another user's VM: the session carries that user's uid and gid; the mount and the programs work
+# in a VM whose root is mapped to the user.
+case_OtherUser() {
+  install_test_plugin Success test-plugin "$ISOLATION"
+  make_rootfs "$T/rootfs" "$T/rootfs.tar"
+  chmod 644 "$T/rootfs.tar"
+  start_service
+  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+  bh_other start mine
+  local sid uuid
+  sid=$(bh_other status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sessions"][0]["session_id"])')
+  uuid=$(bh_other list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["uuid"])')
+  echo "note: user_name for uid $OTHER_UID (no passwd entry on the host): $(sed -n 's/^VM created .*user_name=\([^,]*\),.*/\1/p' "$PLUGIN_LOG")"
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=Success, api_version=*)
+VM created (session_id=$sid, uid=$OTHER_UID, gid=$OTHER_UID, user_name=*, custom_config_flags=0)
+mount_folder(session_id=$sid, host_path=$T/plugins, vm_path=/test-plugin/deep/folder, read_only=1, name=test-plugin) -> OK
+write $T/plugins/hello -> OK
+execute_binary(session_id=$sid, path=/bin/cat, argv=cat /test-plugin/deep/folder/hello) -> OK
+output: OK
+execute_binary(session_id=$sid, path=/bin/sh, argv=sh -c if touch /test-plugin/deep/folder/probe *) -> OK
+output: read-only
+execute_binary(session_id=$sid, path=/bin/cat, argv=cat) -> OK
+output: ping
+Distribution started (session_id=$sid, name=mine, id=$uuid, package=test-pkg, flavor=bulkhead-test, version=1.0, init_pid=*, pid_namespace=*)
 EOF
 }
 

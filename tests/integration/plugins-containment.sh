@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash SpawnChild StderrFlood Garbage)
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation)
 
 if [ "${1:-}" != --case ]; then
   exec "$HERE/plugins-run-cases.sh" "$0" process "${@:-${CASES[@]}}"
@@ -62,6 +62,47 @@ sending SIGKILL to own process
 EOF
 }
 
+# The host dies between hooks (killed from outside): non-veto hooks to it are skipped and the
+# operations succeed; the crash is latched for the next VM creation.
+case_HostKilledIdle() {
+  setup GetUsername
+  bh start alpha
+  local host; host=$(plugin_field pid)
+  [ "$host" -gt 0 ] || fail "no host pid in status"
+  kill -KILL "$host"
+  DEADLINE=10 eventually plugin_state_is crashed
+  local cause; cause=$(plugin_field cause)
+  [[ $cause == *SIGKILL* ]] || fail "the cause should name SIGKILL; it is '$cause'"
+  echo "note: cause: $cause"
+  bh terminate alpha || fail "terminate failed after the host died"
+  bh shutdown || fail "shutdown failed after the host died"
+  expect_no_vm
+  expect_failure_output "$FATAL" "Error code: $START_OP/ECONNRESET" bh start alpha
+  expect_no_vm
+  expect_service_alive
+  local sid
+  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=GetUsername, api_version=*)
+VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
+Distribution started (*)
+EOF
+}
+
+# Without an isolation key, a plugin runs in a host process.
+case_DefaultIsolation() {
+  install_test_plugin GetUsername test-plugin ""
+  make_rootfs "$T/rootfs"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  expect_eq "$(plugin_field isolation)" process "the default isolation"
+  bh start alpha
+  local host; host=$(plugin_field pid)
+  [ "$host" -gt 0 ] && [ "$host" != "$SVC_PID" ] && kill -0 "$host" || fail "no host process of its own (pid $host)"
+  grep -q "$T/plugins/test-plugin.so" "/proc/$host/maps" || fail "the host $host has not mapped the plugin"
+  ! grep -q "$T/plugins/test-plugin.so" "/proc/$SVC_PID/maps" || fail "the service mapped the plugin itself"
+}
+
 # Pids logged by the fixture's children that still belong to a live child of ours.
 surviving_children() {
   local p
@@ -83,7 +124,7 @@ leftovers() { # leftovers HOST_TREE
 case_SpawnChild() {
   setup SpawnChild
   bh start alpha
-  DEADLINE=10 eventually test "$(grep -c '^child pid=' "$PLUGIN_LOG")" -ge 2
+  DEADLINE=10 eventually lines_at_least 2 '^child pid=' "$PLUGIN_LOG"
   local host tagged tree
   host=$(plugin_field pid)
   [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host process (status pid $host)"
