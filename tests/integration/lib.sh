@@ -249,6 +249,17 @@ while todo:
 print(" ".join(map(str, seen)))' "$1"
 }
 
+# Live plugin host processes among the service's descendants.
+service_hosts() {
+  local p
+  for p in $(process_tree "$SVC_PID"); do
+    [ "$p" != "$SVC_PID" ] && ! process_gone "$p" || continue
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -q '^bulkhead-pluginhost' && echo "$p"
+  done
+  true
+}
+no_service_hosts() { [ -z "$(service_hosts)" ]; }
+
 # Keeps the head and tail of a service log that a test flooded, so a failure report stays readable.
 shrink_daemon_log() {
   local log=$T/daemon.log size

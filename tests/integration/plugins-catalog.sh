@@ -147,6 +147,7 @@ expect_latched_load_failure() {
   local pid; pid=$(plugin_field pid)
   [ "$ISOLATION" = process ] || expect_eq "$pid" 0 "an in-process plugin has no host pid"
   [ "$pid" = 0 ] || DEADLINE=5 eventually process_gone "$pid"
+  DEADLINE=5 eventually no_service_hosts
   echo "note: status after the failed load: pid $pid, cause '$(plugin_field cause)'"
   expect_no_vm
   expect_not_running

@@ -50,6 +50,7 @@ case_HostCrash() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
+  DEADLINE=5 eventually no_service_hosts
   local cause; cause=$(plugin_field cause)
   [[ $cause == *SIGKILL* && $cause == *on_vm_started* ]] ||
     fail "the cause should name SIGKILL and on_vm_started; it is '$cause'"
@@ -200,6 +201,7 @@ case_Garbage() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
+  DEADLINE=5 eventually no_service_hosts # the host that sent garbage is ended
   echo "note: cause: $(plugin_field cause)"
   # Latched, like any crash.
   expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha
