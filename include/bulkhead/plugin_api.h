@@ -129,14 +129,24 @@ typedef int (*bh_plugin_entry_v1_fn)(const struct bh_plugin_api_v1* api, struct 
 /* The name of the one symbol a plugin exports. */
 #define BH_PLUGIN_ENTRY_V1 bh_plugin_entry_v1
 
+/* Whether `version` is lower than (major, minor, revision), compared lexicographically. A function
+ * rather than inline comparisons, so a constant 0 never meets "unsigned < 0" warnings. */
+static inline int bh_version_older_than(
+    const struct bh_version* version, uint32_t major, uint32_t minor, uint32_t revision)
+{
+    if (version->major != major)
+        return version->major < major;
+    if (version->minor != minor)
+        return version->minor < minor;
+    return version->revision < revision;
+}
+
 /* Inside the entry point: returns BH_E_PLUGIN_REQUIRES_UPDATE from the enclosing function when
  * api->version is lower than (major, minor, revision), compared lexicographically. */
 #define BH_PLUGIN_REQUIRE_VERSION(req_major, req_minor, req_revision, api)                                   \
     do {                                                                                                     \
-        const struct bh_version* bh_v_ = &(api)->version;                                                    \
-        if (bh_v_->major != (uint32_t)(req_major)       ? bh_v_->major < (uint32_t)(req_major)               \
-                : bh_v_->minor != (uint32_t)(req_minor) ? bh_v_->minor < (uint32_t)(req_minor)               \
-                                                        : bh_v_->revision < (uint32_t)(req_revision))        \
+        if (bh_version_older_than(&(api)->version, (uint32_t)(req_major), (uint32_t)(req_minor),             \
+                (uint32_t)(req_revision)))                                                                   \
             return BH_E_PLUGIN_REQUIRES_UPDATE;                                                              \
     } while (0)
 
