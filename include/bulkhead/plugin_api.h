@@ -1,8 +1,9 @@
 /* The Bulkhead plugin API, version 1: the stable C contract between Bulkhead and its plugins.
  *
- * Normative specification: docs/plugin-api.md (mirrors the project's shared spec). Names, field
- * order and semantics here are fixed; plugins compiled against this header keep working,
- * unmodified, whether they are loaded in-process or in an isolated host process. */
+ * It implements the normative Plugin API v1 specification (the team's shared spec/plugin-api.md);
+ * docs/plugin-authors.md is the guide for writing a plugin. Names, field order and semantics here
+ * are fixed; plugins compiled against this header keep working, unmodified, whether they are
+ * loaded in-process or in an isolated host process. */
 #ifndef BULKHEAD_PLUGIN_API_H
 #define BULKHEAD_PLUGIN_API_H
 

@@ -82,6 +82,9 @@ HostCgroup::~HostCgroup()
     if (!m_dir)
         return;
     kill();
+    // cgroup.kill is asynchronous: give the killed processes a moment to leave (bounded).
+    for (int i = 0; i < 100 && populated(); ++i)
+        usleep(10 * 1000);
     if (Status removed = remove(); !removed)
         log_warning("cannot remove " + m_path + " yet; the next start of the service will");
 }

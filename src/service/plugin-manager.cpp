@@ -248,8 +248,8 @@ std::vector<PluginView> PluginManager::views() const
 {
     std::vector<PluginView> out;
     for (const auto& slot : m_slots)
-        out.push_back({ slot->config.name, slot->config.path, slot->config.isolation, slot->pid, slot->state,
-            slot->cause });
+        out.push_back({ slot->config.name, slot->config.error ? slot->config.file : slot->config.path,
+            slot->config.isolation, slot->pid, slot->state, slot->cause });
     return out;
 }
 

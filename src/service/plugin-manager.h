@@ -14,7 +14,7 @@ const char* state_name(PluginState state);
 // What `bulkhead status` shows of one plugin.
 struct PluginView {
     std::string name;
-    std::string path;
+    std::string path; // of the .so, or of the configuration file that could not be used
     Isolation isolation = Isolation::process;
     pid_t pid = 0;
     PluginState state = PluginState::not_loaded;
