@@ -146,8 +146,8 @@ static inline int bh_version_older_than(
  * api->version is lower than (major, minor, revision), compared lexicographically. */
 #define BH_PLUGIN_REQUIRE_VERSION(req_major, req_minor, req_revision, api)                                   \
     do {                                                                                                     \
-        if (bh_version_older_than(&(api)->version, (uint32_t)(req_major), (uint32_t)(req_minor),             \
-                (uint32_t)(req_revision)))                                                                   \
+        if (bh_version_older_than(                                                                           \
+                &(api)->version, (uint32_t)(req_major), (uint32_t)(req_minor), (uint32_t)(req_revision)))    \
             return BH_E_PLUGIN_REQUIRES_UPDATE;                                                              \
     } while (0)
 

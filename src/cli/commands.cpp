@@ -267,8 +267,8 @@ namespace {
             { "plugins", nlohmann::json::array() } };
         for (auto p : s.getPlugins())
             out["plugins"].push_back({ { "name", p.getName().cStr() }, { "path", p.getPath().cStr() },
-                { "isolation", p.getIsolation().cStr() }, { "pid", p.getPid() }, { "state", p.getState().cStr() },
-                { "cause", p.getCause().cStr() } });
+                { "isolation", p.getIsolation().cStr() }, { "pid", p.getPid() },
+                { "state", p.getState().cStr() }, { "cause", p.getCause().cStr() } });
         for (auto session : s.getSessions()) {
             nlohmann::json running = nlohmann::json::array();
             for (auto name : session.getRunningDistros())
@@ -310,8 +310,8 @@ namespace {
                       << "): " << (d["running"].get<bool>() ? "running" : "stopped") << "\n";
         }
         for (const auto& p : out["plugins"]) {
-            std::cout << "Plugin " << p["name"].get<std::string>() << ": " << p["state"].get<std::string>() << " ("
-                      << p["isolation"].get<std::string>();
+            std::cout << "Plugin " << p["name"].get<std::string>() << ": " << p["state"].get<std::string>()
+                      << " (" << p["isolation"].get<std::string>();
             if (p["pid"].get<int>() > 0)
                 std::cout << ", host pid " << p["pid"];
             std::cout << ") " << p["path"].get<std::string>();

@@ -15,7 +15,7 @@ namespace bh::host {
 
 Result<Fd> adopt_service_channel(int fd)
 {
-    struct stat st {};
+    struct stat st { };
     if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
         return Error { -EBADF, "no service socket on fd 3; only bulkheadd starts plugin hosts" };
     ucred peer {};

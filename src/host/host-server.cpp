@@ -30,14 +30,15 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     if (params.getMajor() != proto::PLUGIN_HOST_MAJOR) {
         ipc::set_outcome(results.initOutcome(),
             { -EPROTONOSUPPORT,
-                "the plugin host speaks protocol " + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x, the service "
-                    + std::to_string(params.getMajor()) + "." + std::to_string(params.getMinor()) },
+                "the plugin host speaks protocol " + std::to_string(proto::PLUGIN_HOST_MAJOR)
+                    + ".x, the service " + std::to_string(params.getMajor()) + "."
+                    + std::to_string(params.getMinor()) },
             "initialize");
         return kj::READY_NOW;
     }
     if (m_initializing || m_runtime) {
-        ipc::set_outcome(results.initOutcome(), { -EALREADY, "the plugin host is already initialized" },
-            "initialize");
+        ipc::set_outcome(
+            results.initOutcome(), { -EALREADY, "the plugin host is already initialized" }, "initialize");
         return kj::READY_NOW;
     }
     m_initializing = true;

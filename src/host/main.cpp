@@ -43,13 +43,14 @@ int main(int argc, char** argv)
     bh::host::HostServer& host = *server;
     bh::ipc::Connection connection(*io.lowLevelProvider, std::move(channel.value()),
         capnp::rpc::twoparty::Side::SERVER, capnp::Capability::Client(kj::mv(server)));
-    auto deadline = io.provider->getTimer().afterDelay(initialize_deadline).then([&host]() -> kj::Promise<void> {
-        if (!host.initialized()) {
-            bh::log_error("bulkhead-pluginhost: not initialized within 60 s; exiting");
-            return kj::READY_NOW;
-        }
-        return kj::NEVER_DONE;
-    });
+    auto deadline
+        = io.provider->getTimer().afterDelay(initialize_deadline).then([&host]() -> kj::Promise<void> {
+              if (!host.initialized()) {
+                  bh::log_error("bulkhead-pluginhost: not initialized within 60 s; exiting");
+                  return kj::READY_NOW;
+              }
+              return kj::NEVER_DONE;
+          });
     connection.on_disconnect().exclusiveJoin(kj::mv(deadline)).wait(io.waitScope);
     // Plugin threads may still be running plugin code: leave without running destructors, so
     // none of them can touch freed memory. Our PID namespace dies with us.

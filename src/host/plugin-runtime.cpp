@@ -6,8 +6,8 @@
 #include <condition_variable>
 #include <deque>
 #include <dlfcn.h>
-#include <kj/function.h>
 #include <fcntl.h>
+#include <kj/function.h>
 #include <mutex>
 #include <sys/stat.h>
 #include <thread>
@@ -113,10 +113,9 @@ namespace {
             return -errno;
         std::string vm(vm_path, strnlen(vm_path, max_text));
         std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
-        return call_service<int>(
-            [&](CallTarget& target) {
-                return target.mount_folder(session, std::move(dir), std::move(vm), read_only != 0, label);
-            });
+        return call_service<int>([&](CallTarget& target) {
+            return target.mount_folder(session, std::move(dir), std::move(vm), read_only != 0, label);
+        });
     }
 
     int execute(bh_session_id session, std::optional<Uuid> distro, const char* path, const char* const* argv,
@@ -134,8 +133,9 @@ namespace {
             args.emplace_back(argv[i], strnlen(argv[i], max_text));
         }
         std::string program(path, strnlen(path, max_text));
-        Result<Fd> socket = call_service<Result<Fd>>(
-            [&](CallTarget& target) { return target.execute(session, distro, std::move(program), std::move(args)); });
+        Result<Fd> socket = call_service<Result<Fd>>([&](CallTarget& target) {
+            return target.execute(session, distro, std::move(program), std::move(args));
+        });
         if (!socket)
             return socket.error().code;
         *out_fd = socket->release();
@@ -287,7 +287,7 @@ namespace {
 
 Result<uint32_t> PluginRuntime::State::load(const std::string& path)
 {
-    struct stat st {};
+    struct stat st { };
     if (::stat(path.c_str(), &st) < 0)
         return Error::from_errno(errno, "cannot load plugin '" + name + "' from " + path);
     void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -337,7 +337,8 @@ namespace {
         case Hook::distribution_stopping:
             return hooks.on_distribution_stopping ? hooks.on_distribution_stopping(&session, &online) : 0;
         case Hook::distribution_registered:
-            return hooks.on_distribution_registered ? hooks.on_distribution_registered(&session, &offline) : 0;
+            return hooks.on_distribution_registered ? hooks.on_distribution_registered(&session, &offline)
+                                                    : 0;
         case Hook::distribution_unregistered:
             return hooks.on_distribution_unregistered ? hooks.on_distribution_unregistered(&session, &offline)
                                                       : 0;
@@ -365,18 +366,18 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
 kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path)
 {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<uint32_t>>();
-    m_state->post([state = m_state.get(), path = std::move(path), fulfiller = kj::mv(paf.fulfiller)]() mutable {
-        fulfiller->fulfill(state->load(path));
-    });
+    m_state->post(
+        [state = m_state.get(), path = std::move(path), fulfiller = kj::mv(paf.fulfiller)]() mutable {
+            fulfiller->fulfill(state->load(path));
+        });
     return kj::mv(paf.promise);
 }
 
 kj::Promise<HookOutcome> PluginRuntime::run(HookCall call)
 {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<HookOutcome>();
-    m_state->post([state = m_state.get(), call = std::move(call), fulfiller = kj::mv(paf.fulfiller)]() mutable {
-        fulfiller->fulfill(state->run(call));
-    });
+    m_state->post([state = m_state.get(), call = std::move(call),
+                      fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(state->run(call)); });
     return kj::mv(paf.promise);
 }
 

@@ -7,8 +7,8 @@
 #include <bulkhead/plugin_api.h>
 #include <climits>
 #include <dirent.h>
-#include <map>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
@@ -216,7 +216,8 @@ std::vector<PluginConfig> load_plugin_configs(const std::string& config_dir)
         std::ifstream in(dir + "/" + file);
         std::stringstream text;
         text << in.rdbuf();
-        PluginConfig config = parse_plugin_config(text.str(), file.substr(0, file.size() - 5), dir + "/" + file);
+        PluginConfig config
+            = parse_plugin_config(text.str(), file.substr(0, file.size() - 5), dir + "/" + file);
         if (!config.error) {
             auto [it, fresh] = seen.emplace(resolved(config.path), config.name);
             if (!fresh) {

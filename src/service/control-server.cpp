@@ -414,7 +414,8 @@ void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)
     auto disconnected = network->onDisconnect();
     // Torn down in dependency order: the RPC system, then the network it uses, then the stream.
     // (A multi-argument attach() would destroy them in the reverse order.)
-    m_connections.add(disconnected.attach(kj::mv(rpc)).attach(kj::mv(network)).attach(kj::mv(capability_stream)));
+    m_connections.add(
+        disconnected.attach(kj::mv(rpc)).attach(kj::mv(network)).attach(kj::mv(capability_stream)));
 }
 
 Result<Fd> bind_control_socket(const std::string& path)

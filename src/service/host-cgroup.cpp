@@ -68,7 +68,8 @@ Result<HostCgroup> HostCgroup::create(const std::string& label)
     for (char& c : safe)
         c = isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ? c : '_';
     HostCgroup cgroup;
-    cgroup.m_path = base + "/" + prefix + std::to_string(getpid()) + "-" + std::to_string(++counter) + "-" + safe;
+    cgroup.m_path
+        = base + "/" + prefix + std::to_string(getpid()) + "-" + std::to_string(++counter) + "-" + safe;
     if (mkdir(cgroup.m_path.c_str(), 0700) < 0)
         return Error::from_errno(errno, "cannot create the plugin cgroup " + cgroup.m_path);
     cgroup.m_dir = Fd(open(cgroup.m_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));

@@ -52,7 +52,9 @@ namespace {
                 .then([this, context, session, vm_path, name](Result<Fd> dir) mutable -> kj::Promise<void> {
                     if (!dir)
                         return reject("a mount_folder without a directory fd");
-                    return m_target.mount_folder(session, std::move(dir.value()), vm_path, context.getParams().getReadOnly(), name)
+                    return m_target
+                        .mount_folder(
+                            session, std::move(dir.value()), vm_path, context.getParams().getReadOnly(), name)
                         .then([context](int code) mutable { context.getResults().setCode(code); });
                 });
         }
@@ -139,7 +141,8 @@ namespace {
             time_t now = time(nullptr);
             if (now != m_window) {
                 if (m_dropped > 0)
-                    log_warning("plugin " + m_name + ": " + std::to_string(m_dropped) + " lines of output suppressed");
+                    log_warning("plugin " + m_name + ": " + std::to_string(m_dropped)
+                        + " lines of output suppressed");
                 m_window = now;
                 m_lines = 0;
                 m_dropped = 0;
@@ -171,17 +174,19 @@ namespace {
 
     class ProcessLink final : public PluginLink {
     public:
-        ProcessLink(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls, HostCgroup cgroup,
-            ChildProcess host, Fd channel, Fd output)
+        ProcessLink(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls,
+            HostCgroup cgroup, ChildProcess host, Fd channel, Fd output)
             : m_env(env)
             , m_config(config)
             , m_cgroup(std::move(cgroup))
             , m_host(std::move(host))
-            , m_connection(kj::heap<ipc::Connection>(env.provider, std::move(channel), capnp::rpc::twoparty::Side::CLIENT))
+            , m_connection(kj::heap<ipc::Connection>(
+                  env.provider, std::move(channel), capnp::rpc::twoparty::Side::CLIENT))
             , m_client(m_connection->bootstrap().castAs<proto::PluginHost>())
             , m_callback(kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); }))
             , m_output(kj::heap<StderrForwarder>(
-                  env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP), config.name))
+                  env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
+                  config.name))
             , m_forwarding(m_output->run().eagerlyEvaluate(nullptr))
             , m_death(watch().fork())
         {
@@ -204,8 +209,8 @@ namespace {
                 BH_TRY(ipc::to_status(reply.getOutcome()));
                 if (reply.getMajor() != proto::PLUGIN_HOST_MAJOR)
                     return Error { -EPROTONOSUPPORT,
-                        "the plugin host speaks protocol " + std::to_string(reply.getMajor()) + ".x, the service "
-                            + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
+                        "the plugin host speaks protocol " + std::to_string(reply.getMajor())
+                            + ".x, the service " + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
                 return reply.getHooks();
             });
         }
@@ -245,7 +250,8 @@ namespace {
         }
 
     private:
-        template<typename Request> kj::Promise<host::HookOutcome> distro_call(Request request, const host::HookCall& call)
+        template<typename Request>
+        kj::Promise<host::HookOutcome> distro_call(Request request, const host::HookCall& call)
         {
             host::encode_session(call.session, request.initSession());
             host::encode_distro(call.distro, request.initDistribution());
@@ -254,8 +260,9 @@ namespace {
 
         template<typename Reply> kj::Promise<host::HookOutcome> outcome_of(Reply reply)
         {
-            return abandon_on_failure(kj::mv(reply)).then(
-                [](auto response) { return host::decode_outcome(response.getResult()); });
+            return abandon_on_failure(kj::mv(reply)).then([](auto response) {
+                return host::decode_outcome(response.getResult());
+            });
         }
 
         // A call that fails while the host lives on (it answered with an exception) still means
@@ -278,11 +285,12 @@ namespace {
         kj::Promise<std::string> watch()
         {
             auto broke = m_connection->on_disconnect().then([this]() {
-                return ipc::when_exited(m_env.port, m_host.pidfd()).exclusiveJoin(m_env.timer.afterDelay(exit_grace).then([this]() {
-                    m_killed_by_us = true;
-                    (void)m_host.kill(SIGKILL);
-                    return ipc::when_exited(m_env.port, m_host.pidfd());
-                }));
+                return ipc::when_exited(m_env.port, m_host.pidfd())
+                    .exclusiveJoin(m_env.timer.afterDelay(exit_grace).then([this]() {
+                        m_killed_by_us = true;
+                        (void)m_host.kill(SIGKILL);
+                        return ipc::when_exited(m_env.port, m_host.pidfd());
+                    }));
             });
             auto exited = ipc::when_exited(m_env.port, m_host.pidfd()).exclusiveJoin(kj::mv(broke));
             return exited.then([this]() { return drain(); }).then([this]() {
@@ -308,7 +316,9 @@ namespace {
                     log_warning(removed.error().message);
                 return kj::READY_NOW;
             }
-            return m_env.timer.afterDelay(20 * kj::MILLISECONDS).then([this, attempts]() { return drain(attempts - 1); });
+            return m_env.timer.afterDelay(20 * kj::MILLISECONDS).then([this, attempts]() {
+                return drain(attempts - 1);
+            });
         }
 
         void blame(std::string why)
@@ -346,7 +356,10 @@ namespace {
         }
 
         kj::Promise<Result<uint32_t>> load() override { return m_runtime->load(m_path); }
-        kj::Promise<host::HookOutcome> call(host::HookCall call) override { return m_runtime->run(std::move(call)); }
+        kj::Promise<host::HookOutcome> call(host::HookCall call) override
+        {
+            return m_runtime->run(std::move(call));
+        }
         pid_t pid() const override { return 0; }
         kj::Promise<std::string> on_death() override { return kj::NEVER_DONE; }
         void terminate() override { } // nothing to end: it shares our process
@@ -374,31 +387,35 @@ namespace {
 
 } // namespace
 
-Result<kj::Own<PluginLink>> start_plugin_host(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls)
+Result<kj::Own<PluginLink>> start_plugin_host(
+    PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls)
 {
     auto sockets = socket_pair();
     auto pipe = output_pipe();
     Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!sockets || !pipe || !null)
-        return !sockets ? sockets.take_error() : !pipe ? pipe.take_error() : Error::from_errno(errno, "cannot open /dev/null");
+        return !sockets ? sockets.take_error()
+            : !pipe     ? pipe.take_error()
+                        : Error::from_errno(errno, "cannot open /dev/null");
     auto cgroup = HostCgroup::create(config.name);
     if (!cgroup)
-        return Error { cgroup.error().code, "cannot contain plugin '" + config.name + "': " + cgroup.error().message };
+        return Error { cgroup.error().code,
+            "cannot contain plugin '" + config.name + "': " + cgroup.error().message };
     SpawnPlan plan;
     plan.path = "bulkhead-pluginhost";
     plan.exec_fd = env.host_exe_fd;
     plan.argv = { "bulkhead-pluginhost", config.name };
     plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
-    plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 }, { (*sockets)[1].get(), 3 },
-        { cgroup->fd(), 4 } };
+    plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 },
+        { (*sockets)[1].get(), 3 }, { cgroup->fd(), 4 } };
     plan.die_with_parent = true;
     auto host = spawn_process(plan);
     if (!host)
-        return Error { host.error().code, "cannot start the host of plugin '" + config.name + "': " + host.error().message };
+        return Error { host.error().code,
+            "cannot start the host of plugin '" + config.name + "': " + host.error().message };
     log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")");
-    return kj::Own<PluginLink>(kj::heap<ProcessLink>(
-        env, config, calls, std::move(cgroup.value()), std::move(host.value()), std::move((*sockets)[0]),
-        std::move((*pipe)[0])));
+    return kj::Own<PluginLink>(kj::heap<ProcessLink>(env, config, calls, std::move(cgroup.value()),
+        std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
 }
 
 kj::Own<PluginLink> load_in_process(const PluginConfig& config)

@@ -17,7 +17,8 @@ namespace {
     // what the CLI shows next to the fatal message.
     constexpr int host_died = -ECONNRESET;
 
-    std::string fatal_message(const std::string& name, const std::optional<std::string>& detail = std::nullopt)
+    std::string fatal_message(
+        const std::string& name, const std::optional<std::string>& detail = std::nullopt)
     {
         std::string message = "A fatal error was returned by plugin '" + name + "'";
         if (detail)
@@ -59,7 +60,8 @@ struct PluginManager::Slot {
     kj::Maybe<kj::ForkedPromise<void>> dead;
 };
 
-PluginManager::PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls)
+PluginManager::PluginManager(
+    PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls)
     : m_env(std::move(env))
     , m_calls(calls)
 {
@@ -110,7 +112,8 @@ void PluginManager::fail_load(Slot& slot, Error error)
     slot.pid = 0; // its host is ended below
     log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
     if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
-        latch({ error.code, "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." });
+        latch({ error.code,
+            "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." });
     else
         latch({ error.code, fatal_message(slot.config.name) });
     if (slot.link)
@@ -169,7 +172,8 @@ void PluginManager::watch(Slot& slot)
         slot.cause = loading ? "its host " + how + " while loading" : how;
         if (!loading && !slot.in_flight.empty())
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
-        log_error("plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+        log_error(
+            "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
         latch({ host_died, fatal_message(slot.config.name) });
     });
     slot.dead = recorded.fork();
@@ -209,15 +213,16 @@ kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
         if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
             continue;
         auto answer = this->call(slot, call);
-        return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable -> kj::Promise<Status> {
-            if (outcome.code == 0)
-                return veto_from(index + 1, std::move(call));
-            if (slot.state == PluginState::crashed)
-                return Status(Error { host_died, fatal_message(slot.config.name) });
-            log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
-                + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
-            return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
-        });
+        return answer.then(
+            [this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable -> kj::Promise<Status> {
+                if (outcome.code == 0)
+                    return veto_from(index + 1, std::move(call));
+                if (slot.state == PluginState::crashed)
+                    return Status(Error { host_died, fatal_message(slot.config.name) });
+                log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
+                    + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
+                return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
+            });
     }
     return Status();
 }
@@ -236,8 +241,8 @@ kj::Promise<void> PluginManager::notify_from(size_t index, HookCall call)
         auto answer = this->call(slot, call);
         return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable {
             if (outcome.code != 0 && slot.state == PluginState::running)
-                log_warning("plugin '" + slot.config.name + "': " + host::hook_name(call.hook) + " failed with "
-                    + bh_result_name(outcome.code) + "; going on");
+                log_warning("plugin '" + slot.config.name + "': " + host::hook_name(call.hook)
+                    + " failed with " + bh_result_name(outcome.code) + "; going on");
             return notify_from(index + 1, std::move(call));
         });
     }

@@ -210,7 +210,8 @@ kj::Promise<Status> Service::ensure_vm(Session& session, const UserOverrides& ov
 {
     if (session.stopping) {
         KJ_IF_MAYBE (stopping, session.vm_stopping)
-            return stopping->addBranch().then([this, &session, overrides]() { return ensure_vm(session, overrides); });
+            return stopping->addBranch().then(
+                [this, &session, overrides]() { return ensure_vm(session, overrides); });
     }
     if (session.starting) {
         KJ_IF_MAYBE (starting, session.vm_starting)
@@ -318,9 +319,11 @@ kj::Promise<void> Service::deliver_stopping_hooks(Session& session, VmInstance& 
     kj::Promise<void> chain = kj::READY_NOW;
     for (const auto& [name, distro] : vm.distributions()) {
         auto hook = hook_call(host::Hook::distribution_stopping, session, distro->record, distro.get());
-        chain = chain.then([this, hook = std::move(hook)]() mutable { return m_plugins->notify(std::move(hook)); });
+        chain = chain.then(
+            [this, hook = std::move(hook)]() mutable { return m_plugins->notify(std::move(hook)); });
     }
-    return chain.then([this, &session]() { return m_plugins->notify(hook_call(host::Hook::vm_stopping, session)); });
+    return chain.then(
+        [this, &session]() { return m_plugins->notify(hook_call(host::Hook::vm_stopping, session)); });
 }
 
 kj::Promise<Status> Service::ensure_distribution(
@@ -338,7 +341,8 @@ kj::Promise<Status> Service::ensure_distribution(
             return m_plugins->notify_veto(
                 hook_call(host::Hook::distribution_started, session, running.record, &running));
         };
-        return ref.start_distribution(record, m_registry.rootfs_of(record), kj::mv(on_started)).attach(kj::mv(vm));
+        return ref.start_distribution(record, m_registry.rootfs_of(record), kj::mv(on_started))
+            .attach(kj::mv(vm));
     });
 }
 
@@ -397,11 +401,14 @@ kj::Promise<Status> Service::terminate_distribution(uid_t owner, std::string nam
     auto vm = kj::addRef(*session.vm);
     kj::Promise<void> hooks = kj::READY_NOW;
     if (const RunningDistro* running = vm->find_distribution(record->uuid))
-        hooks = m_plugins->notify(hook_call(host::Hook::distribution_stopping, session, record.value(), running));
-    return hooks.then([vm = kj::mv(vm), name = record->name]() mutable {
-        VmInstance& ref = *vm;
-        return ref.terminate_distribution(name).attach(kj::mv(vm));
-    }).then([]() { return Status(); });
+        hooks = m_plugins->notify(
+            hook_call(host::Hook::distribution_stopping, session, record.value(), running));
+    return hooks
+        .then([vm = kj::mv(vm), name = record->name]() mutable {
+            VmInstance& ref = *vm;
+            return ref.terminate_distribution(name).attach(kj::mv(vm));
+        })
+        .then([]() { return Status(); });
 }
 
 kj::Promise<Status> Service::shutdown_vm(uid_t owner)
@@ -417,7 +424,8 @@ kj::Promise<void> Service::shutdown_all()
     return kj::joinPromises(stops.finish());
 }
 
-kj::Promise<Status> Service::vm_mount(uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
+kj::Promise<Status> Service::vm_mount(
+    uid_t owner, Fd dir, std::string vm_path, bool read_only, std::string name)
 {
     Session& session = session_of(owner);
     if (!session.vm || !session.vm->running())
@@ -483,9 +491,9 @@ host::HookCall Service::hook_call(
         return text.empty() ? std::nullopt : std::optional<std::string>(text);
     };
     host::HookCall call = hook_call(hook, session);
-    call.distro = { record.uuid, record.name, running ? running->pid_namespace : 0,
-        running ? running->init_pid : 0, nullable(record.package), nullable(record.flavor),
-        nullable(record.version) };
+    call.distro
+        = { record.uuid, record.name, running ? running->pid_namespace : 0, running ? running->init_pid : 0,
+              nullable(record.package), nullable(record.flavor), nullable(record.version) };
     return call;
 }
 
@@ -497,12 +505,13 @@ Session* Service::session_by_id(uint32_t id)
     return nullptr;
 }
 
-kj::Promise<int> Service::mount_folder(uint32_t session_id, Fd dir, std::string vm_path, bool read_only, std::string name)
+kj::Promise<int> Service::mount_folder(
+    uint32_t session_id, Fd dir, std::string vm_path, bool read_only, std::string name)
 {
     Session* session = session_by_id(session_id);
     if (!session)
         return BH_E_SESSION_NOT_FOUND;
-    struct stat st {};
+    struct stat st { };
     if (fstat(dir.get(), &st) < 0 || !S_ISDIR(st.st_mode))
         return -ENOTDIR;
     if (vm_path.empty() || vm_path.front() != '/')
@@ -521,7 +530,8 @@ kj::Promise<Result<Fd>> Service::execute(
     if (distro) {
         const RunningDistro* running = session->vm ? session->vm->find_distribution(*distro) : nullptr;
         if (!running)
-            return Result<Fd>(Error { BH_E_DISTRO_NOT_RUNNING, "distribution " + distro->to_string() + " is not running" });
+            return Result<Fd>(
+                Error { BH_E_DISTRO_NOT_RUNNING, "distribution " + distro->to_string() + " is not running" });
         name = running->record.name;
     }
     ProgramSpec spec { std::move(path), std::move(argv),

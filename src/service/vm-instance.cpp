@@ -196,11 +196,13 @@ kj::Promise<Status> VmInstance::run_started_hook(const std::string& name, Starte
 {
     auto it = m_distros.find(name);
     if (it == m_distros.end())
-        return Status(Error { BH_E_DISTRO_NOT_RUNNING, "the distribution '" + name + "' stopped while starting" });
+        return Status(
+            Error { BH_E_DISTRO_NOT_RUNNING, "the distribution '" + name + "' stopped while starting" });
     return on_started(*it->second).then([this, name](Status status) -> kj::Promise<Status> {
         if (status)
             return kj::mv(status);
-        return terminate_distribution(name).then([status = kj::mv(status)]() mutable { return kj::mv(status); });
+        return terminate_distribution(name).then(
+            [status = kj::mv(status)]() mutable { return kj::mv(status); });
     });
 }
 

@@ -69,7 +69,8 @@ public:
     // for it too). A failure ends the distribution and is the attempt's result.
     using StartedHook = kj::Function<kj::Promise<Status>(const RunningDistro&)>;
     // Starts `record` from `rootfs` unless it runs already; concurrent starts share one attempt.
-    kj::Promise<Status> start_distribution(const DistroRecord& record, const std::string& rootfs, StartedHook on_started);
+    kj::Promise<Status> start_distribution(
+        const DistroRecord& record, const std::string& rootfs, StartedHook on_started);
     // Runs a program with the given stdio inside a running distribution (or in the VM's root
     // namespace when `distro` is empty); resolves with its wait status.
     kj::Promise<Result<int>> run(const std::string& distro, ProgramSpec spec, std::array<Fd, 3> stdio);
