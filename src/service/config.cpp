@@ -158,11 +158,16 @@ namespace {
 
     Status read_plugin_keys(const toml::table& table, PluginConfig& config, const std::string& origin)
     {
-        BH_TRY(check_keys(table, { "path", "name", "isolation" }, origin, ""));
+        BH_TRY(check_keys(table, { "path", "name", "isolation", "hook_timeout_s" }, origin, ""));
         std::optional<std::string> path, name, isolation;
         BH_TRY(read_optional(table, "path", path, origin));
         BH_TRY(read_optional(table, "name", name, origin));
         BH_TRY(read_optional(table, "isolation", isolation, origin));
+        std::optional<uint32_t> timeout;
+        BH_TRY(read_optional(table, "hook_timeout_s", timeout, origin));
+        if (timeout && *timeout == 0)
+            return config_error(origin, "'hook_timeout_s' must be at least 1");
+        config.hook_timeout_s = timeout.value_or(config.hook_timeout_s);
         if (!path || path->empty() || path->front() != '/')
             return config_error(origin, "'path' must be the absolute path of the plugin's .so");
         if (name && name->empty())
@@ -179,7 +184,7 @@ namespace {
 
 PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin)
 {
-    PluginConfig config { stem, "", Isolation::process, origin };
+    PluginConfig config { stem, "", Isolation::process, 60, origin };
     auto parsed = parse_toml(text, origin);
     Status status = parsed ? read_plugin_keys(parsed.value(), config, origin) : Status(parsed.take_error());
     if (!status)

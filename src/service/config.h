@@ -58,12 +58,13 @@ struct PluginConfig {
     std::string name;
     std::string path; // absolute path of the .so
     Isolation isolation = Isolation::process;
+    uint32_t hook_timeout_s = 60; // deadline of every hook call
     std::string file; // where it was configured, for messages
     std::optional<Error> error;
 };
 
 // Parses one plugin file's TOML text: `path` (absolute, required), `name` (default: `stem`),
-// `isolation` ("process", the default, or "none").
+// `isolation` ("process", the default, or "none"), `hook_timeout_s` (1 or more; default 60).
 PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin);
 // Every *.toml in <config-dir>/plugins.d, in file-name order. The same .so (by its resolved path)
 // under a second name is dropped with a warning: the first name wins.

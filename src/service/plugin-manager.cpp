@@ -54,6 +54,7 @@ struct PluginManager::Slot {
     uint32_t hooks = 0;
     pid_t pid = 0;
     std::string cause;
+    int fatal_code = host_died; // what its death makes operations fail with
     std::vector<Hook> in_flight; // hooks sent and not answered, oldest first
     kj::Own<PluginLink> link;
     // Resolves once the host's death has been recorded (declared after `link`: destroyed first).
@@ -164,8 +165,8 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
 void PluginManager::watch(Slot& slot)
 {
     auto recorded = slot.link->on_death().then([this, &slot](std::string how) {
-        if (slot.state == PluginState::failed_to_load)
-            return; // we ended it ourselves
+        if (slot.state == PluginState::failed_to_load || slot.state == PluginState::crashed)
+            return; // we ended it ourselves (a failed load, a hook past its deadline)
         bool loading = slot.state == PluginState::not_loaded;
         slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
         slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
@@ -174,9 +175,24 @@ void PluginManager::watch(Slot& slot)
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
         log_error(
             "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+        slot.fatal_code = host_died;
         latch({ host_died, fatal_message(slot.config.name) });
     });
     slot.dead = recorded.fork();
+}
+
+// A hook past its deadline: the plugin is treated as dead (its host and everything it started
+// are killed; in-process, its hook thread is abandoned and never called again).
+HookOutcome PluginManager::time_out(Slot& slot, Hook hook)
+{
+    slot.state = PluginState::crashed;
+    slot.cause = std::string("timed out in ") + host::hook_name(hook) + " (hook_timeout_s = "
+        + std::to_string(slot.config.hook_timeout_s) + ")";
+    slot.fatal_code = -ETIMEDOUT;
+    log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it");
+    latch({ -ETIMEDOUT, fatal_message(slot.config.name) });
+    slot.link->terminate();
+    return HookOutcome { -ETIMEDOUT };
 }
 
 kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
@@ -188,14 +204,18 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
         if (it != slot.in_flight.end())
             slot.in_flight.erase(it);
     });
+    auto deadline = m_env.timer.afterDelay(slot.config.hook_timeout_s * kj::SECONDS).then([this, &slot, hook]() {
+        return time_out(slot, hook);
+    });
     return slot.link->call(call)
         .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
             log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)
                 + " got no answer: " + e.getDescription().cStr());
             KJ_IF_MAYBE (dead, slot.dead) // wait until the cause is recorded, so status names it
-                return dead->addBranch().then([]() { return HookOutcome { host_died }; });
+                return dead->addBranch().then([&slot]() { return HookOutcome { slot.fatal_code }; });
             return HookOutcome { host_died };
         })
+        .exclusiveJoin(kj::mv(deadline))
         .attach(kj::mv(answered));
 }
 
@@ -209,7 +229,7 @@ kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
     for (; index < m_slots.size(); ++index) {
         Slot& slot = *m_slots[index];
         if (slot.state == PluginState::crashed)
-            return Status(Error { host_died, fatal_message(slot.config.name) });
+            return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
         if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
             continue;
         auto answer = this->call(slot, call);
@@ -218,7 +238,7 @@ kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
                 if (outcome.code == 0)
                     return veto_from(index + 1, std::move(call));
                 if (slot.state == PluginState::crashed)
-                    return Status(Error { host_died, fatal_message(slot.config.name) });
+                    return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
                 log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
                     + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
                 return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });

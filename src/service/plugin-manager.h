@@ -26,8 +26,9 @@ struct PluginView {
 // Policy (docs/design/plugins.md has the reasoning):
 // - Plugins are loaded lazily, once, the first time a VM is about to be created, in
 //   configuration order. A failed load is latched as the fatal plugin error.
-// - A host that dies (its process exits, or its connection drops) is latched as the fatal plugin
-//   error too: the first one wins, and it is never restarted in this service's lifetime.
+// - A host that dies (its process exits, or its connection drops), or a hook that overruns the
+//   plugin's hook_timeout_s (its host is then killed), is latched as the fatal plugin error too:
+//   the first one wins, and it is never restarted in this service's lifetime.
 // - While a fatal error is latched, activate() fails: every VM creation fails before any hook.
 // - Veto hooks stop at the first plugin that fails; a plugin's own failure is not latched.
 // - Teardown hooks skip dead plugins and only log failures.
@@ -53,6 +54,7 @@ private:
     kj::Promise<Status> load_one(Slot& slot);
     void watch(Slot& slot);
     kj::Promise<host::HookOutcome> call(Slot& slot, const host::HookCall& call);
+    host::HookOutcome time_out(Slot& slot, host::Hook hook);
     kj::Promise<Status> veto_from(size_t index, host::HookCall call);
     kj::Promise<void> notify_from(size_t index, host::HookCall call);
     void fail_load(Slot& slot, Error error);

@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation)
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted)
 
 if [ "${1:-}" != --case ]; then
   exec "$HERE/plugins-run-cases.sh" "$0" process "${@:-${CASES[@]}}"
@@ -146,6 +146,34 @@ case_SpawnChild() {
     sleep 0.05
   done
   process_gone "$host" || fail "the plugin host $host survived the service"
+}
+
+# A plugin that never returns from on_vm_started: its deadline (hook_timeout_s) fails the VM start
+# with the plugin-named message; its host and what it spawned are killed; the service answers
+# status while the hook hangs, and the failure is latched like a crash.
+case_HangInVmStarted() {
+  install_test_plugin HangInVmStarted test-plugin process
+  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
+  make_rootfs "$T/rootfs"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  local rc=0
+  bh start alpha >"$T/start.out" 2>"$T/start.err" & local start=$!
+  DEADLINE=10 eventually grep -q '^hanging in on_vm_started' "$PLUGIN_LOG"
+  # The hook hangs: the service still answers, and the start is still waiting for the hook.
+  expect_eq "$(plugin_field state)" running "plugin state while its hook hangs"
+  bh list >/dev/null || fail "list failed while a hook hangs"
+  wait $start || rc=$?
+  [ $rc -ne 0 ] || fail "the start succeeded although on_vm_started never returned"
+  expect_eq "$(cat "$T/start.err")" "$FATAL"$'\n'"Error code: $START_OP/ETIMEDOUT" "start output"
+  expect_eq "$(plugin_field state)" crashed "plugin state after its deadline"
+  local cause; cause=$(plugin_field cause)
+  [[ $cause == "timed out in on_vm_started"* ]] || fail "the cause should say it timed out; it is '$cause'"
+  DEADLINE=10 eventually test -z "$(surviving_children)"
+  DEADLINE=5 eventually no_service_hosts
+  expect_service_alive
+  expect_no_vm
+  expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh start alpha
 }
 
 case_StderrFlood() {

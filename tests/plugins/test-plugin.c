@@ -89,6 +89,7 @@ enum mode {
     MODE_STDERR_FLOOD,
     MODE_GARBAGE,
     MODE_CALLBACK_AFTER_HOOK,
+    MODE_HANG_IN_VM_STARTED,
 };
 
 static const char* const modes[] = {
@@ -115,6 +116,7 @@ static const char* const modes[] = {
     "StderrFlood",
     "Garbage",
     "CallbackAfterHook",
+    "HangInVmStarted",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -511,6 +513,12 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
     case MODE_SPAWN_CHILD:
         spawn_children();
         return 0;
+    case MODE_HANG_IN_VM_STARTED:
+        /* A child first, so the test can check that what a hung plugin spawned dies with it. */
+        spawn_children();
+        log_line("hanging in on_vm_started");
+        for (;;)
+            pause();
     case MODE_STDERR_FLOOD:
         start_detached(flood);
         return 0;
