@@ -69,6 +69,16 @@ TEST(PluginConfig, KeepsTheReasonOfAnUnusableFile)
     EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\npth = 1\n", "p", "f.toml").error);
     EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nname = \"\"\n", "p", "f.toml").error);
     EXPECT_TRUE(parse_plugin_config("path = /x.so\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nhook_timeout_s = 0\n", "p", "f.toml").error);
+    EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nhook_timeout_s = \"5\"\n", "p", "f.toml").error);
+}
+
+TEST(PluginConfig, HookTimeoutDefaultsToAMinute)
+{
+    EXPECT_EQ(parse_plugin_config("path = \"/x.so\"\n", "p", "f.toml").hook_timeout_s, 60u);
+    auto quick = parse_plugin_config("path = \"/x.so\"\nhook_timeout_s = 3\n", "p", "f.toml");
+    EXPECT_FALSE(quick.error);
+    EXPECT_EQ(quick.hook_timeout_s, 3u);
 }
 
 } // namespace bh::service
