@@ -40,6 +40,25 @@
  *   writing N random bytes to fd 3 (type=T)  /  write to fd 3 -> RESULT      Garbage
  *                                           (T: socket, fifo, other or none)
  *   sending SIGKILL to own process                                           HostCrash
+ *   RLIMIT_AS soft=S hard=H  /  allocation failed after N MiB               AllocateForever
+ *   RLIMIT_NOFILE soft=S hard=H  /  opened N files, then RESULT             CountOpenFiles
+ *                                           (S, H: a number or "unlimited")
+ *
+ * AllocateForever (on_vm_started) mallocs and fills 16 MiB blocks until malloc returns NULL, then
+ * logs and abort()s: a memory limit on its host turns it into a crash. As a safety net on a host
+ * without any limit it stops after 1 GiB, logs "no allocation failed in 1024 MiB" and vetoes with
+ * -ENOMEM. CountOpenFiles (on_vm_started) opens /dev/null until open() fails (at most 100000
+ * times), logs how many it opened and why it stopped, closes them again and returns 0.
+ *
+ * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
+ * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
+ * file that behaves the same but first logs
+ *
+ *   Plugin variant: V                       before "Plugin loaded", only when V is not "original"
+ *
+ * Finding fixture.conf: dladdr names the file this .so was loaded from. When it was loaded from
+ * an anonymous file (a memfd, through /proc/self/fd/N), the memfd's name, as /proc/self/maps
+ * shows it ("/memfd:NAME (deleted)"), is used if NAME is an absolute path.
  *
  * Children started in SpawnChild carry BULKHEAD_FIXTURE_TAG=<log path> in their environment so a
  * test can find them whatever pid namespace they live in. */
@@ -54,10 +73,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -90,6 +111,8 @@ enum mode {
     MODE_GARBAGE,
     MODE_CALLBACK_AFTER_HOOK,
     MODE_HANG_IN_VM_STARTED,
+    MODE_ALLOCATE_FOREVER,
+    MODE_COUNT_OPEN_FILES,
 };
 
 static const char* const modes[] = {
@@ -117,10 +140,20 @@ static const char* const modes[] = {
     "Garbage",
     "CallbackAfterHook",
     "HangInVmStarted",
+    "AllocateForever",
+    "CountOpenFiles",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
 #define READ_TIMEOUT_MS 10000
+#define ALLOCATION_MIB 16
+#define ALLOCATION_CAP_MIB 1024
+#define MAX_OPEN_FILES_PROBE 100000
+
+/* Patched in copies of the .so by tests that need a different file (see "Variants" above).
+ * volatile: read at run time, never folded into the code by the compiler. */
+#define VARIANT_PREFIX "BULKHEAD-FIXTURE-VARIANT:"
+static volatile const char variant_marker[] = VARIANT_PREFIX "original";
 
 static const struct bh_plugin_api_v1* api;
 static enum mode mode;
@@ -445,6 +478,65 @@ static int start_detached(void* (*function)(void*))
     return -result;
 }
 
+/* ---- AllocateForever and CountOpenFiles ---- */
+
+static void format_limit(rlim_t value, char out[32])
+{
+    if (value == RLIM_INFINITY)
+        strcpy(out, "unlimited");
+    else
+        snprintf(out, 32, "%llu", (unsigned long long)value);
+}
+
+static void log_limit(const char* name, int resource)
+{
+    struct rlimit limit;
+    char soft[32], hard[32];
+    if (getrlimit(resource, &limit) != 0) {
+        log_line("%s -> %s", name, bh_result_name(-errno));
+        return;
+    }
+    format_limit(limit.rlim_cur, soft);
+    format_limit(limit.rlim_max, hard);
+    log_line("%s soft=%s hard=%s", name, soft, hard);
+}
+
+static int allocate_forever(void)
+{
+    size_t block = (size_t)ALLOCATION_MIB << 20;
+    int allocated = 0;
+    log_limit("RLIMIT_AS", RLIMIT_AS);
+    while (allocated < ALLOCATION_CAP_MIB) {
+        char* p = malloc(block);
+        if (!p) {
+            log_line("allocation failed after %d MiB", allocated);
+            abort();
+        }
+        memset(p, 0x5a, block); /* touched, so the memory is really used; never freed */
+        allocated += ALLOCATION_MIB;
+    }
+    log_line("no allocation failed in %d MiB", allocated);
+    return -ENOMEM;
+}
+
+static void count_open_files(void)
+{
+    static int fds[MAX_OPEN_FILES_PROBE];
+    int count = 0, result = 0, i;
+    log_limit("RLIMIT_NOFILE", RLIMIT_NOFILE);
+    while (count < MAX_OPEN_FILES_PROBE) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            result = -errno;
+            break;
+        }
+        fds[count++] = fd;
+    }
+    log_line("opened %d files, then %s", count, bh_result_name(result));
+    for (i = 0; i < count; i++)
+        close(fds[i]);
+}
+
 /* ---- hooks ---- */
 
 static int success_vm_started(bh_session_id session)
@@ -547,6 +639,11 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
     case MODE_CALLBACK_AFTER_HOOK:
         late_session = session->session_id;
         return start_detached(late_call);
+    case MODE_ALLOCATE_FOREVER:
+        return allocate_forever();
+    case MODE_COUNT_OPEN_FILES:
+        count_open_files();
+        return 0;
     default:
         return 0;
     }
@@ -658,17 +755,66 @@ static void copy_bounded(char* out, size_t size, const char* in)
     out[n] = '\0';
 }
 
+/* The name /proc/self/maps gives the mapping that holds `address`, if it is a memfd named by an
+ * absolute path ("/memfd:/abs/path (deleted)"): the file this .so was copied from. */
+static int memfd_origin(const void* address, char* out, size_t size)
+{
+    static const char memfd[] = "/memfd:", deleted[] = " (deleted)";
+    char line[PATH_MAX + 256];
+    int found = -1;
+    FILE* maps = fopen("/proc/self/maps", "re");
+    if (!maps)
+        return -1;
+    while (found < 0 && fgets(line, sizeof(line), maps)) {
+        unsigned long long start, end;
+        char* name;
+        size_t length;
+        if (sscanf(line, "%llx-%llx", &start, &end) != 2)
+            continue;
+        if ((unsigned long long)(uintptr_t)address < start || (unsigned long long)(uintptr_t)address >= end)
+            continue;
+        line[strcspn(line, "\n")] = '\0';
+        name = strstr(line, memfd);
+        if (!name)
+            break;
+        name += sizeof(memfd) - 1;
+        length = strlen(name);
+        if (length >= sizeof(deleted) - 1 && strcmp(name + length - (sizeof(deleted) - 1), deleted) == 0)
+            name[length - (sizeof(deleted) - 1)] = '\0';
+        if (name[0] == '/' && strlen(name) < size) {
+            strcpy(out, name);
+            found = 0;
+        }
+        break;
+    }
+    fclose(maps);
+    return found;
+}
+
+/* Whether this copy of the .so had its variant marker patched; its variant, in `out`. */
+static int patched_variant(char* out, size_t size)
+{
+    size_t prefix = sizeof(VARIANT_PREFIX) - 1, i;
+    for (i = 0; i + 1 < size && i + prefix + 1 < sizeof(variant_marker); i++)
+        out[i] = variant_marker[prefix + i];
+    out[i] = '\0';
+    return strcmp(out, "original") != 0;
+}
+
 static int read_configuration(void)
 {
-    Dl_info info;
+    Dl_info info = { 0 };
     char so[PATH_MAX], conf[PATH_MAX + 16], line[PATH_MAX + 16], mode_name[128] = "";
     char* slash;
     FILE* file;
     size_t i;
 
-    /* dli_fname may be a relative or /proc/self/fd/N path: realpath resolves either. */
-    if (!dladdr((void*)read_configuration, &info) || !info.dli_fname || !realpath(info.dli_fname, so)) {
-        fprintf(stderr, "test-plugin: cannot find its own path\n");
+    /* Loaded from a memfd: its name says where it was copied from. Otherwise dli_fname may be a
+     * relative or /proc/self/fd/N path: realpath resolves either. */
+    if (memfd_origin((const void*)read_configuration, so, sizeof(so)) != 0
+        && (!dladdr((void*)read_configuration, &info) || !info.dli_fname || !realpath(info.dli_fname, so))) {
+        fprintf(stderr, "test-plugin: cannot find its own path (dladdr: %s)\n",
+            info.dli_fname ? info.dli_fname : "(null)");
         return -ENODATA;
     }
     strcpy(own_dir, so);
@@ -710,10 +856,13 @@ static int read_configuration(void)
 __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
     const struct bh_plugin_api_v1* service, struct bh_plugin_hooks_v1* hooks)
 {
+    char variant[64];
     int result = read_configuration();
     if (result != 0)
         return result;
     api = service;
+    if (patched_variant(variant, sizeof(variant)))
+        log_line("Plugin variant: %s", variant);
     log_line("Plugin loaded (mode=%s, api_version=%u.%u.%u)", modes[mode], service->version.major,
         service->version.minor, service->version.revision);
     if (mode == MODE_FAIL_TO_LOAD)
