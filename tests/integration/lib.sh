@@ -43,6 +43,18 @@ start_service() {
   wait $waiter || fail "bulkheadd did not report READY=1 within 10 s"
 }
 
+# start_service, with NAME=VALUE... added to bulkheadd's environment (e.g. loader variables that
+# must not reach a plugin host). start_service_with_env NAME=VALUE...
+start_service_with_env() {
+  rm -f "$T/notify.sock"
+  python3 "$HERE/wait-ready.py" "$T/notify.sock" 10 & local waiter=$!
+  while [ ! -S "$T/notify.sock" ]; do sleep 0.01; done
+  NOTIFY_SOCKET="$T/notify.sock" env "$@" "$BIN/bulkheadd" --config-dir "$T/cfg" --state-dir "$T/state" \
+    --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
+  SVC_PID=$!
+  wait $waiter || fail "bulkheadd did not report READY=1 within 10 s"
+}
+
 stop_service() {
   kill -TERM "$SVC_PID"
   wait "$SVC_PID" || fail "bulkheadd exited with $? on SIGTERM"
