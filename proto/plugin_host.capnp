@@ -10,7 +10,7 @@ using Common = import "common.capnp";
 # Versioning: a host refuses an initialize() whose major version differs from its own, and the
 # service refuses a host answering with another major. Minor versions only add fields/methods.
 const pluginHostMajor :UInt32 = 1;
-const pluginHostMinor :UInt32 = 0;
+const pluginHostMinor :UInt32 = 1;
 
 struct Version {
   major @0 :UInt32;
@@ -42,10 +42,13 @@ struct HookResult {
 }
 
 interface PluginHost {
-  # The first call. Loads the plugin (dlopen, entry point) on the host's hook thread.
+  # The first call. Loads the plugin (dlopen, entry point) on the host's hook thread, from a
+  # sealed copy verified against the integrity fields (1.1): a sha256 pin (hex; empty: none), a
+  # detached Ed25519 signature (64 bytes; empty: none) and the PEM public keys it may verify against.
   # hooks: bit i set when hook i of bh_plugin_hooks_v1 is non-NULL.
   initialize @0 (major :UInt32, minor :UInt32, pluginPath :Text, pluginName :Text,
-                 serviceVersion :Version, callback :PluginHostCallback)
+                 serviceVersion :Version, callback :PluginHostCallback,
+                 sha256 :Text, signature :Data, trustedKeys :List(Text))
       -> (outcome :Common.Outcome, major :UInt32, minor :UInt32, hooks :UInt32);
 
   # One method per hook; each resolves when the plugin's hook has returned. Calls are queued
@@ -64,9 +67,9 @@ interface PluginHost {
 
 interface PluginHostCallback {
   # The service functions of bh_plugin_api_v1. Every result is 0 or a negative code, exactly
-  # what the plugin's call returns. The host opened hostDir (so the folder is reached with the
-  # host's rights, and a missing path fails in the host with -ENOENT).
-  mountFolder @0 (session :UInt32, hostDir :Common.Fd, vmPath :Text, readOnly :Bool, name :Text)
+  # what the plugin's call returns. hostPath is opened by the service, in its own mount namespace
+  # (the host's differs: it holds the verified plugin copy), so a missing folder is -ENOENT.
+  mountFolder @0 (session :UInt32, hostPath :Text, vmPath :Text, readOnly :Bool, name :Text)
       -> (code :Int32);
   # distribution: 16 bytes, or absent for the VM's root namespace.
   executeBinary @1 (session :UInt32, distribution :Data, path :Text, argv :List(Text))

@@ -4,7 +4,11 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -83,6 +87,28 @@ Status contain_descendants(Fd cgroup)
     if (guardian == 0)
         guard(host, cgroup.get());
     return {};
+}
+
+Status enter_private_mount_namespace()
+{
+    // Slave, not private: mounts made on the host later still appear here; ours never leave.
+    if (unshare(CLONE_NEWNS) < 0 || mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
+        return Error::from_errno(errno, "cannot make a private mount namespace");
+    return {};
+}
+
+Status harden()
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return Error::from_errno(errno, "cannot set no_new_privs");
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return Error::from_errno(errno, "cannot make the host non-dumpable");
+    rlimit none { 0, 0 };
+    if (setrlimit(RLIMIT_CORE, &none) < 0)
+        return Error::from_errno(errno, "cannot disable core dumps");
+    if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
+        return Error::from_errno(errno, "cannot close inherited fds");
+    return enter_private_mount_namespace();
 }
 
 void scrub_loader_environment()

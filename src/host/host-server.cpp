@@ -47,7 +47,12 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     m_callback = params.getCallback();
     route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() });
     auto runtime = kj::heap<PluginRuntime>(name);
-    auto loaded = runtime->load(params.getPluginPath().cStr());
+    Integrity integrity { params.getSha256().cStr() };
+    integrity.signature.assign(reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());
+    for (auto key : params.getTrustedKeys())
+        integrity.trusted_keys.emplace_back(key.cStr());
+    // The host runs in a private mount namespace: the verified copy is bound over the real path.
+    auto loaded = runtime->load(params.getPluginPath().cStr(), std::move(integrity), true);
     m_runtime = kj::mv(runtime);
     return loaded.then([context](Result<uint32_t> hooks) mutable {
         auto results = context.getResults();
@@ -110,12 +115,12 @@ kj::Promise<void> HostServer::onDistributionUnregistered(OnDistributionUnregiste
 }
 
 kj::Promise<int> HostServer::mount_folder(
-    uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name)
+    uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name)
 {
     KJ_IF_MAYBE (callback, m_callback) {
         auto request = callback->mountFolderRequest();
         request.setSession(session);
-        request.setHostDir(ipc::wrap_fd(std::move(dir)));
+        request.setHostPath(host_path);
         request.setVmPath(vm_path);
         request.setReadOnly(read_only);
         request.setName(name);

@@ -35,6 +35,10 @@ int main(int argc, char** argv)
         bh::log_error("bulkhead-pluginhost: " + contained.error().message);
         return 2;
     }
+    if (auto hardened = bh::host::harden(); !hardened) {
+        bh::log_error("bulkhead-pluginhost: " + hardened.error().message);
+        return 2;
+    }
     bh::host::scrub_loader_environment();
     signal(SIGPIPE, SIG_IGN);
 

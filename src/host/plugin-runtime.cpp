@@ -107,14 +107,11 @@ namespace {
     {
         if (!host_path || !vm_path)
             return -EINVAL;
-        // Opened here, with the plugin's rights, so a folder it cannot reach is never mounted.
-        Fd dir(::open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC));
-        if (!dir)
-            return -errno;
+        std::string host(host_path, strnlen(host_path, max_text));
         std::string vm(vm_path, strnlen(vm_path, max_text));
         std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
         return call_service<int>([&](CallTarget& target) {
-            return target.mount_folder(session, std::move(dir), std::move(vm), read_only != 0, label);
+            return target.mount_folder(session, std::move(host), std::move(vm), read_only != 0, label);
         });
     }
 
@@ -257,7 +254,7 @@ struct PluginRuntime::State {
         wake.notify_one();
     }
 
-    Result<uint32_t> load(const std::string& path);
+    Result<uint32_t> load(const std::string& path, const Integrity& integrity, bool bind_over_path);
     HookOutcome run(const HookCall& call);
 };
 
@@ -285,14 +282,15 @@ namespace {
 
 } // namespace
 
-Result<uint32_t> PluginRuntime::State::load(const std::string& path)
+Result<uint32_t> PluginRuntime::State::load(const std::string& path, const Integrity& integrity, bool bind_over_path)
 {
-    struct stat st { };
-    if (::stat(path.c_str(), &st) < 0)
-        return Error::from_errno(errno, "cannot load plugin '" + name + "' from " + path);
-    void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!library)
-        return Error { -ENOEXEC, "cannot load plugin '" + name + "': " + dlerror() };
+    auto verified = open_verified(path, integrity);
+    if (!verified)
+        return Error { verified.error().code, "plugin '" + name + "': " + verified.error().message };
+    auto loaded = dlopen_memfd(verified.value(), path, bind_over_path);
+    if (!loaded)
+        return Error { loaded.error().code, "plugin '" + name + "': " + loaded.error().message };
+    void* library = loaded.value();
     auto entry = reinterpret_cast<bh_plugin_entry_v1_fn>(dlsym(library, "bh_plugin_entry_v1"));
     if (!entry)
         return Error { -ENOEXEC, "plugin '" + name + "' (" + path + ") does not export bh_plugin_entry_v1" };
@@ -363,13 +361,13 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
     return outcome;
 }
 
-kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path)
+kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path, Integrity integrity, bool bind_over_path)
 {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<uint32_t>>();
-    m_state->post(
-        [state = m_state.get(), path = std::move(path), fulfiller = kj::mv(paf.fulfiller)]() mutable {
-            fulfiller->fulfill(state->load(path));
-        });
+    m_state->post([state = m_state.get(), path = std::move(path), integrity = std::move(integrity), bind_over_path,
+                      fulfiller = kj::mv(paf.fulfiller)]() mutable {
+        fulfiller->fulfill(state->load(path, integrity, bind_over_path));
+    });
     return kj::mv(paf.promise);
 }
 

@@ -9,6 +9,7 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "base/uuid.h"
+#include "host/verified-load.h"
 
 #include <bulkhead/plugin_api.h>
 #include <kj/async.h>
@@ -70,7 +71,7 @@ class CallTarget {
 public:
     virtual ~CallTarget() noexcept(false) = default;
     virtual kj::Promise<int> mount_folder(
-        uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name)
+        uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name)
         = 0;
     // `distro` empty: the VM's root namespace.
     virtual kj::Promise<Result<Fd>> execute(
@@ -101,7 +102,9 @@ public:
 
     // dlopen(RTLD_NOW | RTLD_LOCAL) and the entry point; on success, the mask of hooks it set
     // (bit i: hook i of bh_plugin_hooks_v1).
-    kj::Promise<Result<uint32_t>> load(std::string path);
+    // The file is verified and loaded through open_verified / dlopen_memfd; `bind_over_path`
+    // only in a process with a private mount namespace (the host).
+    kj::Promise<Result<uint32_t>> load(std::string path, Integrity integrity, bool bind_over_path);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
 

@@ -102,7 +102,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     auto root = parse_toml(text, origin);
     if (!root)
         return root.take_error();
-    BH_TRY(check_keys(*root, { "vm", "policy" }, origin, ""));
+    BH_TRY(check_keys(*root, { "vm", "policy", "plugins" }, origin, ""));
     auto vm = read_vm_table(*root, origin);
     if (!vm)
         return vm.take_error();
@@ -111,6 +111,12 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     config.defaults.host_network = vm->host_network.value_or(false);
     config.defaults.init = vm->init.value_or("");
     BH_TRY(read_policy(*root, config.policy, origin));
+    if (const toml::table* plugins = (*root)["plugins"].as_table()) {
+        BH_TRY(check_keys(*plugins, { "require_verified" }, origin, "plugins."));
+        std::optional<bool> required;
+        BH_TRY(read_optional(*plugins, "require_verified", required, origin));
+        config.require_verified_plugins = required.value_or(false);
+    }
     return config;
 }
 
@@ -156,9 +162,41 @@ Result<VmSettings> apply_policy(const ServiceConfig& config, const UserOverrides
 
 namespace {
 
+    Status read_integrity(const toml::table& table, PluginConfig& config, const std::string& origin)
+    {
+        std::optional<std::string> sha256, signature;
+        BH_TRY(read_optional(table, "sha256", sha256, origin));
+        BH_TRY(read_optional(table, "signature", signature, origin));
+        if (sha256 && (sha256->size() != 64 || !std::all_of(sha256->begin(), sha256->end(), isxdigit)))
+            return config_error(origin, "'sha256' must be 64 hexadecimal digits");
+        if (signature && (signature->empty() || signature->front() != '/'))
+            return config_error(origin, "'signature' must be the absolute path of a detached signature");
+        config.sha256 = sha256.value_or("");
+        config.signature = signature.value_or("");
+        return {};
+    }
+
+    Status read_limits(const toml::table& table, PluginConfig& config, const std::string& origin)
+    {
+        for (const char* key : { "memory_limit_mb", "max_open_files" }) {
+            const toml::node* node = table.get(key);
+            if (!node)
+                continue;
+            auto value = node->value_exact<int64_t>();
+            if (!value || *value < 1 || *value > (1LL << 30))
+                return config_error(origin, std::string("'") + key + "' must be a positive whole number");
+            (std::string(key) == "memory_limit_mb" ? config.memory_limit_mb : config.max_open_files)
+                = static_cast<uint64_t>(*value);
+        }
+        return {};
+    }
+
     Status read_plugin_keys(const toml::table& table, PluginConfig& config, const std::string& origin)
     {
-        BH_TRY(check_keys(table, { "path", "name", "isolation", "hook_timeout_s" }, origin, ""));
+        BH_TRY(check_keys(table,
+            { "path", "name", "isolation", "hook_timeout_s", "sha256", "signature", "memory_limit_mb",
+                "max_open_files" },
+            origin, ""));
         std::optional<std::string> path, name, isolation;
         BH_TRY(read_optional(table, "path", path, origin));
         BH_TRY(read_optional(table, "name", name, origin));
@@ -168,6 +206,8 @@ namespace {
         if (timeout && *timeout == 0)
             return config_error(origin, "'hook_timeout_s' must be at least 1");
         config.hook_timeout_s = timeout.value_or(config.hook_timeout_s);
+        BH_TRY(read_integrity(table, config, origin));
+        BH_TRY(read_limits(table, config, origin));
         if (!path || path->empty() || path->front() != '/')
             return config_error(origin, "'path' must be the absolute path of the plugin's .so");
         if (name && name->empty())

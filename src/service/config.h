@@ -28,6 +28,7 @@ struct AdminPolicy {
 struct ServiceConfig {
     VmSettings defaults;
     AdminPolicy policy;
+    bool require_verified_plugins = false; // [plugins] require_verified: every plugin pinned or signed
 };
 
 // What a user's ~/.config/bulkhead/bulkhead.toml asks for; absent keys stay unset.
@@ -61,10 +62,15 @@ struct PluginConfig {
     uint32_t hook_timeout_s = 60; // deadline of every hook call
     std::string file; // where it was configured, for messages
     std::optional<Error> error;
+    std::string sha256; // pinned content (hex); empty: not pinned
+    std::string signature; // path of a detached Ed25519 signature; empty: not signed
+    uint64_t memory_limit_mb = 0; // RLIMIT_AS of its host; 0: none
+    uint64_t max_open_files = 0; // RLIMIT_NOFILE of its host; 0: inherited
 };
 
 // Parses one plugin file's TOML text: `path` (absolute, required), `name` (default: `stem`),
-// `isolation` ("process", the default, or "none"), `hook_timeout_s` (1 or more; default 60).
+// `isolation` ("process", the default, or "none"), `hook_timeout_s` (1 or more; default 60),
+// `sha256` (64 hex digits), `signature` (absolute path), `memory_limit_mb`, `max_open_files`.
 PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin);
 // Every *.toml in <config-dir>/plugins.d, in file-name order. The same .so (by its resolved path)
 // under a second name is dropped with a warning: the first name wins.

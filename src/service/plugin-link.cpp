@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <proto/plugin_host.capnp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,20 +44,13 @@ namespace {
         kj::Promise<void> mountFolder(MountFolderContext context) override
         {
             auto params = context.getParams();
-            if (params.getVmPath().size() > max_text || params.getName().size() > max_text)
+            if (params.getVmPath().size() > max_text || params.getName().size() > max_text
+                || params.getHostPath().size() > max_text)
                 return reject("a mount_folder path or name longer than 4096 bytes");
-            std::string vm_path = params.getVmPath().cStr();
-            std::string name = params.getName().cStr();
-            uint32_t session = params.getSession();
-            return ipc::unwrap_fd(params.getHostDir())
-                .then([this, context, session, vm_path, name](Result<Fd> dir) mutable -> kj::Promise<void> {
-                    if (!dir)
-                        return reject("a mount_folder without a directory fd");
-                    return m_target
-                        .mount_folder(
-                            session, std::move(dir.value()), vm_path, context.getParams().getReadOnly(), name)
-                        .then([context](int code) mutable { context.getResults().setCode(code); });
-                });
+            return m_target
+                .mount_folder(params.getSession(), params.getHostPath().cStr(), params.getVmPath().cStr(),
+                    params.getReadOnly(), params.getName().cStr())
+                .then([context](int code) mutable { context.getResults().setCode(code); });
         }
 
         kj::Promise<void> executeBinary(ExecuteBinaryContext context) override
@@ -192,9 +186,15 @@ namespace {
         {
         }
 
-        kj::Promise<Result<uint32_t>> load() override
+        kj::Promise<Result<uint32_t>> load(host::Integrity integrity) override
         {
             auto request = m_client.initializeRequest();
+            request.setSha256(integrity.sha256);
+            request.setSignature(capnp::Data::Reader(
+                reinterpret_cast<const capnp::byte*>(integrity.signature.data()), integrity.signature.size()));
+            auto keys = request.initTrustedKeys(integrity.trusted_keys.size());
+            for (size_t i = 0; i < integrity.trusted_keys.size(); ++i)
+                keys.set(i, integrity.trusted_keys[i]);
             request.setMajor(proto::PLUGIN_HOST_MAJOR);
             request.setMinor(proto::PLUGIN_HOST_MINOR);
             request.setPluginPath(m_config.path);
@@ -349,13 +349,18 @@ namespace {
 
     class InProcessLink final : public PluginLink {
     public:
-        explicit InProcessLink(const PluginConfig& config)
+        InProcessLink(const PluginConfig& config, bool private_mounts)
             : m_path(config.path)
+            , m_private_mounts(private_mounts)
             , m_runtime(kj::heap<host::PluginRuntime>(config.name))
         {
         }
 
-        kj::Promise<Result<uint32_t>> load() override { return m_runtime->load(m_path); }
+        kj::Promise<Result<uint32_t>> load(host::Integrity integrity) override
+        {
+            // Without a private mount namespace the plugin sees itself as /proc/self/fd/N.
+            return m_runtime->load(m_path, std::move(integrity), m_private_mounts);
+        }
         kj::Promise<host::HookOutcome> call(host::HookCall call) override
         {
             return m_runtime->run(std::move(call));
@@ -366,8 +371,24 @@ namespace {
 
     private:
         std::string m_path;
+        bool m_private_mounts;
         kj::Own<host::PluginRuntime> m_runtime;
     };
+
+    Status limit_host(pid_t pid, const PluginConfig& config)
+    {
+        if (config.memory_limit_mb > 0) {
+            rlimit limit { config.memory_limit_mb << 20, config.memory_limit_mb << 20 };
+            if (prlimit(pid, RLIMIT_AS, &limit, nullptr) < 0)
+                return Error::from_errno(errno, "RLIMIT_AS");
+        }
+        if (config.max_open_files > 0) {
+            rlimit limit { config.max_open_files, config.max_open_files };
+            if (prlimit(pid, RLIMIT_NOFILE, &limit, nullptr) < 0)
+                return Error::from_errno(errno, "RLIMIT_NOFILE");
+        }
+        return {};
+    }
 
     Result<std::array<Fd, 2>> socket_pair()
     {
@@ -414,13 +435,16 @@ Result<kj::Own<PluginLink>> start_plugin_host(
         return Error { host.error().code,
             "cannot start the host of plugin '" + config.name + "': " + host.error().message };
     log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")");
+    // Before initialize, so before any plugin code: the limits the plugin lives with.
+    if (Status limited = limit_host(host->pid(), config); !limited)
+        return Error { limited.error().code, "cannot limit the host of plugin '" + config.name + "': " + limited.error().message };
     return kj::Own<PluginLink>(kj::heap<ProcessLink>(env, config, calls, std::move(cgroup.value()),
         std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
 }
 
-kj::Own<PluginLink> load_in_process(const PluginConfig& config)
+kj::Own<PluginLink> load_in_process(const PluginConfig& config, bool private_mounts)
 {
-    return kj::heap<InProcessLink>(config);
+    return kj::heap<InProcessLink>(config, private_mounts);
 }
 
 } // namespace bh::service

@@ -18,6 +18,11 @@ struct PluginEnvironment {
     kj::Timer& timer;
     int host_exe_fd = -1; // O_PATH fd of bulkhead-pluginhost, executed with execveat
     std::string service_version;
+    std::string config_dir; // trusted-keys/ lives there
+    bool require_verified = false; // every plugin must be pinned or signed
+    // The service runs in a mount namespace of its own (it does when an in-process plugin is
+    // configured), so a verified copy can be bound over an in-process plugin's path.
+    bool private_mounts = false;
 };
 
 // Thread affinity: the service's event-loop thread (which must also be the thread that lives as
@@ -26,7 +31,7 @@ class PluginLink {
 public:
     virtual ~PluginLink() noexcept(false) = default;
     // Loads the plugin (dlopen and entry point): its hook mask, or why it failed.
-    virtual kj::Promise<Result<uint32_t>> load() = 0;
+    virtual kj::Promise<Result<uint32_t>> load(host::Integrity integrity) = 0;
     // Runs one hook. Rejects (a kj::Exception) when the host died or broke the protocol.
     virtual kj::Promise<host::HookOutcome> call(host::HookCall call) = 0;
     // The host's pid; 0 in-process.
@@ -44,6 +49,6 @@ public:
 Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls);
 // Loads the plugin into the service itself (isolation = "none"): same dispatch, no isolation.
-kj::Own<PluginLink> load_in_process(const PluginConfig& config);
+kj::Own<PluginLink> load_in_process(const PluginConfig& config, bool private_mounts);
 
 } // namespace bh::service

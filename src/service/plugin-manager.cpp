@@ -2,6 +2,7 @@
 #include "service/plugin-manager.h"
 
 #include "base/log.h"
+#include "service/plugin-trust.h"
 
 #include <algorithm>
 
@@ -127,11 +128,16 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
         fail_load(slot, *slot.config.error);
         return Status(*m_fatal);
     }
+    auto integrity = check_plugin_trust(slot.config, m_env.config_dir, m_env.require_verified);
+    if (!integrity) {
+        fail_load(slot, integrity.take_error());
+        return Status(*m_fatal);
+    }
     if (slot.config.isolation == Isolation::none) {
         if (!m_routed)
             host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()));
         m_routed = true;
-        slot.link = load_in_process(slot.config);
+        slot.link = load_in_process(slot.config, m_env.private_mounts);
     } else {
         auto link = start_plugin_host(m_env, slot.config, m_calls);
         if (!link) {
@@ -142,7 +148,7 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
         slot.pid = slot.link->pid();
         watch(slot);
     }
-    return slot.link->load().then(
+    return slot.link->load(std::move(integrity.value())).then(
         [this, &slot](Result<uint32_t> hooks) -> kj::Promise<Status> {
             if (!hooks) {
                 fail_load(slot, hooks.take_error());

@@ -506,16 +506,16 @@ Session* Service::session_by_id(uint32_t id)
 }
 
 kj::Promise<int> Service::mount_folder(
-    uint32_t session_id, Fd dir, std::string vm_path, bool read_only, std::string name)
+    uint32_t session_id, std::string host_path, std::string vm_path, bool read_only, std::string name)
 {
     Session* session = session_by_id(session_id);
     if (!session)
         return BH_E_SESSION_NOT_FOUND;
-    struct stat st { };
-    if (fstat(dir.get(), &st) < 0 || !S_ISDIR(st.st_mode))
-        return -ENOTDIR;
-    if (vm_path.empty() || vm_path.front() != '/')
+    if (host_path.empty() || host_path.front() != '/' || vm_path.empty() || vm_path.front() != '/')
         return -EINVAL;
+    Fd dir(::open(host_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir)
+        return -errno;
     return vm_mount(session->identity.uid, std::move(dir), std::move(vm_path), read_only, std::move(name))
         .then([](Status status) { return status ? 0 : status.error().code; });
 }

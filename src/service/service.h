@@ -95,7 +95,7 @@ public:
 
     // host::CallTarget: the service functions of the plugin API, addressed by session id.
     kj::Promise<int> mount_folder(
-        uint32_t session, Fd dir, std::string vm_path, bool read_only, std::string name) override;
+        uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
 
