@@ -54,7 +54,8 @@
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
  *
- *   Plugin variant: V                       before "Plugin loaded", only when V is not "original"
+ *   Plugin variant: V                       only when V is not "original"; logged by an ELF
+ *                                           constructor, so as soon as dlopen runs any of its code
  *
  * Finding fixture.conf: dladdr names the file this .so was loaded from. When it was loaded from
  * an anonymous file (a memfd, through /proc/self/fd/N), the memfd's name, as /proc/self/maps
@@ -853,16 +854,22 @@ static int read_configuration(void)
     return 0;
 }
 
+/* A patched variant says so as soon as any of its code runs: from its ELF constructor, while
+ * dlopen() maps it, before anyone looks up the entry point. */
+__attribute__((constructor)) static void announce_variant(void)
+{
+    char variant[64];
+    if (patched_variant(variant, sizeof(variant)) && read_configuration() == 0)
+        log_line("Plugin variant: %s", variant);
+}
+
 __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
     const struct bh_plugin_api_v1* service, struct bh_plugin_hooks_v1* hooks)
 {
-    char variant[64];
-    int result = read_configuration();
+    int result = log_fd >= 0 ? 0 : read_configuration(); /* a patched variant's constructor read it */
     if (result != 0)
         return result;
     api = service;
-    if (patched_variant(variant, sizeof(variant)))
-        log_line("Plugin variant: %s", variant);
     log_line("Plugin loaded (mode=%s, api_version=%u.%u.%u)", modes[mode], service->version.major,
         service->version.minor, service->version.revision);
     if (mode == MODE_FAIL_TO_LOAD)
