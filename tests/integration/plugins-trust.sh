@@ -16,12 +16,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # Integrity is checked whatever the isolation: these run in both modes.
 BOTH_CASES=(
   PinnedOk PinnedUppercaseOk PinnedModified SignedOk SignedModified WrongSignature UnsignedWhenRequired
-  RequiredAndPinnedOk RequiredAndSignedOk GroupWritablePlugin SymlinkPath
+  RequiredAndPinnedOk RequiredAndSignedOk GroupWritablePlugin SymlinkPath SwapRace
 )
 # What only a host process has (its environment, its limits), and the rest of the ownership rules.
 PROCESS_CASES=(
-  "${BOTH_CASES[@]}" WritableParentDir StickyParentDirOk NotOwnedByRoot ConfigFileWritable
-  SignatureFileWritable SwapRace LdPreloadNotInherited MemoryLimit OpenFilesLimit
+  "${BOTH_CASES[@]}" WritableParentDir WritableGrandparentDir StickyParentDirOk NotOwnedByRoot
+  DirNotOwnedByRoot ConfigFileWritable ConfigDirWritable SignatureFileWritable SignatureDirWritable
+  LdPreloadNotInherited MemoryLimit OpenFilesLimit
 )
 NONE_CASES=("${BOTH_CASES[@]}")
 
@@ -310,7 +311,22 @@ case_NotOwnedByRoot() {
   install Success
   chown "$OTHER_UID:$OTHER_UID" "$PLUGIN"
   start
-  expect_untrusted "$PLUGIN is not owned by root"
+  expect_untrusted "$PLUGIN" "not owned by root"
+}
+
+# Not the plugin's own directory but one further up: every directory above the file counts.
+case_WritableGrandparentDir() {
+  install_test_plugin Success test-plugin "$ISOLATION" test-plugin "$T/deep/er/plugins"
+  chmod 777 "$T/deep"
+  start
+  expect_untrusted "$T/deep is writable by group or others"
+}
+
+case_DirNotOwnedByRoot() {
+  install Success
+  chown "$OTHER_UID:$OTHER_UID" "$T/plugins"
+  start
+  expect_untrusted "$T/plugins" "not owned by root"
 }
 
 case_ConfigFileWritable() {
@@ -318,6 +334,13 @@ case_ConfigFileWritable() {
   chmod 666 "$TOML"
   start
   expect_untrusted "$TOML is writable by group or others"
+}
+
+case_ConfigDirWritable() {
+  install Success
+  chmod 777 "$T/cfg/plugins.d"
+  start
+  expect_untrusted "$T/cfg/plugins.d is writable by group or others"
 }
 
 case_SignatureFileWritable() {
@@ -328,6 +351,19 @@ case_SignatureFileWritable() {
   chmod 666 "$T/plugins/test-plugin.sig"
   start
   expect_untrusted "$T/plugins/test-plugin.sig is writable by group or others"
+}
+
+# The signature kept in a directory of its own, which others may write to.
+case_SignatureDirWritable() {
+  install Success
+  make_key team
+  trust_key team
+  mkdir -p "$T/signatures"
+  sign team "$PLUGIN" "$T/signatures/test-plugin.sig"
+  toml_key signature "\"$T/signatures/test-plugin.sig\""
+  chmod 777 "$T/signatures"
+  start
+  expect_untrusted "$T/signatures is writable by group or others"
 }
 
 # The configured path is a symbolic link (to the very file, pinned correctly): refused.
@@ -343,7 +379,8 @@ case_SymlinkPath() {
 # ---- the bytes checked are the bytes loaded ----
 
 # Makes $T/plugins/impostor.so: the fixture with its variant marker patched, so it behaves the
-# same but logs "Plugin variant: impostor" first, and hashes differently.
+# same but hashes differently and logs "Plugin variant: impostor" from its ELF constructor: as soon
+# as dlopen runs any of its code, before any entry point is looked up.
 make_impostor() {
   python3 - "$TEST_PLUGIN_SO" "$T/plugins/impostor.so" <<'EOF'
 import sys
@@ -358,10 +395,10 @@ EOF
 
 # The configured path keeps being renamed between the pinned fixture and an impostor while the
 # service is started and plugins are loaded again and again. Every load either gets the pinned
-# bytes or is refused: the impostor's code never runs.
+# bytes or is refused: no code of the impostor ever runs, not even its constructor.
 case_SwapRace() {
-  local rounds=${SWAP_RACE_ROUNDS:-30} i loaded=0 refused=0 cause
-  install GetUsername process
+  local rounds=${SWAP_RACE_ROUNDS:-60} i loaded=0 refused=0 cause
+  install GetUsername
   cp "$PLUGIN" "$T/plugins/good.so"
   make_impostor
   [ "$(sha256_of "$T/plugins/good.so")" != "$(sha256_of "$T/plugins/impostor.so")" ] || fail "the impostor hashes the same"
@@ -379,7 +416,7 @@ Distribution started (*)
 EOF
   stop_service
 
-  plugin_toml test-plugin "$PLUGIN" test-plugin process
+  plugin_toml test-plugin "$PLUGIN" test-plugin "$ISOLATION"
   pin "$T/plugins/good.so"
   python3 - "$T/plugins" <<'EOF' &
 import os, sys, time
