@@ -67,8 +67,8 @@ interface PluginHost {
 
 interface PluginHostCallback {
   # The service functions of bh_plugin_api_v1. Every result is 0 or a negative code, exactly
-  # what the plugin's call returns. hostPath is opened by the service, in its own mount namespace
-  # (the host's differs: it holds the verified plugin copy), so a missing folder is -ENOENT.
+  # what the plugin's call returns. hostPath (absolute) is opened by the service: a missing folder
+  # is -ENOENT.
   mountFolder @0 (session :UInt32, hostPath :Text, vmPath :Text, readOnly :Bool, name :Text)
       -> (code :Int32);
   # distribution: 16 bytes, or absent for the VM's root namespace.

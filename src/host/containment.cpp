@@ -89,14 +89,6 @@ Status contain_descendants(Fd cgroup)
     return {};
 }
 
-Status enter_private_mount_namespace()
-{
-    // Slave, not private: mounts made on the host later still appear here; ours never leave.
-    if (unshare(CLONE_NEWNS) < 0 || mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
-        return Error::from_errno(errno, "cannot make a private mount namespace");
-    return {};
-}
-
 Status harden()
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -108,7 +100,7 @@ Status harden()
         return Error::from_errno(errno, "cannot disable core dumps");
     if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
         return Error::from_errno(errno, "cannot close inherited fds");
-    return enter_private_mount_namespace();
+    return {};
 }
 
 void scrub_loader_environment()

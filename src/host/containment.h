@@ -19,13 +19,8 @@ Result<Fd> adopt_service_channel(int fd);
 // child processes behave as anywhere else.
 Status contain_descendants(Fd cgroup);
 
-// A mount namespace of our own, receiving the host's mounts but never sending ours, where a
-// verified plugin copy can be bound over the plugin's path. Call while single-threaded.
-Status enter_private_mount_namespace();
-
 // The baseline every host runs with: no_new_privs, not dumpable (no ptrace or core by others),
-// no core dumps, every fd above 3 closed, and a private mount namespace of its own (where the
-// verified copy of the plugin is bound over its path).
+// no core dumps, and every fd above 3 closed.
 Status harden();
 
 // Removes LD_PRELOAD, LD_LIBRARY_PATH and every other LD_* variable from our environment, so

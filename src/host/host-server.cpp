@@ -51,8 +51,7 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     integrity.signature.assign(reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());
     for (auto key : params.getTrustedKeys())
         integrity.trusted_keys.emplace_back(key.cStr());
-    // The host runs in a private mount namespace: the verified copy is bound over the real path.
-    auto loaded = runtime->load(params.getPluginPath().cStr(), std::move(integrity), true);
+    auto loaded = runtime->load(params.getPluginPath().cStr(), std::move(integrity));
     m_runtime = kj::mv(runtime);
     return loaded.then([context](Result<uint32_t> hooks) mutable {
         auto results = context.getResults();

@@ -254,7 +254,7 @@ struct PluginRuntime::State {
         wake.notify_one();
     }
 
-    Result<uint32_t> load(const std::string& path, const Integrity& integrity, bool bind_over_path);
+    Result<uint32_t> load(const std::string& path, const Integrity& integrity);
     HookOutcome run(const HookCall& call);
 };
 
@@ -282,12 +282,12 @@ namespace {
 
 } // namespace
 
-Result<uint32_t> PluginRuntime::State::load(const std::string& path, const Integrity& integrity, bool bind_over_path)
+Result<uint32_t> PluginRuntime::State::load(const std::string& path, const Integrity& integrity)
 {
     auto verified = open_verified(path, integrity);
     if (!verified)
         return Error { verified.error().code, "plugin '" + name + "': " + verified.error().message };
-    auto loaded = dlopen_memfd(verified.value(), path, bind_over_path);
+    auto loaded = dlopen_memfd(verified.value(), path);
     if (!loaded)
         return Error { loaded.error().code, "plugin '" + name + "': " + loaded.error().message };
     void* library = loaded.value();
@@ -361,12 +361,12 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
     return outcome;
 }
 
-kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path, Integrity integrity, bool bind_over_path)
+kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path, Integrity integrity)
 {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<uint32_t>>();
-    m_state->post([state = m_state.get(), path = std::move(path), integrity = std::move(integrity), bind_over_path,
+    m_state->post([state = m_state.get(), path = std::move(path), integrity = std::move(integrity),
                       fulfiller = kj::mv(paf.fulfiller)]() mutable {
-        fulfiller->fulfill(state->load(path, integrity, bind_over_path));
+        fulfiller->fulfill(state->load(path, integrity));
     });
     return kj::mv(paf.promise);
 }

@@ -102,9 +102,8 @@ public:
 
     // dlopen(RTLD_NOW | RTLD_LOCAL) and the entry point; on success, the mask of hooks it set
     // (bit i: hook i of bh_plugin_hooks_v1).
-    // The file is verified and loaded through open_verified / dlopen_memfd; `bind_over_path`
-    // only in a process with a private mount namespace (the host).
-    kj::Promise<Result<uint32_t>> load(std::string path, Integrity integrity, bool bind_over_path);
+    // The file is verified and loaded through open_verified / dlopen_memfd.
+    kj::Promise<Result<uint32_t>> load(std::string path, Integrity integrity);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
 

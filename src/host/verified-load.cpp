@@ -6,9 +6,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,7 +78,8 @@ namespace {
 
     Result<Fd> sealed_copy(const std::vector<unsigned char>& bytes, const std::string& path)
     {
-        Fd memfd(memfd_create("bulkhead-plugin", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+        // Named after the plugin: /proc/self/maps then shows "/memfd:<path> (deleted)".
+        Fd memfd(memfd_create(path.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
         if (!memfd)
             return Error::from_errno(errno, "cannot create a memfd for " + path);
         size_t done = 0;
@@ -159,52 +159,20 @@ Result<Fd> open_verified(const std::string& path, const Integrity& integrity)
     return std::move(memfd.value());
 }
 
-namespace {
-
-    // A read-only copy of the sealed memfd on a private, detached tmpfs, bound over `path`: files
-    // of the kernel's internal memfd mount cannot be bind-mounted themselves.
-    Status bind_copy_over(const Fd& memfd, const std::string& path)
-    {
-        Fd context(fsopen("tmpfs", FSOPEN_CLOEXEC));
-        if (!context || fsconfig(context.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0)
-            return Error::from_errno(errno, "cannot create a tmpfs for the verified copy");
-        Fd mount_fd(fsmount(context.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
-        if (!mount_fd)
-            return Error::from_errno(errno, "cannot mount a tmpfs for the verified copy");
-        {
-            Fd copy(openat(mount_fd.get(), "plugin.so", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0555));
-            struct stat st {};
-            if (!copy || fstat(memfd.get(), &st) < 0)
-                return Error::from_errno(errno, "cannot create the verified copy");
-            off_t offset = 0;
-            while (offset < st.st_size) { // sendfile: copy_file_range refuses to cross filesystems
-                ssize_t n = sendfile(copy.get(), memfd.get(), &offset, st.st_size - offset);
-                if (n <= 0)
-                    return Error::from_errno(n < 0 ? errno : EIO, "cannot write the verified copy");
-            }
-        }
-        mount_attr attr {};
-        attr.attr_set = MOUNT_ATTR_RDONLY;
-        if (mount_setattr(mount_fd.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
-            return Error::from_errno(errno, "cannot make the verified copy read-only");
-        Fd tree(open_tree(mount_fd.get(), "plugin.so", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
-        if (!tree || move_mount(tree.get(), "", AT_FDCWD, path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            return Error::from_errno(errno, "cannot bind the verified copy over " + path);
-        return {};
-    }
-
-} // namespace
-
-Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path, bool bind_over_path)
+Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path)
 {
-    std::string target = "/proc/self/fd/" + std::to_string(memfd.get());
-    if (bind_over_path) {
-        BH_TRY(bind_copy_over(memfd, path));
-        target = path;
-    }
-    void* library = dlopen(target.c_str(), RTLD_NOW | RTLD_LOCAL);
+    // Through the fd, never the name: nothing is looked up by path after the check, so a file
+    // swapped in at any moment is never what gets loaded.
+    std::string fd_path = "/proc/self/fd/" + std::to_string(memfd.get());
+    void* library = dlopen(fd_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!library)
         return Error { -ENOEXEC, std::string("cannot load ") + path + ": " + dlerror() };
+    // Give the loaded object its real name, for dladdr (plugins find files beside themselves)
+    // and debuggers: l_name is the public name field of the link map (<link.h>), and we never
+    // dlclose a plugin. Its ELF constructors, which ran inside dlopen, saw the fd path.
+    link_map* map = nullptr;
+    if (dlinfo(library, RTLD_DI_LINKMAP, &map) == 0 && map)
+        map->l_name = strdup(path.c_str());
     return library;
 }
 

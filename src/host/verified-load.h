@@ -23,10 +23,10 @@ struct Integrity {
 // Failed checks are BH_E_PLUGIN_UNTRUSTED, with the check named.
 Result<Fd> open_verified(const std::string& path, const Integrity& integrity);
 
-// dlopen(RTLD_NOW | RTLD_LOCAL) of a sealed memfd from open_verified. With `bind_over_path` (the
-// host, in its private mount namespace) the memfd is first bind-mounted over `path`, so the
-// plugin sees its real path (dladdr, $ORIGIN in its RUNPATH); otherwise it is loaded as
-// /proc/self/fd/N. Returns the handle, or the dlerror text.
-Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path, bool bind_over_path);
+// dlopen(RTLD_NOW | RTLD_LOCAL) of a sealed memfd from open_verified, through /proc/self/fd/N;
+// once loaded, the object carries `path` as its name (what dladdr reports). $ORIGIN in the
+// plugin's RUNPATH resolves to /proc/self/fd: use absolute RUNPATHs. Returns the handle, or the
+// dlerror text.
+Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path);
 
 } // namespace bh::host

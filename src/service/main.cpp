@@ -1,13 +1,11 @@
 // bulkheadd: wires configuration, registry, service and control socket to one event loop.
 #include "base/log.h"
-#include "host/containment.h"
 #include "service/control-server.h"
 #include "service/host-cgroup.h"
 #include "service/rootfs-import.h"
 #include "service/service.h"
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <csignal>
 #include <dirent.h>
 #include <fcntl.h>
@@ -91,13 +89,7 @@ int main(int argc, char** argv)
     if (!plugin_host)
         return fail(bh::Error::from_errno(errno, "cannot find " + host_path));
     auto plugins = bh::service::load_plugin_configs(options.config_dir);
-    // In-process plugins are loaded from verified copies bound over their paths, in a mount
-    // namespace of the service's own (entered now, while single-threaded).
-    bool private_mounts = std::any_of(plugins.begin(), plugins.end(),
-        [](const auto& p) { return !p.error && p.isolation == bh::service::Isolation::none; });
-    if (private_mounts)
-        if (auto entered = bh::host::enter_private_mount_namespace(); !entered)
-            return fail(entered.error());
+
     if (mkdir(options.runtime_dir.c_str(), 0755) < 0 && errno != EEXIST)
         return fail(bh::Error::from_errno(errno, "cannot create " + options.runtime_dir));
     std::string socket_path = options.runtime_dir + "/control.sock";
@@ -111,7 +103,7 @@ int main(int argc, char** argv)
     auto io = kj::setupAsyncIo();
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort, io.provider->getTimer(),
-        plugin_host.get(), BULKHEAD_VERSION, options.config_dir, config->require_verified_plugins, private_mounts };
+        plugin_host.get(), BULKHEAD_VERSION, options.config_dir, config->require_verified_plugins };
     bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()),
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);

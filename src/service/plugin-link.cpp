@@ -349,17 +349,15 @@ namespace {
 
     class InProcessLink final : public PluginLink {
     public:
-        InProcessLink(const PluginConfig& config, bool private_mounts)
+        explicit InProcessLink(const PluginConfig& config)
             : m_path(config.path)
-            , m_private_mounts(private_mounts)
             , m_runtime(kj::heap<host::PluginRuntime>(config.name))
         {
         }
 
         kj::Promise<Result<uint32_t>> load(host::Integrity integrity) override
         {
-            // Without a private mount namespace the plugin sees itself as /proc/self/fd/N.
-            return m_runtime->load(m_path, std::move(integrity), m_private_mounts);
+            return m_runtime->load(m_path, std::move(integrity));
         }
         kj::Promise<host::HookOutcome> call(host::HookCall call) override
         {
@@ -371,7 +369,6 @@ namespace {
 
     private:
         std::string m_path;
-        bool m_private_mounts;
         kj::Own<host::PluginRuntime> m_runtime;
     };
 
@@ -442,9 +439,9 @@ Result<kj::Own<PluginLink>> start_plugin_host(
         std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
 }
 
-kj::Own<PluginLink> load_in_process(const PluginConfig& config, bool private_mounts)
+kj::Own<PluginLink> load_in_process(const PluginConfig& config)
 {
-    return kj::heap<InProcessLink>(config, private_mounts);
+    return kj::heap<InProcessLink>(config);
 }
 
 } // namespace bh::service

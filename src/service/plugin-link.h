@@ -20,9 +20,6 @@ struct PluginEnvironment {
     std::string service_version;
     std::string config_dir; // trusted-keys/ lives there
     bool require_verified = false; // every plugin must be pinned or signed
-    // The service runs in a mount namespace of its own (it does when an in-process plugin is
-    // configured), so a verified copy can be bound over an in-process plugin's path.
-    bool private_mounts = false;
 };
 
 // Thread affinity: the service's event-loop thread (which must also be the thread that lives as
@@ -49,6 +46,6 @@ public:
 Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls);
 // Loads the plugin into the service itself (isolation = "none"): same dispatch, no isolation.
-kj::Own<PluginLink> load_in_process(const PluginConfig& config, bool private_mounts);
+kj::Own<PluginLink> load_in_process(const PluginConfig& config);
 
 } // namespace bh::service

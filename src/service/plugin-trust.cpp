@@ -18,23 +18,20 @@ namespace {
         return Error { BH_E_PLUGIN_UNTRUSTED, why };
     }
 
-    std::string describe(const std::string& path, const struct stat& st)
+    std::string describe(const struct stat& st)
     {
         char mode[8];
         snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
-        return path + " (owner " + std::to_string(st.st_uid) + ", mode " + mode + ")";
+        return "owner " + std::to_string(st.st_uid) + ", mode " + mode;
     }
 
     Status check_one(const std::string& path, const struct stat& st)
     {
         if (st.st_uid != 0)
-            return untrusted(describe(path, st) + " is not owned by root");
+            return untrusted(path + " is not owned by root (" + describe(st) + ")");
         bool sticky_dir = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
-        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir) {
-            char mode[8];
-            snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
-            return untrusted(path + " is writable by group or others (owner 0, mode " + mode + ")");
-        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir)
+            return untrusted(path + " is writable by group or others (" + describe(st) + ")");
         return {};
     }
 
@@ -108,7 +105,7 @@ Result<host::Integrity> check_plugin_trust(
     BH_TRY(check_secure_path(config.path));
     if (require_verified && config.sha256.empty() && config.signature.empty())
         return untrusted("plugin '" + config.name
-            + "' is neither pinned (sha256) nor signed (signature), which bulkhead.toml requires");
+            + "' is neither pinned nor signed (set sha256 or signature), which bulkhead.toml requires");
     host::Integrity integrity { config.sha256 };
     if (!config.signature.empty()) {
         BH_TRY(check_secure_path(config.signature));
