@@ -89,14 +89,14 @@ Status contain_descendants(Fd cgroup)
     return {};
 }
 
-Status harden()
+Status harden(bool core_dumps)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return Error::from_errno(errno, "cannot set no_new_privs");
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+    if (!core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return Error::from_errno(errno, "cannot make the host non-dumpable");
     rlimit none { 0, 0 };
-    if (setrlimit(RLIMIT_CORE, &none) < 0)
+    if (!core_dumps && setrlimit(RLIMIT_CORE, &none) < 0)
         return Error::from_errno(errno, "cannot disable core dumps");
     if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
         return Error::from_errno(errno, "cannot close inherited fds");

@@ -19,9 +19,9 @@ Result<Fd> adopt_service_channel(int fd);
 // child processes behave as anywhere else.
 Status contain_descendants(Fd cgroup);
 
-// The baseline every host runs with: no_new_privs, not dumpable (no ptrace or core by others),
-// no core dumps, and every fd above 3 closed.
-Status harden();
+// The baseline every host runs with: no_new_privs, every fd above 3 closed, and unless the
+// plugin's configuration asks for core dumps: not dumpable (no ptrace by others) and no cores.
+Status harden(bool core_dumps);
 
 // Removes LD_PRELOAD, LD_LIBRARY_PATH and every other LD_* variable from our environment, so
 // programs the plugin starts do not inherit them.

@@ -35,7 +35,8 @@ int main(int argc, char** argv)
         bh::log_error("bulkhead-pluginhost: " + contained.error().message);
         return 2;
     }
-    if (auto hardened = bh::host::harden(); !hardened) {
+    bool core_dumps = argc > 2 && std::string(argv[2]) == "--core-dumps";
+    if (auto hardened = bh::host::harden(core_dumps); !hardened) {
         bh::log_error("bulkhead-pluginhost: " + hardened.error().message);
         return 2;
     }

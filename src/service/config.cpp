@@ -195,7 +195,7 @@ namespace {
     {
         BH_TRY(check_keys(table,
             { "path", "name", "isolation", "hook_timeout_s", "sha256", "signature", "memory_limit_mb",
-                "max_open_files" },
+                "max_open_files", "core_dumps" },
             origin, ""));
         std::optional<std::string> path, name, isolation;
         BH_TRY(read_optional(table, "path", path, origin));
@@ -208,6 +208,9 @@ namespace {
         config.hook_timeout_s = timeout.value_or(config.hook_timeout_s);
         BH_TRY(read_integrity(table, config, origin));
         BH_TRY(read_limits(table, config, origin));
+        std::optional<bool> core_dumps;
+        BH_TRY(read_optional(table, "core_dumps", core_dumps, origin));
+        config.core_dumps = core_dumps.value_or(false);
         if (!path || path->empty() || path->front() != '/')
             return config_error(origin, "'path' must be the absolute path of the plugin's .so");
         if (name && name->empty())

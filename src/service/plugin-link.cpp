@@ -423,6 +423,8 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     plan.path = "bulkhead-pluginhost";
     plan.exec_fd = env.host_exe_fd;
     plan.argv = { "bulkhead-pluginhost", config.name };
+    if (config.core_dumps)
+        plan.argv.push_back("--core-dumps");
     plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
     plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 },
         { (*sockets)[1].get(), 3 }, { cgroup->fd(), 4 } };
