@@ -3,6 +3,8 @@
 
 #include <bulkhead/plugin_api.h>
 #include <fcntl.h>
+#include <kj/common.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <dlfcn.h>
@@ -152,6 +154,8 @@ Result<Fd> open_verified(const std::string& path, const Integrity& integrity)
     auto memfd = sealed_copy(bytes.value(), path);
     if (!memfd)
         return memfd.take_error();
+    // OpenSSL keeps per-thread state; the hook thread lives on with plugin code, so free it now.
+    auto release = kj::defer([]() { OPENSSL_thread_stop(); });
     if (!integrity.sha256.empty())
         BH_TRY(check_sha256(bytes.value(), integrity.sha256, path));
     if (!integrity.signature.empty())

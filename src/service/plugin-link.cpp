@@ -107,7 +107,7 @@ namespace {
                     flush_partial();
                     return kj::READY_NOW;
                 }
-                consume(kj::StringPtr(m_buffer, n).begin(), n);
+                consume(m_buffer, n); // not a StringPtr: the chunk is not NUL-terminated
                 return run();
             });
         }
@@ -181,7 +181,9 @@ namespace {
             , m_output(kj::heap<StderrForwarder>(
                   env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
                   config.name))
-            , m_forwarding(m_output->run().eagerlyEvaluate(nullptr))
+            , m_forwarding(m_output->run().eagerlyEvaluate([name = config.name](kj::Exception&& e) {
+                log_warning("plugin " + name + ": its output is no longer forwarded: " + e.getDescription().cStr());
+            }))
             , m_death(watch().fork())
         {
         }
