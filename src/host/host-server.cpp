@@ -48,7 +48,8 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() });
     auto runtime = kj::heap<PluginRuntime>(name);
     Integrity integrity { params.getSha256().cStr() };
-    integrity.signature.assign(reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());
+    integrity.signature.assign(
+        reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());
     for (auto key : params.getTrustedKeys())
         integrity.trusted_keys.emplace_back(key.cStr());
     auto loaded = runtime->load(params.getPluginPath().cStr(), std::move(integrity));

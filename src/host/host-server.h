@@ -17,8 +17,8 @@ public:
     bool initialized() const { return m_runtime != nullptr; }
 
     // CallTarget: the plugin's service functions, forwarded to the service.
-    kj::Promise<int> mount_folder(
-        uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name) override;
+    kj::Promise<int> mount_folder(uint32_t session, std::string host_path, std::string vm_path,
+        bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
 

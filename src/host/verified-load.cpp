@@ -2,13 +2,13 @@
 #include "host/verified-load.h"
 
 #include <bulkhead/plugin_api.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <kj/common.h>
+#include <link.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <dlfcn.h>
-#include <link.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,7 +96,8 @@ namespace {
         return memfd;
     }
 
-    Status check_sha256(const std::vector<unsigned char>& bytes, const std::string& pinned, const std::string& path)
+    Status check_sha256(
+        const std::vector<unsigned char>& bytes, const std::string& pinned, const std::string& path)
     {
         unsigned char digest[EVP_MAX_MD_SIZE];
         unsigned int length = 0;
@@ -104,19 +105,21 @@ namespace {
             return untrusted("cannot compute the sha256 of " + path);
         std::string actual = hex(digest, length);
         if (actual != lower(pinned))
-            return untrusted("sha256 mismatch for " + path + ": pinned " + lower(pinned) + ", file has " + actual);
+            return untrusted(
+                "sha256 mismatch for " + path + ": pinned " + lower(pinned) + ", file has " + actual);
         return {};
     }
 
-    bool verifies(const std::vector<unsigned char>& bytes, const std::string& signature, const std::string& pem)
+    bool verifies(
+        const std::vector<unsigned char>& bytes, const std::string& signature, const std::string& pem)
     {
         BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
         EVP_PKEY* key = bio ? PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr) : nullptr;
         EVP_MD_CTX* ctx = EVP_MD_CTX_new();
         bool ok = key && ctx && EVP_PKEY_id(key) == EVP_PKEY_ED25519
             && EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, key) == 1
-            && EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                   bytes.data(), bytes.size())
+            && EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
+                   signature.size(), bytes.data(), bytes.size())
                 == 1;
         EVP_MD_CTX_free(ctx);
         EVP_PKEY_free(key);
@@ -124,7 +127,8 @@ namespace {
         return ok;
     }
 
-    Status check_signature(const std::vector<unsigned char>& bytes, const Integrity& integrity, const std::string& path)
+    Status check_signature(
+        const std::vector<unsigned char>& bytes, const Integrity& integrity, const std::string& path)
     {
         if (integrity.signature.size() != 64)
             return untrusted("the signature of " + path + " is not a 64-byte Ed25519 signature");
@@ -144,7 +148,7 @@ Result<Fd> open_verified(const std::string& path, const Integrity& integrity)
         return untrusted(path + " is a symbolic link; configure the path of the file itself");
     if (!file)
         return Error::from_errno(errno, "cannot open plugin " + path);
-    struct stat st {};
+    struct stat st { };
     if (fstat(file.get(), &st) < 0)
         return Error::from_errno(errno, "cannot stat " + path);
     BH_TRY(check_file(path, st));

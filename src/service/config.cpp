@@ -178,15 +178,18 @@ namespace {
 
     Status read_limits(const toml::table& table, PluginConfig& config, const std::string& origin)
     {
-        for (const char* key : { "memory_limit_mb", "max_open_files" }) {
+        for (const char* key : { "memory_limit_mb", "max_open_files", "max_processes" }) {
             const toml::node* node = table.get(key);
             if (!node)
                 continue;
             auto value = node->value_exact<int64_t>();
             if (!value || *value < 1 || *value > (1LL << 30))
                 return config_error(origin, std::string("'") + key + "' must be a positive whole number");
-            (std::string(key) == "memory_limit_mb" ? config.memory_limit_mb : config.max_open_files)
-                = static_cast<uint64_t>(*value);
+            std::string name = key;
+            uint64_t& field = name == "memory_limit_mb" ? config.memory_limit_mb
+                : name == "max_open_files"              ? config.max_open_files
+                                                        : config.max_processes;
+            field = static_cast<uint64_t>(*value);
         }
         return {};
     }
@@ -195,7 +198,7 @@ namespace {
     {
         BH_TRY(check_keys(table,
             { "path", "name", "isolation", "hook_timeout_s", "sha256", "signature", "memory_limit_mb",
-                "max_open_files", "core_dumps" },
+                "max_open_files", "max_processes", "core_dumps" },
             origin, ""));
         std::optional<std::string> path, name, isolation;
         BH_TRY(read_optional(table, "path", path, origin));

@@ -66,13 +66,14 @@ struct PluginConfig {
     std::string signature; // path of a detached Ed25519 signature; empty: not signed
     uint64_t memory_limit_mb = 0; // RLIMIT_AS of its host; 0: none
     uint64_t max_open_files = 0; // RLIMIT_NOFILE of its host; 0: inherited
+    uint64_t max_processes = 0; // pids.max of its host's cgroup (processes and threads); 0: none
     bool core_dumps = false; // let its host dump core (for debugging a crashing plugin)
 };
 
 // Parses one plugin file's TOML text: `path` (absolute, required), `name` (default: `stem`),
 // `isolation` ("process", the default, or "none"), `hook_timeout_s` (1 or more; default 60),
 // `sha256` (64 hex digits), `signature` (absolute path), `memory_limit_mb`, `max_open_files`,
-// `core_dumps` (bool, default false).
+// `max_processes`, `core_dumps` (bool, default false).
 PluginConfig parse_plugin_config(const std::string& text, const std::string& stem, const std::string& origin);
 // Every *.toml in <config-dir>/plugins.d, in file-name order. The same .so (by its resolved path)
 // under a second name is dropped with a warning: the first name wins.

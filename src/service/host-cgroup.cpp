@@ -96,6 +96,19 @@ void HostCgroup::kill() const
         write_at(m_dir.get(), "cgroup.kill", "1");
 }
 
+Status HostCgroup::limit_processes(uint64_t count) const
+{
+    Fd file(openat(m_dir.get(), "pids.max", O_WRONLY | O_CLOEXEC));
+    if (!file && errno == ENOENT)
+        return Error { -ENOTSUP,
+            "max_processes needs the cgroup2 pids controller, which is not enabled for " + m_path
+                + " (on a hybrid cgroup v1/v2 system it belongs to v1)" };
+    std::string text = std::to_string(count);
+    if (!file || write(file.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        return Error::from_errno(errno, "cannot write " + m_path + "/pids.max");
+    return {};
+}
+
 bool HostCgroup::populated() const
 {
     std::ifstream in("/proc/self/fd/" + std::to_string(m_dir.get()) + "/cgroup.events");

@@ -26,6 +26,9 @@ public:
     void kill() const;
     // Whether any process is still in it (cgroup.events).
     bool populated() const;
+    // Caps the number of processes (and threads) in the cgroup: pids.max. Needs the pids
+    // controller enabled for this cgroup in the cgroup2 hierarchy; -ENOTSUP when it is not.
+    Status limit_processes(uint64_t count) const;
     // Removes the directory; fails with EBUSY while processes remain.
     Status remove();
 

@@ -102,8 +102,9 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGINT);
     auto io = kj::setupAsyncIo();
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
-    bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort, io.provider->getTimer(),
-        plugin_host.get(), BULKHEAD_VERSION, options.config_dir, config->require_verified_plugins };
+    bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
+        io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
+        config->require_verified_plugins };
     bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()),
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);

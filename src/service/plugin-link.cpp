@@ -182,7 +182,8 @@ namespace {
                   env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
                   config.name))
             , m_forwarding(m_output->run().eagerlyEvaluate([name = config.name](kj::Exception&& e) {
-                log_warning("plugin " + name + ": its output is no longer forwarded: " + e.getDescription().cStr());
+                log_warning(
+                    "plugin " + name + ": its output is no longer forwarded: " + e.getDescription().cStr());
             }))
             , m_death(watch().fork())
         {
@@ -192,8 +193,9 @@ namespace {
         {
             auto request = m_client.initializeRequest();
             request.setSha256(integrity.sha256);
-            request.setSignature(capnp::Data::Reader(
-                reinterpret_cast<const capnp::byte*>(integrity.signature.data()), integrity.signature.size()));
+            request.setSignature(
+                capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(integrity.signature.data()),
+                    integrity.signature.size()));
             auto keys = request.initTrustedKeys(integrity.trusted_keys.size());
             for (size_t i = 0; i < integrity.trusted_keys.size(); ++i)
                 keys.set(i, integrity.trusted_keys[i]);
@@ -421,6 +423,10 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     if (!cgroup)
         return Error { cgroup.error().code,
             "cannot contain plugin '" + config.name + "': " + cgroup.error().message };
+    if (config.max_processes > 0)
+        if (Status limited = cgroup->limit_processes(config.max_processes); !limited)
+            return Error { limited.error().code,
+                "cannot limit plugin '" + config.name + "': " + limited.error().message };
     SpawnPlan plan;
     plan.path = "bulkhead-pluginhost";
     plan.exec_fd = env.host_exe_fd;
@@ -438,7 +444,8 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")");
     // Before initialize, so before any plugin code: the limits the plugin lives with.
     if (Status limited = limit_host(host->pid(), config); !limited)
-        return Error { limited.error().code, "cannot limit the host of plugin '" + config.name + "': " + limited.error().message };
+        return Error { limited.error().code,
+            "cannot limit the host of plugin '" + config.name + "': " + limited.error().message };
     return kj::Own<PluginLink>(kj::heap<ProcessLink>(env, config, calls, std::move(cgroup.value()),
         std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
 }

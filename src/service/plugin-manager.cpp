@@ -148,24 +148,26 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
         slot.pid = slot.link->pid();
         watch(slot);
     }
-    return slot.link->load(std::move(integrity.value())).then(
-        [this, &slot](Result<uint32_t> hooks) -> kj::Promise<Status> {
-            if (!hooks) {
-                fail_load(slot, hooks.take_error());
+    return slot.link->load(std::move(integrity.value()))
+        .then(
+            [this, &slot](Result<uint32_t> hooks) -> kj::Promise<Status> {
+                if (!hooks) {
+                    fail_load(slot, hooks.take_error());
+                    return Status(*m_fatal);
+                }
+                slot.state = PluginState::running;
+                slot.hooks = hooks.value();
+                log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+                return Status();
+            },
+            [this, &slot](kj::Exception&& e) -> kj::Promise<Status> {
+                log_error(
+                    "plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
+                KJ_IF_MAYBE (dead, slot.dead)
+                    return dead->addBranch().then([this]() { return Status(*m_fatal); });
+                fail_load(slot, { host_died, e.getDescription().cStr() });
                 return Status(*m_fatal);
-            }
-            slot.state = PluginState::running;
-            slot.hooks = hooks.value();
-            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
-            return Status();
-        },
-        [this, &slot](kj::Exception&& e) -> kj::Promise<Status> {
-            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
-            KJ_IF_MAYBE (dead, slot.dead)
-                return dead->addBranch().then([this]() { return Status(*m_fatal); });
-            fail_load(slot, { host_died, e.getDescription().cStr() });
-            return Status(*m_fatal);
-        });
+            });
 }
 
 void PluginManager::watch(Slot& slot)
@@ -192,8 +194,8 @@ void PluginManager::watch(Slot& slot)
 HookOutcome PluginManager::time_out(Slot& slot, Hook hook)
 {
     slot.state = PluginState::crashed;
-    slot.cause = std::string("timed out in ") + host::hook_name(hook) + " (hook_timeout_s = "
-        + std::to_string(slot.config.hook_timeout_s) + ")";
+    slot.cause = std::string("timed out in ") + host::hook_name(hook)
+        + " (hook_timeout_s = " + std::to_string(slot.config.hook_timeout_s) + ")";
     slot.fatal_code = -ETIMEDOUT;
     log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it");
     latch({ -ETIMEDOUT, fatal_message(slot.config.name) });
@@ -210,9 +212,10 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
         if (it != slot.in_flight.end())
             slot.in_flight.erase(it);
     });
-    auto deadline = m_env.timer.afterDelay(slot.config.hook_timeout_s * kj::SECONDS).then([this, &slot, hook]() {
-        return time_out(slot, hook);
-    });
+    auto deadline
+        = m_env.timer.afterDelay(slot.config.hook_timeout_s * kj::SECONDS).then([this, &slot, hook]() {
+              return time_out(slot, hook);
+          });
     return slot.link->call(call)
         .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
             log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)

@@ -76,7 +76,7 @@ namespace {
 
 Status check_secure_path(const std::string& path)
 {
-    struct stat st {};
+    struct stat st { };
     if (lstat(path.c_str(), &st) < 0)
         return Error::from_errno(errno, "cannot check " + path);
     if (S_ISLNK(st.st_mode))

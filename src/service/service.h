@@ -94,8 +94,8 @@ public:
     std::vector<PluginView> plugins() const { return m_plugins->views(); }
 
     // host::CallTarget: the service functions of the plugin API, addressed by session id.
-    kj::Promise<int> mount_folder(
-        uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name) override;
+    kj::Promise<int> mount_folder(uint32_t session, std::string host_path, std::string vm_path,
+        bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
 

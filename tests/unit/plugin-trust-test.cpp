@@ -53,7 +53,8 @@ TEST_F(SecurePath, RefusesAGroupWritableFile)
     auto status = check_secure_path(m_file);
     ASSERT_FALSE(status.ok());
     EXPECT_EQ(status.error().code, BH_E_PLUGIN_UNTRUSTED);
-    EXPECT_NE(status.error().message.find("writable by group or others (owner 0, mode 0664)"), std::string::npos);
+    EXPECT_NE(
+        status.error().message.find("writable by group or others (owner 0, mode 0664)"), std::string::npos);
 }
 
 TEST_F(SecurePath, RefusesAWritableParentDirectory)
@@ -94,6 +95,11 @@ TEST(PluginConfig, ReadsIntegrityAndLimits)
     EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nsha256 = \"abc\"\n", "p", "f.toml").error);
     EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nsignature = \"x.sig\"\n", "p", "f.toml").error);
     EXPECT_TRUE(parse_plugin_config("path = \"/x.so\"\nmemory_limit_mb = 0\n", "p", "f.toml").error);
+    auto limited
+        = parse_plugin_config("path = \"/x.so\"\nmax_processes = 32\ncore_dumps = true\n", "p", "f.toml");
+    ASSERT_FALSE(limited.error);
+    EXPECT_EQ(limited.max_processes, 32u);
+    EXPECT_TRUE(limited.core_dumps);
 }
 
 TEST(ServiceConfig, RequireVerifiedPlugins)
