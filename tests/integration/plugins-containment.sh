@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted)
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted HostRefusesStrangers)
 
 if [ "${1:-}" != --case ]; then
   exec "$HERE/plugins-run-cases.sh" "$0" process "${@:-${CASES[@]}}"
@@ -174,6 +174,33 @@ case_HangInVmStarted() {
   expect_service_alive
   expect_no_vm
   expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh start alpha
+}
+
+# Only the service can start or reach a host: without the service's socket on fd 3, or with a
+# socket that does not lead to its parent, bulkhead-pluginhost refuses to run.
+case_HostRefusesStrangers() {
+  local out rc=0
+  out=$("$BIN/bulkhead-pluginhost" stranger 2>&1 3<&-) || rc=$?
+  expect_eq "$rc" 2 "exit status without fd 3"
+  [[ $out == *"only bulkheadd starts plugin hosts"* ]] || fail "no clear refusal without fd 3: $out"
+  # A socketpair made by this python process, handed to a host whose parent is another process
+  # (a forked child), so the socket's peer is not the host's parent.
+  rc=0
+  out=$(python3 - "$BIN/bulkhead-pluginhost" <<'PY' 2>&1
+import os, socket, sys
+ours, theirs = socket.socketpair()
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.dup2(theirs.fileno(), 3)
+        os.execv(sys.argv[1], [sys.argv[1], "stranger"])
+    _, status = os.wait()
+    os._exit(os.waitstatus_to_exitcode(status))
+_, status = os.wait()
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+) || rc=$?
+  expect_eq "$rc" 2 "exit status with a socket that does not lead to the parent"
+  [[ $out == *"does not lead to our parent"* ]] || fail "no clear refusal for a stranger's socket: $out"
 }
 
 case_StderrFlood() {
