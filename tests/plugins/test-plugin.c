@@ -50,6 +50,39 @@
  * -ENOMEM. CountOpenFiles (on_vm_started) opens /dev/null until open() fails (at most 100000
  * times), logs how many it opened and why it stopped, closes them again and returns 0.
  *
+ * Concurrency modes (tests/integration/plugins-concurrency.sh); counters are __atomic builtins:
+ *
+ *   ConcurrentCallbacks (on_vm_started): 4 threads released by a barrier each mount_folder the
+ *   plugin's directory at /concurrent/N and run /bin/true (read to EOF); then 32 threads run
+ *   /bin/true 100 times each. Each failed call logs "concurrent CALL ... -> RESULT"; then
+ *     Concurrent callbacks complete: success=N failures=F maxConcurrent=M
+ *     Stress complete: success=N failures=F
+ *     Stress elapsed: MS ms (32 threads x 100 execute_binary /bin/true)
+ *   (M: the most threads simultaneously inside a service call.)
+ *
+ *   SlowCallbackDoesNotBlockOthers (on_vm_started): 4 threads released together, one runs
+ *   `sh -c "sleep 1; echo slow"`, three run `echo fast`, each reading to EOF, then
+ *     completed: KIND (result=RESULT, output=TEXT)       KIND: slow or fast, once per thread
+ *     Completion order: KIND KIND KIND KIND
+ *
+ *   AsyncApiCallFromWorker: on_distribution_started starts a thread that waits until the hook
+ *   has returned, sleeps 200 ms, then runs `echo hello-from-worker` in the distribution (logging
+ *   the usual execute_binary_in_distribution line); on_distribution_stopping joins it and logs
+ *     Async worker output: TEXT
+ *
+ *   CallbacksDuringTermination: on_distribution_started starts 4 threads that run /bin/true in
+ *   the distribution every millisecond (reading to EOF) until on_vm_stopping, 200 ms after it was
+ *   called, stops and joins them:
+ *     Termination call results: total=N NAME=COUNT...       (NAME by bh_result_name)
+ *
+ *   TwoSessionsAtOnce (on_vm_started): counts the hooks inside it; "overlap (session_id=S,
+ *   inside=N)" when another one is; mounts the plugin's directory at /two-sessions (the usual
+ *   mount_folder line), sleeps 300 ms, checks again and leaves.
+ *
+ *   ThreadBeforeFirstHook / ThreadAfterEntryFailure: the entry point starts a thread that at once
+ *   runs /bin/true with session 1 (the usual execute_binary line); the second mode then returns
+ *   -EINVAL from the entry point.
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -114,6 +147,13 @@ enum mode {
     MODE_HANG_IN_VM_STARTED,
     MODE_ALLOCATE_FOREVER,
     MODE_COUNT_OPEN_FILES,
+    MODE_CONCURRENT_CALLBACKS,
+    MODE_SLOW_CALLBACK,
+    MODE_ASYNC_API_CALL_FROM_WORKER,
+    MODE_CALLBACKS_DURING_TERMINATION,
+    MODE_TWO_SESSIONS_AT_ONCE,
+    MODE_THREAD_BEFORE_FIRST_HOOK,
+    MODE_THREAD_AFTER_ENTRY_FAILURE,
 };
 
 static const char* const modes[] = {
@@ -143,6 +183,13 @@ static const char* const modes[] = {
     "HangInVmStarted",
     "AllocateForever",
     "CountOpenFiles",
+    "ConcurrentCallbacks",
+    "SlowCallbackDoesNotBlockOthers",
+    "AsyncApiCallFromWorker",
+    "CallbacksDuringTermination",
+    "TwoSessionsAtOnce",
+    "ThreadBeforeFirstHook",
+    "ThreadAfterEntryFailure",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -538,6 +585,375 @@ static void count_open_files(void)
         close(fds[i]);
 }
 
+/* ---- concurrency modes ---- */
+
+/* Reads fd to EOF (at most READ_TIMEOUT_MS) into out (may be NULL), cutting a trailing newline;
+ * closes fd. Returns 0, or -ETIME when EOF did not come in time. */
+static int read_to_eof(int fd, char* out, size_t size)
+{
+    char buffer[4096];
+    size_t used = 0;
+    struct timespec start, now;
+    int result = 0;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        long elapsed;
+        ssize_t n;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= READ_TIMEOUT_MS || poll(&p, 1, (int)(READ_TIMEOUT_MS - elapsed)) == 0) {
+            result = -ETIME;
+            break;
+        }
+        n = read(fd, buffer, sizeof(buffer));
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            break;
+        if (out && used + 1 < size) {
+            size_t take = (size_t)n < size - 1 - used ? (size_t)n : size - 1 - used;
+            memcpy(out + used, buffer, take);
+            used += take;
+        }
+    }
+    close(fd);
+    if (out && size) {
+        out[used] = '\0';
+        if (used && out[used - 1] == '\n')
+            out[used - 1] = '\0';
+    }
+    return result;
+}
+
+static long elapsed_ms(const struct timespec* since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/* Starts count joinable threads running function(index); returns how many started. */
+static int start_threads(pthread_t* threads, int count, void* (*function)(void*))
+{
+    int i, result;
+    for (i = 0; i < count; i++) {
+        result = pthread_create(&threads[i], NULL, function, (void*)(intptr_t)i);
+        if (result != 0) {
+            log_line("pthread_create -> %s", bh_result_name(-result));
+            break;
+        }
+    }
+    return i;
+}
+
+static void join_threads(pthread_t* threads, int count)
+{
+    int i;
+    for (i = 0; i < count; i++)
+        pthread_join(threads[i], NULL);
+}
+
+/* ConcurrentCallbacks */
+
+#define CONCURRENT_THREADS 4
+#define STRESS_THREADS 32
+#define STRESS_CALLS 100
+
+static bh_session_id concurrent_session;
+static pthread_barrier_t concurrent_barrier;
+static int concurrent_inside, concurrent_max, concurrent_success, concurrent_failures;
+static int stress_success, stress_failures;
+
+static void concurrent_enter(void)
+{
+    int now = __atomic_add_fetch(&concurrent_inside, 1, __ATOMIC_SEQ_CST);
+    int max = __atomic_load_n(&concurrent_max, __ATOMIC_SEQ_CST);
+    while (now > max
+        && !__atomic_compare_exchange_n(&concurrent_max, &max, now, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+}
+
+static void concurrent_leave(void)
+{
+    __atomic_sub_fetch(&concurrent_inside, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Runs /bin/true in the VM and reads it to EOF; logs a failure with `what`. */
+static int run_true(bh_session_id session, const char* what, int measure)
+{
+    static const char* const argv[] = { "true", NULL };
+    int fd = -1, result;
+    if (measure)
+        concurrent_enter();
+    result = api->execute_binary(session, "/bin/true", argv, &fd);
+    if (measure)
+        concurrent_leave();
+    if (result != 0) {
+        log_line("concurrent execute_binary(%s) -> %s (out_fd=%d)", what, bh_result_name(result), fd);
+        return result;
+    }
+    result = read_to_eof(fd, NULL, 0);
+    if (result != 0)
+        log_line("concurrent execute_binary(%s): reading to EOF -> %s", what, bh_result_name(result));
+    return result;
+}
+
+static void* concurrent_worker(void* arg)
+{
+    int index = (int)(intptr_t)arg, result, ok = 1;
+    char vm_path[64], name[64];
+    snprintf(vm_path, sizeof(vm_path), "/concurrent/%d", index);
+    snprintf(name, sizeof(name), "concurrent-%d", index);
+    pthread_barrier_wait(&concurrent_barrier);
+    concurrent_enter();
+    result = api->mount_folder(concurrent_session, own_dir, vm_path, 1, name);
+    concurrent_leave();
+    if (result != 0) {
+        log_line("concurrent mount_folder(vm_path=%s) -> %s", vm_path, bh_result_name(result));
+        ok = 0;
+    }
+    if (run_true(concurrent_session, vm_path, 1) != 0)
+        ok = 0;
+    __atomic_add_fetch(ok ? &concurrent_success : &concurrent_failures, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void* stress_worker(void* arg)
+{
+    int i;
+    char what[64];
+    snprintf(what, sizeof(what), "stress thread %d", (int)(intptr_t)arg);
+    for (i = 0; i < STRESS_CALLS; i++)
+        __atomic_add_fetch(run_true(concurrent_session, what, 0) == 0 ? &stress_success : &stress_failures, 1,
+            __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void concurrent_callbacks(bh_session_id session)
+{
+    pthread_t threads[STRESS_THREADS];
+    struct timespec start;
+    int started;
+    concurrent_session = session;
+    pthread_barrier_init(&concurrent_barrier, NULL, CONCURRENT_THREADS);
+    started = start_threads(threads, CONCURRENT_THREADS, concurrent_worker);
+    if (started < CONCURRENT_THREADS) {
+        log_line("only %d of %d threads started; exiting", started, CONCURRENT_THREADS);
+        _exit(1); /* the others wait at the barrier forever */
+    }
+    join_threads(threads, started);
+    pthread_barrier_destroy(&concurrent_barrier);
+    log_line("Concurrent callbacks complete: success=%d failures=%d maxConcurrent=%d", concurrent_success,
+        concurrent_failures, concurrent_max);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    started = start_threads(threads, STRESS_THREADS, stress_worker);
+    join_threads(threads, started);
+    log_line("Stress complete: success=%d failures=%d", stress_success, stress_failures);
+    log_line("Stress elapsed: %ld ms (%d threads x %d execute_binary /bin/true)", elapsed_ms(&start), started,
+        STRESS_CALLS);
+}
+
+/* SlowCallbackDoesNotBlockOthers */
+
+static pthread_barrier_t slow_barrier;
+static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;
+static char slow_order[64];
+static bh_session_id slow_session;
+
+static void* slow_worker(void* arg)
+{
+    static const char* const slow[] = { "sh", "-c", "sleep 1; echo slow", NULL };
+    static const char* const fast[] = { "echo", "fast", NULL };
+    int is_slow = (int)(intptr_t)arg == 0, fd = -1, result;
+    const char* kind = is_slow ? "slow" : "fast";
+    char output[256] = "";
+    pthread_barrier_wait(&slow_barrier);
+    result = is_slow ? api->execute_binary(slow_session, "/bin/sh", slow, &fd)
+                     : api->execute_binary(slow_session, "/bin/echo", fast, &fd);
+    if (result == 0)
+        result = read_to_eof(fd, output, sizeof(output));
+    pthread_mutex_lock(&slow_lock);
+    snprintf(slow_order + strlen(slow_order), sizeof(slow_order) - strlen(slow_order), "%s%s",
+        slow_order[0] ? " " : "", kind);
+    log_line("completed: %s (result=%s, output=%s)", kind, bh_result_name(result), output);
+    pthread_mutex_unlock(&slow_lock);
+    return NULL;
+}
+
+static void slow_callback(bh_session_id session)
+{
+    pthread_t threads[4];
+    int started;
+    slow_session = session;
+    pthread_barrier_init(&slow_barrier, NULL, 4);
+    started = start_threads(threads, 4, slow_worker);
+    if (started < 4) {
+        log_line("only %d of 4 threads started; exiting", started);
+        _exit(1);
+    }
+    join_threads(threads, started);
+    pthread_barrier_destroy(&slow_barrier);
+    log_line("Completion order: %s", slow_order);
+}
+
+/* AsyncApiCallFromWorker and CallbacksDuringTermination: calls into a running distribution */
+
+#define TERMINATION_THREADS 4
+#define MAX_CODES 16
+
+static pthread_mutex_t worker_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t worker_cond = PTHREAD_COND_INITIALIZER;
+static int worker_hook_returned, workers_running, workers_stop;
+static bh_session_id worker_session;
+static struct bh_uuid worker_distribution;
+static pthread_t worker_threads[TERMINATION_THREADS];
+static int worker_count;
+static char async_output[256];
+
+struct code_count {
+    int code;
+    long count;
+};
+static struct code_count termination_counts[TERMINATION_THREADS][MAX_CODES];
+
+static void* async_worker(void* unused)
+{
+    static const char* const argv[] = { "echo", "hello-from-worker", NULL };
+    char uuid[37];
+    int fd = 12345, result;
+    (void)unused;
+    pthread_mutex_lock(&worker_lock);
+    while (!worker_hook_returned)
+        pthread_cond_wait(&worker_cond, &worker_lock);
+    pthread_mutex_unlock(&worker_lock);
+    usleep(200 * 1000);
+    result
+        = api->execute_binary_in_distribution(worker_session, &worker_distribution, "/bin/echo", argv, &fd);
+    format_uuid(&worker_distribution, uuid);
+    if (result != 0) {
+        log_line("execute_binary_in_distribution(session_id=%u, id=%s, path=/bin/echo, argv=echo "
+                 "hello-from-worker) "
+                 "-> %s (out_fd=%d)",
+            worker_session, uuid, bh_result_name(result), fd);
+        snprintf(async_output, sizeof(async_output), "<%s>", bh_result_name(result));
+        return NULL;
+    }
+    log_line("execute_binary_in_distribution(session_id=%u, id=%s, path=/bin/echo, argv=echo "
+             "hello-from-worker) -> OK",
+        worker_session, uuid);
+    result = read_to_eof(fd, async_output, sizeof(async_output));
+    if (result != 0)
+        snprintf(async_output, sizeof(async_output), "<reading: %s>", bh_result_name(result));
+    return NULL;
+}
+
+static void* termination_worker(void* arg)
+{
+    static const char* const argv[] = { "true", NULL };
+    int index = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = -1, result, i;
+        pthread_mutex_lock(&worker_lock);
+        i = workers_stop;
+        pthread_mutex_unlock(&worker_lock);
+        if (i)
+            break;
+        result = api->execute_binary_in_distribution(
+            worker_session, &worker_distribution, "/bin/true", argv, &fd);
+        if (result == 0)
+            result = read_to_eof(fd, NULL, 0);
+        for (i = 0; i < MAX_CODES; i++) {
+            struct code_count* slot = &termination_counts[index][i];
+            if (slot->count == 0 || slot->code == result) {
+                slot->code = result;
+                slot->count++;
+                break;
+            }
+        }
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static void start_distribution_workers(const struct bh_session_info* session,
+    const struct bh_distribution_info* distribution, void* (*function)(void*), int count)
+{
+    if (workers_running)
+        return;
+    worker_session = session->session_id;
+    worker_distribution = distribution->id;
+    worker_hook_returned = 0;
+    workers_stop = 0;
+    memset(termination_counts, 0, sizeof(termination_counts));
+    worker_count = start_threads(worker_threads, count, function);
+    workers_running = 1;
+}
+
+static void stop_distribution_workers(void)
+{
+    if (!workers_running)
+        return;
+    pthread_mutex_lock(&worker_lock);
+    workers_stop = 1;
+    worker_hook_returned = 1; /* in case the hook's return was never signalled */
+    pthread_cond_broadcast(&worker_cond);
+    pthread_mutex_unlock(&worker_lock);
+    join_threads(worker_threads, worker_count);
+    workers_running = 0;
+}
+
+static void log_termination_counts(void)
+{
+    struct code_count total[TERMINATION_THREADS * MAX_CODES];
+    int kinds = 0, t, i, k;
+    long sum = 0;
+    char line[2048];
+    size_t used;
+    memset(total, 0, sizeof(total));
+    for (t = 0; t < TERMINATION_THREADS; t++) {
+        for (i = 0; i < MAX_CODES && termination_counts[t][i].count; i++) {
+            for (k = 0; k < kinds && total[k].code != termination_counts[t][i].code; k++) { }
+            if (k == kinds)
+                total[kinds++].code = termination_counts[t][i].code;
+            total[k].count += termination_counts[t][i].count;
+            sum += termination_counts[t][i].count;
+        }
+    }
+    used = (size_t)snprintf(line, sizeof(line), "Termination call results: total=%ld", sum);
+    for (k = 0; k < kinds && used < sizeof(line); k++)
+        used += (size_t)snprintf(
+            line + used, sizeof(line) - used, " %s=%ld", bh_result_name(total[k].code), total[k].count);
+    log_line("%s", line);
+}
+
+/* TwoSessionsAtOnce */
+
+static int two_sessions_inside;
+
+static void two_sessions_vm_started(bh_session_id session)
+{
+    int before = __atomic_fetch_add(&two_sessions_inside, 1, __ATOMIC_SEQ_CST);
+    if (before > 0)
+        log_line("overlap (session_id=%u, inside=%d)", session, before + 1);
+    mount_and_log(session, own_dir, "/two-sessions", 1, "two-sessions");
+    usleep(300 * 1000);
+    before = __atomic_load_n(&two_sessions_inside, __ATOMIC_SEQ_CST);
+    if (before > 1)
+        log_line("overlap (session_id=%u, inside=%d)", session, before);
+    __atomic_sub_fetch(&two_sessions_inside, 1, __ATOMIC_SEQ_CST);
+}
+
+/* ThreadBeforeFirstHook and ThreadAfterEntryFailure */
+
+static void* entry_call(void* unused)
+{
+    static const char* const argv[] = { "true", NULL };
+    (void)unused;
+    run_in_vm(1, "/bin/true", argv, NULL);
+    return NULL;
+}
+
 /* ---- hooks ---- */
 
 static int success_vm_started(bh_session_id session)
@@ -645,6 +1061,15 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
     case MODE_COUNT_OPEN_FILES:
         count_open_files();
         return 0;
+    case MODE_CONCURRENT_CALLBACKS:
+        concurrent_callbacks(session->session_id);
+        return 0;
+    case MODE_SLOW_CALLBACK:
+        slow_callback(session->session_id);
+        return 0;
+    case MODE_TWO_SESSIONS_AT_ONCE:
+        two_sessions_vm_started(session->session_id);
+        return 0;
     default:
         return 0;
     }
@@ -658,6 +1083,11 @@ static int on_vm_stopping(const struct bh_session_info* session)
     if (mode == MODE_API_ERRORS) {
         run_in_vm(session->session_id, "/bin/echo", echo, NULL); /* the VM still serves calls */
         error_and_log("Not a veto hook");
+    }
+    if (mode == MODE_CALLBACKS_DURING_TERMINATION && workers_running) {
+        usleep(200 * 1000); /* the threads go on calling while the VM is stopping */
+        stop_distribution_workers();
+        log_termination_counts();
     }
     return mode == MODE_FAIL_TO_STOP_VM ? -EPERM : 0;
 }
@@ -698,6 +1128,12 @@ static int on_distribution_started(
         run_in_distribution(session->session_id, &unknown, "/bin/cat", os_release);
         run_in_distribution(session->session_id, NULL, "/bin/cat", os_release);
         break;
+    case MODE_ASYNC_API_CALL_FROM_WORKER:
+        start_distribution_workers(session, distribution, async_worker, 1);
+        break;
+    case MODE_CALLBACKS_DURING_TERMINATION:
+        start_distribution_workers(session, distribution, termination_worker, TERMINATION_THREADS);
+        break;
     default:
         break;
     }
@@ -705,6 +1141,13 @@ static int on_distribution_started(
     distribution_started_done = 1;
     pthread_cond_broadcast(&late_cond);
     pthread_mutex_unlock(&late_lock);
+    if (mode == MODE_ASYNC_API_CALL_FROM_WORKER) {
+        /* The worker waits for this, then 200 ms more: its call comes after the hook returned. */
+        pthread_mutex_lock(&worker_lock);
+        worker_hook_returned = 1;
+        pthread_cond_broadcast(&worker_cond);
+        pthread_mutex_unlock(&worker_lock);
+    }
     return result;
 }
 
@@ -712,6 +1155,10 @@ static int on_distribution_stopping(
     const struct bh_session_info* session, const struct bh_distribution_info* distribution)
 {
     log_distribution("stopping", session, distribution);
+    if (mode == MODE_ASYNC_API_CALL_FROM_WORKER && workers_running) {
+        stop_distribution_workers();
+        log_line("Async worker output: %s", async_output);
+    }
     return mode == MODE_FAIL_TO_STOP_DISTRO ? -EPERM : 0;
 }
 
@@ -874,6 +1321,11 @@ __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
         service->version.minor, service->version.revision);
     if (mode == MODE_FAIL_TO_LOAD)
         return -EINVAL;
+    if (mode == MODE_THREAD_BEFORE_FIRST_HOOK || mode == MODE_THREAD_AFTER_ENTRY_FAILURE) {
+        int started = start_detached(entry_call);
+        if (mode == MODE_THREAD_AFTER_ENTRY_FAILURE || started != 0)
+            return -EINVAL;
+    }
     if (mode == MODE_PLUGIN_REQUIRES_UPDATE)
         BH_PLUGIN_REQUIRE_VERSION(9999, 0, 0, service);
 

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Plugin concurrency (docs/design/concurrency.md): plugin threads calling the service at once,
+# from outside hooks, during teardown, before the first hook and after a failed load; two
+# sessions' hooks of one plugin never overlapping. The fixture's concurrency modes
+# (tests/plugins/test-plugin.c) against a fresh service per case.
+#
+#   plugins-concurrency.sh ISOLATION [CASE...]     ISOLATION: process or none; default: every case
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+CASES=(
+  ConcurrentCallbacks SlowCallbackDoesNotBlockOthers AsyncApiCallFromWorker
+  CallbacksDuringTerminationDoNotCrash TwoSessionsAtOnce ThreadBeforeFirstHook ThreadAfterEntryFailure
+)
+
+if [ "${1:-}" != --case ]; then
+  isolation=${1:?usage: plugins-concurrency.sh process|none [CASE...]}
+  shift
+  exec "$HERE/plugins-run-cases.sh" "$0" "$isolation" "${@:-${CASES[@]}}"
+fi
+
+# ---- one case: plugins-concurrency.sh --case ISOLATION CASE ----
+ISOLATION=$2
+CASE=$3
+source "$HERE/lib.sh"
+trap '__rc=$?; set +e; shrink_daemon_log; (exit $__rc); cleanup' EXIT
+
+FATAL="A fatal error was returned by plugin 'test-plugin'"
+START_OP=Bulkhead/Service/StartDistribution
+
+# The fixture in MODE, the busybox distribution "alpha" registered (before any VM exists).
+setup() {
+  install_test_plugin "$1" test-plugin "$ISOLATION"
+  make_rootfs "$T/rootfs" ${2:+"$2"}
+  start_service
+  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+}
+
+uuid_of() { bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]==sys.argv[1]][0])' "$1"; }
+vm_created() { echo "VM created (session_id=$1, uid=0, gid=0, user_name=root, custom_config_flags=0)"; }
+
+# The service is still the one we started, and serves a new VM.
+expect_service_serves() {
+  kill -0 "$SVC_PID" 2>/dev/null || fail "bulkheadd (pid $SVC_PID) is gone"
+  process_gone "$SVC_PID" && fail "bulkheadd (pid $SVC_PID) is a zombie"
+  local out
+  out=$(bh run -- true 2>&1) || fail "'bulkhead run -- true' failed after $1: $out"
+  kill -0 "$SVC_PID" 2>/dev/null || fail "bulkheadd (pid $SVC_PID) is gone after 'bulkhead run'"
+}
+
+# ---- cases ----
+
+case_ConcurrentCallbacks() {
+  setup ConcurrentCallbacks
+  local start=$SECONDS
+  bh start alpha
+  local sid; sid=$(root_session_id)
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=ConcurrentCallbacks, api_version=*)
+$(vm_created "$sid")
+Concurrent callbacks complete: success=4 failures=0 maxConcurrent=4
+Stress complete: success=3200 failures=0
+Stress elapsed: * ms (32 threads x 100 execute_binary /bin/true)
+Distribution started (*)
+EOF
+  local i
+  for i in 0 1 2 3; do
+    bh vm exec -- test -e "/concurrent/$i/fixture.conf" || fail "the mount at /concurrent/$i is not in the VM"
+  done
+  echo "note: $(grep '^Stress elapsed' "$PLUGIN_LOG"); bulkhead start took $((SECONDS - start)) s"
+  bh shutdown
+  expect_service_serves "the stress"
+}
+
+case_SlowCallbackDoesNotBlockOthers() {
+  setup SlowCallbackDoesNotBlockOthers
+  bh start alpha
+  local sid; sid=$(root_session_id)
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=SlowCallbackDoesNotBlockOthers, api_version=*)
+$(vm_created "$sid")
+completed: fast (result=OK, output=fast)
+completed: fast (result=OK, output=fast)
+completed: fast (result=OK, output=fast)
+completed: slow (result=OK, output=slow)
+Completion order: fast fast fast slow
+Distribution started (*)
+EOF
+}
+
+case_AsyncApiCallFromWorker() {
+  setup AsyncApiCallFromWorker
+  bh start alpha
+  local sid uuid; sid=$(root_session_id); uuid=$(uuid_of alpha)
+  # Terminated at once: the worker's call may come before or while on_distribution_stopping runs
+  # (which waits for it); either way it must be served, and nothing may deadlock.
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 60 "$BIN/bulkhead" terminate alpha ||
+    fail "terminate failed or hung (exit $?)"
+  local call="execute_binary_in_distribution(session_id=$sid, id=$uuid, path=/bin/echo, argv=echo hello-from-worker) -> OK"
+  eventually lines_at_least 1 '^Async worker output: ' "$PLUGIN_LOG"
+  grep -qxF "$call" "$PLUGIN_LOG" || fail "no '$call' line in: $(cat "$PLUGIN_LOG")"
+  grep -qxF "Async worker output: hello-from-worker" "$PLUGIN_LOG" ||
+    fail "the worker's output is not 'hello-from-worker': $(cat "$PLUGIN_LOG")"
+  # The hook joined the worker: its output line follows the stopping line.
+  sed -n '/^Distribution stopping /,$p' "$PLUGIN_LOG" | grep -qxF "Async worker output: hello-from-worker" ||
+    fail "the output line does not follow 'Distribution stopping': $(cat "$PLUGIN_LOG")"
+  expect_eq "$(bh list --running --json)" "[]" "no distribution may be running"
+  if [ "$(grep -n -m1 -F "$call" "$PLUGIN_LOG" | cut -d: -f1)" -lt "$(grep -n -m1 '^Distribution stopping ' "$PLUGIN_LOG" | cut -d: -f1)" ]; then
+    echo "note: the worker's call came before on_distribution_stopping"
+  else
+    echo "note: the worker's call came while on_distribution_stopping waited for it"
+  fi
+  expect_service_serves "terminate"
+}
+
+case_CallbacksDuringTerminationDoNotCrash() {
+  setup CallbacksDuringTermination
+  bh start alpha
+  sleep 1
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 60 "$BIN/bulkhead" shutdown ||
+    fail "shutdown failed or hung (exit $?)"
+  eventually lines_at_least 1 '^Termination call results: ' "$PLUGIN_LOG"
+  local results; results=$(grep '^Termination call results: ' "$PLUGIN_LOG" | head -n 1)
+  echo "note: $results"
+  echo "note: hook order: $(grep -oE '^(Distribution started|Distribution stopping|VM created|VM stopping|Termination call results)' "$PLUGIN_LOG" | paste -sd, -)"
+  local field name count ok=0
+  for field in ${results#Termination call results: }; do
+    name=${field%%=*} count=${field#*=}
+    case $name in
+      total) ;;
+      OK) ok=$count ;;
+      BH_E_VM_NOT_RUNNING | BH_E_DISTRO_NOT_RUNNING | BH_E_SESSION_NOT_FOUND) ;;
+      *) fail "a call during termination returned $name ($count times): $results" ;;
+    esac
+  done
+  [ "$ok" -gt 0 ] || fail "no call succeeded while the distribution ran: $results"
+  expect_service_serves "the shutdown"
+  bh shutdown # the new VM's workers, joined before the service stops
+}
+
+case_TwoSessionsAtOnce() {
+  setup TwoSessionsAtOnce "$T/rootfs.tar"
+  chmod 644 "$T/rootfs.tar"
+  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+  local root_rc=0 other_rc=0 root_pid other_pid
+  bh start alpha >"$T/root.out" 2>&1 & root_pid=$!
+  bh_other start mine >"$T/other.out" 2>&1 & other_pid=$!
+  wait $root_pid || root_rc=$?
+  wait $other_pid || other_rc=$?
+  [ $root_rc -eq 0 ] || fail "root's start failed (exit $root_rc): $(cat "$T/root.out")"
+  [ $other_rc -eq 0 ] || fail "uid $OTHER_UID's start failed (exit $other_rc): $(cat "$T/other.out")"
+  expect_eq "$(running_vms)" 2 "both VMs run"
+  local sid osid
+  sid=$(root_session_id)
+  osid=$(bh status --json | python3 -c "
+import json, sys
+print([s['session_id'] for s in json.load(sys.stdin)['sessions'] if s['uid'] == $OTHER_UID][0])")
+  eventually lines_at_least 2 '^Distribution started ' "$PLUGIN_LOG"
+  ! grep -q overlap "$PLUGIN_LOG" || fail "hooks of one plugin overlapped: $(cat "$PLUGIN_LOG")"
+  expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 2 "VM created lines"
+  grep -qxF "$(vm_created "$sid")" "$PLUGIN_LOG" || fail "no VM created line for root: $(cat "$PLUGIN_LOG")"
+  grep -qx "VM created (session_id=$osid, uid=$OTHER_UID, gid=$OTHER_UID, user_name=.*, custom_config_flags=0)" \
+    "$PLUGIN_LOG" || fail "no VM created line for uid $OTHER_UID: $(cat "$PLUGIN_LOG")"
+  local s
+  for s in "$sid" "$osid"; do
+    grep -qxF "mount_folder(session_id=$s, host_path=$T/plugins, vm_path=/two-sessions, read_only=1, name=two-sessions) -> OK" \
+      "$PLUGIN_LOG" || fail "the mount of session $s did not succeed: $(cat "$PLUGIN_LOG")"
+  done
+  # Each hook's lines stay together: the hooks ran one after the other.
+  local sessions; sessions=$(grep -E '^(VM created|mount_folder)' "$PLUGIN_LOG" | sed 's/.*(session_id=\([0-9]*\),.*/\1/')
+  expect_eq "$(echo "$sessions" | uniq | wc -l)" 2 "hook lines grouped by session: ${sessions//$'\n'/ }"
+  expect_eq "$(bh vm exec -- test -e /two-sessions/fixture.conf && echo yes)" yes "root's VM sees its mount"
+}
+
+# The thread's line: execute_binary with session 1 before or during the first hook.
+entry_call_line() { grep '^execute_binary(session_id=1, path=/bin/true, argv=true) -> ' "$PLUGIN_LOG" || true; }
+
+case_ThreadBeforeFirstHook() {
+  setup ThreadBeforeFirstHook
+  bh start alpha
+  eventually lines_at_least 1 '^execute_binary\(session_id=1, path=/bin/true, argv=true\) -> ' "$PLUGIN_LOG"
+  local line; line=$(entry_call_line)
+  echo "note: $line"
+  case $line in
+    *"-> BH_E_SESSION_NOT_FOUND (out_fd=-1)" | *"-> BH_E_VM_NOT_RUNNING (out_fd=-1)") ;;
+    *) fail "unexpected result for a call before the first hook: $line" ;;
+  esac
+  expect_eq "$(plugin_field state)" running "plugin state"
+  grep -q '^Distribution started ' "$PLUGIN_LOG" || fail "no Distribution started line: $(cat "$PLUGIN_LOG")"
+  bh shutdown
+  expect_service_serves "a call before the first hook"
+}
+
+case_ThreadAfterEntryFailure() {
+  setup ThreadAfterEntryFailure
+  expect_failure_output "$FATAL" "Error code: $START_OP/EINVAL" bh start alpha
+  expect_eq "$(plugin_field state)" "failed to load" "plugin state"
+  [ "$ISOLATION" = none ] || DEADLINE=5 eventually no_service_hosts
+  # In-process, the thread lives on in the service: give it time to call, then the service must
+  # still serve (every VM creation fails the same way: the failed load is latched).
+  sleep 1
+  echo "note: the thread's call: $(entry_call_line)"
+  local line; line=$(entry_call_line)
+  case $line in
+    "" | *"-> BH_E_SESSION_NOT_FOUND (out_fd=-1)" | *"-> BH_E_VM_NOT_RUNNING (out_fd=-1)") ;;
+    *) fail "unexpected result for a call from a plugin that failed to load: $line" ;;
+  esac
+  kill -0 "$SVC_PID" 2>/dev/null || fail "bulkheadd (pid $SVC_PID) is gone"
+  bh status >/dev/null || fail "status failed"
+  bh list >/dev/null || fail "list failed"
+  expect_failure_output "$FATAL" "Error code: $START_OP/EINVAL" bh start alpha
+  expect_eq "$(running_vms)" 0 "no VM may be left running"
+}
+
+declare -F "case_$CASE" >/dev/null || fail "no case '$CASE'"
+"case_$CASE"
+echo "plugins-concurrency ($ISOLATION) $CASE: ok"
