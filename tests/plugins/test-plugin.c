@@ -258,13 +258,50 @@ static void join_argv(const char* const* argv, char* out, size_t size)
     }
 }
 
+static long elapsed_ms(const struct timespec* since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/* Reads fd to EOF, waiting at most READ_TIMEOUT_MS in all; keeps the first size - 1 bytes in out
+ * (NUL-terminated; out may be NULL with size 0) and discards the rest. Returns 0, or -ETIME. */
+static int drain(int fd, char* out, size_t size, size_t* used)
+{
+    char buffer[4096];
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    *used = 0;
+    if (out && size)
+        out[0] = '\0';
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        long elapsed = elapsed_ms(&start);
+        ssize_t n;
+        if (elapsed >= READ_TIMEOUT_MS || poll(&p, 1, (int)(READ_TIMEOUT_MS - elapsed)) == 0)
+            return -ETIME;
+        n = read(fd, buffer, sizeof(buffer));
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            break;
+        if (out && *used + 1 < size) {
+            size_t take = (size_t)n < size - 1 - *used ? (size_t)n : size - 1 - *used;
+            memcpy(out + *used, buffer, take);
+            *used += take;
+            out[*used] = '\0';
+        }
+    }
+    return 0;
+}
+
 /* Sends `input` (if any, then half-closes), reads the socket to EOF and logs each line as
  * "output: LINE"; closes the fd. */
 static void log_output(int fd, const char* input)
 {
     char buffer[65536];
     size_t used = 0;
-    struct timespec start, now;
     if (input) {
         size_t length = strlen(input), done = 0;
         while (done < length) {
@@ -277,28 +314,9 @@ static void log_output(int fd, const char* input)
         }
         shutdown(fd, SHUT_WR);
     }
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        long elapsed;
-        ssize_t n;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed >= READ_TIMEOUT_MS || poll(&p, 1, (int)(READ_TIMEOUT_MS - elapsed)) == 0) {
-            log_line("output: <timeout>");
-            break;
-        }
-        if (used == sizeof(buffer) - 1)
-            break;
-        n = read(fd, buffer + used, sizeof(buffer) - 1 - used);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0)
-            break;
-        used += (size_t)n;
-    }
+    if (drain(fd, buffer, sizeof(buffer), &used) < 0)
+        log_line("output: <timeout>");
     close(fd);
-    buffer[used] = '\0';
     {
         char* line = buffer;
         while (*line) {
@@ -352,8 +370,8 @@ static int run_in_distribution(
     return 0;
 }
 
-static int mount_and_log(bh_session_id session, const char* host_path, const char* vm_path, int read_only,
-    const char* name)
+static int mount_and_log(
+    bh_session_id session, const char* host_path, const char* vm_path, int read_only, const char* name)
 {
     int result = api->mount_folder(session, host_path, vm_path, read_only, name);
     log_line("mount_folder(session_id=%u, host_path=%s, vm_path=%s, read_only=%d, name=%s) -> %s", session,
@@ -591,46 +609,12 @@ static void count_open_files(void)
  * closes fd. Returns 0, or -ETIME when EOF did not come in time. */
 static int read_to_eof(int fd, char* out, size_t size)
 {
-    char buffer[4096];
     size_t used = 0;
-    struct timespec start, now;
-    int result = 0;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        long elapsed;
-        ssize_t n;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed >= READ_TIMEOUT_MS || poll(&p, 1, (int)(READ_TIMEOUT_MS - elapsed)) == 0) {
-            result = -ETIME;
-            break;
-        }
-        n = read(fd, buffer, sizeof(buffer));
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0)
-            break;
-        if (out && used + 1 < size) {
-            size_t take = (size_t)n < size - 1 - used ? (size_t)n : size - 1 - used;
-            memcpy(out + used, buffer, take);
-            used += take;
-        }
-    }
+    int result = drain(fd, out, size, &used);
     close(fd);
-    if (out && size) {
-        out[used] = '\0';
-        if (used && out[used - 1] == '\n')
-            out[used - 1] = '\0';
-    }
+    if (used && out[used - 1] == '\n')
+        out[used - 1] = '\0';
     return result;
-}
-
-static long elapsed_ms(const struct timespec* since)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
 /* Starts count joinable threads running function(index); returns how many started. */
@@ -1092,13 +1076,14 @@ static int on_vm_stopping(const struct bh_session_info* session)
     return mode == MODE_FAIL_TO_STOP_VM ? -EPERM : 0;
 }
 
-static void log_distribution(const char* event, const struct bh_session_info* session,
-    const struct bh_distribution_info* distribution)
+static void log_distribution(
+    const char* event, const struct bh_session_info* session, const struct bh_distribution_info* distribution)
 {
     char uuid[37];
     format_uuid(&distribution->id, uuid);
-    log_line("Distribution %s (session_id=%u, name=%s, id=%s, package=%s, flavor=%s, version=%s, init_pid=%u, "
-             "pid_namespace=%llu)",
+    log_line(
+        "Distribution %s (session_id=%u, name=%s, id=%s, package=%s, flavor=%s, version=%s, init_pid=%u, "
+        "pid_namespace=%llu)",
         event, session->session_id, str(distribution->name), uuid, str(distribution->package),
         str(distribution->flavor), str(distribution->version), distribution->init_pid,
         (unsigned long long)distribution->pid_namespace);
@@ -1109,7 +1094,8 @@ static int on_distribution_started(
 {
     static const char* const os_release[] = { "cat", "/etc/os-release", NULL };
     static const char* const missing[] = { "bulkhead-missing-program", NULL };
-    static const struct bh_uuid unknown = { { 0xde, 0xad, 0xbe, 0xef, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 1 } };
+    static const struct bh_uuid unknown
+        = { { 0xde, 0xad, 0xbe, 0xef, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 1 } };
     int result = 0;
 
     log_distribution("started", session, distribution);
