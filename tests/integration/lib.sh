@@ -282,3 +282,20 @@ shrink_daemon_log() {
     >"$log.short"
   mv "$log.short" "$log"
 }
+
+# What the fixture's Success mode logs from on_vm_started of session SID: its own folder mounted
+# read-only, a file written from the host and read back in the VM, the mount proven read-only,
+# and stdin echoed through the exec socket.
+success_vm_started_lines() {
+  local sid=$1
+  cat <<EOF
+mount_folder(session_id=$sid, host_path=$T/plugins, vm_path=/test-plugin/deep/folder, read_only=1, name=test-plugin) -> OK
+write $T/plugins/hello -> OK
+execute_binary(session_id=$sid, path=/bin/cat, argv=cat /test-plugin/deep/folder/hello) -> OK
+output: OK
+execute_binary(session_id=$sid, path=/bin/sh, argv=sh -c if touch /test-plugin/deep/folder/probe *) -> OK
+output: read-only
+execute_binary(session_id=$sid, path=/bin/cat, argv=cat) -> OK
+output: ping
+EOF
+}

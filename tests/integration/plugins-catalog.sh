@@ -121,14 +121,7 @@ case_Success() {
   expect_log "$PLUGIN_LOG" <<EOF
 Plugin loaded (mode=Success, api_version=*)
 $(vm_created "$sid")
-mount_folder(session_id=$sid, host_path=$T/plugins, vm_path=/test-plugin/deep/folder, read_only=1, name=test-plugin) -> OK
-write $T/plugins/hello -> OK
-execute_binary(session_id=$sid, path=/bin/cat, argv=cat /test-plugin/deep/folder/hello) -> OK
-output: OK
-execute_binary(session_id=$sid, path=/bin/sh, argv=sh -c if touch /test-plugin/deep/folder/probe *) -> OK
-output: read-only
-execute_binary(session_id=$sid, path=/bin/cat, argv=cat) -> OK
-output: ping
+$(success_vm_started_lines "$sid")
 Distribution started ($d, $r)
 Distribution stopping ($d, $r)
 $(vm_stopping "$sid")
@@ -417,14 +410,7 @@ case_OtherUser() {
   expect_log "$PLUGIN_LOG" <<EOF
 Plugin loaded (mode=Success, api_version=*)
 VM created (session_id=$sid, uid=$OTHER_UID, gid=$OTHER_UID, user_name=*, custom_config_flags=0)
-mount_folder(session_id=$sid, host_path=$T/plugins, vm_path=/test-plugin/deep/folder, read_only=1, name=test-plugin) -> OK
-write $T/plugins/hello -> OK
-execute_binary(session_id=$sid, path=/bin/cat, argv=cat /test-plugin/deep/folder/hello) -> OK
-output: OK
-execute_binary(session_id=$sid, path=/bin/sh, argv=sh -c if touch /test-plugin/deep/folder/probe *) -> OK
-output: read-only
-execute_binary(session_id=$sid, path=/bin/cat, argv=cat) -> OK
-output: ping
+$(success_vm_started_lines "$sid")
 Distribution started (session_id=$sid, name=mine, id=$uuid, package=test-pkg, flavor=bulkhead-test, version=1.0, init_pid=*, pid_namespace=*)
 EOF
 }
