@@ -41,6 +41,14 @@ namespace {
 #define BH_CHILD_CODE __attribute__((no_sanitize("address", "thread", "undefined")))
 
     // The kernel's struct sigaction (not glibc's), for raw rt_sigaction calls.
+    // Under ThreadSanitizer the child gets its own copy of memory: a CLONE_VM child would run on
+    // the parent thread's TLS and TSan's shadow state and crash before exec (SIGSEGV, seen).
+#if defined(__SANITIZE_THREAD__)
+    constexpr int share_memory = 0;
+#else
+    constexpr int share_memory = CLONE_VM;
+#endif
+
     struct KernelSigaction {
         void* handler;
         unsigned long flags;
@@ -244,7 +252,7 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     {
         SignalBlock block;
         pid = clone(
-            child_main, stack.top(), CLONE_VM | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
+            child_main, stack.top(), share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
     }
     if (pid < 0)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");
