@@ -214,6 +214,7 @@ static inline const char* bh_result_name(int result)
         { -103, "ECONNABORTED" },
         { -104, "ECONNRESET" },
         { -107, "ENOTCONN" },
+        { -108, "ESHUTDOWN" },
         { -110, "ETIMEDOUT" },
         { -111, "ECONNREFUSED" },
         { -125, "ECANCELED" },

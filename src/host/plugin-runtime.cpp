@@ -26,12 +26,17 @@ namespace {
     // touches is process-lifetime: the Route is allocated once and never freed. The executor is
     // refcounted; once its loop is gone, executeSync() throws and the stub returns -ESHUTDOWN.
     // `target` and `canceler` are touched only on the loop's thread (inside executeSync or by
-    // route_stubs_to/unroute_stubs), so the mutex guards only the executor handoff.
+    // route_stubs_to/unroute_stubs), so the mutex guards only the executor handoff and the count
+    // of calls in flight. A call in flight may have queued an event on the loop; the loop must
+    // not be destroyed before that event ran, so cutting the route hands back a promise that
+    // resolves when the last call in flight has returned (`drained`, fulfilled by that call).
     struct Route {
         std::mutex mutex;
         kj::Own<const kj::Executor> executor;
         CallTarget* target = nullptr;
         kj::Maybe<kj::Own<kj::Canceler>> canceler;
+        size_t in_flight = 0;
+        kj::Own<kj::CrossThreadPromiseFulfiller<void>> drained;
         bh_plugin_api_v1 api {};
     };
 
@@ -62,9 +67,11 @@ namespace {
             if (!r.executor)
                 return shut_down<T>();
             executor = r.executor->addRef();
+            ++r.in_flight;
         }
+        T result = shut_down<T>();
         try {
-            return executor->executeSync([&]() -> kj::Promise<T> {
+            result = executor->executeSync([&]() -> kj::Promise<T> {
                 KJ_IF_MAYBE (canceler, route().canceler) {
                     if (route().target)
                         return (*canceler)->wrap(call(*route().target));
@@ -72,8 +79,11 @@ namespace {
                 return shut_down<T>();
             });
         } catch (const kj::Exception&) {
-            return shut_down<T>();
         }
+        std::lock_guard lock(r.mutex);
+        if (--r.in_flight == 0 && r.drained)
+            kj::mv(r.drained)->fulfill();
+        return result;
     }
 
     // --- plugin_error ------------------------------------------------------------------------
@@ -184,7 +194,7 @@ void route_stubs_to(CallTarget& target, bh_version version)
     r.api.execute_binary_in_distribution = stub_execute_in_distribution;
 }
 
-void unroute_stubs()
+kj::Promise<void> unroute_stubs()
 {
     Route& r = route();
     std::lock_guard lock(r.mutex);
@@ -193,6 +203,11 @@ void unroute_stubs()
     KJ_IF_MAYBE (canceler, r.canceler)
         (*canceler)->cancel("the plugin's service connection is closing");
     r.canceler = nullptr;
+    if (r.in_flight == 0)
+        return kj::READY_NOW;
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    r.drained = kj::mv(paf.fulfiller);
+    return kj::mv(paf.promise);
 }
 
 // --- The hook thread ---------------------------------------------------------------------------

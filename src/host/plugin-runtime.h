@@ -83,8 +83,10 @@ public:
 // that loop's thread. `version` is what plugins see as api->version.
 void route_stubs_to(CallTarget& target, bh_version version);
 // Cuts the route (on the same thread): stubs called later fail with -ESHUTDOWN, and stubs in
-// flight fail instead of waiting. Nothing a stub touches is ever freed (see the .cpp).
-void unroute_stubs();
+// flight fail instead of waiting. Nothing a stub touches is ever freed (see the .cpp). The promise
+// resolves once every stub in flight has returned; until then the loop must keep running (their
+// events are queued on it), and it must not be destroyed.
+kj::Promise<void> unroute_stubs();
 // The version handed to plugins, parsed from "major.minor.revision".
 bh_version parse_version(const char* text);
 

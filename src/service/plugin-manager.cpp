@@ -77,7 +77,15 @@ PluginManager::PluginManager(
 PluginManager::~PluginManager()
 {
     if (m_routed)
-        host::unroute_stubs();
+        (void)host::unroute_stubs();
+}
+
+kj::Promise<void> PluginManager::close()
+{
+    if (!m_routed)
+        return kj::READY_NOW;
+    m_routed = false;
+    return host::unroute_stubs();
 }
 
 void PluginManager::latch(Error error)

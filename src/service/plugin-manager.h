@@ -40,6 +40,10 @@ public:
 
     // Loads every plugin the first time; later, the latched fatal error if any.
     kj::Promise<Status> activate();
+    // At service exit: cuts in-process plugins off the service (their calls fail with
+    // -ESHUTDOWN from then on) and resolves once no call of theirs is in flight, so the event
+    // loop can be destroyed. Keep the loop running until it resolves.
+    kj::Promise<void> close();
     // Runs a veto hook on each running plugin in order; the first failure is the result, with the
     // user-facing message of the spec.
     kj::Promise<Status> notify_veto(host::HookCall call);

@@ -421,7 +421,7 @@ kj::Promise<void> Service::shutdown_all()
     auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
     for (auto& [uid, session] : m_sessions)
         stops.add(stop_vm(*session));
-    return kj::joinPromises(stops.finish());
+    return kj::joinPromises(stops.finish()).then([this]() { return m_plugins->close(); });
 }
 
 kj::Promise<Status> Service::vm_mount(
