@@ -11,6 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CASES=(
   ConcurrentCallbacks SlowCallbackDoesNotBlockOthers AsyncApiCallFromWorker
   CallbacksDuringTerminationDoNotCrash TwoSessionsAtOnce ThreadBeforeFirstHook ThreadAfterEntryFailure
+  StuckCallbackCancelledByTeardown HammerThroughShutdown
 )
 
 if [ "${1:-}" != --case ]; then
@@ -136,6 +137,62 @@ case_CallbacksDuringTerminationDoNotCrash() {
   [ "$ok" -gt 0 ] || fail "no call succeeded while the distribution ran: $results"
   expect_service_serves "the shutdown"
   bh shutdown # the new VM's workers, joined before the service stops
+}
+
+# A callback stuck inside the service when the VM is torn down: the distribution's init is
+# stopped (SIGSTOP), so the plugin's execute_binary_in_distribution waits on an agent that never
+# answers. `bulkhead shutdown` must not wait for it: the call is cancelled with
+# BH_E_VM_NOT_RUNNING, the shutdown completes, and the service serves the next VM.
+case_StuckCallbackCancelledByTeardown() {
+  setup StuckCallback
+  bh start alpha
+  local init p
+  for p in $(process_tree "$SVC_PID"); do
+    [ "$({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null)" = "bulkhead-vminit distribution alpha " ] && init=$p
+  done
+  [ -n "${init:-}" ] || fail "no init process for alpha among the service's descendants"
+  kill -STOP "$init"
+  touch "$T/plugins/go"
+  eventually lines_at_least 1 '^Stuck call started$' "$PLUGIN_LOG"
+  sleep 0.5
+  grep -q '^Stuck call returned' "$PLUGIN_LOG" && fail "the call returned while the agent was stopped: $(cat "$PLUGIN_LOG")"
+  expect_eq "$(status_field "len(s['sessions'])")" 1 "status answers while the call is stuck"
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 30 "$BIN/bulkhead" shutdown ||
+    fail "shutdown failed or waited for the stuck call (exit $?)"
+  eventually lines_at_least 1 '^Stuck call returned ' "$PLUGIN_LOG"
+  local returned; returned=$(grep '^Stuck call returned ' "$PLUGIN_LOG")
+  echo "note: $returned"
+  expect_eq "$returned" "Stuck call returned BH_E_VM_NOT_RUNNING (out_fd=-1)" "the stuck call's result"
+  process_gone "$init" || fail "the stopped init $init outlived the VM"
+  expect_service_serves "the shutdown"
+}
+
+# Plugin threads calling the API without pause, never told to stop, through `bulkhead shutdown`
+# (calls fail cleanly once the distribution and the VM are gone) and then through the service's
+# own exit (SIGTERM) while they are inside the stubs: the service exits 0, the host goes with it,
+# and no call returns anything but success or a clean error.
+case_HammerThroughShutdown() {
+  setup HammerThroughShutdown
+  bh start alpha
+  eventually lines_at_least 1 '^Hammer result: OK ' "$PLUGIN_LOG"
+  sleep 0.5
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 30 "$BIN/bulkhead" shutdown ||
+    fail "shutdown failed or hung (exit $?)"
+  eventually lines_at_least 2 '^Hammer result: ' "$PLUGIN_LOG"
+  sleep 0.3
+  local hosts; hosts=$(service_hosts)
+  stop_service
+  local name
+  for name in $(sed -n 's/^Hammer result: \([^ ]*\) .*/\1/p' "$PLUGIN_LOG"); do
+    case $name in
+      OK | BH_E_VM_NOT_RUNNING | BH_E_DISTRO_NOT_RUNNING | BH_E_SESSION_NOT_FOUND) ;;
+      ESHUTDOWN) [ "$ISOLATION" = none ] || fail "an isolated host saw ESHUTDOWN: $(cat "$PLUGIN_LOG")" ;;
+      *) fail "a call through shutdown returned $name: $(grep '^Hammer' "$PLUGIN_LOG")" ;;
+    esac
+  done
+  echo "note: $(grep '^Hammer result: ' "$PLUGIN_LOG" | paste -sd ';' -)"
+  local h
+  for h in $hosts; do DEADLINE=5 eventually process_gone "$h"; done
 }
 
 case_TwoSessionsAtOnce() {

@@ -83,6 +83,16 @@
  *   runs /bin/true with session 1 (the usual execute_binary line); the second mode then returns
  *   -EINVAL from the entry point.
  *
+ *   HammerThroughShutdown: the first on_distribution_started starts 4 threads that, every
+ *   millisecond and forever, alternately run /bin/true in that distribution and in the VM (reading
+ *   to EOF). No hook ever stops them: they call on through VM and service shutdown. Each new result
+ *   code, the first time any thread sees it:
+ *     Hammer result: NAME (after N calls)
+ *
+ *   StuckCallback: on_distribution_started starts one thread that waits (at most 60 s) for the
+ *   file "go" in the plugin's directory, then runs /bin/true in the distribution:
+ *     Stuck call started  /  Stuck call returned RESULT (out_fd=FD)
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -154,6 +164,8 @@ enum mode {
     MODE_TWO_SESSIONS_AT_ONCE,
     MODE_THREAD_BEFORE_FIRST_HOOK,
     MODE_THREAD_AFTER_ENTRY_FAILURE,
+    MODE_HAMMER_THROUGH_SHUTDOWN,
+    MODE_STUCK_CALLBACK,
 };
 
 static const char* const modes[] = {
@@ -190,6 +202,8 @@ static const char* const modes[] = {
     "TwoSessionsAtOnce",
     "ThreadBeforeFirstHook",
     "ThreadAfterEntryFailure",
+    "HammerThroughShutdown",
+    "StuckCallback",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -911,6 +925,92 @@ static void log_termination_counts(void)
     log_line("%s", line);
 }
 
+/* HammerThroughShutdown and StuckCallback */
+
+#define HAMMER_THREADS 4
+
+static pthread_t hammer_threads[HAMMER_THREADS];
+static int hammer_started;
+static bh_session_id hammer_session;
+static struct bh_uuid hammer_distribution;
+static long hammer_calls;
+static pthread_mutex_t hammer_lock = PTHREAD_MUTEX_INITIALIZER;
+static int hammer_seen[MAX_CODES], hammer_seen_count;
+
+/* Logs a result code the first time any hammer thread sees it. */
+static void hammer_record(int result)
+{
+    long calls = __atomic_add_fetch(&hammer_calls, 1, __ATOMIC_SEQ_CST);
+    int i;
+    pthread_mutex_lock(&hammer_lock);
+    for (i = 0; i < hammer_seen_count && hammer_seen[i] != result; i++) { }
+    if (i == hammer_seen_count && i < MAX_CODES) {
+        hammer_seen[hammer_seen_count++] = result;
+        log_line("Hammer result: %s (after %ld calls)", bh_result_name(result), calls);
+    }
+    pthread_mutex_unlock(&hammer_lock);
+}
+
+static void* hammer_worker(void* arg)
+{
+    static const char* const argv[] = { "true", NULL };
+    long round = (long)(intptr_t)arg;
+    for (;; round++) {
+        int fd = -1, result;
+        if (round % 2)
+            result = api->execute_binary(hammer_session, "/bin/true", argv, &fd);
+        else
+            result = api->execute_binary_in_distribution(
+                hammer_session, &hammer_distribution, "/bin/true", argv, &fd);
+        if (result == 0)
+            result = read_to_eof(fd, NULL, 0);
+        hammer_record(result);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static void start_hammer(
+    const struct bh_session_info* session, const struct bh_distribution_info* distribution)
+{
+    if (hammer_started)
+        return;
+    hammer_started = 1;
+    hammer_session = session->session_id;
+    hammer_distribution = distribution->id;
+    start_threads(hammer_threads, HAMMER_THREADS, hammer_worker);
+}
+
+static bh_session_id stuck_session;
+static struct bh_uuid stuck_distribution;
+static pthread_t stuck_thread;
+
+static void* stuck_worker(void* unused)
+{
+    static const char* const argv[] = { "true", NULL };
+    char go[PATH_MAX + 8];
+    int fd = -1, result, waited;
+    (void)unused;
+    snprintf(go, sizeof(go), "%s/go", own_dir);
+    for (waited = 0; access(go, F_OK) != 0 && waited < 6000; waited++)
+        usleep(10 * 1000);
+    log_line("Stuck call started");
+    result = api->execute_binary_in_distribution(stuck_session, &stuck_distribution, "/bin/true", argv, &fd);
+    log_line("Stuck call returned %s (out_fd=%d)", bh_result_name(result), fd);
+    if (result == 0)
+        close(fd);
+    return NULL;
+}
+
+static void start_stuck_worker(
+    const struct bh_session_info* session, const struct bh_distribution_info* distribution)
+{
+    stuck_session = session->session_id;
+    stuck_distribution = distribution->id;
+    if (pthread_create(&stuck_thread, NULL, stuck_worker, NULL) == 0)
+        pthread_detach(stuck_thread);
+}
+
 /* TwoSessionsAtOnce */
 
 static int two_sessions_inside;
@@ -1119,6 +1219,12 @@ static int on_distribution_started(
         break;
     case MODE_CALLBACKS_DURING_TERMINATION:
         start_distribution_workers(session, distribution, termination_worker, TERMINATION_THREADS);
+        break;
+    case MODE_HAMMER_THROUGH_SHUTDOWN:
+        start_hammer(session, distribution);
+        break;
+    case MODE_STUCK_CALLBACK:
+        start_stuck_worker(session, distribution);
         break;
     default:
         break;
