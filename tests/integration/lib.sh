@@ -15,12 +15,19 @@ chmod 755 "$T"
 mkdir -p "$T/cfg" "$T/state" "$T/run" "$T/home"
 chmod 777 "$T/home"
 SVC_PID=
+SANITIZER_REPORT='(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error: '
 
 cleanup() {
   local rc=$?
   if [ -n "$SVC_PID" ] && kill -0 "$SVC_PID" 2>/dev/null; then
     kill -TERM "$SVC_PID" 2>/dev/null || true
     wait "$SVC_PID" 2>/dev/null || true
+  fi
+  # A sanitizer report from the service, a host or a VM's init (all write to this log) fails the
+  # test even when everything else passed.
+  if [ $rc -eq 0 ] && [ -f "$T/daemon.log" ] && grep -qE "$SANITIZER_REPORT" "$T/daemon.log"; then
+    echo "FAIL: a sanitizer report in the service log" >&2
+    rc=1
   fi
   if [ $rc -ne 0 ] && [ -f "$T/daemon.log" ]; then
     echo "--- service log ---" >&2; cat "$T/daemon.log" >&2

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Time-bounded stress (about $STRESS_SECONDS, default 60): everything the concurrency tests do one
+# at a time, mixed over many rounds against one service. Three fixture plugins at once:
+#   terminator (process isolation)  CallbacksDuringTermination: 4 threads calling into each
+#                                   distribution until on_vm_stopping stops them
+#   hammer     (in-process)         HammerThroughShutdown: 4 threads calling without pause, never
+#                                   stopped, through every shutdown and the service's own exit
+#   sessions   (process isolation)  TwoSessionsAtOnce: checks its hooks never overlap
+# Each round: two users' `run` at once with status and list beside them, then one teardown at
+# random (shutdown of one VM, of both at once, or terminate of a distribution). Every command has
+# a 60 s deadline (a hang fails the test as a deadlock). At the end: same service pid, no fd and
+# no process more than after the first round, every plugin call ended in success or a clean
+# error, no hook overlap, the service exits 0 on SIGTERM, and no sanitizer report (lib.sh).
+source "$(dirname "$0")/lib.sh"
+SECONDS_BUDGET=${STRESS_SECONDS:-60}
+
+install_fixture() { # install_fixture NAME MODE ISOLATION
+  local saved=$PLUGIN_LOG
+  PLUGIN_LOG=$T/$1.log
+  install_test_plugin "$2" "$1" "$3" "$1" "$T/$1"
+  PLUGIN_LOG=$saved
+}
+install_fixture terminator CallbacksDuringTermination process
+install_fixture hammer HammerThroughShutdown none
+install_fixture sessions TwoSessionsAtOnce process
+make_rootfs "$T/rootfs" "$T/rootfs.tar"
+chmod 644 "$T/rootfs.tar"
+start_service
+bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+
+# Runs COMMAND... with a 60 s deadline; its output goes to $T/out.NAME. bounded NAME COMMAND...
+bounded() {
+  local name=$1 rc=0
+  shift
+  timeout 60 "$@" >"$T/out.$name" 2>&1 || rc=$?
+  [ $rc -ne 124 ] || fail "'$*' did not finish within 60 s (deadlock?)"
+  [ $rc -eq 0 ] || fail "'$*' failed (exit $rc): $(cat "$T/out.$name")"
+}
+
+round() {
+  local pids=() p
+  bounded run-root bh run -- true & pids+=($!)
+  bounded run-other bh_other run -d mine -- true & pids+=($!)
+  bounded status bh status --json & pids+=($!)
+  bounded list bh list --all & pids+=($!)
+  for p in "${pids[@]}"; do wait "$p" || exit 1; done
+  case $((RANDOM % 4)) in
+    0) bounded shutdown-root bh shutdown ;;
+    1) bounded shutdown-other bh_other shutdown ;;
+    2)
+      bounded shutdown-root bh shutdown & p=$!
+      bounded shutdown-other bh_other shutdown || exit 1
+      wait "$p" || exit 1
+      ;;
+    3) bounded terminate bh terminate alpha ;;
+  esac
+}
+
+# At rest: no VM; what the service holds then is its baseline.
+at_rest() {
+  bounded shutdown-root bh shutdown
+  bounded shutdown-other bh_other shutdown
+}
+fd_count() { ls "/proc/$SVC_PID/fd" | wc -l; }
+tree_size() { process_tree "$SVC_PID" | wc -w; }
+
+round
+at_rest
+sleep 0.5
+base_fds=$(fd_count) base_tree=$(tree_size)
+rounds=1
+end=$((SECONDS + SECONDS_BUDGET))
+while [ $SECONDS -lt $end ]; do
+  round
+  rounds=$((rounds + 1))
+done
+at_rest
+kill -0 "$SVC_PID" || fail "the service died"
+expect_eq "$(status_field 's["pid"]')" "$SVC_PID" "the service's pid"
+fds_back() { [ "$(fd_count)" -le "$base_fds" ]; }
+DEADLINE=5 eventually fds_back
+tree_back() { [ "$(tree_size)" -le "$base_tree" ]; }
+DEADLINE=5 eventually tree_back
+
+for p in terminator hammer sessions; do
+  expect_eq "$(status_field "[x['state'] for x in s['plugins'] if x['name']=='$p'][0]")" running "plugin $p"
+done
+! grep -q overlap "$T/sessions.log" || fail "hooks of one plugin overlapped: $(grep overlap "$T/sessions.log")"
+# Every call result the fixtures saw: success, or a clean error of a VM or distribution gone.
+for name in $(sed -n 's/^Termination call results: total=[0-9]*//p' "$T/terminator.log" | tr ' ' '\n' | sed 's/=.*//') \
+  $(sed -n 's/^Hammer result: \([^ ]*\) .*/\1/p' "$T/hammer.log"); do
+  case $name in
+    OK | BH_E_VM_NOT_RUNNING | BH_E_DISTRO_NOT_RUNNING | BH_E_SESSION_NOT_FOUND) ;;
+    *) fail "a plugin call returned $name" ;;
+  esac
+done
+calls=$(sed -n 's/^Termination call results: total=\([0-9]*\).*/\1/p' "$T/terminator.log" | awk '{ s += $1 } END { print s + 0 }')
+echo "stress: $rounds rounds in ${SECONDS_BUDGET}s budget; terminator made $calls calls; fds $base_fds -> $(fd_count); processes $base_tree -> $(tree_size)"
+hosts=$(service_hosts)
+stop_service
+for h in $hosts; do DEADLINE=5 eventually process_gone "$h"; done
+echo "stress: ok"
