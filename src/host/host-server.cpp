@@ -47,7 +47,7 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     std::string name = params.getPluginName().cStr();
     auto v = params.getServiceVersion();
     m_callback = params.getCallback();
-    route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() });
+    route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() }, m_port);
     auto runtime = kj::heap<PluginRuntime>(name);
     Integrity integrity { params.getSha256().cStr() };
     integrity.signature.assign(

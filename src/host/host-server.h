@@ -11,7 +11,10 @@ namespace bh::host {
 // thread; the plugin's calls back arrive through the stubs and leave as PluginHostCallback calls.
 class HostServer final : public proto::PluginHost::Server, public CallTarget {
 public:
-    HostServer() = default;
+    explicit HostServer(kj::UnixEventPort& port)
+        : m_port(port)
+    {
+    }
     ~HostServer() noexcept(false) override;
 
     bool initialized() const { return m_runtime != nullptr; }
@@ -35,6 +38,7 @@ private:
     template<typename Context> kj::Promise<void> run_distro_hook(Hook hook, Context context);
     kj::Promise<void> run(HookCall call, proto::HookResult::Builder result);
 
+    kj::UnixEventPort& m_port;
     kj::Own<PluginRuntime> m_runtime;
     kj::Maybe<proto::PluginHostCallback::Client> m_callback;
     bool m_initializing = false;

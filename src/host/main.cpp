@@ -44,7 +44,7 @@ int main(int argc, char** argv)
     signal(SIGPIPE, SIG_IGN);
 
     auto io = kj::setupAsyncIo();
-    auto server = kj::heap<bh::host::HostServer>();
+    auto server = kj::heap<bh::host::HostServer>(io.unixEventPort);
     bh::host::HostServer& host = *server;
     bh::ipc::Connection connection(*io.lowLevelProvider, std::move(channel.value()),
         capnp::rpc::twoparty::Side::SERVER, capnp::Capability::Client(kj::mv(server)));

@@ -2,6 +2,7 @@
 #include "host/plugin-runtime.h"
 
 #include "base/log.h"
+#include "host/stub-route.h"
 
 #include <condition_variable>
 #include <deque>
@@ -20,70 +21,20 @@ namespace {
     constexpr size_t max_argv = 4096;
     constexpr size_t max_text = 4096;
 
-    // --- The route from the stubs to an event loop -----------------------------------------
-    //
-    // Plugins may call the stubs from any thread until the process exits, so everything a stub
-    // touches is process-lifetime: the Route is allocated once and never freed. The executor is
-    // refcounted; once its loop is gone, executeSync() throws and the stub returns -ESHUTDOWN.
-    // `target` and `canceler` are touched only on the loop's thread (inside executeSync or by
-    // route_stubs_to/unroute_stubs), so the mutex guards only the executor handoff and the count
-    // of calls in flight. A call in flight may have queued an event on the loop; the loop must
-    // not be destroyed before that event ran, so cutting the route hands back a promise that
-    // resolves when the last call in flight has returned (`drained`, fulfilled by that call).
-    struct Route {
-        std::mutex mutex;
-        kj::Own<const kj::Executor> executor;
-        CallTarget* target = nullptr;
-        kj::Maybe<kj::Own<kj::Canceler>> canceler;
-        size_t in_flight = 0;
-        kj::Own<kj::CrossThreadPromiseFulfiller<void>> drained;
-        bh_plugin_api_v1 api {};
-    };
-
-    Route& route()
+    // The table plugins call: filled once routed, never freed (plugins may keep it forever).
+    bh_plugin_api_v1& api_table()
     {
-        static Route* instance = new Route; // never freed, on purpose (see above)
-        return *instance;
+        static bh_plugin_api_v1* table = new bh_plugin_api_v1 {};
+        return *table;
     }
 
-    // What a stub returns once the route is cut.
-    template<typename T> T shut_down();
-    template<> int shut_down<int>()
+    int shut_down_code()
     {
         return -ESHUTDOWN;
     }
-    template<> Result<Fd> shut_down<Result<Fd>>()
+    Result<Fd> shut_down_socket()
     {
         return Error { -ESHUTDOWN, "the service connection is closed" };
-    }
-
-    // Runs `call(target)` on the routed loop and blocks this (plugin) thread for its result.
-    template<typename T, typename Call> T call_service(Call&& call)
-    {
-        Route& r = route();
-        kj::Own<const kj::Executor> executor;
-        {
-            std::lock_guard lock(r.mutex);
-            if (!r.executor)
-                return shut_down<T>();
-            executor = r.executor->addRef();
-            ++r.in_flight;
-        }
-        T result = shut_down<T>();
-        try {
-            result = executor->executeSync([&]() -> kj::Promise<T> {
-                KJ_IF_MAYBE (canceler, route().canceler) {
-                    if (route().target)
-                        return (*canceler)->wrap(call(*route().target));
-                }
-                return shut_down<T>();
-            });
-        } catch (const kj::Exception&) {
-        }
-        std::lock_guard lock(r.mutex);
-        if (--r.in_flight == 0 && r.drained)
-            kj::mv(r.drained)->fulfill();
-        return result;
     }
 
     // --- plugin_error ------------------------------------------------------------------------
@@ -120,9 +71,10 @@ namespace {
         std::string host(host_path, strnlen(host_path, max_text));
         std::string vm(vm_path, strnlen(vm_path, max_text));
         std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
-        return call_service<int>([&](CallTarget& target) {
+        auto call = [&](CallTarget& target) {
             return target.mount_folder(session, std::move(host), std::move(vm), read_only != 0, label);
-        });
+        };
+        return call_service<int>(call, shut_down_code());
     }
 
     int execute(bh_session_id session, std::optional<Uuid> distro, const char* path, const char* const* argv,
@@ -140,9 +92,10 @@ namespace {
             args.emplace_back(argv[i], strnlen(argv[i], max_text));
         }
         std::string program(path, strnlen(path, max_text));
-        Result<Fd> socket = call_service<Result<Fd>>([&](CallTarget& target) {
+        auto call = [&](CallTarget& target) {
             return target.execute(session, distro, std::move(program), std::move(args));
-        });
+        };
+        Result<Fd> socket = call_service<Result<Fd>>(call, shut_down_socket());
         if (!socket)
             return socket.error().code;
         *out_fd = socket->release();
@@ -179,35 +132,21 @@ bh_version parse_version(const char* text)
     return version;
 }
 
-void route_stubs_to(CallTarget& target, bh_version version)
+void route_stubs_to(CallTarget& target, bh_version version, kj::UnixEventPort& port)
 {
-    Route& r = route();
-    std::lock_guard lock(r.mutex);
-    r.executor = kj::getCurrentThreadExecutor().addRef();
-    r.target = &target;
-    r.canceler = kj::heap<kj::Canceler>();
     // The container-session functions stay NULL: this service version does not offer them.
-    r.api.version = version;
-    r.api.mount_folder = stub_mount_folder;
-    r.api.execute_binary = stub_execute_binary;
-    r.api.plugin_error = stub_plugin_error;
-    r.api.execute_binary_in_distribution = stub_execute_in_distribution;
+    bh_plugin_api_v1& api = api_table();
+    api.version = version;
+    api.mount_folder = stub_mount_folder;
+    api.execute_binary = stub_execute_binary;
+    api.plugin_error = stub_plugin_error;
+    api.execute_binary_in_distribution = stub_execute_in_distribution;
+    open_route(target, port);
 }
 
 kj::Promise<void> unroute_stubs()
 {
-    Route& r = route();
-    std::lock_guard lock(r.mutex);
-    r.executor = nullptr;
-    r.target = nullptr;
-    KJ_IF_MAYBE (canceler, r.canceler)
-        (*canceler)->cancel("the plugin's service connection is closing");
-    r.canceler = nullptr;
-    if (r.in_flight == 0)
-        return kj::READY_NOW;
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
-    r.drained = kj::mv(paf.fulfiller);
-    return kj::mv(paf.promise);
+    return close_route();
 }
 
 // --- The hook thread ---------------------------------------------------------------------------
@@ -310,7 +249,7 @@ Result<uint32_t> PluginRuntime::State::load(const std::string& path, const Integ
     if (!entry)
         return Error { -ENOEXEC, "plugin '" + name + "' (" + path + ") does not export bh_plugin_entry_v1" };
     hooks = {};
-    int rc = entry(&route().api, &hooks);
+    int rc = entry(&api_table(), &hooks);
     if (rc != 0)
         return Error { entry_failure(rc),
             "the entry point of plugin '" + name + "' failed: " + bh_result_name(rc) };

@@ -12,7 +12,7 @@
 #include "host/verified-load.h"
 
 #include <bulkhead/plugin_api.h>
-#include <kj/async.h>
+#include <kj/async-unix.h>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,8 +65,8 @@ struct HookOutcome {
 };
 
 // What the stubs reach, implemented on one event-loop thread (the host's IPC loop, or the
-// service's loop in-process). Plugin threads never call these directly: the stubs run them on
-// that loop through its executor and block until the promise resolves.
+// service's loop in-process). Plugin threads never call these directly: the stubs queue them to
+// that loop (host/stub-route.h) and block until the promise resolves.
 class CallTarget {
 public:
     virtual ~CallTarget() noexcept(false) = default;
@@ -79,13 +79,14 @@ public:
         = 0;
 };
 
-// Points the process's stubs at `target`, served on the calling thread's event loop. Call it on
-// that loop's thread. `version` is what plugins see as api->version.
-void route_stubs_to(CallTarget& target, bh_version version);
+// Points the process's stubs at `target`, served on the calling thread's event loop (`port`
+// belongs to it). Call it on that loop's thread. `version` is what plugins see as api->version.
+// How calls cross threads: host/stub-route.h.
+void route_stubs_to(CallTarget& target, bh_version version, kj::UnixEventPort& port);
 // Cuts the route (on the same thread): stubs called later fail with -ESHUTDOWN, and stubs in
-// flight fail instead of waiting. Nothing a stub touches is ever freed (see the .cpp). The promise
-// resolves once every stub in flight has returned; until then the loop must keep running (their
-// events are queued on it), and it must not be destroyed.
+// flight fail instead of waiting. Nothing a stub touches is ever freed. The promise resolves once
+// every stub in flight has returned; until then the loop must keep running, and it must not be
+// destroyed.
 kj::Promise<void> unroute_stubs();
 // The version handed to plugins, parsed from "major.minor.revision".
 bh_version parse_version(const char* text);

@@ -143,7 +143,7 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
     }
     if (slot.config.isolation == Isolation::none) {
         if (!m_routed)
-            host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()));
+            host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
         m_routed = true;
         slot.link = load_in_process(slot.config);
     } else {
