@@ -317,7 +317,13 @@ kj::Promise<Result<Fd>> VmInstance::exec(const std::string& distro, ProgramSpec 
               m_exec_waits.add(process.waitRequest().send().ignoreResult().attach(kj::mv(process)));
               return std::move(ours);
           });
-    return guarded(ipc::catch_disconnect<Fd>(kj::mv(spawned), "the agent hung up"));
+    // The agent hanging up means its init died: the distribution or the VM is gone (terminated
+    // or crashed while the call was in flight), which callers must see as such.
+    bool in_distribution = !distro.empty();
+    return guarded(ipc::catch_disconnect<Fd>(kj::mv(spawned),
+        in_distribution ? "the distribution '" + distro + "' stopped during the operation"
+                        : std::string("the VM stopped during the operation"),
+        in_distribution ? BH_E_DISTRO_NOT_RUNNING : BH_E_VM_NOT_RUNNING));
 }
 
 kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_only, std::string name)
@@ -339,7 +345,8 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
             m_mount_names.push_back(name);
         return status;
     });
-    return guarded_status(ipc::catch_disconnect<void>(kj::mv(mounted), "the VM's init hung up"));
+    return guarded_status(ipc::catch_disconnect<void>(
+        kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING));
 }
 
 kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)

@@ -29,38 +29,44 @@ start_service
 bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
 bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
 
-# Runs COMMAND... with a 60 s deadline; its output goes to $T/out.NAME. bounded NAME COMMAND...
+# The CLI as root and as uid $OTHER_UID (lib.sh's bh and bh_other), as commands timeout can run.
+ROOT_CLI=(env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" "$BIN/bulkhead")
+OTHER_CLI=(setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups "${ROOT_CLI[@]}")
+
+# Runs the CLI (WHO: root or other) with a 60 s deadline; its output goes to $T/out.NAME.
+# bounded NAME WHO ARG...
 bounded() {
-  local name=$1 rc=0
-  shift
-  timeout 60 "$@" >"$T/out.$name" 2>&1 || rc=$?
+  local name=$1 who=$2 rc=0 cli
+  shift 2
+  if [ "$who" = root ]; then cli=("${ROOT_CLI[@]}"); else cli=("${OTHER_CLI[@]}"); fi
+  timeout 60 "${cli[@]}" "$@" >"$T/out.$name" 2>&1 || rc=$?
   [ $rc -ne 124 ] || fail "'$*' did not finish within 60 s (deadlock?)"
   [ $rc -eq 0 ] || fail "'$*' failed (exit $rc): $(cat "$T/out.$name")"
 }
 
 round() {
   local pids=() p
-  bounded run-root bh run -- true & pids+=($!)
-  bounded run-other bh_other run -d mine -- true & pids+=($!)
-  bounded status bh status --json & pids+=($!)
-  bounded list bh list --all & pids+=($!)
+  bounded run-root root run -- true & pids+=($!)
+  bounded run-other other run -d mine -- true & pids+=($!)
+  bounded status root status --json & pids+=($!)
+  bounded list root list --all & pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || exit 1; done
   case $((RANDOM % 4)) in
-    0) bounded shutdown-root bh shutdown ;;
-    1) bounded shutdown-other bh_other shutdown ;;
+    0) bounded shutdown-root root shutdown ;;
+    1) bounded shutdown-other other shutdown ;;
     2)
-      bounded shutdown-root bh shutdown & p=$!
-      bounded shutdown-other bh_other shutdown || exit 1
+      bounded shutdown-root root shutdown & p=$!
+      bounded shutdown-other other shutdown || exit 1
       wait "$p" || exit 1
       ;;
-    3) bounded terminate bh terminate alpha ;;
+    3) bounded terminate root terminate alpha ;;
   esac
 }
 
 # At rest: no VM; what the service holds then is its baseline.
 at_rest() {
-  bounded shutdown-root bh shutdown
-  bounded shutdown-other bh_other shutdown
+  bounded shutdown-root root shutdown
+  bounded shutdown-other other shutdown
 }
 fd_count() { ls "/proc/$SVC_PID/fd" | wc -l; }
 tree_size() { process_tree "$SVC_PID" | wc -w; }
@@ -92,7 +98,7 @@ for name in $(sed -n 's/^Termination call results: total=[0-9]*//p' "$T/terminat
   $(sed -n 's/^Hammer result: \([^ ]*\) .*/\1/p' "$T/hammer.log"); do
   case $name in
     OK | BH_E_VM_NOT_RUNNING | BH_E_DISTRO_NOT_RUNNING | BH_E_SESSION_NOT_FOUND) ;;
-    *) fail "a plugin call returned $name" ;;
+    *) fail "a plugin call returned $name: $(grep -h '^Termination call results\|^Hammer result' "$T"/*.log)" ;;
   esac
 done
 calls=$(sed -n 's/^Termination call results: total=\([0-9]*\).*/\1/p' "$T/terminator.log" | awk '{ s += $1 } END { print s + 0 }')
