@@ -1,8 +1,8 @@
-# Entry points for people and CI: `make demo`, `make test`. Each installs what is missing first.
+# Entry points for people and CI: `make demo`, `make test`, `make bench`. Each installs what is missing first.
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: deps build demo test test-asan test-tsan format clean
+.PHONY: deps build demo test test-asan test-tsan bench bench-smoke format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,15 @@ test-tsan: deps
 	cmake -S . -B build-tsan -DBULKHEAD_SANITIZE=thread >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure --timeout 600
+
+# Benchmarks (bench/README.md): a RelWithDebInfo build, then every benchmark; writes
+# bench/results.json and bench/results.md. bench-smoke runs each one briefly and checks only that
+# its results are sane (results in $(BUILD)/bench-smoke), for CI.
+bench: build
+	./bench/run.sh $(BUILD)
+
+bench-smoke: build
+	./bench/run.sh $(BUILD) --smoke
 
 format:
 	git ls-files '*.cpp' '*.h' '*.c' | xargs clang-format -i

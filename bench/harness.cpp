@@ -1,0 +1,224 @@
+// The shared half of the benchmarks: event loop, plugin loading, floors and reporting.
+#include "harness.h"
+
+#include "host/plugin-runtime.h"
+
+#include <cmath>
+#include <fcntl.h>
+#include <iostream>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace bh::bench {
+
+namespace {
+
+    struct Loop {
+        kj::AsyncIoContext io = kj::setupAsyncIo();
+    };
+
+    Loop& loop()
+    {
+        static Loop* instance = new Loop; // never destroyed: hosts and plugin threads outlive main
+        return *instance;
+    }
+
+    // The benchmark's service side of the plugin API. Answering mount_folder at once with an
+    // error code is the cheapest call that still makes the full trip (plugin thread, stub, host
+    // loop, socket, service loop and back); the real service answers a call for a session it does
+    // not know the same way.
+    class BenchTarget final : public host::CallTarget {
+    public:
+        kj::Promise<int> mount_folder(uint32_t, std::string, std::string, bool, std::string) override
+        {
+            return mount_answer;
+        }
+        kj::Promise<Result<Fd>> execute(
+            uint32_t, std::optional<Uuid>, std::string, std::vector<std::string>) override
+        {
+            return Result<Fd>(Error { -ENOSYS, "the benchmark serves no execute_binary" });
+        }
+    };
+
+    BenchTarget& target()
+    {
+        static BenchTarget* instance = new BenchTarget;
+        return *instance;
+    }
+
+    service::PluginEnvironment& environment()
+    {
+        static service::PluginEnvironment* env = [] {
+            Fd host(open(BENCH_PLUGIN_HOST, O_PATH | O_CLOEXEC));
+            if (!host)
+                die(std::string("cannot open ") + BENCH_PLUGIN_HOST + ": " + strerror(errno));
+            auto& io = loop().io;
+            return new service::PluginEnvironment { *io.lowLevelProvider, io.unixEventPort,
+                io.provider->getTimer(), host.release(), BULKHEAD_VERSION, "/nonexistent", false };
+        }();
+        return *env;
+    }
+
+    service::PluginConfig plugin_config(const std::string& name, service::Isolation isolation)
+    {
+        service::PluginConfig config;
+        config.name = name;
+        config.path = BENCH_PLUGIN_PATH;
+        config.isolation = isolation;
+        return config;
+    }
+
+    // The stubs of in-process plugins reach the service side through the process-wide route.
+    void route_in_process_stubs()
+    {
+        static bool routed = false;
+        if (!routed)
+            host::route_stubs_to(target(), host::parse_version(BULKHEAD_VERSION));
+        routed = true;
+    }
+
+    // fd 3 in the child must be the socket; posix_spawn's dup2 onto itself would keep CLOEXEC.
+    Fd above_three(Fd fd)
+    {
+        if (fd.get() > 3)
+            return fd;
+        Fd moved(fcntl(fd.get(), F_DUPFD_CLOEXEC, 10));
+        if (!moved)
+            die(std::string("fcntl: ") + strerror(errno));
+        return moved;
+    }
+
+    ChildProcess adopt(pid_t pid)
+    {
+        Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+        if (!pidfd)
+            die(std::string("pidfd_open: ") + strerror(errno));
+        return ChildProcess(pid, std::move(pidfd)); // pidfd_open fds are always CLOEXEC
+    }
+
+} // namespace
+
+void die(const std::string& why)
+{
+    std::cerr << "benchmark failed: " << why << std::endl;
+    _exit(1); // hosts die with us (parent-death signal); nothing to unwind
+}
+
+kj::WaitScope& wait_scope()
+{
+    return loop().io.waitScope;
+}
+
+const char* isolation_name(Isolation isolation)
+{
+    return isolation == Isolation::process ? "process" : "in_process";
+}
+
+kj::Own<service::PluginLink> spawn_host(const std::string& name)
+{
+    auto link = service::start_plugin_host(
+        environment(), plugin_config(name, service::Isolation::process), target());
+    if (!link)
+        die(link.error().message);
+    return kj::mv(link.value());
+}
+
+kj::Own<service::PluginLink> load_plugin(Isolation isolation, const std::string& name)
+{
+    kj::Own<service::PluginLink> link;
+    if (isolation == Isolation::process) {
+        link = spawn_host(name);
+    } else {
+        route_in_process_stubs();
+        link = service::load_in_process(plugin_config(name, service::Isolation::none));
+    }
+    auto hooks = link->load({}).wait(wait_scope());
+    if (!hooks)
+        die("bench-plugin failed to load: " + hooks.error().message);
+    return link;
+}
+
+void stop_host(kj::Own<service::PluginLink> link)
+{
+    if (link->pid() == 0)
+        return; // in-process: the runtime stops its hook thread when destroyed
+    link->terminate();
+    (void)link->on_death().wait(wait_scope());
+}
+
+int run_order(service::PluginLink& link, const std::string& order)
+{
+    host::HookCall call;
+    call.hook = host::Hook::distribution_registered;
+    call.session = { 1, 0, 0, "root" };
+    call.distro.name = order;
+    return link.call(std::move(call)).wait(wait_scope()).code;
+}
+
+Helper spawn_helper(const char* mode)
+{
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+        die(std::string("socketpair: ") + strerror(errno));
+    Fd ours(fds[0]);
+    Fd theirs = above_three(Fd(fds[1]));
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
+    char* argv[] = { const_cast<char*>(BENCH_FLOOR_HELPER), const_cast<char*>(mode), nullptr };
+    pid_t pid = 0;
+    int error = posix_spawn(&pid, BENCH_FLOOR_HELPER, &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (error != 0)
+        die(std::string("posix_spawn ") + BENCH_FLOOR_HELPER + ": " + strerror(error));
+    return { adopt(pid), std::move(ours) };
+}
+
+void ping_pong(int socket)
+{
+    char buffer[64] = {};
+    if (write(socket, buffer, sizeof(buffer)) != static_cast<ssize_t>(sizeof(buffer)))
+        die(std::string("ping: ") + strerror(errno));
+    for (size_t got = 0; got < sizeof(buffer);) {
+        ssize_t n = read(socket, buffer + got, sizeof(buffer) - got);
+        if (n <= 0)
+            die("the echo helper went away");
+        got += static_cast<size_t>(n);
+    }
+}
+
+double pingpong_floor_ns(int64_t count)
+{
+    Helper echo = spawn_helper("echo");
+    ping_pong(echo.socket.get()); // the helper is running and its pages are in
+    auto start = Clock::now();
+    for (int64_t i = 0; i < count; ++i)
+        ping_pong(echo.socket.get());
+    double ns = seconds_since(start) * 1e9 / static_cast<double>(count);
+    echo.socket.reset(); // EOF: the helper exits
+    (void)echo.process.wait();
+    return ns;
+}
+
+void report(benchmark::State& state, const Report& r)
+{
+    if (!std::isfinite(r.value) || !std::isfinite(r.floor) || r.value <= 0 || r.floor <= 0)
+        state.SkipWithError("a measurement was zero or not finite");
+    double ratio = r.is_rate ? r.floor / r.value : r.value / r.floor;
+    state.SetLabel(r.unit);
+    state.counters["value"] = r.value;
+    state.counters["floor"] = r.floor;
+    state.counters["ratio"] = ratio;
+    if (r.target_kind == TargetKind::none)
+        return;
+    const char* target = r.target_kind == TargetKind::max_ratio ? "target_max_ratio"
+        : r.target_kind == TargetKind::max_value                ? "target_max_value"
+                                                                : "target_min_value";
+    state.counters[target] = r.target;
+}
+
+} // namespace bh::bench
