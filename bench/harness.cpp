@@ -77,7 +77,7 @@ namespace {
     {
         static bool routed = false;
         if (!routed)
-            host::route_stubs_to(target(), host::parse_version(BULKHEAD_VERSION));
+            host::route_stubs_to(target(), host::parse_version(BULKHEAD_VERSION), environment().port);
         routed = true;
     }
 
