@@ -134,7 +134,7 @@ kj::Own<service::PluginLink> load_plugin(Isolation isolation, const std::string&
         link = spawn_host(name);
     } else {
         route_in_process_stubs();
-        link = service::load_in_process(plugin_config(name, service::Isolation::none));
+        link = service::load_in_process(plugin_config(name, service::Isolation::none), environment().port);
     }
     auto hooks = link->load({}).wait(wait_scope());
     if (!hooks)

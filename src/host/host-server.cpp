@@ -48,7 +48,7 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     auto v = params.getServiceVersion();
     m_callback = params.getCallback();
     route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() }, m_port);
-    auto runtime = kj::heap<PluginRuntime>(name);
+    auto runtime = kj::heap<PluginRuntime>(name, m_port);
     Integrity integrity { params.getSha256().cStr() };
     integrity.signature.assign(
         reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());

@@ -212,8 +212,9 @@ struct PluginRuntime::State {
     HookOutcome run(const HookCall& call);
 };
 
-PluginRuntime::PluginRuntime(std::string name)
+PluginRuntime::PluginRuntime(std::string name, kj::UnixEventPort& port)
     : m_state(std::make_shared<State>())
+    , m_inbox(port)
 {
     m_state->name = std::move(name);
     std::thread([state = m_state]() { state->serve(); }).detach();
@@ -223,7 +224,7 @@ PluginRuntime::~PluginRuntime()
 {
     std::lock_guard lock(m_state->mutex);
     m_state->stopping = true;
-    m_state->jobs.clear(); // their fulfillers reject the pending promises
+    m_state->jobs.clear(); // their senders reject the pending promises (delivered by ~LoopInbox)
     m_state->wake.notify_one();
 }
 
@@ -317,20 +318,19 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
 
 kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path, Integrity integrity)
 {
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<uint32_t>>();
-    m_state->post([state = m_state.get(), path = std::move(path), integrity = std::move(integrity),
-                      fulfiller = kj::mv(paf.fulfiller)]() mutable {
-        fulfiller->fulfill(state->load(path, integrity));
-    });
-    return kj::mv(paf.promise);
+    auto result = m_inbox.expect<Result<uint32_t>>();
+    m_state->post(
+        [state = m_state.get(), path = std::move(path), integrity = std::move(integrity),
+            sender = std::move(result.sender)]() mutable { sender.send(state->load(path, integrity)); });
+    return kj::mv(result.promise);
 }
 
 kj::Promise<HookOutcome> PluginRuntime::run(HookCall call)
 {
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<HookOutcome>();
+    auto result = m_inbox.expect<HookOutcome>();
     m_state->post([state = m_state.get(), call = std::move(call),
-                      fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(state->run(call)); });
-    return kj::mv(paf.promise);
+                      sender = std::move(result.sender)]() mutable { sender.send(state->run(call)); });
+    return kj::mv(result.promise);
 }
 
 } // namespace bh::host

@@ -10,6 +10,7 @@
 #include "base/result.h"
 #include "base/uuid.h"
 #include "host/verified-load.h"
+#include "ipc/loop-inbox.h"
 
 #include <bulkhead/plugin_api.h>
 #include <kj/async-unix.h>
@@ -98,7 +99,8 @@ bh_version parse_version(const char* text);
 // is never unloaded: threads the plugin started may still be running its code.
 class PluginRuntime {
 public:
-    explicit PluginRuntime(std::string name);
+    // `port` is the caller's loop: results come back to it through a LoopInbox.
+    PluginRuntime(std::string name, kj::UnixEventPort& port);
     ~PluginRuntime();
     PluginRuntime(const PluginRuntime&) = delete;
     PluginRuntime& operator=(const PluginRuntime&) = delete;
@@ -114,6 +116,7 @@ public:
 
 private:
     std::shared_ptr<State> m_state;
+    ipc::LoopInbox m_inbox; // destroyed after the destructor drops the queued jobs
 };
 
 } // namespace bh::host

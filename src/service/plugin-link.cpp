@@ -353,9 +353,9 @@ namespace {
 
     class InProcessLink final : public PluginLink {
     public:
-        explicit InProcessLink(const PluginConfig& config)
+        InProcessLink(const PluginConfig& config, kj::UnixEventPort& port)
             : m_path(config.path)
-            , m_runtime(kj::heap<host::PluginRuntime>(config.name))
+            , m_runtime(kj::heap<host::PluginRuntime>(config.name, port))
         {
         }
 
@@ -450,9 +450,9 @@ Result<kj::Own<PluginLink>> start_plugin_host(
         std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
 }
 
-kj::Own<PluginLink> load_in_process(const PluginConfig& config)
+kj::Own<PluginLink> load_in_process(const PluginConfig& config, kj::UnixEventPort& port)
 {
-    return kj::heap<InProcessLink>(config);
+    return kj::heap<InProcessLink>(config, port);
 }
 
 } // namespace bh::service

@@ -46,6 +46,6 @@ public:
 Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls);
 // Loads the plugin into the service itself (isolation = "none"): same dispatch, no isolation.
-kj::Own<PluginLink> load_in_process(const PluginConfig& config);
+kj::Own<PluginLink> load_in_process(const PluginConfig& config, kj::UnixEventPort& port);
 
 } // namespace bh::service

@@ -145,7 +145,7 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
         if (!m_routed)
             host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
         m_routed = true;
-        slot.link = load_in_process(slot.config);
+        slot.link = load_in_process(slot.config, m_env.port);
     } else {
         auto link = start_plugin_host(m_env, slot.config, m_calls);
         if (!link) {
