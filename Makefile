@@ -22,13 +22,10 @@ test-asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure --timeout 600
 
-# integration.stress is left out under TSan: hook results still cross threads through
-# kj::CrossThreadPromiseFulfiller, whose synchronization lives in uninstrumented libkj, and the
-# stress test's load makes TSan report that handoff (docs/design/concurrency.md).
 test-tsan: deps
 	cmake -S . -B build-tsan -DBULKHEAD_SANITIZE=thread >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure --timeout 600 -E '^integration.stress$$'
+	cd build-tsan && ctest --output-on-failure --timeout 600
 
 # Benchmarks (bench/README.md): a RelWithDebInfo build, then every benchmark; writes
 # bench/results.json and bench/results.md. bench-smoke runs each one briefly and checks only that
