@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -227,6 +228,21 @@ namespace {
         return Error::from_errno(err, "cannot execute '" + path + "'");
     }
 
+    // clone3 into `cgroup_fd` without CLONE_VM: the child runs child_main on its own copy of
+    // our stack, like after fork.
+    pid_t clone_into_cgroup(ChildContext& ctx, int namespaces, int cgroup_fd, int* pidfd)
+    {
+        clone_args args {};
+        args.flags = CLONE_PIDFD | CLONE_INTO_CGROUP | static_cast<uint64_t>(namespaces);
+        args.pidfd = reinterpret_cast<uint64_t>(pidfd);
+        args.exit_signal = SIGCHLD;
+        args.cgroup = static_cast<uint64_t>(cgroup_fd);
+        long pid = syscall(SYS_clone3, &args, sizeof(args));
+        if (pid == 0)
+            _exit(child_main(&ctx));
+        return static_cast<pid_t>(pid);
+    }
+
 } // namespace
 
 Result<ChildProcess> spawn_process(const SpawnPlan& plan)
@@ -251,8 +267,9 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     pid_t pid;
     {
         SignalBlock block;
-        pid = clone(
-            child_main, stack.top(), share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
+        pid = plan.cgroup_fd >= 0 ? clone_into_cgroup(ctx, plan.namespaces, plan.cgroup_fd, &pidfd)
+                                  : clone(child_main, stack.top(),
+                                      share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
     }
     if (pid < 0)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");

@@ -1,7 +1,9 @@
 // Containment of bulkhead-pluginhost and its descendants.
 #include "host/containment.h"
 
+#include <climits>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
@@ -67,6 +69,30 @@ namespace {
         _exit(0);
     }
 
+    // True when we already are in `cgroup` (the service creates hosts inside it): joining again
+    // would cost a cgroup-wide RCU synchronization for nothing. Compares our cgroup v2 path
+    // with the end of the directory's path.
+    bool already_in(int cgroup)
+    {
+        char link[PATH_MAX];
+        ssize_t n = readlink(("/proc/self/fd/" + std::to_string(cgroup)).c_str(), link, sizeof(link) - 1);
+        FILE* file = fopen("/proc/self/cgroup", "re");
+        if (n <= 0 || !file)
+            return file ? (fclose(file), false) : false;
+        std::string dir(link, static_cast<size_t>(n));
+        char line[PATH_MAX];
+        bool found = false;
+        while (!found && fgets(line, sizeof(line), file)) {
+            std::string own(line);
+            if (own.rfind("0::/", 0) != 0 || own.size() < 6) // not v2, or the root
+                continue;
+            own = own.substr(3, own.find_last_not_of('\n') - 2);
+            found = dir.size() > own.size() && dir.compare(dir.size() - own.size(), own.size(), own) == 0;
+        }
+        fclose(file);
+        return found;
+    }
+
 } // namespace
 
 Status contain_descendants(Fd cgroup)
@@ -78,7 +104,7 @@ Status contain_descendants(Fd cgroup)
         return Error { -ESRCH, "the service exited while the plugin host started" };
     if (!cgroup)
         return Error { -EBADF, "no cgroup on fd 4; only bulkheadd starts plugin hosts" };
-    if (!write_file_at(cgroup.get(), "cgroup.procs", "0"))
+    if (!already_in(cgroup.get()) && !write_file_at(cgroup.get(), "cgroup.procs", "0"))
         return Error::from_errno(errno, "cannot join the plugin's cgroup");
     pid_t host = getpid();
     pid_t guardian = fork(); // we are single-threaded here: nothing of ours can be mid-lock

@@ -437,6 +437,7 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 },
         { (*sockets)[1].get(), 3 }, { cgroup->fd(), 4 } };
     plan.die_with_parent = true;
+    plan.cgroup_fd = cgroup->fd(); // born contained: no migration (the host checks, see containment)
     auto host = spawn_process(plan);
     if (!host)
         return Error { host.error().code,
