@@ -203,8 +203,11 @@ struct PluginRuntime::State {
 
     void post(kj::Function<void()> job)
     {
-        std::lock_guard lock(mutex);
-        jobs.push_back(std::move(job));
+        {
+            std::lock_guard lock(mutex);
+            jobs.push_back(std::move(job));
+        }
+        // After unlocking: a hook thread woken under the lock would only block on it again.
         wake.notify_one();
     }
 
