@@ -9,8 +9,8 @@ using Common = import "common.capnp";
 
 # Versioning: a host refuses an initialize() whose major version differs from its own, and the
 # service refuses a host answering with another major. Minor versions only add fields/methods.
-const pluginHostMajor :UInt32 = 1;
-const pluginHostMinor :UInt32 = 1;
+const pluginHostMajor :UInt32 = 2;
+const pluginHostMinor :UInt32 = 0;
 
 struct Version {
   major @0 :UInt32;
@@ -42,13 +42,14 @@ struct HookResult {
 }
 
 interface PluginHost {
-  # The first call. Loads the plugin (dlopen, entry point) on the host's hook thread, from a
-  # sealed copy verified against the integrity fields (1.1): a sha256 pin (hex; empty: none), a
-  # detached Ed25519 signature (64 bytes; empty: none) and the PEM public keys it may verify against.
+  # The first call. Loads the plugin (dlopen, entry point) on the host's hook thread from
+  # `plugin`: a memfd the service filled with the file's bytes, sealed against any change and
+  # verified (ownership, sha256 pin, Ed25519 signature) before sending it (2.0; in 1.x the host
+  # verified a path itself, and linked libcrypto for it). The host refuses an unsealed fd.
+  # pluginPath only names the plugin (dladdr, messages).
   # hooks: bit i set when hook i of bh_plugin_hooks_v1 is non-NULL.
   initialize @0 (major :UInt32, minor :UInt32, pluginPath :Text, pluginName :Text,
-                 serviceVersion :Version, callback :PluginHostCallback,
-                 sha256 :Text, signature :Data, trustedKeys :List(Text))
+                 serviceVersion :Version, callback :PluginHostCallback, plugin :Common.Fd)
       -> (outcome :Common.Outcome, major :UInt32, minor :UInt32, hooks :UInt32);
 
   # One method per hook; each resolves when the plugin's hook has returned. Calls are queued

@@ -48,14 +48,16 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
     auto v = params.getServiceVersion();
     m_callback = params.getCallback();
     route_stubs_to(*this, { v.getMajor(), v.getMinor(), v.getRevision() }, m_port);
-    auto runtime = kj::heap<PluginRuntime>(name, m_port);
-    Integrity integrity { params.getSha256().cStr() };
-    integrity.signature.assign(
-        reinterpret_cast<const char*>(params.getSignature().begin()), params.getSignature().size());
-    for (auto key : params.getTrustedKeys())
-        integrity.trusted_keys.emplace_back(key.cStr());
-    auto loaded = runtime->load(params.getPluginPath().cStr(), std::move(integrity));
-    m_runtime = kj::mv(runtime);
+    m_runtime = kj::heap<PluginRuntime>(name, m_port);
+    std::string path = params.getPluginPath().cStr();
+    auto loaded = ipc::unwrap_fd(params.getPlugin())
+                      .then([this, path](Result<Fd> memfd) mutable -> kj::Promise<Result<uint32_t>> {
+                          if (!memfd)
+                              return Result<uint32_t>(memfd.error());
+                          if (Status sealed = require_sealed(memfd.value(), path); !sealed)
+                              return Result<uint32_t>(sealed.error());
+                          return m_runtime->load(std::move(memfd.value()), path);
+                      });
     return loaded.then([context](Result<uint32_t> hooks) mutable {
         auto results = context.getResults();
         if (!hooks)

@@ -211,7 +211,7 @@ struct PluginRuntime::State {
         wake.notify_one();
     }
 
-    Result<uint32_t> load(const std::string& path, const Integrity& integrity);
+    Result<uint32_t> load(const Fd& memfd, const std::string& path);
     HookOutcome run(const HookCall& call);
 };
 
@@ -240,12 +240,9 @@ namespace {
 
 } // namespace
 
-Result<uint32_t> PluginRuntime::State::load(const std::string& path, const Integrity& integrity)
+Result<uint32_t> PluginRuntime::State::load(const Fd& memfd, const std::string& path)
 {
-    auto verified = open_verified(path, integrity);
-    if (!verified)
-        return Error { verified.error().code, "plugin '" + name + "': " + verified.error().message };
-    auto loaded = dlopen_memfd(verified.value(), path);
+    auto loaded = dlopen_memfd(memfd, path);
     if (!loaded)
         return Error { loaded.error().code, "plugin '" + name + "': " + loaded.error().message };
     void* library = loaded.value();
@@ -319,12 +316,12 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
     return outcome;
 }
 
-kj::Promise<Result<uint32_t>> PluginRuntime::load(std::string path, Integrity integrity)
+kj::Promise<Result<uint32_t>> PluginRuntime::load(Fd memfd, std::string path)
 {
     auto result = m_inbox.expect<Result<uint32_t>>();
     m_state->post(
-        [state = m_state.get(), path = std::move(path), integrity = std::move(integrity),
-            sender = std::move(result.sender)]() mutable { sender.send(state->load(path, integrity)); });
+        [state = m_state.get(), memfd = std::move(memfd), path = std::move(path),
+            sender = std::move(result.sender)]() mutable { sender.send(state->load(memfd, path)); });
     return kj::mv(result.promise);
 }
 

@@ -105,10 +105,10 @@ public:
     PluginRuntime(const PluginRuntime&) = delete;
     PluginRuntime& operator=(const PluginRuntime&) = delete;
 
-    // dlopen(RTLD_NOW | RTLD_LOCAL) and the entry point; on success, the mask of hooks it set
+    // dlopen(RTLD_NOW | RTLD_LOCAL) of the sealed memfd the service verified (dlopen_memfd;
+    // `path` names the plugin) and its entry point; on success, the mask of hooks it set
     // (bit i: hook i of bh_plugin_hooks_v1).
-    // The file is verified and loaded through open_verified / dlopen_memfd.
-    kj::Promise<Result<uint32_t>> load(std::string path, Integrity integrity);
+    kj::Promise<Result<uint32_t>> load(Fd memfd, std::string path);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
 

@@ -20,6 +20,16 @@ namespace bh::service {
 namespace {
 
     constexpr size_t max_text = 4096;
+
+    // The sealed, verified copy a runtime loads, in both isolation modes. Here, on the loop: it
+    // reads and hashes one local, root-owned file, and it keeps libcrypto out of the hosts.
+    Result<Fd> verified_copy(const PluginConfig& config, const Integrity& integrity)
+    {
+        auto memfd = open_verified(config.path, integrity);
+        if (!memfd)
+            return Error { memfd.error().code, "plugin '" + config.name + "': " + memfd.error().message };
+        return memfd;
+    }
     constexpr size_t max_argv = 4096;
     // A host whose connection broke gets this long to exit by itself before we SIGKILL it, so a
     // crash is reported with its own signal rather than ours.
@@ -189,16 +199,13 @@ namespace {
         {
         }
 
-        kj::Promise<Result<uint32_t>> load(host::Integrity integrity) override
+        kj::Promise<Result<uint32_t>> load(Integrity integrity) override
         {
+            auto memfd = verified_copy(m_config, integrity);
+            if (!memfd)
+                return Result<uint32_t>(memfd.error());
             auto request = m_client.initializeRequest();
-            request.setSha256(integrity.sha256);
-            request.setSignature(
-                capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(integrity.signature.data()),
-                    integrity.signature.size()));
-            auto keys = request.initTrustedKeys(integrity.trusted_keys.size());
-            for (size_t i = 0; i < integrity.trusted_keys.size(); ++i)
-                keys.set(i, integrity.trusted_keys[i]);
+            request.setPlugin(ipc::wrap_fd(std::move(memfd.value())));
             request.setMajor(proto::PLUGIN_HOST_MAJOR);
             request.setMinor(proto::PLUGIN_HOST_MINOR);
             request.setPluginPath(m_config.path);
@@ -354,14 +361,17 @@ namespace {
     class InProcessLink final : public PluginLink {
     public:
         InProcessLink(const PluginConfig& config, kj::UnixEventPort& port)
-            : m_path(config.path)
+            : m_config(config)
             , m_runtime(kj::heap<host::PluginRuntime>(config.name, port))
         {
         }
 
-        kj::Promise<Result<uint32_t>> load(host::Integrity integrity) override
+        kj::Promise<Result<uint32_t>> load(Integrity integrity) override
         {
-            return m_runtime->load(m_path, std::move(integrity));
+            auto memfd = verified_copy(m_config, integrity);
+            if (!memfd)
+                return Result<uint32_t>(memfd.error());
+            return m_runtime->load(std::move(memfd.value()), m_config.path);
         }
         kj::Promise<host::HookOutcome> call(host::HookCall call) override
         {
@@ -372,7 +382,7 @@ namespace {
         void terminate() override { } // nothing to end: it shares our process
 
     private:
-        std::string m_path;
+        PluginConfig m_config;
         kj::Own<host::PluginRuntime> m_runtime;
     };
 

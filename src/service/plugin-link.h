@@ -4,6 +4,7 @@
 #include "base/child-process.h"
 #include "host/plugin-runtime.h"
 #include "service/config.h"
+#include "service/plugin-verify.h"
 
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
@@ -28,7 +29,7 @@ class PluginLink {
 public:
     virtual ~PluginLink() noexcept(false) = default;
     // Loads the plugin (dlopen and entry point): its hook mask, or why it failed.
-    virtual kj::Promise<Result<uint32_t>> load(host::Integrity integrity) = 0;
+    virtual kj::Promise<Result<uint32_t>> load(Integrity integrity) = 0;
     // Runs one hook. Rejects (a kj::Exception) when the host died or broke the protocol.
     virtual kj::Promise<host::HookOutcome> call(host::HookCall call) = 0;
     // The host's pid; 0 in-process.

@@ -98,7 +98,7 @@ Status check_secure_path(const std::string& path)
     }
 }
 
-Result<host::Integrity> check_plugin_trust(
+Result<Integrity> check_plugin_trust(
     const PluginConfig& config, const std::string& config_dir, bool require_verified)
 {
     BH_TRY(check_secure_path(config.file));
@@ -106,7 +106,7 @@ Result<host::Integrity> check_plugin_trust(
     if (require_verified && config.sha256.empty() && config.signature.empty())
         return untrusted("plugin '" + config.name
             + "' is neither pinned nor signed (set sha256 or signature), which bulkhead.toml requires");
-    host::Integrity integrity { config.sha256 };
+    Integrity integrity { config.sha256 };
     if (!config.signature.empty()) {
         BH_TRY(check_secure_path(config.signature));
         auto signature = read_small_file(config.signature, 1024);

@@ -1,9 +1,9 @@
 // What the service checks before a plugin is loaded (StrictModes-like ownership, the admin's
-// policy), and what it hands the loader to verify (host::Integrity).
+// policy), and what it hands open_verified to check (Integrity).
 #pragma once
 
-#include "host/verified-load.h"
 #include "service/config.h"
+#include "service/plugin-verify.h"
 
 namespace bh::service {
 
@@ -14,7 +14,7 @@ Status check_secure_path(const std::string& path);
 
 // Ownership of the plugin, its signature and its configuration file; the admin's
 // require_verified; the signature file and the trusted keys of <config-dir>/trusted-keys/*.pem.
-Result<host::Integrity> check_plugin_trust(
+Result<Integrity> check_plugin_trust(
     const PluginConfig& config, const std::string& config_dir, bool require_verified);
 
 } // namespace bh::service
