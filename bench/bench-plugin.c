@@ -8,17 +8,31 @@
  *   "noop"                 return 0 at once
  *   "calls:C"              C mount_folder calls from the hook thread, one after another
  *   "threads:N:calls:C"    N threads, each making C/N mount_folder calls, joined before returning
+ *   "exec-C" or "exec-C-TAG"
+ *                          C execute_binary("/bin/true") calls from the hook thread, one after
+ *                          another, each reading its fd until EOF and closing it; writes
+ *                          "C NANOSECONDS CODE" to this .so's path + ".exec" (see exec_order)
  *
  * mount_folder is called with the hook's session id and a fixed path; the benchmark's service
  * side answers it at once with an error code. The hook returns 0, or the first code that was not
- * the expected one, so the benchmark can check every call reached the service. */
+ * the expected one, so the benchmark can check every call reached the service.
+ *
+ * The exec order comes from bench-exec, which registers a distribution by that name with a real
+ * bulkheadd (distribution names allow no ':', hence the '-'; TAG keeps names unique). The hook's
+ * code does not reach the registering client, hence the result file; dladdr gives this plugin's
+ * real path even though the host loaded it from a memfd. */
 #define _GNU_SOURCE
 #include <bulkhead/plugin_api.h>
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MAX_THREADS 64
 
@@ -81,6 +95,58 @@ static int run_threads(bh_session_id session, int threads, long calls)
     return result ? result : (started ? workers[0].result : 0);
 }
 
+/* One execute_binary("/bin/true"): the fd back, read until EOF (the program ended), closed.
+ * 0, the call's failure code, or a negative errno if the fd misbehaved. */
+static int exec_true(bh_session_id session)
+{
+    static const char* const argv[] = { "true", NULL };
+    char buffer[64];
+    ssize_t n;
+    int fd = -1, code = api->execute_binary(session, "/bin/true", argv, &fd);
+    if (code != 0)
+        return code;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0 || (n < 0 && errno == EINTR)) { }
+    code = n < 0 ? -errno : 0;
+    close(fd);
+    return code;
+}
+
+static double now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec * 1e9 + (double)now.tv_nsec;
+}
+
+/* Writes "CALLS NANOSECONDS CODE" beside this .so; the benchmark reads it once the registration
+ * (and so this hook) is over. */
+static int write_result(long calls, double ns, int code)
+{
+    Dl_info self;
+    char path[4096];
+    int fd;
+    if (!dladdr((void*)write_result, &self) || !self.dli_fname
+        || snprintf(path, sizeof(path), "%s.exec", self.dli_fname) >= (int)sizeof(path))
+        return -22;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    dprintf(fd, "%ld %.0f %d\n", calls, ns, code);
+    close(fd);
+    return code;
+}
+
+/* Stops at the first failure, which the result then carries. */
+static int exec_order(bh_session_id session, long calls)
+{
+    long i;
+    int code = 0;
+    double start = now_ns();
+    for (i = 0; i < calls && code == 0; i++)
+        code = exec_true(session);
+    return write_result(i, now_ns() - start, code);
+}
+
 /* Returns the code the calls got (all the same), so the caller checks it is the expected one. */
 static int run_order(bh_session_id session, const char* order)
 {
@@ -92,6 +158,8 @@ static int run_order(bh_session_id session, const char* order)
         return run_threads(session, threads, calls);
     if (sscanf(order, "calls:%ld", &calls) == 1)
         return call_many(session, calls);
+    if (sscanf(order, "exec-%ld", &calls) == 1)
+        return exec_order(session, calls);
     return -22;
 }
 

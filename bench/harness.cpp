@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <utility>
 
 extern char** environ;
 
@@ -92,6 +93,12 @@ namespace {
         return moved;
     }
 
+    std::vector<std::function<void()>>& die_cleanups()
+    {
+        static auto* cleanups = new std::vector<std::function<void()>>; // die() may run at exit
+        return *cleanups;
+    }
+
     ChildProcess adopt(pid_t pid)
     {
         Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
@@ -105,7 +112,15 @@ namespace {
 void die(const std::string& why)
 {
     std::cerr << "benchmark failed: " << why << std::endl;
+    auto cleanups = std::exchange(die_cleanups(), {}); // a cleanup that dies runs none again
+    for (auto cleanup = cleanups.rbegin(); cleanup != cleanups.rend(); ++cleanup)
+        (*cleanup)();
     _exit(1); // hosts die with us (parent-death signal); nothing to unwind
+}
+
+void on_die(std::function<void()> cleanup)
+{
+    die_cleanups().push_back(std::move(cleanup));
 }
 
 kj::WaitScope& wait_scope()

@@ -9,6 +9,7 @@
 
 #include <benchmark/benchmark.h>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,10 @@ struct Report {
 };
 void report(benchmark::State& state, const Report& report);
 
-// Aborts the benchmark binary: a benchmark that cannot run must not print a number.
+// Aborts the benchmark binary: a benchmark that cannot run must not print a number. Runs the
+// cleanups given to on_die (newest first), then _exit: no destructor runs.
 [[noreturn]] void die(const std::string& why);
+// What die() must still do, such as ending processes that would outlive the benchmark.
+void on_die(std::function<void()> cleanup);
 
 } // namespace bh::bench
