@@ -267,9 +267,12 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     pid_t pid;
     {
         SignalBlock block;
-        pid = plan.cgroup_fd >= 0 ? clone_into_cgroup(ctx, plan.namespaces, plan.cgroup_fd, &pidfd)
-                                  : clone(child_main, stack.top(),
-                                      share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx, &pidfd);
+        pid = plan.cgroup_fd >= 0 ? clone_into_cgroup(ctx, plan.namespaces, plan.cgroup_fd, &pidfd) : -1;
+        // Kernels before 5.7 have no clone3 (ENOSYS) or a shorter clone_args (E2BIG): start the
+        // child outside the cgroup, which it then has to join (see SpawnPlan::cgroup_fd).
+        if (plan.cgroup_fd < 0 || (pid < 0 && (errno == ENOSYS || errno == E2BIG)))
+            pid = clone(child_main, stack.top(), share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx,
+                &pidfd);
     }
     if (pid < 0)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");

@@ -42,7 +42,9 @@ struct SpawnPlan {
     // CLONE_INTO_CGROUP). Moving a running process costs a cgroup-wide RCU synchronization (about
     // 10 ms measured here, a third of a host's activation); creating it there costs nothing.
     // Such a child is a copy-on-write clone rather than a CLONE_VM one (clone3 cannot run a
-    // function on a new stack), which copies the caller's page tables once.
+    // function on a new stack), which copies the caller's page tables once. Kernels before 5.7
+    // cannot do this: there the child starts outside the cgroup and must join it itself (the
+    // plugin host does).
     int cgroup_fd = -1;
 };
 
