@@ -55,6 +55,7 @@ struct PluginManager::Slot {
     uint32_t hooks = 0;
     pid_t pid = 0;
     std::string cause;
+    std::optional<Error> failure; // why it failed to load, as VM creation then reports it
     int fatal_code = host_died; // what its death makes operations fail with
     std::vector<Hook> in_flight; // hooks sent and not answered, oldest first
     kj::Own<PluginLink> link;
@@ -97,21 +98,24 @@ void PluginManager::latch(Error error)
 kj::Promise<Status> PluginManager::activate()
 {
     if (m_activation == nullptr)
-        m_activation = load_from(0).ignoreResult().fork();
+        m_activation = load_all().fork();
     KJ_IF_MAYBE (activation, m_activation) {
         return activation->addBranch().then([this]() { return m_fatal ? Status(*m_fatal) : Status(); });
     }
     KJ_UNREACHABLE;
 }
 
-kj::Promise<Status> PluginManager::load_from(size_t index)
+kj::Promise<void> PluginManager::load_all()
 {
-    if (index == m_slots.size())
-        return Status();
-    return load_one(*m_slots[index]).then([this, index](Status status) -> kj::Promise<Status> {
-        if (!status)
-            return kj::mv(status); // the rest stay "not loaded": VM creation fails anyway
-        return load_from(index + 1);
+    auto loads = kj::heapArrayBuilder<kj::Promise<void>>(m_slots.size());
+    for (auto& slot : m_slots)
+        loads.add(load_one(*slot));
+    return kj::joinPromises(loads.finish()).then([this]() {
+        for (auto& slot : m_slots)
+            if (slot->failure) {
+                m_fatal = *slot->failure; // the first in configuration order, not in time
+                return;
+            }
     });
 }
 
@@ -122,24 +126,25 @@ void PluginManager::fail_load(Slot& slot, Error error)
     slot.pid = 0; // its host is ended below
     log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
     if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
-        latch({ error.code,
-            "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." });
+        slot.failure = Error { error.code,
+            "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." };
     else
-        latch({ error.code, fatal_message(slot.config.name) });
+        slot.failure = Error { error.code, fatal_message(slot.config.name) };
+    latch(*slot.failure);
     if (slot.link)
         slot.link->terminate();
 }
 
-kj::Promise<Status> PluginManager::load_one(Slot& slot)
+kj::Promise<void> PluginManager::load_one(Slot& slot)
 {
     if (slot.config.error) {
         fail_load(slot, *slot.config.error);
-        return Status(*m_fatal);
+        return kj::READY_NOW;
     }
     auto integrity = check_plugin_trust(slot.config, m_env.config_dir, m_env.require_verified);
     if (!integrity) {
         fail_load(slot, integrity.take_error());
-        return Status(*m_fatal);
+        return kj::READY_NOW;
     }
     if (slot.config.isolation == Isolation::none) {
         if (!m_routed)
@@ -150,7 +155,7 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
         auto link = start_plugin_host(m_env, slot.config, m_calls);
         if (!link) {
             fail_load(slot, link.take_error());
-            return Status(*m_fatal);
+            return kj::READY_NOW;
         }
         slot.link = kj::mv(link.value());
         slot.pid = slot.link->pid();
@@ -158,23 +163,23 @@ kj::Promise<Status> PluginManager::load_one(Slot& slot)
     }
     return slot.link->load(std::move(integrity.value()))
         .then(
-            [this, &slot](Result<uint32_t> hooks) -> kj::Promise<Status> {
+            [this, &slot](Result<uint32_t> hooks) -> kj::Promise<void> {
                 if (!hooks) {
                     fail_load(slot, hooks.take_error());
-                    return Status(*m_fatal);
+                    return kj::READY_NOW;
                 }
                 slot.state = PluginState::running;
                 slot.hooks = hooks.value();
                 log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
-                return Status();
+                return kj::READY_NOW;
             },
-            [this, &slot](kj::Exception&& e) -> kj::Promise<Status> {
+            [this, &slot](kj::Exception&& e) -> kj::Promise<void> {
                 log_error(
                     "plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
                 KJ_IF_MAYBE (dead, slot.dead)
-                    return dead->addBranch().then([this]() { return Status(*m_fatal); });
+                    return dead->addBranch(); // its death is recorded as its failure (watch)
                 fail_load(slot, { host_died, e.getDescription().cStr() });
-                return Status(*m_fatal);
+                return kj::READY_NOW;
             });
 }
 
@@ -192,6 +197,8 @@ void PluginManager::watch(Slot& slot)
         log_error(
             "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
         slot.fatal_code = host_died;
+        if (loading)
+            slot.failure = Error { host_died, fatal_message(slot.config.name) };
         latch({ host_died, fatal_message(slot.config.name) });
     });
     slot.dead = recorded.fork();

@@ -24,8 +24,10 @@ struct PluginView {
 // Thread affinity: the service's event-loop thread.
 //
 // Policy (docs/design/plugins.md has the reasoning):
-// - Plugins are loaded lazily, once, the first time a VM is about to be created, in
-//   configuration order. A failed load is latched as the fatal plugin error.
+// - Plugins are loaded lazily, once, the first time a VM is about to be created, all at once
+//   (hosts spawned in configuration order, their start-ups overlapping). Once every load has
+//   ended, the first failed one in configuration order is latched as the fatal plugin error, so
+//   the error users see does not depend on which host happened to fail first.
 // - A host that dies (its process exits, or its connection drops), or a hook that overruns the
 //   plugin's hook_timeout_s (its host is then killed), is latched as the fatal plugin error too:
 //   the first one wins, and it is never restarted in this service's lifetime.
@@ -54,8 +56,8 @@ public:
 
 private:
     struct Slot;
-    kj::Promise<Status> load_from(size_t index);
-    kj::Promise<Status> load_one(Slot& slot);
+    kj::Promise<void> load_all();
+    kj::Promise<void> load_one(Slot& slot);
     void watch(Slot& slot);
     kj::Promise<host::HookOutcome> call(Slot& slot, const host::HookCall& call);
     host::HookOutcome time_out(Slot& slot, host::Hook hook);

@@ -15,7 +15,7 @@ CASES=(
   FailToStopVm FailToStopDistro ApiErrors ErrorMessageStartVm ErrorMessageStartDistro
   FailToStartVmWithPluginErrorMessage SameDistroId InitPidIsDifferent GetUsername NullablePackage
   OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
-  PluginOrder CallbackAfterHook
+  PluginOrder CallbackAfterHook LoadFailuresInFileOrder
 )
 
 if [ "${1:-}" != --case ]; then
@@ -531,6 +531,24 @@ case_PluginOrder() {
   bh register alpha --rootfs "$T/rootfs" >/dev/null
   expect_failure_output "A fatal error was returned by plugin 'zeta'" "Error code: $START_OP/EPERM" bh start alpha
   expect_no_vm
+}
+
+# Every plugin is loaded at once; when several fail, the first in file-name order is the one
+# reported, although the other one failed a second earlier.
+case_LoadFailuresInFileOrder() {
+  install_test_plugin FailToLoadSlowly slow "$ISOLATION" 10-slow "$T/plugins-slow"
+  install_test_plugin FailToLoad fast "$ISOLATION" 20-fast "$T/plugins-fast"
+  make_rootfs "$T/rootfs"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  expect_failure_output "A fatal error was returned by plugin 'slow'" "Error code: $START_OP/EINVAL" bh start alpha
+  expect_no_vm
+  expect_eq "$(plugin_field state slow)" "failed to load" "the slow plugin's state"
+  expect_eq "$(plugin_field state fast)" "failed to load" "the fast plugin's state (every plugin loads at once)"
+  local order; order=$(sed -n "s/.*plugin '\(slow\|fast\)' failed to load.*/\1/p" "$T/daemon.log" | paste -sd' ' -)
+  expect_eq "$order" "fast slow" "the order the failures happened in (service log)"
+  # Latched: the next start reports the same plugin, without loading anything again.
+  expect_failure_output "A fatal error was returned by plugin 'slow'" "Error code: $START_OP/EINVAL" bh start alpha
 }
 
 case_CallbackAfterHook() {

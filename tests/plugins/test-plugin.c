@@ -93,6 +93,8 @@
  *   file "go" in the plugin's directory, then runs /bin/true in the distribution:
  *     Stuck call started  /  Stuck call returned RESULT (out_fd=FD)
  *
+ *   FailToLoadSlowly: the entry point sleeps one second, then returns -EINVAL (FailToLoad at once).
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -166,6 +168,7 @@ enum mode {
     MODE_THREAD_AFTER_ENTRY_FAILURE,
     MODE_HAMMER_THROUGH_SHUTDOWN,
     MODE_STUCK_CALLBACK,
+    MODE_FAIL_TO_LOAD_SLOWLY,
 };
 
 static const char* const modes[] = {
@@ -204,6 +207,7 @@ static const char* const modes[] = {
     "ThreadAfterEntryFailure",
     "HammerThroughShutdown",
     "StuckCallback",
+    "FailToLoadSlowly",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1413,6 +1417,10 @@ __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
         service->version.minor, service->version.revision);
     if (mode == MODE_FAIL_TO_LOAD)
         return -EINVAL;
+    if (mode == MODE_FAIL_TO_LOAD_SLOWLY) {
+        sleep(1);
+        return -EINVAL;
+    }
     if (mode == MODE_THREAD_BEFORE_FIRST_HOOK || mode == MODE_THREAD_AFTER_ENTRY_FAILURE) {
         int started = start_detached(entry_call);
         if (mode == MODE_THREAD_AFTER_ENTRY_FAILURE || started != 0)
