@@ -1,25 +1,27 @@
-// The route from plugin threads to the serving loop: a mutex-guarded queue and an eventfd.
+// The route from plugin threads to the serving loop: a mutex-guarded queue and a WakeFd.
 #include "host/stub-route.h"
 
 #include "base/log.h"
+#include "ipc/wake-fd.h"
 
 #include <deque>
 #include <kj/debug.h>
-#include <sys/eventfd.h>
 #include <thread>
-#include <unistd.h>
 
 namespace bh::host {
 
 namespace {
 
+    struct LoopSide;
+    void start_queued(LoopSide& loop);
+
     // What only the loop's thread touches: created by open_route, destroyed once every call has
     // been finished after close_route.
     struct LoopSide final : kj::TaskSet::ErrorHandler {
-        LoopSide(CallTarget& target, kj::UnixEventPort& port, int wake_fd)
+        LoopSide(CallTarget& target, kj::UnixEventPort& port, const ipc::WakeFd& wake)
             : target(target)
-            , observer(port, wake_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ)
             , tasks(*this)
+            , watch(port, wake, [this]() { start_queued(*this); })
         {
         }
         void taskFailed(kj::Exception&& e) override
@@ -28,11 +30,10 @@ namespace {
         }
 
         CallTarget& target;
-        kj::UnixEventPort::FdObserver observer;
         kj::Canceler canceler;
         kj::TaskSet tasks;
-        kj::Promise<void> pump = nullptr;
         kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> drained;
+        ipc::WakeWatch watch; // last: it may start calls as soon as it exists
     };
 
     // Plugins may call the stubs from any thread until the process exits, so what a posting
@@ -43,7 +44,7 @@ namespace {
         std::deque<RoutedCall*> queue; // posted, not yet taken by the loop
         size_t unfinished = 0; // posted and not yet finished; decremented on the loop only
         std::thread::id loop_thread;
-        Fd wake; // eventfd: a write wakes the loop
+        std::optional<ipc::WakeFd> wake; // made by the first open_route
         kj::Own<LoopSide> loop; // the loop's thread only
     };
 
@@ -71,8 +72,6 @@ namespace {
     void start_queued(LoopSide& loop)
     {
         Route& r = route();
-        uint64_t count;
-        (void)!::read(r.wake.get(), &count, sizeof(count)); // resets the eventfd; EAGAIN is fine
         std::deque<RoutedCall*> calls;
         {
             std::lock_guard lock(r.mutex);
@@ -80,14 +79,6 @@ namespace {
         }
         for (RoutedCall* call : calls)
             loop.tasks.add(call->start(loop.target, loop.canceler).then([]() { finished_one(); }));
-    }
-
-    kj::Promise<void> pump(LoopSide& loop)
-    {
-        return loop.observer.whenBecomesReadable().then([&loop]() {
-            start_queued(loop);
-            return pump(loop);
-        });
     }
 
 } // namespace
@@ -102,8 +93,7 @@ bool post_call(RoutedCall& call)
         r.queue.push_back(&call);
         ++r.unfinished;
     }
-    uint64_t one = 1;
-    (void)!::write(r.wake.get(), &one, sizeof(one));
+    r.wake->ring(); // exists: the route is open
     return true;
 }
 
@@ -119,10 +109,8 @@ void open_route(CallTarget& target, kj::UnixEventPort& port)
     Route& r = route();
     KJ_REQUIRE(!r.loop, "the stubs are already routed");
     if (!r.wake)
-        r.wake = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    KJ_REQUIRE(r.wake.get() >= 0, "cannot create the stubs' eventfd", errno);
-    r.loop = kj::heap<LoopSide>(target, port, r.wake.get());
-    r.loop->pump = pump(*r.loop).eagerlyEvaluate(nullptr);
+        r.wake.emplace();
+    r.loop = kj::heap<LoopSide>(target, port, *r.wake);
     std::lock_guard lock(r.mutex);
     r.open = true;
     r.loop_thread = std::this_thread::get_id();

@@ -1,26 +1,12 @@
-// LoopInbox: a mutex-guarded queue of deliveries and an eventfd that wakes the loop.
+// LoopInbox: a mutex-guarded queue of deliveries and a WakeFd that wakes the loop.
 #include "ipc/loop-inbox.h"
 
 #include <kj/debug.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 namespace bh::ipc {
-
-namespace {
-
-    std::shared_ptr<InboxShared> make_shared_side()
-    {
-        auto shared = std::make_shared<InboxShared>();
-        shared->wake = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        KJ_REQUIRE(shared->wake.get() >= 0, "cannot create an eventfd for a loop inbox", errno);
-        return shared;
-    }
-
-} // namespace
 
 void post_delivery(InboxShared& shared, std::unique_ptr<Delivery> delivery)
 {
@@ -36,33 +22,26 @@ void post_delivery(InboxShared& shared, std::unique_ptr<Delivery> delivery)
         }
         shared.queue.push_back(std::move(delivery));
     }
-    uint64_t one = 1;
-    (void)!::write(shared.wake.get(), &one, sizeof(one));
+    shared.wake.ring();
 }
 
 LoopInbox::LoopInbox(kj::UnixEventPort& port)
-    : m_shared(make_shared_side())
-    , m_observer(port, m_shared->wake.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ)
+    : m_shared(std::make_shared<InboxShared>())
+    , m_watch(port, m_shared->wake, [this]() { deliver_queued(); })
 {
-    m_pump = pump().eagerlyEvaluate(nullptr);
 }
 
 LoopInbox::~LoopInbox()
 {
-    std::vector<std::unique_ptr<Delivery>> queued;
     {
         std::lock_guard lock(m_shared->mutex);
-        m_shared->closed = true;
-        queued.swap(m_shared->queue);
+        m_shared->closed = true; // nothing joins the queue after this
     }
-    for (auto& delivery : queued)
-        delivery->deliver();
+    deliver_queued();
 }
 
 void LoopInbox::deliver_queued()
 {
-    uint64_t count;
-    (void)!::read(m_shared->wake.get(), &count, sizeof(count)); // resets the eventfd; EAGAIN is fine
     std::vector<std::unique_ptr<Delivery>> queued;
     {
         std::lock_guard lock(m_shared->mutex);
@@ -70,14 +49,6 @@ void LoopInbox::deliver_queued()
     }
     for (auto& delivery : queued)
         delivery->deliver();
-}
-
-kj::Promise<void> LoopInbox::pump()
-{
-    return m_observer.whenBecomesReadable().then([this]() {
-        deliver_queued();
-        return pump();
-    });
 }
 
 } // namespace bh::ipc

@@ -1,7 +1,7 @@
 // LoopInbox: hands results from any thread back to one event loop.
 #pragma once
 
-#include "base/fd.h"
+#include "ipc/wake-fd.h"
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
@@ -26,7 +26,7 @@ struct InboxShared {
     std::mutex mutex;
     bool closed = false;
     std::vector<std::unique_ptr<Delivery>> queue;
-    Fd wake; // eventfd: a write wakes the loop
+    WakeFd wake;
 };
 
 // Any thread: queues `delivery` and wakes the loop. Once the inbox is closed the delivery is
@@ -102,12 +102,10 @@ public:
     }
 
 private:
-    kj::Promise<void> pump();
     void deliver_queued();
 
     std::shared_ptr<InboxShared> m_shared;
-    kj::UnixEventPort::FdObserver m_observer;
-    kj::Promise<void> m_pump = nullptr; // destroyed before m_observer
+    WakeWatch m_watch;
 };
 
 } // namespace bh::ipc
