@@ -76,10 +76,12 @@ namespace {
     {
         char link[PATH_MAX];
         ssize_t n = readlink(("/proc/self/fd/" + std::to_string(cgroup)).c_str(), link, sizeof(link) - 1);
-        FILE* file = fopen("/proc/self/cgroup", "re");
-        if (n <= 0 || !file)
-            return file ? (fclose(file), false) : false;
+        if (n <= 0)
+            return false;
         std::string dir(link, static_cast<size_t>(n));
+        FILE* file = fopen("/proc/self/cgroup", "re");
+        if (!file)
+            return false;
         char line[PATH_MAX];
         bool found = false;
         while (!found && fgets(line, sizeof(line), file)) {
