@@ -211,7 +211,7 @@ struct PluginRuntime::State {
         wake.notify_one();
     }
 
-    Result<uint32_t> load(const Fd& memfd, const std::string& path);
+    Result<uint32_t> load(Fd memfd, const std::string& path);
     HookOutcome run(const HookCall& call);
 };
 
@@ -240,9 +240,9 @@ namespace {
 
 } // namespace
 
-Result<uint32_t> PluginRuntime::State::load(const Fd& memfd, const std::string& path)
+Result<uint32_t> PluginRuntime::State::load(Fd memfd, const std::string& path)
 {
-    auto loaded = dlopen_memfd(memfd, path);
+    auto loaded = dlopen_memfd(std::move(memfd), path);
     if (!loaded)
         return Error { loaded.error().code, "plugin '" + name + "': " + loaded.error().message };
     void* library = loaded.value();
@@ -319,9 +319,10 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
 kj::Promise<Result<uint32_t>> PluginRuntime::load(Fd memfd, std::string path)
 {
     auto result = m_inbox.expect<Result<uint32_t>>();
-    m_state->post(
-        [state = m_state.get(), memfd = std::move(memfd), path = std::move(path),
-            sender = std::move(result.sender)]() mutable { sender.send(state->load(memfd, path)); });
+    m_state->post([state = m_state.get(), memfd = std::move(memfd), path = std::move(path),
+                      sender = std::move(result.sender)]() mutable {
+        sender.send(state->load(std::move(memfd), path));
+    });
     return kj::mv(result.promise);
 }
 

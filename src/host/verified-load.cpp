@@ -1,10 +1,11 @@
 // dlopen of a verified, sealed memfd. No verification here: the service did it (plugin-verify).
 #include "host/verified-load.h"
 
-#include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <forward_list>
 #include <link.h>
+#include <mutex>
 
 namespace bh::host {
 
@@ -19,7 +20,32 @@ Status require_sealed(const Fd& memfd, const std::string& path)
     return {};
 }
 
-Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path)
+namespace {
+
+    // What a loaded plugin leaves behind for as long as the process lives (we never dlclose):
+    //  - its memfd, open: the loader remembers every object under the name it was opened by,
+    //    /proc/self/fd/N, and returns that object again for a later dlopen of the same name.
+    //    Were N closed and reused by the next plugin's memfd, dlopen would hand back the first
+    //    plugin instead of loading the second (in-process, several plugins share one loader);
+    //  - its real name, which the loader's link map points at.
+    // Reachable from a global, so that leak checkers see both owned.
+    struct Kept {
+        Fd memfd;
+        std::string name;
+    };
+
+    const char* keep(Fd memfd, const std::string& path)
+    {
+        static std::mutex mutex;
+        static auto* kept = new std::forward_list<Kept>; // never destroyed: see above
+        std::lock_guard lock(mutex);
+        kept->push_front(Kept { std::move(memfd), path });
+        return kept->front().name.c_str();
+    }
+
+} // namespace
+
+Result<void*> dlopen_memfd(Fd memfd, const std::string& path)
 {
     // Through the fd, never the name: nothing is looked up by path after the check, so a file
     // swapped in at any moment is never what gets loaded.
@@ -27,12 +53,13 @@ Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path)
     void* library = dlopen(fd_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!library)
         return Error { -ENOEXEC, std::string("cannot load ") + path + ": " + dlerror() };
+    const char* name = keep(std::move(memfd), path);
     // Give the loaded object its real name, for dladdr (plugins find files beside themselves)
-    // and debuggers: l_name is the public name field of the link map (<link.h>), and we never
-    // dlclose a plugin. Its ELF constructors, which ran inside dlopen, saw the fd path.
+    // and debuggers: l_name is the public name field of the link map (<link.h>). Its ELF
+    // constructors, which ran inside dlopen, saw the fd path.
     link_map* map = nullptr;
     if (dlinfo(library, RTLD_DI_LINKMAP, &map) == 0 && map)
-        map->l_name = strdup(path.c_str());
+        map->l_name = const_cast<char*>(name);
     return library;
 }
 

@@ -15,6 +15,7 @@ Status require_sealed(const Fd& memfd, const std::string& path);
 // dlopen(RTLD_NOW | RTLD_LOCAL) of a sealed memfd through /proc/self/fd/N; once loaded, the
 // object carries `path` as its name (what dladdr reports). $ORIGIN in the plugin's RUNPATH
 // resolves to /proc/self/fd: use absolute RUNPATHs. Returns the handle, or the dlerror text.
-Result<void*> dlopen_memfd(const Fd& memfd, const std::string& path);
+// A loaded plugin's memfd stays open for the life of the process (see keep() for why).
+Result<void*> dlopen_memfd(Fd memfd, const std::string& path);
 
 } // namespace bh::host
