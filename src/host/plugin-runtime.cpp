@@ -205,6 +205,8 @@ struct PluginRuntime::State {
     {
         {
             std::lock_guard lock(mutex);
+            if (stopping)
+                return; // dropped: its sender rejects the promise
             jobs.push_back(std::move(job));
         }
         // After unlocking: a hook thread woken under the lock would only block on it again.
@@ -225,9 +227,14 @@ PluginRuntime::PluginRuntime(std::string name, kj::UnixEventPort& port)
 
 PluginRuntime::~PluginRuntime()
 {
+    abandon();
+}
+
+void PluginRuntime::abandon()
+{
     std::lock_guard lock(m_state->mutex);
     m_state->stopping = true;
-    m_state->jobs.clear(); // their senders reject the pending promises (delivered by ~LoopInbox)
+    m_state->jobs.clear(); // their senders reject the pending promises
     m_state->wake.notify_one();
 }
 

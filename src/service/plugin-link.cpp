@@ -379,7 +379,9 @@ namespace {
         }
         pid_t pid() const override { return 0; }
         kj::Promise<std::string> on_death() override { return kj::NEVER_DONE; }
-        void terminate() override { } // nothing to end: it shares our process
+        // Its process is ours: what can be ended is its hook thread's queue (a hook stuck past
+        // its deadline keeps the thread, but nothing queued behind it ever runs).
+        void terminate() override { m_runtime->abandon(); }
 
     private:
         PluginConfig m_config;

@@ -37,7 +37,8 @@ public:
     // Resolves once the host is dead and reaped, with what ended it ("killed by signal SIGKILL").
     // Never resolves in-process.
     virtual kj::Promise<std::string> on_death() = 0;
-    // Ends the host now (a plugin that failed to load); its death is then reported as usual.
+    // Ends the plugin now (it failed to load, or a hook passed its deadline): a host is killed
+    // and its death reported as usual; in-process, nothing of the plugin is called again.
     virtual void terminate() = 0;
 };
 

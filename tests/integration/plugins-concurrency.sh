@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CASES=(
   ConcurrentCallbacks SlowCallbackDoesNotBlockOthers AsyncApiCallFromWorker
   CallbacksDuringTerminationDoNotCrash TwoSessionsAtOnce ThreadBeforeFirstHook ThreadAfterEntryFailure
-  StuckCallbackCancelledByTeardown HammerThroughShutdown
+  StuckCallbackCancelledByTeardown HammerThroughShutdown TimedOutPluginGetsNoQueuedHook
 )
 
 if [ "${1:-}" != --case ]; then
@@ -228,6 +228,43 @@ print([s['session_id'] for s in json.load(sys.stdin)['sessions'] if s['uid'] == 
   local sessions; sessions=$(grep -E '^(VM created|mount_folder)' "$PLUGIN_LOG" | sed 's/.*(session_id=\([0-9]*\),.*/\1/')
   expect_eq "$(echo "$sessions" | uniq | wc -l)" 2 "hook lines grouped by session: ${sessions//$'\n'/ }"
   expect_eq "$(bh vm exec -- test -e /two-sessions/fixture.conf && echo yes)" yes "root's VM sees its mount"
+}
+
+# Two sessions' on_vm_started queued at one plugin whose first call outlives its deadline: the
+# plugin is dead from then on. Both starts fail naming it, and the queued hook never reaches the
+# plugin, not even once the late hook has returned (in-process nothing is killed: the hook
+# thread's queue is what gets dropped).
+case_TimedOutPluginGetsNoQueuedHook() {
+  install_test_plugin ReturnLate test-plugin "$ISOLATION"
+  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
+  make_rootfs "$T/rootfs" "$T/rootfs.tar"
+  chmod 644 "$T/rootfs.tar"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+  local root_rc=0 other_rc=0 root_pid other_pid
+  bh start alpha >"$T/root.out" 2>&1 & root_pid=$!
+  bh_other start mine >"$T/other.out" 2>&1 & other_pid=$!
+  wait $root_pid || root_rc=$?
+  wait $other_pid || other_rc=$?
+  [ $root_rc -ne 0 ] || fail "root's start succeeded past the plugin's deadline"
+  [ $other_rc -ne 0 ] || fail "uid $OTHER_UID's start succeeded past the plugin's deadline"
+  grep -qxF "$FATAL" "$T/root.out" || fail "root's start does not name the plugin: $(cat "$T/root.out")"
+  grep -qxF "$FATAL" "$T/other.out" || fail "uid $OTHER_UID's start does not name the plugin: $(cat "$T/other.out")"
+  expect_eq "$(plugin_field state)" crashed "plugin state"
+  # Both hooks reached the plugin (not the latch failing the second start): each either met its
+  # own deadline or was dropped with the plugin.
+  expect_eq "$(grep -cE "timed out in on_vm_started|on_vm_started got no answer" "$T/daemon.log")" 2 \
+    "on_vm_started calls that ended without an answer"
+  if [ "$ISOLATION" = none ]; then
+    DEADLINE=10 eventually grep -q '^on_vm_started returned late ' "$PLUGIN_LOG"
+    sleep 1 # a queued hook would run at once now
+  else
+    sleep 4 # past the late return, had the host not been killed
+    ! grep -q '^on_vm_started returned late ' "$PLUGIN_LOG" || fail "the timed-out host lived on"
+  fi
+  expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 1 "on_vm_started calls the plugin saw: $(cat "$PLUGIN_LOG")"
+  expect_eq "$(running_vms)" 0 "no VM may be left running"
 }
 
 # The thread's line: execute_binary with session 1 before or during the first hook.

@@ -95,6 +95,10 @@
  *
  *   FailToLoadSlowly: the entry point sleeps one second, then returns -EINVAL (FailToLoad at once).
  *
+ *   ReturnLate (on_vm_started): sleeps five seconds (past a short hook_timeout_s), then logs
+ *     on_vm_started returned late (session_id=S)
+ *   and succeeds.
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -169,6 +173,7 @@ enum mode {
     MODE_HAMMER_THROUGH_SHUTDOWN,
     MODE_STUCK_CALLBACK,
     MODE_FAIL_TO_LOAD_SLOWLY,
+    MODE_RETURN_LATE,
 };
 
 static const char* const modes[] = {
@@ -208,6 +213,7 @@ static const char* const modes[] = {
     "HammerThroughShutdown",
     "StuckCallback",
     "FailToLoadSlowly",
+    "ReturnLate",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1116,6 +1122,10 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
         log_line("hanging in on_vm_started");
         for (;;)
             pause();
+    case MODE_RETURN_LATE:
+        sleep(5);
+        log_line("on_vm_started returned late (session_id=%u)", session->session_id);
+        return 0;
     case MODE_STDERR_FLOOD:
         start_detached(flood);
         return 0;
