@@ -3,6 +3,7 @@
 
 #include "cli/rootfs-archive.h"
 #include "ipc/fd-cap.h"
+#include "ipc/loop-inbox.h"
 #include "service/config.h"
 
 #include <fcntl.h>
@@ -98,16 +99,19 @@ namespace {
         request.setName(inv.name);
         request.setPackage(inv.package);
         request.initTarget().setUid(inv.uid);
+        // The writer's result comes back through an inbox, not kj's cross-thread fulfiller
+        // (ipc/loop-inbox.h says why); declared first, so the thread is joined before it goes.
+        ipc::LoopInbox inbox(client.io().unixEventPort);
         kj::Own<kj::Thread> writer;
-        auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
-        kj::ForkedPromise<Status> produced = kj::mv(paf.promise).fork();
+        auto result = inbox.expect<Status>();
+        kj::ForkedPromise<Status> produced = kj::mv(result.promise).fork();
         if (!inv.tar.empty()) {
             Fd tar(::open(inv.tar.c_str(), O_RDONLY | O_CLOEXEC));
             if (!tar)
                 return report(
                     { Error::from_errno(errno, "cannot open the tar archive '" + inv.tar + "'"), op });
             request.setArchive(ipc::wrap_fd(std::move(tar)));
-            paf.fulfiller->fulfill(Status());
+            result.sender.send(Status());
         } else {
             int fds[2];
             if (::pipe2(fds, O_CLOEXEC) < 0)
@@ -115,10 +119,10 @@ namespace {
             request.setArchive(ipc::wrap_fd(Fd(fds[0])));
             request.setProducer(kj::heap<DirectoryProducer>(produced));
             writer = kj::heap<kj::Thread>(
-                [out = Fd(fds[1]), dir = inv.rootfs, fulfiller = kj::mv(paf.fulfiller)]() mutable {
+                [out = Fd(fds[1]), dir = inv.rootfs, sender = kj::mv(result.sender)]() mutable {
                     Status status = write_rootfs_tar(dir, out.get());
                     out.reset();
-                    fulfiller->fulfill(std::move(status));
+                    sender.send(std::move(status));
                 });
         }
         auto reply = wait_for(client, request.send(), "registration");

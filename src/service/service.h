@@ -4,6 +4,7 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "host/plugin-runtime.h"
+#include "ipc/loop-inbox.h"
 #include "service/config.h"
 #include "service/plugin-manager.h"
 #include "service/registry.h"
@@ -121,6 +122,7 @@ private:
 
     VmEnvironment m_env;
     kj::Timer& m_timer;
+    ipc::LoopInbox m_worker_results; // what import and removal threads return (on_worker_thread)
     ServiceConfig m_config;
     Registry m_registry;
     std::map<uid_t, kj::Own<Session>> m_sessions;
