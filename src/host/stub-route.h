@@ -56,7 +56,9 @@ template<typename T, typename Call> T call_service(Call&& call, T shut_down)
         }
         kj::Promise<void> start(CallTarget& target, kj::Canceler& canceler) override
         {
-            return canceler.wrap(m_call(target))
+            // evalNow: a call that throws before returning its promise fails this one call,
+            // instead of escaping into the loop that starts every routed call.
+            return canceler.wrap(kj::evalNow([&]() { return m_call(target); }))
                 .then([this](T value) { finish(std::move(value)); },
                     [this](kj::Exception&&) { finish(std::move(m_fallback)); });
         }
