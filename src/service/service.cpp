@@ -210,6 +210,10 @@ Status Service::set_default(uid_t owner, const std::string& name)
 
 kj::Promise<Status> Service::ensure_vm(Session& session, const UserOverrides& overrides)
 {
+    // Once shutdown_all has begun, no VM may start: it would outlive the stops being awaited,
+    // and activate plugins whose route is being cut.
+    if (m_shutting_down)
+        return Status(Error { -ESHUTDOWN, "the service is shutting down" });
     if (session.stopping) {
         KJ_IF_MAYBE (stopping, session.vm_stopping)
             return stopping->addBranch().then(
@@ -420,6 +424,7 @@ kj::Promise<Status> Service::shutdown_vm(uid_t owner)
 
 kj::Promise<void> Service::shutdown_all()
 {
+    m_shutting_down = true;
     auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
     for (auto& [uid, session] : m_sessions)
         stops.add(stop_vm(*session));

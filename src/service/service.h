@@ -128,6 +128,7 @@ private:
     std::map<uid_t, kj::Own<Session>> m_sessions;
     std::set<std::pair<uid_t, std::string>> m_registering;
     uint32_t m_next_session_id = 1;
+    bool m_shutting_down = false; // set by shutdown_all: no VM starts after it
     kj::Own<PluginManager> m_plugins;
     kj::TaskSet m_tasks { *this };
 };

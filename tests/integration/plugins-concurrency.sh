@@ -12,6 +12,7 @@ CASES=(
   ConcurrentCallbacks SlowCallbackDoesNotBlockOthers AsyncApiCallFromWorker
   CallbacksDuringTerminationDoNotCrash TwoSessionsAtOnce ThreadBeforeFirstHook ThreadAfterEntryFailure
   StuckCallbackCancelledByTeardown HammerThroughShutdown TimedOutPluginGetsNoQueuedHook
+  StartDuringShutdownRefused
 )
 
 if [ "${1:-}" != --case ]; then
@@ -252,10 +253,10 @@ case_TimedOutPluginGetsNoQueuedHook() {
   grep -qxF "$FATAL" "$T/root.out" || fail "root's start does not name the plugin: $(cat "$T/root.out")"
   grep -qxF "$FATAL" "$T/other.out" || fail "uid $OTHER_UID's start does not name the plugin: $(cat "$T/other.out")"
   expect_eq "$(plugin_field state)" crashed "plugin state"
-  # Both hooks reached the plugin (not the latch failing the second start): each either met its
-  # own deadline or was dropped with the plugin.
-  expect_eq "$(grep -cE "timed out in on_vm_started|on_vm_started got no answer" "$T/daemon.log")" 2 \
-    "on_vm_started calls that ended without an answer"
+  # Both hooks reached the plugin (not the latch failing the second start): each met its own
+  # deadline, or was dropped with the plugin (logged as such, possibly just before its deadline).
+  local unanswered; unanswered=$(grep -cE "timed out in on_vm_started|on_vm_started got no answer" "$T/daemon.log")
+  [ "$unanswered" -ge 2 ] || fail "only $unanswered on_vm_started call ended without an answer: the second start never reached the plugin"
   if [ "$ISOLATION" = none ]; then
     DEADLINE=10 eventually grep -q '^on_vm_started returned late ' "$PLUGIN_LOG"
     sleep 1 # a queued hook would run at once now
@@ -265,6 +266,20 @@ case_TimedOutPluginGetsNoQueuedHook() {
   fi
   expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 1 "on_vm_started calls the plugin saw: $(cat "$PLUGIN_LOG")"
   expect_eq "$(running_vms)" 0 "no VM may be left running"
+}
+
+# A start that arrives while the service is shutting down (here: while a plugin's on_vm_stopping
+# takes three seconds) is refused with ESHUTDOWN; no VM is created behind the shutdown's back.
+case_StartDuringShutdownRefused() {
+  setup StopSlowly
+  bh start alpha
+  kill -TERM "$SVC_PID"
+  DEADLINE=10 eventually grep -q '^VM stopping ' "$PLUGIN_LOG"
+  expect_error ESHUTDOWN "the service is shutting down" bh start alpha
+  bh status >/dev/null || fail "status failed while the service shuts down"
+  wait "$SVC_PID" || fail "bulkheadd exited with status $? after SIGTERM"
+  grep -q '^on_vm_stopping returned ' "$PLUGIN_LOG" || fail "the slow on_vm_stopping was cut short: $(cat "$PLUGIN_LOG")"
+  expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 1 "VMs created: $(cat "$PLUGIN_LOG")"
 }
 
 # The thread's line: execute_binary with session 1 before or during the first hook.

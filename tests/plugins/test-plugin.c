@@ -99,6 +99,9 @@
  *     on_vm_started returned late (session_id=S)
  *   and succeeds.
  *
+ *   StopSlowly (on_vm_stopping): sleeps three seconds, then logs
+ *     on_vm_stopping returned (session_id=S)
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -174,6 +177,7 @@ enum mode {
     MODE_STUCK_CALLBACK,
     MODE_FAIL_TO_LOAD_SLOWLY,
     MODE_RETURN_LATE,
+    MODE_STOP_SLOWLY,
 };
 
 static const char* const modes[] = {
@@ -214,6 +218,7 @@ static const char* const modes[] = {
     "StuckCallback",
     "FailToLoadSlowly",
     "ReturnLate",
+    "StopSlowly",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1186,6 +1191,10 @@ static int on_vm_stopping(const struct bh_session_info* session)
         usleep(200 * 1000); /* the threads go on calling while the VM is stopping */
         stop_distribution_workers();
         log_termination_counts();
+    }
+    if (mode == MODE_STOP_SLOWLY) {
+        sleep(3);
+        log_line("on_vm_stopping returned (session_id=%u)", session->session_id);
     }
     return mode == MODE_FAIL_TO_STOP_VM ? -EPERM : 0;
 }
