@@ -237,7 +237,8 @@ print([s['session_id'] for s in json.load(sys.stdin)['sessions'] if s['uid'] == 
 # thread's queue is what gets dropped).
 case_TimedOutPluginGetsNoQueuedHook() {
   install_test_plugin ReturnLate test-plugin "$ISOLATION"
-  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
+  # 3 s: time enough for the second user's VM to start and queue its hook behind the first.
+  printf 'hook_timeout_s = 3\n' >>"$T/cfg/plugins.d/test-plugin.toml"
   make_rootfs "$T/rootfs" "$T/rootfs.tar"
   chmod 644 "$T/rootfs.tar"
   start_service

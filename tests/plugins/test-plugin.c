@@ -95,7 +95,7 @@
  *
  *   FailToLoadSlowly: the entry point sleeps one second, then returns -EINVAL (FailToLoad at once).
  *
- *   ReturnLate (on_vm_started): sleeps five seconds (past a short hook_timeout_s), then logs
+ *   ReturnLate (on_vm_started): sleeps six seconds (past a short hook_timeout_s), then logs
  *     on_vm_started returned late (session_id=S)
  *   and succeeds.
  *
@@ -1128,7 +1128,7 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
         for (;;)
             pause();
     case MODE_RETURN_LATE:
-        sleep(5);
+        sleep(6);
         log_line("on_vm_started returned late (session_id=%u)", session->session_id);
         return 0;
     case MODE_STDERR_FLOOD:
