@@ -161,12 +161,26 @@ namespace {
         Fd write;
     };
 
-    Result<Pipe> make_pipe()
+    // Moves `fd` to a number of at least `lowest`, if it is below.
+    Fd at_least(Fd fd, int lowest)
+    {
+        if (fd.get() >= lowest)
+            return fd;
+        return Fd(fcntl(fd.get(), F_DUPFD_CLOEXEC, lowest));
+    }
+
+    // A CLOEXEC pipe whose ends sit at `lowest` or above: the child's own pipes must not have
+    // a number the plan puts another fd at, or placing that fd would close them (possible when
+    // the caller runs with stdio closed and the pipes get low numbers).
+    Result<Pipe> make_pipe(int lowest)
     {
         int fds[2];
         if (pipe2(fds, O_CLOEXEC) < 0)
             return Error::from_errno(errno, "cannot create a pipe");
-        return Pipe { Fd(fds[0]), Fd(fds[1]) };
+        Pipe pipe { at_least(Fd(fds[0]), lowest), at_least(Fd(fds[1]), lowest) };
+        if (!pipe.read || !pipe.write)
+            return Error::from_errno(errno, "cannot move a pipe above the child's fd numbers");
+        return pipe;
     }
 
     // Owns the child's stack; unmapped only once the child no longer runs on it.
@@ -247,8 +261,9 @@ namespace {
 
 Result<ChildProcess> spawn_process(const SpawnPlan& plan)
 {
-    auto err_pipe = make_pipe();
-    auto sync_pipe = make_pipe();
+    int first_free = first_free_fd_above(plan);
+    auto err_pipe = make_pipe(first_free);
+    auto sync_pipe = make_pipe(first_free);
     if (!err_pipe || !sync_pipe)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");
     bool userns = (plan.namespaces & CLONE_NEWUSER) != 0;
@@ -257,9 +272,9 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     auto argv = to_c_array(plan.argv);
     auto envp = to_c_array(plan.env);
     ChildContext ctx { plan.path.c_str(), plan.exec_fd, argv.data(), envp.data(), plan.fds.data(),
-        plan.fds.size(), first_free_fd_above(plan), userns ? sync_pipe->read.get() : -1,
-        err_pipe->write.get(), plan.cwd.c_str(), userns, plan.run_as ? &*plan.run_as : nullptr,
-        plan.die_with_parent, getpid(), (plan.namespaces & CLONE_NEWPID) != 0 };
+        plan.fds.size(), first_free, userns ? sync_pipe->read.get() : -1, err_pipe->write.get(),
+        plan.cwd.c_str(), userns, plan.run_as ? &*plan.run_as : nullptr, plan.die_with_parent, getpid(),
+        (plan.namespaces & CLONE_NEWPID) != 0 };
     ChildStack stack;
     if (!stack.ok())
         return Error::from_errno(errno, "cannot start '" + plan.path + "': no memory for its stack");
