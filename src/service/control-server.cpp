@@ -232,7 +232,7 @@ namespace {
             if (!is_root())
                 return fail(context.getResults(), { -EPERM, "only root may shut down every VM" }, op),
                        kj::READY_NOW;
-            return m_service.shutdown_all();
+            return m_service.stop_all_vms();
         }
         auto owner = target(context.getParams().getTarget());
         if (!owner)

@@ -422,13 +422,18 @@ kj::Promise<Status> Service::shutdown_vm(uid_t owner)
     return stop_vm(session_of(owner)).then([]() { return Status(); });
 }
 
-kj::Promise<void> Service::shutdown_all()
+kj::Promise<void> Service::stop_all_vms()
 {
-    m_shutting_down = true;
     auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
     for (auto& [uid, session] : m_sessions)
         stops.add(stop_vm(*session));
-    return kj::joinPromises(stops.finish()).then([this]() { return m_plugins->close(); });
+    return kj::joinPromises(stops.finish());
+}
+
+kj::Promise<void> Service::shutdown_all()
+{
+    m_shutting_down = true;
+    return stop_all_vms().then([this]() { return m_plugins->close(); });
 }
 
 kj::Promise<Status> Service::vm_mount(

@@ -83,7 +83,10 @@ public:
         uid_t owner, std::string distro, ProgramSpec spec, std::array<Fd, 3> stdio, UserOverrides overrides);
     kj::Promise<Status> terminate_distribution(uid_t owner, std::string name);
     kj::Promise<Status> shutdown_vm(uid_t owner);
-    // Stops every distribution, then every VM (SIGTERM).
+    // Stops every distribution, then every VM (`bulkhead shutdown --all`); the service serves on.
+    kj::Promise<void> stop_all_vms();
+    // The service is exiting (SIGTERM): no VM starts from now on, every VM is stopped, then the
+    // plugins' route to the service is cut. Once only, from main.
     kj::Promise<void> shutdown_all();
 
     // The VM operations of the plugin API, addressed by the session's owner.
@@ -128,7 +131,7 @@ private:
     std::map<uid_t, kj::Own<Session>> m_sessions;
     std::set<std::pair<uid_t, std::string>> m_registering;
     uint32_t m_next_session_id = 1;
-    bool m_shutting_down = false; // set by shutdown_all: no VM starts after it
+    bool m_shutting_down = false; // set by shutdown_all (the process exits): no VM starts after it
     kj::Own<PluginManager> m_plugins;
     kj::TaskSet m_tasks { *this };
 };

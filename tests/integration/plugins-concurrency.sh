@@ -12,7 +12,7 @@ CASES=(
   ConcurrentCallbacks SlowCallbackDoesNotBlockOthers AsyncApiCallFromWorker
   CallbacksDuringTerminationDoNotCrash TwoSessionsAtOnce ThreadBeforeFirstHook ThreadAfterEntryFailure
   StuckCallbackCancelledByTeardown HammerThroughShutdown TimedOutPluginGetsNoQueuedHook
-  StartDuringShutdownRefused
+  StartDuringShutdownRefused ShutdownAllKeepsPluginsServed
 )
 
 if [ "${1:-}" != --case ]; then
@@ -281,6 +281,18 @@ case_StartDuringShutdownRefused() {
   wait "$SVC_PID" || fail "bulkheadd exited with status $? after SIGTERM"
   grep -q '^on_vm_stopping returned ' "$PLUGIN_LOG" || fail "the slow on_vm_stopping was cut short: $(cat "$PLUGIN_LOG")"
   expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 1 "VMs created: $(cat "$PLUGIN_LOG")"
+}
+
+# `bulkhead shutdown --all` stops every VM but not the service: the next VM starts, and the
+# plugin's calls in it are served (the route to the service stays open).
+case_ShutdownAllKeepsPluginsServed() {
+  setup Success
+  bh run -- true
+  bh shutdown --all
+  expect_eq "$(running_vms)" 0 "VMs running after shutdown --all"
+  bh run -- true || fail "a run after shutdown --all failed"
+  local mounts; mounts=$(grep '^mount_folder(' "$PLUGIN_LOG" | sed 's/.* -> //')
+  expect_eq "$(echo $mounts)" "OK OK" "the plugin's mount in each VM"
 }
 
 # The thread's line: execute_binary with session 1 before or during the first hook.

@@ -28,4 +28,11 @@ bh --uid $OTHER_UID terminate mine
 expect_eq "$(bh_other list --running --json)" "[]" "root terminated the user's distribution"
 bh_other shutdown
 expect_eq "$(bh list --running --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" "1" "the user's shutdown spared root"
+
+# Root stops every VM; the service serves on, for both users.
+bh_other run -- true
+bh shutdown --all
+expect_eq "$(running_vms)" 0 "VMs running after shutdown --all"
+expect_eq "$(bh run -- echo again)" again "root's run after shutdown --all"
+expect_eq "$(bh_other run -- echo again)" again "the user's run after shutdown --all"
 echo "users: ok"
