@@ -125,7 +125,8 @@ VmInstance::~VmInstance()
 
 void VmInstance::taskFailed(kj::Exception&& exception)
 {
-    // A program started by exec() whose agent went away: the VM is ending; nothing to do.
+    // A program started by exec() whose agent went away: the VM is ending; nothing to do. (A
+    // removal does not fail, short of a destructor throwing; that too leaves nothing to do.)
     (void)exception;
 }
 
@@ -185,7 +186,7 @@ kj::Promise<Status> VmInstance::start_distribution(
                            return run_started_hook(name, kj::mv(on_started));
                        })
                        .then([this, name = record.name](Status status) {
-                           m_starting.erase(name);
+                           m_removals.add(kj::evalLater([this, name]() { m_starting.erase(name); }));
                            return status;
                        });
     it = m_starting.emplace(record.name, attempt.fork()).first;
@@ -258,11 +259,12 @@ kj::Promise<Status> VmInstance::adopt_distribution(
             distro->watcher = ipc::when_exited(m_env.port, raw->pidfd.get())
                                   .exclusiveJoin(raw->connection->on_disconnect())
                                   .then([this, name, raw]() {
-                                      return kj::evalLater([this, name, raw]() {
+                                      // Erasing the entry destroys this very promise: not from here.
+                                      m_removals.add(kj::evalLater([this, name, raw]() {
                                           auto it = m_distros.find(name);
                                           if (it != m_distros.end() && it->second.get() == raw)
                                               m_distros.erase(it);
-                                      });
+                                      }));
                                   })
                                   .eagerlyEvaluate(nullptr);
             m_distros.emplace(name, kj::mv(distro));

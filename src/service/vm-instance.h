@@ -108,6 +108,10 @@ private:
     kj::Canceler m_canceler;
     // Programs started by exec() run until they exit; their Process capabilities live here.
     kj::TaskSet m_exec_waits { *this };
+    // Removals of map entries whose own promise is the one noticing they are done (a distribution
+    // that died, an attempt that finished): run from here, never from inside that promise, which
+    // kj forbids destroying while it runs ("Promise callback destroyed itself").
+    kj::TaskSet m_removals { *this };
     kj::ForkedPromise<void> m_failed;
     bool m_stopped = false;
 };

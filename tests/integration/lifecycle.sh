@@ -36,6 +36,17 @@ stop_service
 start_service
 expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]=="alpha"][0])')" "$uuid" "uuid after restart"
 
+# A distribution whose init dies on its own (here its user kills it from inside their VM, as
+# they may): the service lives on, lists it as stopped, and starts it again.
+bh start alpha
+bh vm exec -- kill -9 "$(bh status --json | python3 -c 'import json,sys; print([d["init_pid"] for d in json.load(sys.stdin)["distributions"] if d["name"]=="alpha"][0])')"
+running_alpha() { bh list --running --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin)])'; }
+eventually test "$(running_alpha)" = "[]"
+kill -0 "$SVC_PID" || fail "bulkheadd died with a distribution"
+bh start alpha
+expect_eq "$(running_alpha)" "['alpha']" "alpha started again after its init died"
+expect_eq "$(bh run -d alpha -- echo back)" back "a run in the restarted distribution"
+
 bh unregister alpha
 bh unregister beta
 expect_eq "$(bh list --json)" "[]" "list after unregister"
