@@ -371,8 +371,10 @@ namespace {
 
 } // namespace
 
-ControlServer::ControlServer(kj::LowLevelAsyncIoProvider& provider, Service& service, std::string version)
+ControlServer::ControlServer(
+    kj::LowLevelAsyncIoProvider& provider, kj::Timer& timer, Service& service, std::string version)
     : m_provider(provider)
+    , m_timer(timer)
     , m_service(service)
     , m_version(std::move(version))
 {
@@ -394,10 +396,25 @@ kj::Promise<void> ControlServer::listen(Fd listener)
 
 kj::Promise<void> ControlServer::accept_loop(kj::ConnectionReceiver& receiver)
 {
-    return receiver.accept().then([this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
-        serve(kj::mv(stream));
-        return accept_loop(receiver);
-    });
+    // evalNow: kj's accept() throws its failure synchronously when no wait was needed.
+    return kj::evalNow([&receiver]() { return receiver.accept(); })
+        .then(
+            [this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
+                m_accept_failing = false;
+                serve(kj::mv(stream));
+                return accept_loop(receiver);
+            },
+            [this, &receiver](kj::Exception&& exception) {
+                // EMFILE, ENFILE, ENOMEM: a client holding many connections open must not end the
+                // service for everyone. The connection stays queued; accept again once fds are freed.
+                if (!m_accept_failing)
+                    log_warning(std::string("cannot accept control connections (retrying every 100 ms): ")
+                        + exception.getDescription().cStr());
+                m_accept_failing = true;
+                return m_timer.afterDelay(100 * kj::MILLISECONDS).then([this, &receiver]() {
+                    return accept_loop(receiver);
+                });
+            });
 }
 
 void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)

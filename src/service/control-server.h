@@ -13,9 +13,11 @@ namespace bh::service {
 // hangs up mid-call is dropped without affecting anyone else.
 class ControlServer final : private kj::TaskSet::ErrorHandler {
 public:
-    ControlServer(kj::LowLevelAsyncIoProvider& provider, Service& service, std::string version);
+    ControlServer(
+        kj::LowLevelAsyncIoProvider& provider, kj::Timer& timer, Service& service, std::string version);
 
-    // Accepts connections on the listening socket forever.
+    // Accepts connections on the listening socket forever: when accepting fails (out of fds or
+    // memory: too many clients at once), it retries shortly instead of ending.
     kj::Promise<void> listen(Fd listener);
 
 private:
@@ -24,9 +26,11 @@ private:
     void taskFailed(kj::Exception&& exception) override;
 
     kj::LowLevelAsyncIoProvider& m_provider;
+    kj::Timer& m_timer;
     Service& m_service;
     std::string m_version;
     kj::TaskSet m_connections { *this };
+    bool m_accept_failing = false; // logs once per run of failures, not every retry
 };
 
 // Binds <runtime-dir>/control.sock (mode 0666), replacing a stale socket.

@@ -107,7 +107,8 @@ int main(int argc, char** argv)
         config->require_verified_plugins };
     bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()),
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
-    bh::service::ControlServer control(*io.lowLevelProvider, service, BULKHEAD_VERSION);
+    bh::service::ControlServer control(
+        *io.lowLevelProvider, io.provider->getTimer(), service, BULKHEAD_VERSION);
     auto serving = control.listen(std::move(listener.value())).eagerlyEvaluate([](kj::Exception&& e) {
         bh::log_error(std::string("the control socket failed: ") + e.getDescription().cStr());
     });

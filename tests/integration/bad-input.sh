@@ -64,4 +64,21 @@ sleep 0.5
 kill -9 $runner; wait $runner 2>/dev/null || true
 expect_eq "$(bh run -- echo still-serving)" "still-serving" "the service keeps serving"
 kill -0 "$SVC_PID" || fail "the service died"
+
+# A client holding more connections open than the service has fds: while they are held, accept
+# fails (EMFILE); once they are closed, the service serves again.
+prlimit --pid "$SVC_PID" --nofile=64:64
+python3 - "$T/run/control.sock" <<'PY'
+import socket, sys, time
+held = []
+for _ in range(100):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)
+time.sleep(0.5)
+for s in held: s.close()
+PY
+out=$(BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 20 "$BIN/bulkhead" run -- echo served-again 2>&1) \
+  || fail "no answer after a client exhausted the service's fds: $out"
+expect_eq "$out" served-again "a run after the fds were freed"
+grep -q "cannot accept control connections" "$T/daemon.log" || fail "the fd exhaustion was never hit (test ineffective)"
+kill -0 "$SVC_PID" || fail "the service died"
 echo "bad-input: ok"
