@@ -183,6 +183,9 @@ Status Agent::setup_vm(proto::VmConfig::Reader config)
     if (pid < 0)
         return Error::from_errno(errno, "cannot start the VM's custom init");
     if (pid > 0) {
+        // The init gets none of our fds: holding the service's socket (fd 3, placed without
+        // CLOEXEC) would hide the agent's death from the service, whose calls would then hang.
+        ::close_range(3, ~0U, 0);
         char* argv[] = { const_cast<char*>(custom_init.c_str()), nullptr };
         char* envp[] = { const_cast<char*>("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nullptr };
         ::execve(custom_init.c_str(), argv, envp);
