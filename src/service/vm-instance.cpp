@@ -246,6 +246,13 @@ kj::Promise<Status> VmInstance::adopt_distribution(
         .then([setup = kj::mv(setup)](Result<Fd> pidfd) mutable {
             return setup.then([pidfd = std::move(pidfd)](auto reply) mutable -> Result<Fd> {
                 BH_TRY(ipc::to_status(reply.getOutcome()));
+                // The agent runs as root of a user's VM, so what it sends is that user's input:
+                // anything but a pidfd (a pipe, say) would never report an exit, and stopping the
+                // VM would wait on it forever. Signal 0 only asks whether it is one (ESRCH: one
+                // whose process already ended, which its watcher reports as usual).
+                if (pidfd && syscall(SYS_pidfd_send_signal, pidfd.value().get(), 0, nullptr, 0) < 0
+                    && errno != ESRCH)
+                    return Error::from_errno(errno, "the distribution's agent sent no usable pidfd");
                 return std::move(pidfd);
             });
         })
