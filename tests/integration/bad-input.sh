@@ -66,7 +66,15 @@ expect_eq "$(bh run -- echo still-serving)" "still-serving" "the service keeps s
 kill -0 "$SVC_PID" || fail "the service died"
 
 # A client holding more connections open than the service has fds: while they are held, accept
-# fails (EMFILE); once they are closed, the service serves again.
+# fails (EMFILE); once they are closed, the service serves again. Left out under ASan+UBSan: its
+# runtime probes memory through a pipe, and without fds for one it reports valid objects as having
+# an "invalid vptr" (seen at the timer promise of the retry; the uninstrumented build and TSan pass).
+if [ "${BULKHEAD_SANITIZER:-}" = address ]; then
+  echo "note: the fd-exhaustion check is left out of the ASan+UBSan build"
+  kill -0 "$SVC_PID" || fail "the service died"
+  echo "bad-input: ok"
+  exit 0
+fi
 prlimit --pid "$SVC_PID" --nofile=64:64
 python3 - "$T/run/control.sock" <<'PY'
 import socket, sys, time
