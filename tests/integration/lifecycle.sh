@@ -41,7 +41,8 @@ expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["uuid"] for 
 bh start alpha
 bh vm exec -- kill -9 "$(bh status --json | python3 -c 'import json,sys; print([d["init_pid"] for d in json.load(sys.stdin)["distributions"] if d["name"]=="alpha"][0])')"
 running_alpha() { bh list --running --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin)])'; }
-eventually test "$(running_alpha)" = "[]"
+alpha_stopped() { [ "$(running_alpha)" = "[]" ]; } # a function: eventually re-runs the query
+eventually alpha_stopped
 kill -0 "$SVC_PID" || fail "bulkheadd died with a distribution"
 bh start alpha
 expect_eq "$(running_alpha)" "['alpha']" "alpha started again after its init died"
