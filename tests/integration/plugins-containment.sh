@@ -113,6 +113,7 @@ surviving_children() {
   done
   processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG"
 }
+no_surviving_children() { [ -z "$(surviving_children)" ]; } # re-queried on every try of eventually
 leftovers() { # leftovers HOST_TREE
   local p
   {
@@ -169,7 +170,7 @@ case_HangInVmStarted() {
   expect_eq "$(plugin_field state)" crashed "plugin state after its deadline"
   local cause; cause=$(plugin_field cause)
   [[ $cause == "timed out in on_vm_started"* ]] || fail "the cause should say it timed out; it is '$cause'"
-  DEADLINE=10 eventually test -z "$(surviving_children)"
+  DEADLINE=10 eventually no_surviving_children
   DEADLINE=5 eventually no_service_hosts
   expect_service_alive
   expect_no_vm
