@@ -38,6 +38,23 @@ setup() {
   bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
 }
 
+# Uid $OTHER_UID registers "mine" from $T/rootfs.tar (made by setup's second argument or make_rootfs).
+register_other_user() {
+  chmod 644 "$T/rootfs.tar"
+  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+}
+
+# Root starts alpha and uid $OTHER_UID starts mine, at once: exit codes in ROOT_RC and OTHER_RC,
+# output in $T/root.out and $T/other.out.
+start_both_users() {
+  local root_pid other_pid
+  ROOT_RC=0 OTHER_RC=0
+  bh start alpha >"$T/root.out" 2>&1 & root_pid=$!
+  bh_other start mine >"$T/other.out" 2>&1 & other_pid=$!
+  wait $root_pid || ROOT_RC=$?
+  wait $other_pid || OTHER_RC=$?
+}
+
 uuid_of() { bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]==sys.argv[1]][0])' "$1"; }
 vm_created() { echo "VM created (session_id=$1, uid=0, gid=0, user_name=root, custom_config_flags=0)"; }
 
@@ -199,15 +216,10 @@ case_HammerThroughShutdown() {
 
 case_TwoSessionsAtOnce() {
   setup TwoSessionsAtOnce "$T/rootfs.tar"
-  chmod 644 "$T/rootfs.tar"
-  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
-  local root_rc=0 other_rc=0 root_pid other_pid
-  bh start alpha >"$T/root.out" 2>&1 & root_pid=$!
-  bh_other start mine >"$T/other.out" 2>&1 & other_pid=$!
-  wait $root_pid || root_rc=$?
-  wait $other_pid || other_rc=$?
-  [ $root_rc -eq 0 ] || fail "root's start failed (exit $root_rc): $(cat "$T/root.out")"
-  [ $other_rc -eq 0 ] || fail "uid $OTHER_UID's start failed (exit $other_rc): $(cat "$T/other.out")"
+  register_other_user
+  start_both_users
+  [ $ROOT_RC -eq 0 ] || fail "root's start failed (exit $ROOT_RC): $(cat "$T/root.out")"
+  [ $OTHER_RC -eq 0 ] || fail "uid $OTHER_UID's start failed (exit $OTHER_RC): $(cat "$T/other.out")"
   expect_eq "$(running_vms)" 2 "both VMs run"
   local sid osid
   sid=$(root_session_id)
@@ -240,17 +252,12 @@ case_TimedOutPluginGetsNoQueuedHook() {
   # 3 s: time enough for the second user's VM to start and queue its hook behind the first.
   printf 'hook_timeout_s = 3\n' >>"$T/cfg/plugins.d/test-plugin.toml"
   make_rootfs "$T/rootfs" "$T/rootfs.tar"
-  chmod 644 "$T/rootfs.tar"
   start_service
   bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
-  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
-  local root_rc=0 other_rc=0 root_pid other_pid
-  bh start alpha >"$T/root.out" 2>&1 & root_pid=$!
-  bh_other start mine >"$T/other.out" 2>&1 & other_pid=$!
-  wait $root_pid || root_rc=$?
-  wait $other_pid || other_rc=$?
-  [ $root_rc -ne 0 ] || fail "root's start succeeded past the plugin's deadline"
-  [ $other_rc -ne 0 ] || fail "uid $OTHER_UID's start succeeded past the plugin's deadline"
+  register_other_user
+  start_both_users
+  [ $ROOT_RC -ne 0 ] || fail "root's start succeeded past the plugin's deadline"
+  [ $OTHER_RC -ne 0 ] || fail "uid $OTHER_UID's start succeeded past the plugin's deadline"
   grep -qxF "$FATAL" "$T/root.out" || fail "root's start does not name the plugin: $(cat "$T/root.out")"
   grep -qxF "$FATAL" "$T/other.out" || fail "uid $OTHER_UID's start does not name the plugin: $(cat "$T/other.out")"
   expect_eq "$(plugin_field state)" crashed "plugin state"
