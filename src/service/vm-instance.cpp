@@ -61,6 +61,23 @@ namespace {
         request.setStderr(ipc::wrap_fd(std::move(stdio[2])));
     }
 
+    // What a tree handed to a VM must carry. A clone of a host mount keeps the host mount's peer
+    // group: attached in the VM, a mount made under it by VM root (the user) would propagate back
+    // to the host (with a shared /, onto the host's own /etc). MS_PRIVATE cuts it from every peer
+    // group, recursively. `extra` adds mount attributes (MOUNT_ATTR_NOSUID, ...).
+    Result<Fd> clone_for_vm(int dirfd, const char* path, unsigned flags, uint64_t extra, const std::string& what)
+    {
+        Fd tree(open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | flags));
+        if (!tree)
+            return Error::from_errno(errno, what);
+        mount_attr attr {};
+        attr.attr_set = extra;
+        attr.propagation = MS_PRIVATE;
+        if (mount_setattr(tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+            return Error::from_errno(errno, what + ": cannot make its mounts private");
+        return tree;
+    }
+
     Result<Fd> duplicate(int fd)
     {
         int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -77,11 +94,16 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     auto pair = make_socketpair();
     if (!pair)
         return Result<kj::Own<VmInstance>>(pair.take_error());
+    // The init gets /dev/null as stdio, not the service's: VM root can take any fd of its init
+    // (pidfd_getfd), and the service's stderr is its log.
+    Fd null_fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null_fd)
+        return Result<kj::Own<VmInstance>>(Error::from_errno(errno, "cannot create the VM: cannot open /dev/null"));
     SpawnPlan plan {
         .path = "bulkhead-vminit",
         .exec_fd = env.vminit_exe_fd,
         .argv = { "bulkhead-vminit", "vm" },
-        .fds = { { pair->theirs.get(), 3 } },
+        .fds = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { null_fd.get(), 2 }, { pair->theirs.get(), 3 } },
         .namespaces = namespaces_for(identity, settings),
     };
     if (identity.uid != 0)
@@ -209,15 +231,17 @@ kj::Promise<Status> VmInstance::run_started_hook(const std::string& name, Starte
 
 kj::Promise<Status> VmInstance::launch_distribution(DistroRecord record, std::string rootfs)
 {
-    Fd tree(open_tree(AT_FDCWD, rootfs.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    // Private, so mounts made inside the distribution stay there; suid and devices as imported
+    // (the distribution's own sudo must work; its files are owned by the user's mapped ids).
+    auto tree = clone_for_vm(AT_FDCWD, rootfs.c_str(), 0, 0, "cannot open the root of '" + record.name + "'");
     if (!tree)
-        return Status(Error::from_errno(errno, "cannot open the root of '" + record.name + "'"));
+        return Status(tree.take_error());
     auto pair = make_socketpair();
     if (!pair)
         return Status(pair.take_error());
     auto request = m_agent.startDistributionRequest();
     request.setName(record.name);
-    request.setRootTree(ipc::wrap_fd(std::move(tree)));
+    request.setRootTree(ipc::wrap_fd(std::move(tree.value())));
     request.setChannel(ipc::wrap_fd(std::move(pair->theirs)));
     auto started = request.send().then(
         [this, record = std::move(record), ours = std::move(pair->ours)](auto response) mutable {
@@ -341,11 +365,14 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
         return Status(vm_gone("cannot mount at '" + vm_path + "'"));
     if (vm_path.empty() || vm_path.front() != '/')
         return Status(Error { -EINVAL, "cannot mount at '" + vm_path + "': the VM path must be absolute" });
-    Fd tree(open_tree(dir.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH));
+    // A host folder in a VM: private (see clone_for_vm), and no setuid program or device node of
+    // the host's gains anything there.
+    auto tree = clone_for_vm(dir.get(), "", AT_EMPTY_PATH, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        "cannot mount at '" + vm_path + "'");
     if (!tree)
-        return Status(Error::from_errno(errno, "cannot mount at '" + vm_path + "'"));
+        return Status(tree.take_error());
     auto request = m_agent.mountRequest();
-    request.setTree(ipc::wrap_fd(std::move(tree)));
+    request.setTree(ipc::wrap_fd(std::move(tree.value())));
     request.setVmPath(vm_path);
     request.setReadOnly(read_only);
     auto mounted = request.send().then([this, name = std::move(name)](auto response) -> Status {
