@@ -121,6 +121,13 @@ namespace {
             = ctx.exec_fd >= 0 ? syscall(SYS_fcntl, ctx.exec_fd, F_DUPFD_CLOEXEC, ctx.first_free_fd) : -1;
         if (!child_place_fds(ctx))
             child_fail(ctx);
+        // Only the planned fds reach the program: one the caller inherited without O_CLOEXEC
+        // (from whoever started the service) would otherwise leak into every child.
+        int highest_target = 2;
+        for (size_t i = 0; i < ctx.fd_count; ++i)
+            highest_target = ctx.fds[i].second > highest_target ? ctx.fds[i].second : highest_target;
+        if (syscall(SYS_close_range, highest_target + 1, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+            child_fail(ctx);
         if (ctx.cwd[0] && syscall(SYS_chdir, ctx.cwd) < 0)
             child_fail(ctx);
         uint64_t empty_mask = 0;

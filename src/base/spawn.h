@@ -23,8 +23,9 @@ struct SpawnPlan {
     int exec_fd = -1;
     std::vector<std::string> argv;
     std::vector<std::string> env;
-    // (fd in the caller, fd number in the child). Everything else is closed at exec, since every
-    // fd we own is O_CLOEXEC.
+    // (fd in the caller, fd number in the child). Everything above the highest number planned is
+    // closed at exec, even an fd the caller inherited without O_CLOEXEC; 0, 1 and 2 are the
+    // caller's unless planned.
     std::vector<std::pair<int, int>> fds;
     // CLONE_NEW* flags for the child.
     int namespaces = 0;
