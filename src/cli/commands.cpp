@@ -222,7 +222,9 @@ namespace {
 
     int do_vm_mount(Client& client, const Invocation& inv)
     {
-        Fd dir(::open(inv.host_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        // Opened for reading, with the user's own rights: the service refuses an O_PATH fd, which
+        // would need no permission on the folder.
+        Fd dir(::open(inv.host_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!dir)
             return report({ Error::from_errno(errno, "cannot open the folder '" + inv.host_dir + "'"),
                 "Bulkhead/Cli/MountFolder" });

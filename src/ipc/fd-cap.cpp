@@ -19,16 +19,17 @@ namespace {
         Fd m_fd;
     };
 
-    capnp::ReaderOptions receive_options()
-    {
-        // Our messages are small; cap what a peer can make us traverse (in words).
-        capnp::ReaderOptions options;
-        options.traversalLimitInWords = 1024 * 1024;
-        options.nestingLimit = 16;
-        return options;
-    }
-
 } // namespace
+
+capnp::ReaderOptions receive_options(uint64_t max_words)
+{
+    // Our messages are small; cap what a peer can make us traverse (in words). Cap'n Proto also
+    // refuses, on its header alone, a message larger than this, before buffering any of it.
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = max_words;
+    options.nestingLimit = 16;
+    return options;
+}
 
 proto::Fd::Client wrap_fd(Fd fd)
 {

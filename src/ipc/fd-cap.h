@@ -20,6 +20,13 @@ proto::Fd::Client wrap_fd(Fd fd);
 // A capability that carries no fd (a misbehaving peer) gives -EBADF.
 kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap);
 
+// How large a message from a peer may be, in words: 8 MiB, which every protocol of ours stays far
+// below (the control protocol, which any local user speaks, takes a smaller limit).
+constexpr uint64_t default_max_message_words = 1024 * 1024;
+
+// The reader options for messages from a peer: at most `max_words` words, nesting 16 deep.
+capnp::ReaderOptions receive_options(uint64_t max_words = default_max_message_words);
+
 // One two-party RPC connection over a Unix socket with fd passing, owning the socket.
 class Connection {
 public:

@@ -5,6 +5,7 @@
 #include "ipc/fd-cap.h"
 
 #include <proto/control.capnp.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -15,6 +16,8 @@ namespace bh::service {
 namespace {
 
     constexpr size_t max_args = 4096;
+    // 2 MiB, as Linux's usual ARG_MAX: a `run` with the largest command line a shell would take.
+    constexpr uint64_t max_control_message_words = 256 * 1024;
     constexpr size_t max_text = 64 * 1024;
 
     std::string text_of(capnp::Text::Reader text)
@@ -57,6 +60,30 @@ namespace {
             out.push_back(text_of(item));
         return out;
     }
+
+    // A client's folder must come as a directory it opened for reading: an O_PATH fd needs no
+    // permission on the folder at all, so it would hand the user a 0700 folder of someone else's.
+    Status check_opened_for_reading(int fd)
+    {
+        int flags = fcntl(fd, F_GETFL);
+        struct stat st;
+        if (flags < 0 || fstat(fd, &st) < 0)
+            return Error::from_errno(errno, "cannot inspect the folder sent by the client");
+        if (!S_ISDIR(st.st_mode))
+            return Error { -ENOTDIR, "the folder sent by the client is not a directory" };
+        if ((flags & O_PATH) || (flags & O_ACCMODE) == O_WRONLY)
+            return Error { -EACCES,
+                "the folder sent by the client was not opened for reading (an O_PATH fd proves no right to "
+                "read it)" };
+        return {};
+    }
+
+    // Which calls end when their client goes away (Cap'n Proto 0.9 cancels a call on disconnect
+    // only when it called allowCancellation()): start, run, vmMount and vmExec, whose promises own
+    // everything they hold, so dropping them at any point is clean. A `run` dropped that way drops
+    // its program's Process capability, and the agent kills the program. register, unregister,
+    // terminate and shutdown always run to their end: each is bounded (register by the import's
+    // own limits and deadline) and leaves the registry or a VM half changed if cut short.
 
     // Produces the Outcome of a finished operation, or the given fields on success.
     template<typename Results> void fail(Results results, const Error& error, const char* operation)
@@ -159,6 +186,7 @@ namespace {
     kj::Promise<void> Control::start(StartContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/StartDistribution";
+        context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
         if (!owner)
@@ -175,6 +203,7 @@ namespace {
     kj::Promise<void> Control::run(RunContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/RunProgram";
+        context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
         auto argv = strings_of(params.getArgv(), "arguments");
@@ -299,6 +328,7 @@ namespace {
     kj::Promise<void> Control::vmMount(VmMountContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/MountFolder";
+        context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
         if (!owner)
@@ -307,6 +337,8 @@ namespace {
             .then([this, context, owner = owner.value()](Result<Fd> dir) mutable -> kj::Promise<Status> {
                 if (!dir)
                     return Status(dir.take_error());
+                if (Status readable = check_opened_for_reading(dir.value().get()); !readable)
+                    return kj::mv(readable);
                 auto params = context.getParams();
                 return m_service.vm_mount(owner, std::move(dir.value()), text_of(params.getVmPath()),
                     params.getReadOnly(), text_of(params.getName()));
@@ -320,6 +352,7 @@ namespace {
     kj::Promise<void> Control::vmExec(VmExecContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/ExecuteBinary";
+        context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
         auto argv = strings_of(params.getArgv(), "arguments");
@@ -424,8 +457,10 @@ void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)
     stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &length);
     Caller caller { cred.uid, cred.gid, cred.pid };
     auto capability_stream = stream.downcast<kj::AsyncCapabilityStream>();
-    auto network = kj::heap<capnp::TwoPartyVatNetwork>(
-        *capability_stream, ipc::max_fds_per_message, capnp::rpc::twoparty::Side::SERVER);
+    // Every local user may connect: a message over max_control_message_words is refused on its
+    // header, so a client cannot make the service buffer Cap'n Proto's default of 64 MiB.
+    auto network = kj::heap<capnp::TwoPartyVatNetwork>(*capability_stream, ipc::max_fds_per_message,
+        capnp::rpc::twoparty::Side::SERVER, ipc::receive_options(max_control_message_words));
     auto rpc = kj::heap(capnp::makeRpcServer(
         *network, capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version))));
     auto disconnected = network->onDisconnect();

@@ -100,6 +100,9 @@ namespace {
     protected:
         kj::Promise<void> wait(WaitContext context) override
         {
+            // A wait in progress holds this Process: unless the service can cancel it, dropping
+            // the capability (a `run` whose client left) would not end the program.
+            context.allowCancellation();
             return m_reaper.wait_for(m_pid).then(
                 [context](int status) mutable { context.getResults().setWaitStatus(status); });
         }
