@@ -1,0 +1,122 @@
+// hostile-client: what a local user could send to bulkheadd without the bulkhead CLI, for the
+// integration tests of tests/integration/hostile-user.sh. Every subcommand is an attack the
+// service must survive; each prints what happened and exits 0 when the service held.
+//
+//   hostile-client RUNTIME-DIR mount-opath HOST-DIR VM-PATH   vmMount with an O_PATH fd of HOST-DIR
+//   hostile-client RUNTIME-DIR oversized                      a header announcing a 32 MiB message
+//   hostile-client RUNTIME-DIR connections N                  N connections, each says hello; prints
+//                                                             how many were served, holds them until
+//                                                             stdin closes
+#include "cli/client.h"
+#include "ipc/fd-cap.h"
+
+#include <cstring>
+#include <fcntl.h>
+#include <iostream>
+#include <kj/async-io.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using bh::Fd;
+
+Fd raw_connect(const std::string& runtime_dir)
+{
+    std::string path = runtime_dir + "/control.sock";
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address { .sun_family = AF_UNIX };
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) < 0) {
+        std::perror(path.c_str());
+        std::exit(2);
+    }
+    return fd;
+}
+
+int mount_opath(kj::AsyncIoContext& io, const std::string& runtime_dir, const char* dir, const char* vm_path)
+{
+    auto client = bh::cli::Client::connect(io, runtime_dir);
+    if (!client)
+        return bh::cli::report({ client.take_error(), "HostileClient/Connect" });
+    Fd fd(::open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) {
+        std::perror(dir);
+        return 2;
+    }
+    auto request = client.value()->control().vmMountRequest();
+    request.setHostDir(bh::ipc::wrap_fd(std::move(fd)));
+    request.setVmPath(vm_path);
+    auto reply = request.send().wait(io.waitScope);
+    bh::Status status = bh::ipc::to_status(reply.getOutcome());
+    if (!status)
+        return bh::cli::report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
+    std::cout << "mounted" << std::endl;
+    return 0;
+}
+
+// Cap'n Proto's stream framing: (segment count - 1), then each segment's size in words.
+int oversized(const std::string& runtime_dir)
+{
+    Fd fd = raw_connect(runtime_dir);
+    uint32_t header[2] = { 0, 4u * 1024 * 1024 }; // one segment of 4 Mi words: 32 MiB
+    std::vector<char> body(64 * 1024, 0);
+    if (::write(fd.get(), header, sizeof(header)) != sizeof(header))
+        return std::perror("write"), 2;
+    (void)!::write(fd.get(), body.data(), body.size());
+    // The service may answer with an abort message before it hangs up: read past it.
+    timeval ten_seconds { 10, 0 };
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &ten_seconds, sizeof(ten_seconds));
+    char reply[4096];
+    for (;;) {
+        ssize_t n = ::recv(fd.get(), reply, sizeof(reply), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            std::cout << "closed" << std::endl;
+            return 0;
+        }
+        if (n < 0 && errno != EINTR)
+            break;
+    }
+    std::cout << "held: the service is still waiting for the rest of a 32 MiB message" << std::endl;
+    return 1;
+}
+
+int connections(kj::AsyncIoContext& io, const std::string& runtime_dir, int count)
+{
+    std::vector<kj::Own<bh::cli::Client>> held;
+    int served = 0;
+    for (int i = 0; i < count; ++i) {
+        auto client = bh::cli::Client::connect(io, runtime_dir);
+        if (!client)
+            continue;
+        ++served;
+        held.push_back(kj::mv(client.value()));
+    }
+    std::cout << served << std::endl;
+    char c;
+    while (::read(0, &c, 1) > 0) {
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc < 3) {
+        std::cerr << "usage: hostile-client RUNTIME-DIR (mount-opath DIR VM-PATH | oversized | connections N)\n";
+        return 2;
+    }
+    std::string runtime_dir = argv[1], what = argv[2];
+    auto io = kj::setupAsyncIo();
+    if (what == "mount-opath" && argc == 5)
+        return mount_opath(io, runtime_dir, argv[3], argv[4]);
+    if (what == "oversized")
+        return oversized(runtime_dir);
+    if (what == "connections" && argc == 4)
+        return connections(io, runtime_dir, std::atoi(argv[3]));
+    std::cerr << "hostile-client: unknown or incomplete command '" << what << "'\n";
+    return 2;
+}
