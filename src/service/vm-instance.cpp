@@ -4,6 +4,7 @@
 #include "base/log.h"
 #include "base/spawn.h"
 #include "ipc/process-watch.h"
+#include "service/namespace-check.h"
 
 #include <bulkhead/plugin_api.h>
 #include <csignal>
@@ -112,9 +113,16 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     if (!init)
         return Result<kj::Own<VmInstance>>(
             Error { init.error().code, "cannot create the VM: " + init.error().message });
+    // Opened now, while the init cannot yet run anything of the user's: the reference every
+    // pid its agent sends is checked against.
+    auto pid_namespace = open_pid_namespace(init->pidfd());
+    if (!pid_namespace)
+        return Result<kj::Own<VmInstance>>(
+            Error { pid_namespace.error().code, "cannot create the VM: " + pid_namespace.error().message });
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
-    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(init.value()), kj::mv(connection));
+    auto vm = kj::refcounted<VmInstance>(
+        env, settings, std::move(init.value()), std::move(pid_namespace.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
@@ -129,11 +137,12 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         });
 }
 
-VmInstance::VmInstance(
-    VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection)
+VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, Fd pid_namespace,
+    kj::Own<ipc::Connection> connection)
     : m_env(env)
     , m_settings(std::move(settings))
     , m_init(std::move(init))
+    , m_pid_namespace(std::move(pid_namespace))
     , m_connection(kj::mv(connection))
     , m_agent(m_connection->bootstrap().castAs<proto::Agent>())
     , m_failed(ipc::when_exited(env.port, m_init.pidfd()).exclusiveJoin(m_connection->on_disconnect()).fork())
@@ -256,12 +265,9 @@ kj::Promise<Status> VmInstance::adopt_distribution(
     Status started = ipc::to_status(response.getOutcome());
     if (!started)
         return kj::mv(started);
-    if (response.getInitPid() == 0 || response.getPidNamespace() == 0)
-        return Status(Error { -EPROTO, "the VM's init gave an invalid answer for '" + record.name + "'" });
+    // The agent's initPid and pidNamespace are not used: they are read from the pidfd instead.
     auto distro = kj::heap<RunningDistro>();
     distro->record = std::move(record);
-    distro->init_pid = response.getInitPid();
-    distro->pid_namespace = response.getPidNamespace();
     distro->connection = kj::heap<ipc::Connection>(
         m_env.provider, std::move(service_end), capnp::rpc::twoparty::Side::CLIENT);
     distro->agent = distro->connection->bootstrap().castAs<proto::Agent>();
@@ -270,20 +276,23 @@ kj::Promise<Status> VmInstance::adopt_distribution(
         .then([setup = kj::mv(setup)](Result<Fd> pidfd) mutable {
             return setup.then([pidfd = std::move(pidfd)](auto reply) mutable -> Result<Fd> {
                 BH_TRY(ipc::to_status(reply.getOutcome()));
-                // The agent runs as root of a user's VM, so what it sends is that user's input:
-                // anything but a pidfd (a pipe, say) would never report an exit, and stopping the
-                // VM would wait on it forever. Signal 0 only asks whether it is one (ESRCH: one
-                // whose process already ended, which its watcher reports as usual).
-                if (pidfd && syscall(SYS_pidfd_send_signal, pidfd.value().get(), 0, nullptr, 0) < 0
-                    && errno != ESRCH)
-                    return Error::from_errno(errno, "the distribution's agent sent no usable pidfd");
                 return std::move(pidfd);
             });
         })
         .then([this, distro = kj::mv(distro)](Result<Fd> pidfd) mutable -> Status {
-            if (!pidfd)
-                return Error { pidfd.error().code,
-                    "cannot start '" + distro->record.name + "': " + pidfd.error().message };
+            // The agent runs as root of a user's VM, so the pidfd is that user's input: it could be
+            // of any host process (which terminate would SIGKILL), or no pidfd at all (which would
+            // never report an exit). It must be the init of a PID namespace just below the VM's.
+            auto init = pidfd ? verify_distribution_init(pidfd.value().get(), m_pid_namespace.get())
+                              : Result<VerifiedInit>(pidfd.take_error());
+            if (!init) {
+                log_warning("the VM's agent sent no valid distribution init for '" + distro->record.name
+                    + "': " + init.error().message);
+                return Error { init.error().code,
+                    "cannot start '" + distro->record.name + "': " + init.error().message };
+            }
+            distro->init_pid = init->pid_in_vm;
+            distro->pid_namespace = init->pid_namespace;
             distro->pidfd = std::move(pidfd.value());
             std::string name = distro->record.name;
             RunningDistro* raw = distro.get();

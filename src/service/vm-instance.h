@@ -55,8 +55,8 @@ public:
     // Spawns the VM's init in new namespaces and builds its root. Fails with what went wrong.
     static kj::Promise<Result<kj::Own<VmInstance>>> start(
         VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
-    VmInstance(
-        VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection);
+    VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, Fd pid_namespace,
+        kj::Own<ipc::Connection> connection);
     ~VmInstance();
 
     bool running() const { return !m_stopped; }
@@ -100,6 +100,7 @@ private:
     VmEnvironment& m_env;
     VmSettings m_settings;
     ChildProcess m_init;
+    Fd m_pid_namespace; // the init's, opened at spawn: what a distribution's init must be below
     kj::Own<ipc::Connection> m_connection;
     proto::Agent::Client m_agent;
     std::map<std::string, kj::Own<RunningDistro>> m_distros;
