@@ -91,7 +91,42 @@ namespace {
         BH_TRY(read_optional(*table, "allow_user_idle_timeout", idle, origin));
         BH_TRY(read_optional(*table, "allow_user_host_network", network, origin));
         BH_TRY(read_optional(*table, "allow_user_init", init, origin));
-        policy = { idle.value_or(true), network.value_or(true), init.value_or(true) };
+        AdminPolicy defaults;
+        policy = { idle.value_or(defaults.allow_idle_timeout), network.value_or(defaults.allow_host_network),
+            init.value_or(defaults.allow_init) };
+        return {};
+    }
+
+    // A positive whole number, at most `max`, for a key of [limits].
+    template<typename T>
+    Status read_limit(const toml::table& table, const char* key, T& out, int64_t max, const std::string& origin)
+    {
+        const toml::node* node = table.get(key);
+        if (!node)
+            return {};
+        auto value = node->value_exact<int64_t>();
+        if (!value || *value < 1 || *value > max)
+            return config_error(origin,
+                std::string("'limits.") + key + "' must be a whole number from 1 to " + std::to_string(max));
+        out = static_cast<T>(*value);
+        return {};
+    }
+
+    Status read_user_limits(const toml::table& root, UserLimits& limits, const std::string& origin)
+    {
+        const toml::table* table = root["limits"].as_table();
+        if (!table)
+            return {};
+        BH_TRY(check_keys(*table,
+            { "connections_per_user", "calls_per_user", "registrations_per_user", "distributions_per_user",
+                "storage_bytes_per_user", "storage_inodes_per_user" },
+            origin, "limits."));
+        BH_TRY(read_limit(*table, "connections_per_user", limits.connections, 4096, origin));
+        BH_TRY(read_limit(*table, "calls_per_user", limits.calls, 65536, origin));
+        BH_TRY(read_limit(*table, "registrations_per_user", limits.registrations, 64, origin));
+        BH_TRY(read_limit(*table, "distributions_per_user", limits.distributions, 10000, origin));
+        BH_TRY(read_limit(*table, "storage_bytes_per_user", limits.storage_bytes, INT64_MAX, origin));
+        BH_TRY(read_limit(*table, "storage_inodes_per_user", limits.storage_inodes, INT64_MAX, origin));
         return {};
     }
 
@@ -102,7 +137,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     auto root = parse_toml(text, origin);
     if (!root)
         return root.take_error();
-    BH_TRY(check_keys(*root, { "vm", "policy", "plugins" }, origin, ""));
+    BH_TRY(check_keys(*root, { "vm", "policy", "plugins", "limits" }, origin, ""));
     auto vm = read_vm_table(*root, origin);
     if (!vm)
         return vm.take_error();
@@ -111,6 +146,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     config.defaults.host_network = vm->host_network.value_or(false);
     config.defaults.init = vm->init.value_or("");
     BH_TRY(read_policy(*root, config.policy, origin));
+    BH_TRY(read_user_limits(*root, config.limits, origin));
     if (const toml::table* plugins = (*root)["plugins"].as_table()) {
         BH_TRY(check_keys(*plugins, { "require_verified" }, origin, "plugins."));
         std::optional<bool> required;

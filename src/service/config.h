@@ -18,16 +18,28 @@ struct VmSettings {
     uint32_t custom_config_flags = 0; // BH_VM_CONFIG_* for settings the user's config customized
 };
 
-// Which settings users may override; all allowed unless the admin says otherwise.
+// Which settings users may override. Secure by default: a user may change the idle timeout, but
+// sharing the host's network or replacing the VM's init needs the admin's [policy] consent.
 struct AdminPolicy {
     bool allow_idle_timeout = true;
-    bool allow_host_network = true;
-    bool allow_init = true;
+    bool allow_host_network = false;
+    bool allow_init = false;
+};
+
+// What each user (uid) may hold at once; [limits] in the admin's bulkhead.toml. Root is bound too.
+struct UserLimits {
+    uint32_t connections = 32; // open control connections
+    uint32_t calls = 64; // control calls in progress, over all their connections
+    uint32_t registrations = 2; // registrations in progress (each holds a thread while it imports)
+    uint32_t distributions = 64; // registered distributions
+    uint64_t storage_bytes = 16ULL << 30; // bytes of file content over their distributions
+    uint64_t storage_inodes = 2'000'000; // files, directories and links over their distributions
 };
 
 struct ServiceConfig {
     VmSettings defaults;
     AdminPolicy policy;
+    UserLimits limits;
     bool require_verified_plugins = false; // [plugins] require_verified: every plugin pinned or signed
 };
 
@@ -39,8 +51,10 @@ struct UserOverrides {
 };
 
 // Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
-// allow_user_idle_timeout, allow_user_host_network, allow_user_init). `origin` names the file
-// in errors. Unknown keys and wrongly typed values are errors.
+// allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits]
+// connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,
+// storage_bytes_per_user, storage_inodes_per_user). `origin` names the file in errors. Unknown
+// keys and wrongly typed values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
 // Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.
 Result<ServiceConfig> load_service_config(const std::string& config_dir);

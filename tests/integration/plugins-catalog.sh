@@ -436,6 +436,7 @@ user_config() {
 
 case_VmSettingsFlags() {
   user_config '[vm]' 'host_network = true'
+  printf '[policy]\nallow_user_host_network = true\n' >"$T/cfg/bulkhead.toml"  # not allowed by default
   setup VmSettingsFlags
   bh start alpha
   local sid; sid=$(root_session_id)

@@ -12,7 +12,43 @@ TEST(Config, DefaultsWhenEmpty)
     ASSERT_TRUE(config.ok());
     EXPECT_EQ(config->defaults.idle_timeout_s, 60u);
     EXPECT_FALSE(config->defaults.host_network);
-    EXPECT_TRUE(config->policy.allow_host_network);
+    // Secure by default: without the admin's consent no user shares the host's network or
+    // replaces the VM's init.
+    EXPECT_FALSE(config->policy.allow_host_network);
+    EXPECT_FALSE(config->policy.allow_init);
+    EXPECT_TRUE(config->policy.allow_idle_timeout);
+    EXPECT_EQ(config->limits.connections, UserLimits {}.connections);
+}
+
+TEST(Config, WithNoAdminFileUsersGetNeitherHostNetworkNorTheirOwnInit)
+{
+    auto overrides = parse_user_overrides("[vm]\nhost_network = true\ninit = \"/bin/sh\"\n", "u.toml");
+    ASSERT_TRUE(overrides.ok());
+    auto settings = apply_policy(ServiceConfig {}, overrides.value());
+    ASSERT_TRUE(settings.ok());
+    EXPECT_FALSE(settings->host_network);
+    EXPECT_EQ(settings->init, "");
+    EXPECT_EQ(settings->custom_config_flags, 0u);
+}
+
+TEST(Config, ReadsPerUserLimits)
+{
+    auto config = parse_service_config("[limits]\nconnections_per_user = 4\ncalls_per_user = 9\n"
+                                       "registrations_per_user = 1\ndistributions_per_user = 3\n"
+                                       "storage_bytes_per_user = 1048576\nstorage_inodes_per_user = 100\n",
+        "a.toml");
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    EXPECT_EQ(config->limits.connections, 4u);
+    EXPECT_EQ(config->limits.calls, 9u);
+    EXPECT_EQ(config->limits.registrations, 1u);
+    EXPECT_EQ(config->limits.distributions, 3u);
+    EXPECT_EQ(config->limits.storage_bytes, 1048576u);
+    EXPECT_EQ(config->limits.storage_inodes, 100u);
+    auto zero = parse_service_config("[limits]\nconnections_per_user = 0\n", "a.toml");
+    ASSERT_FALSE(zero.ok());
+    EXPECT_NE(zero.error().message.find("'limits.connections_per_user' must be a whole number"), std::string::npos);
+    EXPECT_FALSE(parse_service_config("[limits]\nconnections = 4\n", "a.toml").ok());
+    EXPECT_FALSE(parse_service_config("[limits]\ncalls_per_user = \"9\"\n", "a.toml").ok());
 }
 
 TEST(Config, RejectsUnknownKeysAndBadTypes)
@@ -37,7 +73,9 @@ TEST(Config, PolicyFiltersUserOverrides)
     EXPECT_EQ(settings->custom_config_flags, 0u);
     EXPECT_EQ(settings->idle_timeout_s, 5u);
 
-    auto open = apply_policy(ServiceConfig {}, overrides.value());
+    auto consenting = parse_service_config("[policy]\nallow_user_host_network = true\n", "a.toml");
+    ASSERT_TRUE(consenting.ok());
+    auto open = apply_policy(consenting.value(), overrides.value());
     ASSERT_TRUE(open.ok());
     EXPECT_TRUE(open->host_network);
     EXPECT_EQ(open->custom_config_flags, static_cast<uint32_t>(BH_VM_CONFIG_HOST_NETWORK));
