@@ -209,6 +209,7 @@ static inline const char* bh_result_name(int result)
         { -71, "EPROTO" },
         { -74, "EBADMSG" },
         { -75, "EOVERFLOW" },
+        { -87, "EUSERS" },
         { -95, "EOPNOTSUPP" },
         { -98, "EADDRINUSE" },
         { -103, "ECONNABORTED" },
@@ -217,6 +218,7 @@ static inline const char* bh_result_name(int result)
         { -108, "ESHUTDOWN" },
         { -110, "ETIMEDOUT" },
         { -111, "ECONNREFUSED" },
+        { -122, "EDQUOT" },
         { -125, "ECANCELED" },
     };
     static const char hex[] = "0123456789abcdef";

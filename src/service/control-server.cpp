@@ -79,11 +79,12 @@ namespace {
     }
 
     // Which calls end when their client goes away (Cap'n Proto 0.9 cancels a call on disconnect
-    // only when it called allowCancellation()): start, run, vmMount and vmExec, whose promises own
-    // everything they hold, so dropping them at any point is clean. A `run` dropped that way drops
-    // its program's Process capability, and the agent kills the program. register, unregister,
-    // terminate and shutdown always run to their end: each is bounded (register by the import's
-    // own limits and deadline) and leaves the registry or a VM half changed if cut short.
+    // only when it called allowCancellation()): register, start, run, vmMount and vmExec, whose
+    // promises own everything they hold, so dropping them at any point is clean. A `run` dropped
+    // that way drops its program's Process capability, and the agent kills the program; a
+    // register dropped that way stops its import (see Service::register_distribution).
+    // unregister, terminate and shutdown always run to their end: they are bounded, and would
+    // leave the registry or a VM half changed if cut short.
 
     // Produces the Outcome of a finished operation, or the given fields on success.
     template<typename Results> void fail(Results results, const Error& error, const char* operation)
@@ -94,10 +95,23 @@ namespace {
     // One connection's view of the service, bound to its caller.
     class Control final : public proto::Control::Server {
     public:
-        Control(Service& service, Caller caller)
+        Control(Service& service, Caller caller, UserUsage& usage)
             : m_service(service)
             , m_caller(caller)
+            , m_usage(usage)
         {
+        }
+
+        // Every call counts against the caller's calls_per_user while it is in progress: one
+        // connection can pipeline calls without waiting for any answer.
+        DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
+            capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override
+        {
+            auto held = m_usage.take(m_caller.uid, UserUsage::Kind::call);
+            if (!held)
+                return { KJ_EXCEPTION(OVERLOADED, held.error().message), false };
+            auto dispatched = proto::Control::Server::dispatchCall(interface_id, method_id, context);
+            return { dispatched.promise.attach(kj::mv(held.value())), dispatched.isStreaming };
         }
 
     protected:
@@ -122,6 +136,7 @@ namespace {
 
         Service& m_service;
         Caller m_caller;
+        UserUsage& m_usage;
     };
 
     kj::Promise<void> Control::register_(RegisterContext context)
@@ -131,6 +146,13 @@ namespace {
         auto owner = target(params.getTarget());
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        // Cancelled with its client: the import stops (even while it waits for the client's next
+        // byte) and its directory is removed; once imported, the commit runs to its end anyway.
+        context.allowCancellation();
+        // Counted against the caller (who holds the connection), whoever the owner is.
+        auto held = m_usage.take(m_caller.uid, UserUsage::Kind::registration);
+        if (!held)
+            return fail(context.getResults(), held.error(), op), kj::READY_NOW;
         std::string name = text_of(params.getName());
         std::string package = text_of(params.getPackage());
         auto producer = params.getProducer();
@@ -156,7 +178,8 @@ namespace {
                             return fail(context.getResults(), view.error(), op);
                         fill_distro(context.getResults().initDistro(), view.value());
                     });
-            });
+            })
+            .attach(kj::mv(held.value()));
     }
 
     kj::Promise<void> Control::unregister(UnregisterContext context)
@@ -371,10 +394,11 @@ namespace {
     // The first capability of every connection: checks the protocol version.
     class Bootstrap final : public proto::Bootstrap::Server {
     public:
-        Bootstrap(Service& service, Caller caller, std::string version)
+        Bootstrap(Service& service, Caller caller, std::string version, UserUsage& usage)
             : m_service(service)
             , m_caller(caller)
             , m_version(std::move(version))
+            , m_usage(usage)
         {
         }
 
@@ -392,7 +416,7 @@ namespace {
                     "Bulkhead/Service/Connect");
                 return kj::READY_NOW;
             }
-            results.setControl(kj::heap<Control>(m_service, m_caller));
+            results.setControl(kj::heap<Control>(m_service, m_caller, m_usage));
             return kj::READY_NOW;
         }
 
@@ -400,9 +424,40 @@ namespace {
         Service& m_service;
         Caller m_caller;
         std::string m_version;
+        UserUsage& m_usage;
     };
 
 } // namespace
+
+Result<kj::Own<void>> UserUsage::take(uid_t uid, Kind kind)
+{
+    Counts& counts = m_counts[uid];
+    uint32_t& count = kind == Kind::connection ? counts.connection
+        : kind == Kind::call                   ? counts.call
+                                               : counts.registration;
+    uint32_t limit = kind == Kind::connection ? m_limits.connections
+        : kind == Kind::call                  ? m_limits.calls
+                                              : m_limits.registrations;
+    if (count >= limit) {
+        const char* what = kind == Kind::connection ? "open connections"
+            : kind == Kind::call                    ? "calls in progress"
+                                                    : "registrations in progress";
+        const char* key = kind == Kind::connection ? "connections_per_user"
+            : kind == Kind::call                   ? "calls_per_user"
+                                                   : "registrations_per_user";
+        return Error { -EUSERS,
+            "uid " + std::to_string(uid) + " has " + std::to_string(count) + " " + what
+                + " already, the most allowed ([limits] " + key + " in bulkhead.toml)" };
+    }
+    ++count;
+    return kj::Own<void>(kj::heap(kj::defer([this, uid, &count]() {
+        if (--count == 0) {
+            const Counts& left = m_counts[uid];
+            if (left.connection == 0 && left.call == 0 && left.registration == 0)
+                m_counts.erase(uid);
+        }
+    })));
+}
 
 ControlServer::ControlServer(
     kj::LowLevelAsyncIoProvider& provider, kj::Timer& timer, Service& service, std::string version)
@@ -410,6 +465,7 @@ ControlServer::ControlServer(
     , m_timer(timer)
     , m_service(service)
     , m_version(std::move(version))
+    , m_usage(service.limits())
 {
 }
 
@@ -456,18 +512,30 @@ void ControlServer::serve(kj::Own<kj::AsyncIoStream> stream)
     uint length = sizeof(cred);
     stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &length);
     Caller caller { cred.uid, cred.gid, cred.pid };
+    auto held = m_usage.take(caller.uid, UserUsage::Kind::connection);
+    if (!held) {
+        // Hung up at once: a connection over the limit must not hold even its fd. Logged at most
+        // once a second, so the refusals cannot flood the log either.
+        time_t now = time(nullptr);
+        if (now != m_last_refusal_logged)
+            log_warning("control connection refused: " + held.error().message);
+        m_last_refusal_logged = now;
+        return;
+    }
     auto capability_stream = stream.downcast<kj::AsyncCapabilityStream>();
     // Every local user may connect: a message over max_control_message_words is refused on its
     // header, so a client cannot make the service buffer Cap'n Proto's default of 64 MiB.
     auto network = kj::heap<capnp::TwoPartyVatNetwork>(*capability_stream, ipc::max_fds_per_message,
         capnp::rpc::twoparty::Side::SERVER, ipc::receive_options(max_control_message_words));
     auto rpc = kj::heap(capnp::makeRpcServer(
-        *network, capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version))));
+        *network, capnp::Capability::Client(kj::heap<Bootstrap>(m_service, caller, m_version, m_usage))));
     auto disconnected = network->onDisconnect();
     // Torn down in dependency order: the RPC system, then the network it uses, then the stream.
     // (A multi-argument attach() would destroy them in the reverse order.)
-    m_connections.add(
-        disconnected.attach(kj::mv(rpc)).attach(kj::mv(network)).attach(kj::mv(capability_stream)));
+    m_connections.add(disconnected.attach(kj::mv(rpc))
+                          .attach(kj::mv(network))
+                          .attach(kj::mv(capability_stream))
+                          .attach(kj::mv(held.value())));
 }
 
 Result<Fd> bind_control_socket(const std::string& path)

@@ -70,6 +70,8 @@ public:
 
     // The uid a call acts on: the caller's own, or (root only) the one it names.
     Result<uid_t> target_uid(const Caller& caller, int64_t requested) const;
+    // What each user may hold at once ([limits] of bulkhead.toml).
+    const UserLimits& limits() const { return m_config.limits; }
 
     // `confirm` is asked, once the archive has been read to its end, whether the sender
     // finished it successfully; a failure there discards the import.

@@ -3,6 +3,9 @@
 source "$(dirname "$0")/lib.sh"
 make_rootfs "$T/rootfs"
 expect_error ENOENT "is bulkheadd running" bh list
+# The fd-exhaustion check below needs one client to hold 100 connections: above the default
+# connections_per_user, which would otherwise spare the service's fds (hostile-user.sh tests that).
+printf '[limits]\nconnections_per_user = 1000\n' >"$T/cfg/bulkhead.toml"
 start_service
 bh register good --rootfs "$T/rootfs" >/dev/null
 expect_error EEXIST "already exists" bh register good --rootfs "$T/rootfs"
