@@ -16,7 +16,8 @@ namespace {
     nlohmann::json to_json(const DistroRecord& record)
     {
         return { { "name", record.name }, { "uuid", record.uuid.to_string() }, { "owner", record.owner },
-            { "package", record.package }, { "flavor", record.flavor }, { "version", record.version } };
+            { "package", record.package }, { "flavor", record.flavor }, { "version", record.version },
+            { "bytes", record.bytes }, { "inodes", record.inodes } };
     }
 
     Result<DistroRecord> from_json(const nlohmann::json& j)
@@ -25,7 +26,8 @@ namespace {
         if (!uuid)
             return Error { -EINVAL, "registry entry with an invalid uuid" };
         return DistroRecord { j.at("name").get<std::string>(), *uuid, j.at("owner").get<uid_t>(),
-            j.value("package", ""), j.value("flavor", ""), j.value("version", "") };
+            j.value("package", ""), j.value("flavor", ""), j.value("version", ""), j.value("bytes", uint64_t { 0 }),
+            j.value("inodes", uint64_t { 0 }) };
     }
 
     Status write_atomically(const std::string& path, const std::string& content)

@@ -19,6 +19,8 @@ struct DistroRecord {
     std::string package;
     std::string flavor;
     std::string version;
+    uint64_t bytes = 0; // file content imported (declared sizes); 0 for a record older than this
+    uint64_t inodes = 0; // entries imported
 };
 
 // Owned by the service's event-loop thread. Every change is written to disk atomically

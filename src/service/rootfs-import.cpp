@@ -13,6 +13,10 @@
 #include <fcntl.h>
 #include <functional>
 #include <linux/openat2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <cstring>
 #include <memory>
 #include <string_view>
 #include <sys/stat.h>
@@ -25,7 +29,6 @@ namespace bh {
 
 namespace {
 
-    constexpr size_t max_entries = 1'000'000;
     constexpr size_t max_os_release_bytes = 64 * 1024;
     constexpr const char* import_failed = "cannot register from tar: ";
 
@@ -409,9 +412,76 @@ namespace {
             add(in);
     }
 
+    // The sender's stream, read so that waiting for it can be cancelled. A pipe or FIFO gets an
+    // open file description of its own (reopened through /proc), made non-blocking without
+    // touching the sender's; a socket is read with MSG_DONTWAIT; anything else (a regular file)
+    // is read as it is.
+    class CancellableSource {
+    public:
+        CancellableSource(int fd, int cancel_fd)
+            : m_fd(fd)
+            , m_cancel_fd(cancel_fd)
+        {
+            struct stat st;
+            if (cancel_fd < 0 || fstat(fd, &st) != 0)
+                return;
+            if (S_ISFIFO(st.st_mode)) {
+                std::string self = "/proc/self/fd/" + std::to_string(fd);
+                m_reopened = Fd(open(self.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+                if (m_reopened)
+                    m_fd = m_reopened.get();
+                m_waits = static_cast<bool>(m_reopened);
+            } else if (S_ISSOCK(st.st_mode)) {
+                m_socket = m_waits = true;
+            }
+        }
+
+        static la_ssize_t read(archive* a, void* self, const void** buffer)
+        {
+            auto* source = static_cast<CancellableSource*>(self);
+            *buffer = source->m_buffer;
+            for (;;) {
+                ssize_t n = source->m_socket
+                    ? recv(source->m_fd, source->m_buffer, sizeof source->m_buffer, MSG_DONTWAIT)
+                    : ::read(source->m_fd, source->m_buffer, sizeof source->m_buffer);
+                if (n >= 0)
+                    return n;
+                if (errno == EINTR)
+                    continue;
+                if (errno != EAGAIN || !source->m_waits) {
+                    archive_set_error(a, errno, "%s", strerror(errno));
+                    return -1;
+                }
+                pollfd fds[2] = { { source->m_fd, POLLIN, 0 }, { source->m_cancel_fd, POLLIN, 0 } };
+                if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+                    archive_set_error(a, errno, "%s", strerror(errno));
+                    return -1;
+                }
+                if (fds[1].revents) {
+                    archive_set_error(a, ECANCELED, "the registration was cancelled");
+                    return -1;
+                }
+            }
+        }
+
+        bool cancelled() const
+        {
+            pollfd p { m_cancel_fd, POLLIN, 0 };
+            return m_cancel_fd >= 0 && poll(&p, 1, 0) > 0;
+        }
+
+    private:
+        int m_fd;
+        int m_cancel_fd;
+        Fd m_reopened;
+        bool m_socket = false;
+        bool m_waits = false; // EAGAIN means: wait in poll(), with the cancel fd
+        char m_buffer[64 * 1024];
+    };
+
     // Only the tar family is parsed: other formats are more parser surface for hostile
     // input, and a rootfs must come as a tar.
-    Result<ReadArchive> open_tar_reader(int tar_fd)
+    Result<ReadArchive> open_tar_reader(CancellableSource& source)
     {
         ReadArchive in(archive_read_new());
         if (!in)
@@ -422,8 +492,10 @@ namespace {
                  archive_read_support_filter_lzip, archive_read_support_filter_zstd,
                  archive_read_support_filter_lz4, archive_read_support_filter_compress })
             add_builtin_filter(in.get(), add);
-        if (archive_read_open_fd(in.get(), tar_fd, 64 * 1024) == ARCHIVE_OK)
+        if (archive_read_open(in.get(), &source, nullptr, &CancellableSource::read, nullptr) == ARCHIVE_OK)
             return in;
+        if (archive_errno(in.get()) == ECANCELED)
+            return archive_failure(in.get(), "cannot read the tar stream");
         if (archive_errno(in.get()) == EILSEQ)
             return archive_failure(in.get(), "not a tar archive");
         return archive_failure(in.get(), "cannot read the tar stream");
@@ -496,38 +568,66 @@ namespace {
     // it creates to archive_write_close(), but sets those of the existing root at once,
     // and later entries change them again; the root's times are returned in `root_times`
     // to be set last.
-    Status extract_entries(archive* in, archive* out, const std::string& root,
-        std::optional<std::array<timespec, 2>>& root_times)
+    // Checks one more entry of `size` declared bytes against the limits, before it is written.
+    Status within_limits(const ImportLimits& limits, const ImportUsage& used, uint64_t size, const std::string& root)
+    {
+        if (used.entries >= limits.max_entries)
+            return Error { -EDQUOT, "the archive has more than " + std::to_string(limits.max_entries) + " entries" };
+        if (size > limits.max_bytes - std::min(used.bytes, limits.max_bytes))
+            return Error { -EDQUOT,
+                "the archive holds more than " + std::to_string(limits.max_bytes) + " bytes of files" };
+        if (limits.keep_free_bytes > 0 && size > 0) {
+            struct statvfs fs;
+            if (statvfs(root.c_str(), &fs) != 0)
+                return Error::from_errno(errno, "cannot read the free space of " + quoted(root));
+            uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+            if (free < limits.keep_free_bytes || size > free - limits.keep_free_bytes)
+                return Error { -ENOSPC,
+                    "the state filesystem would keep less than " + std::to_string(limits.keep_free_bytes >> 20)
+                        + " MiB free" };
+        }
+        return {};
+    }
+
+    Status extract_entries(archive* in, archive* out, const std::string& root, const ImportLimits& limits,
+        ImportUsage& used, std::optional<std::array<timespec, 2>>& root_times)
     {
         std::string name;
-        for (size_t count = 0;; ++count) {
+        for (;;) {
             archive_entry* entry = nullptr;
             int r = archive_read_next_header(in, &entry);
             if (r == ARCHIVE_EOF)
                 return {};
             if (r < ARCHIVE_WARN)
                 return read_failure(in, name);
-            if (count == max_entries)
-                return Error { -EINVAL, "the archive has more than 1000000 entries" };
             const char* raw = archive_entry_pathname(entry);
             name = raw ? raw : "";
+            uint64_t size = archive_entry_size(entry) > 0 ? static_cast<uint64_t>(archive_entry_size(entry)) : 0;
+            BH_TRY(within_limits(limits, used, size, root));
             BH_TRY(check_entry(entry, name, root));
             if (archive_entry_pathname(entry) == root)
                 root_times = entry_times(entry);
             BH_TRY(write_entry(in, out, entry, name));
+            used.entries += 1;
+            used.bytes += size;
         }
     }
 
-    Status extract(int tar_fd, const std::string& root, const ImportOwner& owner)
+    Status extract(int tar_fd, const std::string& root, const ImportOwner& owner, const ImportLimits& limits,
+        ImportUsage& used)
     {
-        auto in = open_tar_reader(tar_fd);
+        CancellableSource source(tar_fd, limits.cancel_fd);
+        auto in = open_tar_reader(source);
         if (!in)
             return in.take_error();
         WriteArchive out = open_disk_writer(!owner.remap);
         if (!out)
             return Error { -ENOMEM, "cannot allocate a disk writer" };
         std::optional<std::array<timespec, 2>> root_times;
-        BH_TRY(extract_entries(in->get(), out.get(), root, root_times));
+        Status extracted = extract_entries(in->get(), out.get(), root, limits, used, root_times);
+        if (!extracted && source.cancelled())
+            return Error { -ECANCELED, "the registration was cancelled (its client went away)" };
+        BH_TRY(std::move(extracted));
         // Closing applies the deferred directory modes and times.
         if (archive_write_close(out.get()) != ARCHIVE_OK)
             return archive_failure(out.get(), "cannot set directory modes and times");
@@ -661,14 +761,19 @@ namespace {
 
 } // namespace
 
-Status import_rootfs_tar(int tar_fd, const std::string& target_dir, const ImportOwner& owner)
+Status import_rootfs_tar(int tar_fd, const std::string& target_dir, const ImportOwner& owner,
+    const ImportLimits& limits, ImportUsage* usage)
 {
     auto root = create_target(target_dir);
     if (!root)
         return Error { root.error().code, import_failed + root.error().message };
-    Status status = extract(tar_fd, *root, owner);
-    if (status.ok())
+    ImportUsage used;
+    Status status = extract(tar_fd, *root, owner, limits, used);
+    if (status.ok()) {
+        if (usage)
+            *usage = used;
         return status;
+    }
     Error error = status.take_error();
     error.message = import_failed + error.message;
     // The extraction error is what the caller needs; a failed cleanup is added to it.

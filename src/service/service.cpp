@@ -5,9 +5,11 @@
 #include "service/rootfs-import.h"
 
 #include <bulkhead/plugin_api.h>
+#include <algorithm>
 #include <fcntl.h>
 #include <kj/thread.h>
 #include <pwd.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 namespace bh::service {
@@ -43,17 +45,49 @@ namespace {
     struct ImportOutcome {
         Status status;
         OsRelease os;
+        ImportUsage usage;
     };
 
-    ImportOutcome import_and_inspect(int archive, const std::string& directory, uid_t owner, gid_t group)
+    ImportOutcome import_and_inspect(
+        int archive, const std::string& directory, uid_t owner, gid_t group, const ImportLimits& limits)
     {
         std::string rootfs = directory + "/rootfs";
-        Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 });
+        ImportUsage usage;
+        Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 }, limits, &usage);
         if (!status)
-            return { status, {} };
+            return { status, {}, {} };
         Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-        return { {}, root ? read_os_release(root.get()) : OsRelease {} };
+        return { {}, root ? read_os_release(root.get()) : OsRelease {}, usage };
     }
+
+    // A worker whose blocking work can be told to stop: destroying it signals `cancel` (an
+    // eventfd the work polls), then joins the thread, so the loop never waits on a sender that
+    // stopped sending.
+    struct CancellableWorker {
+        Fd cancel;
+        kj::Own<kj::Thread> thread;
+        ~CancellableWorker()
+        {
+            uint64_t one = 1;
+            if (thread)
+                (void)!::write(cancel.get(), &one, sizeof one);
+        }
+    };
+
+    // How much a user's registered distributions take; records older than this count as 0.
+    std::pair<uint64_t, uint64_t> storage_of(const std::vector<const DistroRecord*>& records)
+    {
+        uint64_t bytes = 0, inodes = 0;
+        for (const DistroRecord* record : records) {
+            bytes += record->bytes;
+            inodes += record->inodes;
+        }
+        return { bytes, inodes };
+    }
+
+    // Every import leaves this much of the state filesystem free for unprivileged writers.
+    constexpr uint64_t keep_free_bytes = 64ULL << 20;
+    constexpr size_t max_package = 4096;
 
 } // namespace
 
@@ -136,26 +170,80 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     if (m_registry.find(owner, name) || m_registering.contains({ owner, name }))
         return Result<DistroView>(
             Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
+    if (package.size() > max_package)
+        return Result<DistroView>(Error { -EINVAL,
+            "the package string of '" + name + "' is longer than " + std::to_string(max_package) + " bytes" });
+    const UserLimits& limits = m_config.limits;
+    auto mine = m_registry.of_user(owner);
+    size_t registering = std::count_if(
+        m_registering.begin(), m_registering.end(), [owner](const auto& entry) { return entry.first == owner; });
+    if (mine.size() + registering >= limits.distributions)
+        return Result<DistroView>(Error { -EDQUOT,
+            "cannot register '" + name + "': uid " + std::to_string(owner) + " has "
+                + std::to_string(mine.size() + registering)
+                + " distributions, the most allowed ([limits] distributions_per_user in bulkhead.toml)" });
+    auto [bytes_used, inodes_used] = storage_of(mine);
+    if (bytes_used >= limits.storage_bytes || inodes_used >= limits.storage_inodes)
+        return Result<DistroView>(Error { -EDQUOT,
+            "cannot register '" + name + "': uid " + std::to_string(owner)
+                + " has used all of its storage ([limits] storage_bytes_per_user, storage_inodes_per_user)" });
+    Fd cancel(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!cancel)
+        return Result<DistroView>(Error::from_errno(errno, "cannot register '" + name + "'"));
     DistroRecord record { name, Uuid::random(), owner, std::move(package) };
     std::string directory = m_registry.directory_of(record.uuid);
     if (::mkdir(directory.c_str(), 0700) < 0)
         return Result<DistroView>(Error::from_errno(errno, "cannot create " + directory));
     m_registering.insert({ owner, name });
     gid_t group = session_of(owner).identity.gid;
-    auto imported = on_worker_thread<ImportOutcome>(
-        m_worker_results, [archive = std::move(archive), directory, owner, group]() {
-            return import_and_inspect(archive.get(), directory, owner, group);
+    // Each concurrent registration of a user may use what the user has left; the total is
+    // checked again when one is committed.
+    ImportLimits import_limits { limits.storage_bytes - bytes_used, limits.storage_inodes - inodes_used,
+        keep_free_bytes, cancel.get() };
+    auto result = m_worker_results.expect<ImportOutcome>();
+    auto worker = kj::heap<CancellableWorker>();
+    worker->thread = kj::heap<kj::Thread>(
+        [archive = std::move(archive), directory, owner, group, import_limits, sender = kj::mv(result.sender)]() mutable {
+            sender.send(import_and_inspect(archive.get(), directory, owner, group, import_limits));
         });
-    return imported
-        .then([this, record = std::move(record), directory, confirm = kj::mv(confirm)](
-                  ImportOutcome outcome) mutable {
+    worker->cancel = std::move(cancel);
+    // Until the import is over, the directory is this registration's to remove: dropped with
+    // its caller (the client went away), it leaves nothing on disk. From then on the commit owns
+    // it, and runs to its end whoever still waits for it (registry, plugins and cleanup must not
+    // be cut in the middle).
+    auto handed_over = kj::heap<bool>(false);
+    bool* handed_over_flag = handed_over.get();
+    return kj::mv(result.promise)
+        .attach(kj::mv(worker))
+        .then([this, record = std::move(record), directory, confirm = kj::mv(confirm), handed_over_flag](
+                  ImportOutcome outcome) mutable -> kj::Promise<Result<DistroView>> {
+            *handed_over_flag = true;
+            if (!outcome.status && outcome.status.error().code == -EDQUOT)
+                outcome.status = Error { -EDQUOT,
+                    outcome.status.error().message + ", what uid " + std::to_string(record.owner)
+                        + " has left of its storage ([limits] storage_bytes_per_user, storage_inodes_per_user: "
+                        + std::to_string(m_config.limits.storage_bytes) + " bytes, "
+                        + std::to_string(m_config.limits.storage_inodes) + " entries)" };
             record.flavor = outcome.os.id.value_or("");
             record.version = outcome.os.version_id.value_or("");
-            return commit_registration(
-                record.owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status));
+            record.bytes = outcome.usage.bytes;
+            record.inodes = outcome.usage.entries;
+            uid_t owner = record.owner;
+            std::string name = record.name;
+            auto commit = commit_registration(owner, std::move(record), directory, kj::mv(confirm),
+                std::move(outcome.status))
+                              .attach(kj::defer([this, owner, name]() { m_registering.erase({ owner, name }); }))
+                              .fork();
+            m_tasks.add(commit.addBranch().ignoreResult());
+            return commit.addBranch();
         })
-        .attach(kj::defer([this, owner, name]() {
+        .attach(kj::defer([this, owner, name, directory, handed_over = kj::mv(handed_over)]() {
+            if (*handed_over)
+                return;
             m_registering.erase({ owner, name });
+            m_tasks.add(on_worker_thread<Status>(m_worker_results, [directory]() {
+                return remove_tree(directory);
+            }).ignoreResult());
         }));
 }
 
@@ -164,6 +252,16 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
 {
     auto confirmed = imported ? confirm() : kj::Promise<Status>(std::move(imported));
     return confirmed.then([this, owner, record = std::move(record), directory](Status status) mutable {
+        // Concurrent registrations of one user each had all that was left: the first to commit
+        // takes it, the others fail here.
+        auto [bytes_used, inodes_used] = storage_of(m_registry.of_user(owner));
+        if (status
+            && (record.bytes > m_config.limits.storage_bytes - std::min(bytes_used, m_config.limits.storage_bytes)
+                || record.inodes
+                    > m_config.limits.storage_inodes - std::min(inodes_used, m_config.limits.storage_inodes)))
+            status = Error { -EDQUOT,
+                "cannot register '" + record.name + "': uid " + std::to_string(owner)
+                    + " would use more than its storage ([limits] storage_bytes_per_user, storage_inodes_per_user)" };
         if (status)
             status = m_registry.add(record);
         if (status) {
