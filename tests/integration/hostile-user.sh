@@ -80,15 +80,86 @@ case_InitsHoldNoServiceFd() {
   done
 }
 
+# A registration from a FIFO the test holds open and never writes to: it waits for its first
+# byte. Starts one as uid 4242 and prints the CLI's pid (the CLI itself, not a subshell).
+stalled_registration() {
+  local name=$1 fifo=$T/home/$1.fifo
+  rm -f "$fifo"; mkfifo -m 0644 "$fifo"; chown $OTHER_UID "$fifo"
+  setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups env BULKHEAD_RUNTIME_DIR="$T/run" \
+    HOME="$T/home" "$BIN/bulkhead" register "$name" --tar "$fifo" </dev/null >"$T/$name.out" 2>&1 &
+  echo $!
+}
+service_threads() { ls "/proc/$SVC_PID/task" | wc -l; }
+registering_dirs() { find "$T/state/distributions" -mindepth 1 -maxdepth 1 | wc -l; }
+# For eventually, which must re-run the query each time: predicates, not expanded strings.
+dirs_are() { [ "$(registering_dirs)" -eq "$1" ]; }
+threads_at_most() { [ "$(service_threads)" -le "$1" ]; }
+
+# A registration whose client goes away ends: its import stops waiting for bytes that will never
+# come, its thread and its directory go, and the name is free again. At most
+# registrations_per_user (2 here) are in progress at once.
+case_StalledRegistrationsEnd() {
+  local threads dirs a b c
+  threads=$(service_threads); dirs=$(registering_dirs)
+  a=$(stalled_registration a); b=$(stalled_registration b)
+  exec 7<>"$T/home/a.fifo" 8<>"$T/home/b.fifo"   # writers that never write
+  eventually dirs_are $((dirs + 2))
+  expect_error EUSERS "registrations in progress" bh_other register c --tar "$T/rootfs.tar"
+  kill -KILL "$a" "$b"; wait "$a" "$b" 2>/dev/null || true
+  exec 7>&- 8>&-
+  eventually dirs_are "$dirs"
+  eventually threads_at_most "$threads"
+  bh_other register a --tar "$T/rootfs.tar" >/dev/null
+  bh_other unregister a
+}
+
+# A few hundred bytes of gzip that expand to 20 MiB: over storage_bytes_per_user (8 MiB here),
+# refused before the file is written, and nothing stays on disk.
+case_ArchiveBomb() {
+  mkdir -p "$T/bomb"; truncate -s 20M "$T/bomb/zeros"
+  tar -C "$T/bomb" -czf "$T/home/bomb.tgz" .; chmod 644 "$T/home/bomb.tgz"
+  local dirs; dirs=$(registering_dirs)
+  expect_error EDQUOT "bytes of files, what uid $OTHER_UID has left of its storage (\[limits\] storage_bytes_per_user" bh_other register bomb --tar "$T/home/bomb.tgz"
+  expect_eq "$(registering_dirs)" "$dirs" "directories in the state folder"
+}
+
+# distributions_per_user (3 here): the user has one; two more are fine, a fourth is refused.
+case_DistributionsPerUser() {
+  bh_other register second --tar "$T/rootfs.tar" >/dev/null
+  bh_other register third --tar "$T/rootfs.tar" >/dev/null
+  expect_error EDQUOT "distributions_per_user" bh_other register fourth --tar "$T/rootfs.tar"
+  bh_other unregister second
+  bh_other unregister third
+  expect_error EINVAL "longer than 4096 bytes" bh_other register big --tar "$T/rootfs.tar" --package "$(head -c 5000 /dev/zero | tr '\0' x)"
+}
+
+# connections_per_user (8 here): a user holding 20 connections has 8 served and the rest hung up
+# on; everyone else is served meanwhile, and the user again once they let go.
+case_ConnectionsPerUser() {
+  coproc HOLDER { as_other "$HOSTILE" "$T/run" connections 20; }
+  local served; read -r served <&"${HOLDER[0]}"
+  expect_eq "$served" 8 "connections served out of 20"
+  expect_eq "$(bh run -d rootdist -- echo ok)" ok "root's run while uid $OTHER_UID holds its connections"
+  ! bh_other list >/dev/null 2>&1 || fail "a ninth connection of uid $OTHER_UID was served"
+  grep -q "control connection refused: uid $OTHER_UID has 8 open connections" "$T/daemon.log" || fail "no refusal logged"
+  exec {HOLDER[1]}>&-
+  wait "$HOLDER_PID"
+  eventually bh_other list >/dev/null
+}
+
+printf '[limits]\nconnections_per_user = 8\nregistrations_per_user = 2\ndistributions_per_user = 3\nstorage_bytes_per_user = 8388608\n' \
+  >"$T/cfg/bulkhead.toml"
 make_rootfs "$T/rootfs" "$T/rootfs.tar"
 chmod 644 "$T/rootfs.tar"
 exec 251>"$T/leaked-fd"   # inherited by the service without O_CLOEXEC
 start_service
 exec 251>&-
 bh_other register mine --tar "$T/rootfs.tar" >/dev/null
+bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
-for name in MountsStayInTheVm UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd; do
+for name in MountsStayInTheVm UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
+  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}
   "case_$name"
