@@ -75,6 +75,27 @@ bh_other() {
     env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" "$BIN/bulkhead" "$@"
 }
 
+# bh and bh_other killed after LIMIT seconds (exit status 124), for commands that must not hang:
+# a hang then fails the test instead of stalling it. bh_within LIMIT ARGS...
+bh_within() {
+  local limit=$1; shift
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout "$limit" "$BIN/bulkhead" "$@"
+}
+bh_other_within() {
+  local limit=$1; shift
+  setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups \
+    env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout "$limit" "$BIN/bulkhead" "$@"
+}
+
+# FIELD of the plugin NAME (default: the first) in `bulkhead status --json`, read with jq.
+plugin_jq() {
+  bh status --json | jq -r --arg field "$1" --arg name "${2:-}" \
+    '[.plugins[] | select($name == "" or .name == $name)][0][$field]'
+}
+
+# The wall clock in milliseconds, for coarse bounds and for reporting how long something took.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
 make_rootfs() { "$HERE/../rootfs/make-test-rootfs.sh" "$@"; }
 
 expect_eq() { [ "$1" = "$2" ] || fail "expected '$2', got '$1' ($3)"; }
