@@ -31,6 +31,12 @@ enum class Hook : uint32_t {
     distribution_unregistered = 5,
 };
 const char* hook_name(Hook hook);
+
+#define BH_STRINGIFY_(x) #x
+#define BH_STRINGIFY(x) BH_STRINGIFY_(x)
+// The one symbol a plugin exports, as dlsym looks it up and as messages name it.
+inline constexpr const char entry_point_name[] = BH_STRINGIFY(BH_PLUGIN_ENTRY_V1);
+
 // Veto hooks can fail the operation that fired them; only they may call plugin_error.
 bool is_veto(Hook hook);
 

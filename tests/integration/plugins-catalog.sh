@@ -15,7 +15,7 @@ CASES=(
   FailToStopVm FailToStopDistro ApiErrors ErrorMessageStartVm ErrorMessageStartDistro
   FailToStartVmWithPluginErrorMessage SameDistroId InitPidIsDifferent GetUsername NullablePackage
   OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
-  PluginOrder CallbackAfterHook LoadFailuresInFileOrder
+  PluginOrder CallbackAfterHook LoadFailuresInFileOrder EntrySpins
 )
 
 if [ "${1:-}" != --case ]; then
@@ -549,6 +549,55 @@ case_LoadFailuresInFileOrder() {
   expect_eq "$order" "fast slow" "the order the failures happened in (service log)"
   # Latched: the next start reports the same plugin, without loading anything again.
   expect_failure_output "A fatal error was returned by plugin 'slow'" "Error code: $START_OP/EINVAL" bh start alpha
+}
+
+# An entry point that busy-loops forever: past hook_timeout_s the load fails, in both isolation
+# modes, with the plugin named to every start waiting for it and the entry point named in status;
+# a host is killed, an in-process hook thread abandoned (it spins on: it cannot be killed).
+case_EntrySpins() {
+  install_test_plugin EntrySpins test-plugin "$ISOLATION"
+  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
+  make_rootfs "$T/rootfs" "$T/rootfs.tar"
+  chmod 644 "$T/rootfs.tar"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  bh_other register mine --tar "$T/rootfs.tar" >/dev/null
+  local t0 took rc=0 other_rc=0 host
+  t0=$(now_ms)
+  bh_within 30 start alpha >"$T/start.out" 2>"$T/start.err" & local start=$!
+  bh_other_within 30 run -- true >"$T/other.out" 2>"$T/other.err" & local other=$!
+  DEADLINE=10 eventually grep -qs '^spinning in the entry point' "$PLUGIN_LOG"
+  expect_eq "$(plugin_jq state)" loading "plugin state while its entry point spins"
+  host=$(plugin_jq pid)
+  bh list >/dev/null || fail "list failed while an entry point spins"
+  wait $start || rc=$?
+  took=$(($(now_ms) - t0))
+  wait $other || other_rc=$?
+  echo "note: start failed after $took ms (hook_timeout_s = 2)"
+  [ $rc -ne 124 ] || fail "bulkhead start still hung after 30 s"
+  [ "$took" -ge 2000 ] && [ "$took" -lt 15000 ] || fail "the start failed after $took ms; expected 2 to 15 s"
+  expect_eq "$(cat "$T/start.err")" "$FATAL"$'\n'"Error code: $START_OP/ETIMEDOUT" "start output"
+  [ $other_rc -ne 124 ] || fail "the other user's run still hung after 30 s"
+  expect_eq "$(cat "$T/other.err")" "$FATAL"$'\n'"Error code: $RUN_OP/ETIMEDOUT" "the other user's run"
+  expect_eq "$(plugin_jq state)" "failed to load" "plugin state after the deadline"
+  expect_eq "$(plugin_jq cause)" "its entry point bh_plugin_entry_v1 did not return within 2 s (hook_timeout_s)" \
+    "plugin cause"
+  expect_eq "$(plugin_jq pid)" 0 "no host pid after the failed load"
+  if [ "$ISOLATION" = process ]; then
+    [ "$host" -gt 0 ] || fail "no host pid in status while loading"
+    process_gone "$host" || fail "the host $host outlived the failed load"
+  else
+    expect_eq "$host" 0 "an in-process plugin has no host pid"
+  fi
+  kill -0 "$SVC_PID" || fail "the service died"
+  expect_no_vm
+  expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh_within 10 start alpha
+  expect_failure_output "$FATAL" "Error code: $RUN_OP/ETIMEDOUT" bh_other_within 10 run -- true
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=EntrySpins, api_version=*)
+spinning in the entry point
+EOF
+  stop_service # exits 0, also with an abandoned hook thread still spinning in it
 }
 
 case_CallbackAfterHook() {
