@@ -192,36 +192,12 @@ case_HangInVmStarted() {
 # "loading" meanwhile and then names the entry point; the host and what it spawned are gone by the
 # time the starts fail; later VM creations fail at once (latched, like any failed load).
 case_EntryHangs() {
-  install_test_plugin EntryHangs test-plugin process
-  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
-  make_rootfs "$T/rootfs" "$T/rootfs.tar"
-  chmod 644 "$T/rootfs.tar"
-  start_service
-  bh register alpha --rootfs "$T/rootfs" >/dev/null
-  bh_other register mine --tar "$T/rootfs.tar" >/dev/null
-  local t0 took rc=0 other_rc=0 host
-  t0=$(now_ms)
-  bh_within 30 start alpha >"$T/start.out" 2>"$T/start.err" & local start=$!
-  bh_other_within 30 run -- true >"$T/other.out" 2>"$T/other.err" & local other=$!
-  DEADLINE=10 eventually grep -qs '^hanging in the entry point' "$PLUGIN_LOG"
+  setup_endless_load EntryHangs process
+  begin_endless_load 'hanging in the entry point'
   DEADLINE=10 eventually lines_at_least 2 '^child pid=' "$PLUGIN_LOG"
-  expect_eq "$(plugin_jq state)" loading "plugin state while its entry point hangs"
-  host=$(plugin_jq pid)
+  local host=$LOADING_HOST
   [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host while loading (status pid $host)"
-  bh list >/dev/null || fail "list failed while an entry point hangs"
-  wait $start || rc=$?
-  took=$(($(now_ms) - t0))
-  wait $other || other_rc=$?
-  echo "note: start failed after $took ms (hook_timeout_s = 2)"
-  [ $rc -ne 124 ] || fail "bulkhead start still hung after 30 s"
-  [ $rc -ne 0 ] || fail "the start succeeded although the entry point never returned"
-  [ "$took" -ge 2000 ] && [ "$took" -lt 15000 ] || fail "the start failed after $took ms; expected 2 to 15 s"
-  expect_eq "$(cat "$T/start.err")" "$FATAL"$'\n'"Error code: $START_OP/ETIMEDOUT" "start output"
-  [ $other_rc -ne 124 ] || fail "the other user's run still hung after 30 s"
-  expect_eq "$(cat "$T/other.err")" "$FATAL"$'\n'"Error code: $RUN_OP/ETIMEDOUT" "the other user's run"
-  expect_eq "$(plugin_jq state)" "failed to load" "plugin state after the deadline"
-  expect_eq "$(plugin_jq cause)" "its entry point bh_plugin_entry_v1 did not return within 2 s (hook_timeout_s)" \
-    "plugin cause"
+  expect_load_timed_out
   # Gone when the start failed, not eventually: the start waits for the host's cgroup to empty.
   process_gone "$host" || fail "the host $host outlived the failed load"
   no_surviving_children || fail "children of the hung entry point survive: $(surviving_children)"

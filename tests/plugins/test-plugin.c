@@ -630,31 +630,44 @@ static int allocate_forever(void)
     return -ENOMEM;
 }
 
-static void count_open_files(void)
+/* Opens /dev/null until open() fails (at most MAX_OPEN_FILES_PROBE times) and logs how many it
+ * opened and why it stopped; close_all_opened() closes them again. */
+static int opened_fds[MAX_OPEN_FILES_PROBE];
+static int opened_count;
+
+static void open_until_failure(void)
 {
-    static int fds[MAX_OPEN_FILES_PROBE];
-    int count = 0, result = 0, i;
-    log_limit("RLIMIT_NOFILE", RLIMIT_NOFILE);
-    while (count < MAX_OPEN_FILES_PROBE) {
+    int result = 0;
+    opened_count = 0;
+    while (opened_count < MAX_OPEN_FILES_PROBE) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             result = -errno;
             break;
         }
-        fds[count++] = fd;
+        opened_fds[opened_count++] = fd;
     }
-    log_line("opened %d files, then %s", count, bh_result_name(result));
-    for (i = 0; i < count; i++)
-        close(fds[i]);
+    log_line("opened %d files, then %s", opened_count, bh_result_name(result));
+}
+
+static void close_all_opened(void)
+{
+    while (opened_count > 0)
+        close(opened_fds[--opened_count]);
+}
+
+static void count_open_files(void)
+{
+    log_limit("RLIMIT_NOFILE", RLIMIT_NOFILE);
+    open_until_failure();
+    close_all_opened();
 }
 
 /* ExecuteOutOfFds: execute_binary while this process has no fd left for the answer's socket. */
 static void execute_out_of_fds(bh_session_id session)
 {
     static const char* const argv[] = { "echo", "fds-back", NULL };
-    static int fds[MAX_OPEN_FILES_PROBE];
     struct rlimit saved, low;
-    int count = 0, result = 0, i;
     if (getrlimit(RLIMIT_NOFILE, &saved) != 0) {
         log_line("RLIMIT_NOFILE -> %s", bh_result_name(-errno));
         return;
@@ -664,18 +677,9 @@ static void execute_out_of_fds(bh_session_id session)
         low.rlim_cur = 64; /* exhausted in a few opens rather than thousands */
     if (setrlimit(RLIMIT_NOFILE, &low) != 0)
         log_line("setrlimit(RLIMIT_NOFILE) -> %s", bh_result_name(-errno));
-    while (count < MAX_OPEN_FILES_PROBE) {
-        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            result = -errno;
-            break;
-        }
-        fds[count++] = fd;
-    }
-    log_line("opened %d files, then %s", count, bh_result_name(result));
+    open_until_failure();
     run_in_vm(session, "/bin/echo", argv, NULL);
-    for (i = 0; i < count; i++)
-        close(fds[i]);
+    close_all_opened();
     if (setrlimit(RLIMIT_NOFILE, &saved) != 0)
         log_line("setrlimit(RLIMIT_NOFILE) -> %s", bh_result_name(-errno));
     run_in_vm(session, "/bin/echo", argv, NULL);
