@@ -117,9 +117,10 @@ public:
     kj::Promise<Result<uint32_t>> load(Fd memfd, std::string path);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
-    // The plugin is dead to us (a hook past its deadline): queued and later jobs are dropped,
-    // their promises reject, and nothing of the plugin runs on the hook thread again. A hook still
-    // running keeps the thread until it returns; its result is thrown away.
+    // The plugin is dead to us (its load or a hook past its deadline): queued and later jobs are
+    // dropped, their promises reject, and nothing of the plugin runs on the hook thread again. A
+    // load or hook still running keeps the thread until it returns (for ever, if it never does);
+    // its result is thrown away.
     void abandon();
 
     struct State;
