@@ -253,9 +253,10 @@ Result<uint32_t> PluginRuntime::State::load(Fd memfd, const std::string& path)
     if (!loaded)
         return Error { loaded.error().code, "plugin '" + name + "': " + loaded.error().message };
     void* library = loaded.value();
-    auto entry = reinterpret_cast<bh_plugin_entry_v1_fn>(dlsym(library, "bh_plugin_entry_v1"));
+    auto entry = reinterpret_cast<bh_plugin_entry_v1_fn>(dlsym(library, entry_point_name));
     if (!entry)
-        return Error { -ENOEXEC, "plugin '" + name + "' (" + path + ") does not export bh_plugin_entry_v1" };
+        return Error { -ENOEXEC,
+            "plugin '" + name + "' (" + path + ") does not export " + std::string(entry_point_name) };
     hooks = {};
     int rc = entry(&api_table(), &hooks);
     if (rc != 0)

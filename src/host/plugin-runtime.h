@@ -31,6 +31,12 @@ enum class Hook : uint32_t {
     distribution_unregistered = 5,
 };
 const char* hook_name(Hook hook);
+
+#define BH_STRINGIFY_(x) #x
+#define BH_STRINGIFY(x) BH_STRINGIFY_(x)
+// The one symbol a plugin exports, as dlsym looks it up and as messages name it.
+inline constexpr const char entry_point_name[] = BH_STRINGIFY(BH_PLUGIN_ENTRY_V1);
+
 // Veto hooks can fail the operation that fired them; only they may call plugin_error.
 bool is_veto(Hook hook);
 
@@ -111,9 +117,10 @@ public:
     kj::Promise<Result<uint32_t>> load(Fd memfd, std::string path);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
-    // The plugin is dead to us (a hook past its deadline): queued and later jobs are dropped,
-    // their promises reject, and nothing of the plugin runs on the hook thread again. A hook still
-    // running keeps the thread until it returns; its result is thrown away.
+    // The plugin is dead to us (its load or a hook past its deadline): queued and later jobs are
+    // dropped, their promises reject, and nothing of the plugin runs on the hook thread again. A
+    // load or hook still running keeps the thread until it returns (for ever, if it never does);
+    // its result is thrown away.
     void abandon();
 
     struct State;

@@ -2,6 +2,7 @@
 #include "ipc/fd-cap.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 namespace bh::ipc {
 
@@ -18,6 +19,20 @@ namespace {
     private:
         Fd m_fd;
     };
+
+    // Why a capability came without its fd. recvmsg drops the SCM_RIGHTS fds it cannot install
+    // (the receiver is at RLIMIT_NOFILE) and only says so with MSG_CTRUNC, which kj does not
+    // report: the capability then arrives empty. If we cannot open an fd now either, that is the
+    // errno the caller gets, rather than blaming the peer.
+    Error missing_fd()
+    {
+        int probe = ::open("/", O_PATH | O_CLOEXEC);
+        if (probe < 0 && (errno == EMFILE || errno == ENFILE))
+            return Error::from_errno(errno, "no file descriptor was left to receive one");
+        if (probe >= 0)
+            ::close(probe);
+        return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
+    }
 
 } // namespace
 
@@ -48,7 +63,7 @@ kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap)
                     return Error::from_errno(errno, "cannot duplicate a received fd");
                 return Fd(copy);
             }
-            return Error { -EBADF, "the peer sent a capability that carries no file descriptor" };
+            return missing_fd();
         })
         .attach(kj::mv(cap));
 }

@@ -17,7 +17,8 @@ constexpr unsigned max_fds_per_message = 4;
 proto::Fd::Client wrap_fd(Fd fd);
 
 // Extracts a private O_CLOEXEC duplicate of the fd carried by a capability received from a peer.
-// A capability that carries no fd (a misbehaving peer) gives -EBADF.
+// A capability that carries no fd gives -EMFILE (or -ENFILE) when we have no fd left to receive
+// it into (the kernel then drops it), and -EBADF otherwise (a misbehaving peer).
 kj::Promise<Result<Fd>> unwrap_fd(proto::Fd::Client cap);
 
 // How large a message from a peer may be, in words: 8 MiB, which every protocol of ours stays far

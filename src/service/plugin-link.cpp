@@ -379,8 +379,8 @@ namespace {
         }
         pid_t pid() const override { return 0; }
         kj::Promise<std::string> on_death() override { return kj::NEVER_DONE; }
-        // Its process is ours: what can be ended is its hook thread's queue (a hook stuck past
-        // its deadline keeps the thread, but nothing queued behind it ever runs).
+        // Its process is ours: what can be ended is its hook thread's queue (an entry point or a
+        // hook stuck past its deadline keeps the thread, but nothing queued behind it ever runs).
         void terminate() override { m_runtime->abandon(); }
 
     private:

@@ -39,6 +39,8 @@ const char* state_name(PluginState state)
     switch (state) {
     case PluginState::not_loaded:
         return "not loaded";
+    case PluginState::loading:
+        return "loading";
     case PluginState::running:
         return "running";
     case PluginState::failed_to_load:
@@ -161,26 +163,55 @@ kj::Promise<void> PluginManager::load_one(Slot& slot)
         slot.pid = slot.link->pid();
         watch(slot);
     }
-    return slot.link->load(std::move(integrity.value()))
-        .then(
-            [this, &slot](Result<uint32_t> hooks) -> kj::Promise<void> {
-                if (!hooks) {
-                    fail_load(slot, hooks.take_error());
-                    return kj::READY_NOW;
-                }
-                slot.state = PluginState::running;
-                slot.hooks = hooks.value();
-                log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+    slot.state = PluginState::loading;
+    auto loaded = finish_load(slot, slot.link->load(std::move(integrity.value())));
+    auto timed_out = deadline(slot).then([this, &slot]() { fail_load(slot, load_timeout(slot)); });
+    return loaded.exclusiveJoin(kj::mv(timed_out)).then([&slot]() -> kj::Promise<void> {
+        // A failed host was killed: resolve once it and everything it started are gone, so the
+        // starts waiting for activation fail only then, as after a crash.
+        if (slot.state != PluginState::failed_to_load)
+            return kj::READY_NOW;
+        KJ_IF_MAYBE (dead, slot.dead)
+            return dead->addBranch();
+        return kj::READY_NOW;
+    });
+}
+
+kj::Promise<void> PluginManager::finish_load(Slot& slot, kj::Promise<Result<uint32_t>> load)
+{
+    return load.then(
+        [this, &slot](Result<uint32_t> hooks) -> kj::Promise<void> {
+            if (!hooks) {
+                fail_load(slot, hooks.take_error());
                 return kj::READY_NOW;
-            },
-            [this, &slot](kj::Exception&& e) -> kj::Promise<void> {
-                log_error(
-                    "plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
-                KJ_IF_MAYBE (dead, slot.dead)
-                    return dead->addBranch(); // its death is recorded as its failure (watch)
-                fail_load(slot, { host_died, e.getDescription().cStr() });
-                return kj::READY_NOW;
-            });
+            }
+            slot.state = PluginState::running;
+            slot.hooks = hooks.value();
+            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+            return kj::READY_NOW;
+        },
+        [this, &slot](kj::Exception&& e) -> kj::Promise<void> {
+            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
+            KJ_IF_MAYBE (dead, slot.dead)
+                return dead->addBranch(); // its death is recorded as its failure (watch)
+            fail_load(slot, { host_died, e.getDescription().cStr() });
+            return kj::READY_NOW;
+        });
+}
+
+// A load past its deadline: the entry point (or dlopen, which runs the library's constructors)
+// never returned. fail_load ends it: a host is killed; in-process, the hook thread is abandoned
+// and keeps running whatever it is stuck in.
+Error PluginManager::load_timeout(const Slot& slot)
+{
+    return { -ETIMEDOUT,
+        "its entry point " + std::string(host::entry_point_name) + " did not return within "
+            + std::to_string(slot.config.hook_timeout_s) + " s (hook_timeout_s)" };
+}
+
+kj::Promise<void> PluginManager::deadline(const Slot& slot)
+{
+    return m_env.timer.afterDelay(slot.config.hook_timeout_s * kj::SECONDS);
 }
 
 void PluginManager::watch(Slot& slot)
@@ -188,7 +219,7 @@ void PluginManager::watch(Slot& slot)
     auto recorded = slot.link->on_death().then([this, &slot](std::string how) {
         if (slot.state == PluginState::failed_to_load || slot.state == PluginState::crashed)
             return; // we ended it ourselves (a failed load, a hook past its deadline)
-        bool loading = slot.state == PluginState::not_loaded;
+        bool loading = slot.state == PluginState::loading;
         slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
         slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.cause = loading ? "its host " + how + " while loading" : how;
@@ -227,10 +258,7 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
         if (it != slot.in_flight.end())
             slot.in_flight.erase(it);
     });
-    auto deadline
-        = m_env.timer.afterDelay(slot.config.hook_timeout_s * kj::SECONDS).then([this, &slot, hook]() {
-              return time_out(slot, hook);
-          });
+    auto timed_out = deadline(slot).then([this, &slot, hook]() { return time_out(slot, hook); });
     return slot.link->call(call)
         .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
             log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)
@@ -239,7 +267,7 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
                 return dead->addBranch().then([&slot]() { return HookOutcome { slot.fatal_code }; });
             return HookOutcome { host_died };
         })
-        .exclusiveJoin(kj::mv(deadline))
+        .exclusiveJoin(kj::mv(timed_out))
         .attach(kj::mv(answered));
 }
 

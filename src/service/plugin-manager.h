@@ -8,7 +8,7 @@
 
 namespace bh::service {
 
-enum class PluginState { not_loaded, running, failed_to_load, crashed };
+enum class PluginState { not_loaded, loading, running, failed_to_load, crashed };
 const char* state_name(PluginState state);
 
 // What `bulkhead status` shows of one plugin.
@@ -28,6 +28,8 @@ struct PluginView {
 //   (hosts spawned in configuration order, their start-ups overlapping). Once every load has
 //   ended, the first failed one in configuration order is latched as the fatal plugin error, so
 //   the error users see does not depend on which host happened to fail first.
+// - A load (dlopen and entry point) that overruns the plugin's hook_timeout_s fails: its host is
+//   killed (in-process, its hook thread abandoned) and the plugin is failed to load, as above.
 // - A host that dies (its process exits, or its connection drops), or a hook that overruns the
 //   plugin's hook_timeout_s (its host is then killed), is latched as the fatal plugin error too:
 //   the first one wins, and it is never restarted in this service's lifetime.
@@ -58,7 +60,12 @@ private:
     struct Slot;
     kj::Promise<void> load_all();
     kj::Promise<void> load_one(Slot& slot);
+    // What the load's answer makes of the plugin: running, or failed to load.
+    kj::Promise<void> finish_load(Slot& slot, kj::Promise<Result<uint32_t>> load);
+    static Error load_timeout(const Slot& slot);
     void watch(Slot& slot);
+    // Resolves at the plugin's hook_timeout_s from now: the deadline of a load or of a hook.
+    kj::Promise<void> deadline(const Slot& slot);
     kj::Promise<host::HookOutcome> call(Slot& slot, const host::HookCall& call);
     host::HookOutcome time_out(Slot& slot, host::Hook hook);
     kj::Promise<Status> veto_from(size_t index, host::HookCall call);

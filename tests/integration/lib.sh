@@ -75,6 +75,27 @@ bh_other() {
     env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" "$BIN/bulkhead" "$@"
 }
 
+# bh and bh_other killed after LIMIT seconds (exit status 124), for commands that must not hang:
+# a hang then fails the test instead of stalling it. bh_within LIMIT ARGS...
+bh_within() {
+  local limit=$1; shift
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout "$limit" "$BIN/bulkhead" "$@"
+}
+bh_other_within() {
+  local limit=$1; shift
+  setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups \
+    env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout "$limit" "$BIN/bulkhead" "$@"
+}
+
+# FIELD of the plugin NAME (default: the first) in `bulkhead status --json`, read with jq.
+plugin_jq() {
+  bh status --json | jq -r --arg field "$1" --arg name "${2:-}" \
+    '[.plugins[] | select($name == "" or .name == $name)][0][$field]'
+}
+
+# The wall clock in milliseconds, for coarse bounds and for reporting how long something took.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
 make_rootfs() { "$HERE/../rootfs/make-test-rootfs.sh" "$@"; }
 
 expect_eq() { [ "$1" = "$2" ] || fail "expected '$2', got '$1' ($3)"; }
@@ -278,6 +299,53 @@ service_hosts() {
   true
 }
 no_service_hosts() { [ -z "$(service_hosts)" ]; }
+
+# ---- A plugin whose load never ends (fixture modes EntryHangs and EntrySpins) ----
+
+# The fixture in MODE with hook_timeout_s = 2, the busybox distribution registered as "alpha" for
+# root and as "mine" for $OTHER_UID, nothing loaded yet. setup_endless_load MODE ISOLATION
+setup_endless_load() {
+  install_test_plugin "$1" test-plugin "$2"
+  printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
+  make_rootfs "$T/rootfs" "$T/rootfs.tar"
+  chmod 644 "$T/rootfs.tar"
+  start_service
+  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  bh_other register mine --tar "$T/rootfs.tar" >/dev/null
+}
+
+# Starts root's `start alpha` and the other user's `run -- true` (each killed after 30 s), which
+# both wait for the one activation, and waits until the plugin logs LINE; then status must say
+# "loading" and list must answer. Sets LOADING_HOST to the host's pid status shows meanwhile.
+begin_endless_load() {
+  LOAD_T0=$(now_ms)
+  bh_within 30 start alpha >"$T/start.out" 2>"$T/start.err" & LOAD_START=$!
+  bh_other_within 30 run -- true >"$T/other.out" 2>"$T/other.err" & LOAD_OTHER=$!
+  DEADLINE=10 eventually grep -qs "^$1" "$PLUGIN_LOG"
+  expect_eq "$(plugin_jq state)" loading "plugin state while its entry point has not returned"
+  LOADING_HOST=$(plugin_jq pid)
+  bh list >/dev/null || fail "list failed while an entry point has not returned"
+}
+
+# Both commands of begin_endless_load must fail with the plugin named and ETIMEDOUT, 2 to 15 s
+# after they started; status must then say "failed to load" and name the entry point.
+expect_load_timed_out() {
+  local rc=0 other_rc=0 took fatal="A fatal error was returned by plugin 'test-plugin'"
+  wait "$LOAD_START" || rc=$?
+  took=$(($(now_ms) - LOAD_T0))
+  wait "$LOAD_OTHER" || other_rc=$?
+  echo "note: start failed after $took ms (hook_timeout_s = 2)"
+  [ $rc -ne 124 ] || fail "bulkhead start still hung after 30 s"
+  [ $other_rc -ne 124 ] || fail "the other user's run still hung after 30 s"
+  [ "$took" -ge 2000 ] && [ "$took" -lt 15000 ] || fail "the start failed after $took ms; expected 2 to 15 s"
+  expect_eq "$(cat "$T/start.err")" "$fatal"$'\n'"Error code: Bulkhead/Service/StartDistribution/ETIMEDOUT" \
+    "start output"
+  expect_eq "$(cat "$T/other.err")" "$fatal"$'\n'"Error code: Bulkhead/Service/RunProgram/ETIMEDOUT" \
+    "the other user's run"
+  expect_eq "$(plugin_jq state)" "failed to load" "plugin state after the deadline"
+  expect_eq "$(plugin_jq cause)" "its entry point bh_plugin_entry_v1 did not return within 2 s (hook_timeout_s)" \
+    "plugin cause"
+}
 
 # Keeps the head and tail of a service log that a test flooded, so a failure report stays readable.
 shrink_daemon_log() {

@@ -15,7 +15,7 @@ CASES=(
   FailToStopVm FailToStopDistro ApiErrors ErrorMessageStartVm ErrorMessageStartDistro
   FailToStartVmWithPluginErrorMessage SameDistroId InitPidIsDifferent GetUsername NullablePackage
   OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
-  PluginOrder CallbackAfterHook LoadFailuresInFileOrder
+  PluginOrder CallbackAfterHook LoadFailuresInFileOrder EntrySpins
 )
 
 if [ "${1:-}" != --case ]; then
@@ -550,6 +550,33 @@ case_LoadFailuresInFileOrder() {
   expect_eq "$order" "fast slow" "the order the failures happened in (service log)"
   # Latched: the next start reports the same plugin, without loading anything again.
   expect_failure_output "A fatal error was returned by plugin 'slow'" "Error code: $START_OP/EINVAL" bh start alpha
+}
+
+# An entry point that busy-loops forever: past hook_timeout_s the load fails, in both isolation
+# modes, with the plugin named to every start waiting for it and the entry point named in status;
+# a host is killed, an in-process hook thread abandoned (it spins on: it cannot be killed).
+case_EntrySpins() {
+  setup_endless_load EntrySpins "$ISOLATION"
+  begin_endless_load 'spinning in the entry point'
+  local host=$LOADING_HOST
+  expect_load_timed_out
+  expect_eq "$(plugin_jq pid)" 0 "no host pid after the failed load"
+  if [ "$ISOLATION" = process ]; then
+    [ "$host" -gt 0 ] || fail "no host pid in status while loading"
+    process_gone "$host" || fail "the host $host outlived the failed load"
+  else
+    expect_eq "$host" 0 "an in-process plugin has no host pid"
+  fi
+  kill -0 "$SVC_PID" || fail "the service died"
+  expect_no_vm
+  # Latched: every later VM creation, for any user, is answered at once with the same error.
+  expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh_within 10 start alpha
+  expect_failure_output "$FATAL" "Error code: $RUN_OP/ETIMEDOUT" bh_other_within 10 run -- true
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=EntrySpins, api_version=*)
+spinning in the entry point
+EOF
+  stop_service # exits 0, also with an abandoned hook thread still spinning in it
 }
 
 case_CallbackAfterHook() {

@@ -7,7 +7,17 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted HostRefusesStrangers)
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted EntryHangs
+  ExecuteOutOfFds HostRefusesStrangers)
+
+# Left out of the ASan+UBSan build, as a precaution not yet tried there: ExecuteOutOfFds exhausts
+# the host's fds, and UBSan's vptr check needs a pipe (see the fd-exhaustion check of bad-input.sh).
+if [ "${BULKHEAD_SANITIZER:-}" = address ] && [ "${1:-}" != --case ]; then
+  kept=()
+  for c in "${CASES[@]}"; do [ "$c" = ExecuteOutOfFds ] || kept+=("$c"); done
+  CASES=("${kept[@]}")
+  echo "note: ExecuteOutOfFds is left out of the ASan+UBSan build"
+fi
 
 if [ "${1:-}" != --case ]; then
   exec "$HERE/plugins-run-cases.sh" "$0" process "${@:-${CASES[@]}}"
@@ -175,6 +185,49 @@ case_HangInVmStarted() {
   expect_service_alive
   expect_no_vm
   expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh start alpha
+}
+
+# An entry point that never returns: the load's deadline (hook_timeout_s) fails every start
+# waiting for the shared activation, whoever's it is, with the plugin named; status says
+# "loading" meanwhile and then names the entry point; the host and what it spawned are gone by the
+# time the starts fail; later VM creations fail at once (latched, like any failed load).
+case_EntryHangs() {
+  setup_endless_load EntryHangs process
+  begin_endless_load 'hanging in the entry point'
+  DEADLINE=10 eventually lines_at_least 2 '^child pid=' "$PLUGIN_LOG"
+  local host=$LOADING_HOST
+  [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host while loading (status pid $host)"
+  expect_load_timed_out
+  # Gone when the start failed, not eventually: the start waits for the host's cgroup to empty.
+  process_gone "$host" || fail "the host $host outlived the failed load"
+  no_surviving_children || fail "children of the hung entry point survive: $(surviving_children)"
+  [ -z "$(processes_mentioning bulkhead-pluginhost "$T/")" ] || fail "a plugin host of ours still runs"
+  grep -q "plugin 'test-plugin' failed to load: its entry point bh_plugin_entry_v1 did not return" \
+    "$T/daemon.log" || fail "no log line naming the plugin and its entry point"
+  expect_service_alive
+  expect_no_vm
+  # Latched: every later VM creation, for any user, is answered at once with the same error.
+  expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh_within 10 start alpha
+  expect_failure_output "$FATAL" "Error code: $RUN_OP/ETIMEDOUT" bh_other_within 10 run -- true
+  expect_eq "$(grep -c '^hanging in the entry point' "$PLUGIN_LOG")" 1 "loads of the plugin"
+}
+
+# execute_binary with no fd left in the host for the answer's socket fails with EMFILE, the
+# errno that happened (it used to be EBADF); with fds again, the next call succeeds.
+case_ExecuteOutOfFds() {
+  setup ExecuteOutOfFds
+  bh start alpha
+  local sid; sid=$(bh status --json | jq -r '.sessions[] | select(.uid == 0) | .session_id')
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=ExecuteOutOfFds, api_version=*)
+VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
+opened * files, then EMFILE
+execute_binary(session_id=$sid, path=/bin/echo, argv=echo fds-back) -> EMFILE (out_fd=-1)
+execute_binary(session_id=$sid, path=/bin/echo, argv=echo fds-back) -> OK
+output: fds-back
+Distribution started (*)
+EOF
+  expect_eq "$(plugin_jq state)" running "plugin state"
 }
 
 # Only the service can start or reach a host: without the service's socket on fd 3, or with a

@@ -102,6 +102,16 @@
  *   StopSlowly (on_vm_stopping): sleeps three seconds, then logs
  *     on_vm_stopping returned (session_id=S)
  *
+ *   EntryHangs: the entry point starts the two sleeping children of SpawnChild (same lines),
+ *   logs "hanging in the entry point" and never returns (pause(), forever).
+ *   EntrySpins: the entry point logs "spinning in the entry point" and busy-loops forever.
+ *
+ *   ExecuteOutOfFds (on_vm_started): lowers its RLIMIT_NOFILE soft limit to 64, opens /dev/null
+ *   until open() fails, then runs `echo fds-back` with no fd left for the answer, closes what it
+ *   opened, restores the limit and runs it again:
+ *     opened N files, then RESULT               (as in CountOpenFiles)
+ *     execute_binary(...) -> RESULT (out_fd=FD)  the usual lines, the first one out of fds
+ *
  * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
  * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
  * file that behaves the same but first logs
@@ -178,6 +188,9 @@ enum mode {
     MODE_FAIL_TO_LOAD_SLOWLY,
     MODE_RETURN_LATE,
     MODE_STOP_SLOWLY,
+    MODE_ENTRY_HANGS,
+    MODE_ENTRY_SPINS,
+    MODE_EXECUTE_OUT_OF_FDS,
 };
 
 static const char* const modes[] = {
@@ -219,6 +232,9 @@ static const char* const modes[] = {
     "FailToLoadSlowly",
     "ReturnLate",
     "StopSlowly",
+    "EntryHangs",
+    "EntrySpins",
+    "ExecuteOutOfFds",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -614,22 +630,59 @@ static int allocate_forever(void)
     return -ENOMEM;
 }
 
-static void count_open_files(void)
+/* Opens /dev/null until open() fails (at most MAX_OPEN_FILES_PROBE times) and logs how many it
+ * opened and why it stopped; close_all_opened() closes them again. */
+static int opened_fds[MAX_OPEN_FILES_PROBE];
+static int opened_count;
+
+static void open_until_failure(void)
 {
-    static int fds[MAX_OPEN_FILES_PROBE];
-    int count = 0, result = 0, i;
-    log_limit("RLIMIT_NOFILE", RLIMIT_NOFILE);
-    while (count < MAX_OPEN_FILES_PROBE) {
+    int result = 0;
+    opened_count = 0;
+    while (opened_count < MAX_OPEN_FILES_PROBE) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             result = -errno;
             break;
         }
-        fds[count++] = fd;
+        opened_fds[opened_count++] = fd;
     }
-    log_line("opened %d files, then %s", count, bh_result_name(result));
-    for (i = 0; i < count; i++)
-        close(fds[i]);
+    log_line("opened %d files, then %s", opened_count, bh_result_name(result));
+}
+
+static void close_all_opened(void)
+{
+    while (opened_count > 0)
+        close(opened_fds[--opened_count]);
+}
+
+static void count_open_files(void)
+{
+    log_limit("RLIMIT_NOFILE", RLIMIT_NOFILE);
+    open_until_failure();
+    close_all_opened();
+}
+
+/* ExecuteOutOfFds: execute_binary while this process has no fd left for the answer's socket. */
+static void execute_out_of_fds(bh_session_id session)
+{
+    static const char* const argv[] = { "echo", "fds-back", NULL };
+    struct rlimit saved, low;
+    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) {
+        log_line("RLIMIT_NOFILE -> %s", bh_result_name(-errno));
+        return;
+    }
+    low = saved;
+    if (low.rlim_cur == RLIM_INFINITY || low.rlim_cur > 64)
+        low.rlim_cur = 64; /* exhausted in a few opens rather than thousands */
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+        log_line("setrlimit(RLIMIT_NOFILE) -> %s", bh_result_name(-errno));
+    open_until_failure();
+    run_in_vm(session, "/bin/echo", argv, NULL);
+    close_all_opened();
+    if (setrlimit(RLIMIT_NOFILE, &saved) != 0)
+        log_line("setrlimit(RLIMIT_NOFILE) -> %s", bh_result_name(-errno));
+    run_in_vm(session, "/bin/echo", argv, NULL);
 }
 
 /* ---- concurrency modes ---- */
@@ -1164,6 +1217,9 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
     case MODE_COUNT_OPEN_FILES:
         count_open_files();
         return 0;
+    case MODE_EXECUTE_OUT_OF_FDS:
+        execute_out_of_fds(session->session_id);
+        return 0;
     case MODE_CONCURRENT_CALLBACKS:
         concurrent_callbacks(session->session_id);
         return 0;
@@ -1447,6 +1503,19 @@ __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
     }
     if (mode == MODE_PLUGIN_REQUIRES_UPDATE)
         BH_PLUGIN_REQUIRE_VERSION(9999, 0, 0, service);
+    if (mode == MODE_ENTRY_HANGS) {
+        /* Children first, so the test can check that what a hung entry point spawned dies too. */
+        spawn_children();
+        log_line("hanging in the entry point");
+        for (;;)
+            pause();
+    }
+    if (mode == MODE_ENTRY_SPINS) {
+        volatile unsigned long spins = 0;
+        log_line("spinning in the entry point");
+        for (;;)
+            ++spins;
+    }
 
     hooks->on_vm_started = on_vm_started;
     hooks->on_vm_stopping = on_vm_stopping;
