@@ -95,6 +95,49 @@ namespace {
         return {};
     }
 
+    // "512M", "4G", "1048576": bytes, with an optional K, M, G or T suffix (powers of 1024).
+    std::optional<uint64_t> parse_size(const toml::node& node)
+    {
+        if (auto number = node.value_exact<int64_t>())
+            return *number >= 0 ? std::optional<uint64_t>(static_cast<uint64_t>(*number)) : std::nullopt;
+        auto text = node.value_exact<std::string>();
+        if (!text || text->empty() || !isdigit(static_cast<unsigned char>(text->front())))
+            return std::nullopt;
+        size_t digits = std::min(text->find_first_not_of("0123456789"), text->size());
+        std::string suffix = text->substr(digits);
+        static const std::map<std::string, int> shifts { { "", 0 }, { "K", 10 }, { "k", 10 }, { "M", 20 },
+            { "m", 20 }, { "G", 30 }, { "g", 30 }, { "T", 40 }, { "t", 40 } };
+        auto shift = shifts.find(suffix);
+        if (shift == shifts.end() || digits > 15)
+            return std::nullopt;
+        uint64_t value = std::stoull(text->substr(0, digits));
+        if (value > (UINT64_MAX >> 1 >> shift->second))
+            return std::nullopt;
+        return value << shift->second;
+    }
+
+    Status read_limits_table(const toml::table& root, VmLimits& limits, const std::string& origin)
+    {
+        const toml::table* table = root["limits"].as_table();
+        if (!table)
+            return {};
+        BH_TRY(check_keys(*table, { "vm_pids_max", "vm_memory_max" }, origin, "limits."));
+        if (const toml::node* node = table->get("vm_pids_max")) {
+            auto value = node->value_exact<int64_t>();
+            // The kernel's own ceiling on pids (PID_MAX_LIMIT).
+            if (!value || *value < 0 || *value > (1 << 22))
+                return config_error(origin, "'limits.vm_pids_max' must be a whole number from 0 to 4194304");
+            limits.pids_max = static_cast<uint64_t>(*value);
+        }
+        if (const toml::node* node = table->get("vm_memory_max")) {
+            limits.memory_max = parse_size(*node);
+            if (!limits.memory_max)
+                return config_error(origin,
+                    "'limits.vm_memory_max' must be a number of bytes, or a string such as \"512M\" or \"4G\"");
+        }
+        return {};
+    }
+
 } // namespace
 
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin)
@@ -102,7 +145,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     auto root = parse_toml(text, origin);
     if (!root)
         return root.take_error();
-    BH_TRY(check_keys(*root, { "vm", "policy", "plugins" }, origin, ""));
+    BH_TRY(check_keys(*root, { "vm", "policy", "limits", "plugins" }, origin, ""));
     auto vm = read_vm_table(*root, origin);
     if (!vm)
         return vm.take_error();
@@ -111,6 +154,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     config.defaults.host_network = vm->host_network.value_or(false);
     config.defaults.init = vm->init.value_or("");
     BH_TRY(read_policy(*root, config.policy, origin));
+    BH_TRY(read_limits_table(*root, config.vm_limits, origin));
     if (const toml::table* plugins = (*root)["plugins"].as_table()) {
         BH_TRY(check_keys(*plugins, { "require_verified" }, origin, "plugins."));
         std::optional<bool> required;

@@ -25,9 +25,17 @@ struct AdminPolicy {
     bool allow_init = true;
 };
 
+// Caps on every VM's cgroup: [limits] of the admin's bulkhead.toml. Users cannot change them (a
+// user's file may only hold [vm]).
+struct VmLimits {
+    uint64_t pids_max = 4096; // pids.max: processes and threads; 0: no limit
+    std::optional<uint64_t> memory_max; // bytes; unset: half the host's RAM; 0: no limit
+};
+
 struct ServiceConfig {
     VmSettings defaults;
     AdminPolicy policy;
+    VmLimits vm_limits;
     bool require_verified_plugins = false; // [plugins] require_verified: every plugin pinned or signed
 };
 
@@ -39,8 +47,9 @@ struct UserOverrides {
 };
 
 // Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
-// allow_user_idle_timeout, allow_user_host_network, allow_user_init). `origin` names the file
-// in errors. Unknown keys and wrongly typed values are errors.
+// allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits] vm_pids_max,
+// vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
+// [plugins] require_verified). `origin` names the file in errors. Unknown keys and wrongly typed values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
 // Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.
 Result<ServiceConfig> load_service_config(const std::string& config_dir);
