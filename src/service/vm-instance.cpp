@@ -86,13 +86,22 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     };
     if (identity.uid != 0)
         plan.map_root_to = Credentials { identity.uid, identity.gid };
-    auto init = spawn_process(plan);
-    if (!init)
+    auto cgroup = env.cgroups.create(identity.session_id);
+    if (!cgroup)
         return Result<kj::Own<VmInstance>>(
-            Error { init.error().code, "cannot create the VM: " + init.error().message });
+            Error { cgroup.error().code, "cannot create the VM: " + cgroup.error().message });
+    plan.cgroup_fd = cgroup->clone_fd();
+    auto init = spawn_process(plan);
+    // The init waits for the setup request before it runs anything of the user's: joining the
+    // v1 cgroups now caps all the VM will ever start.
+    Status joined = init ? cgroup->adopt(init->pid()) : Status();
+    if (!init || !joined)
+        return Result<kj::Own<VmInstance>>(Error { !init ? init.error().code : joined.error().code,
+            "cannot create the VM: " + (!init ? init.error().message : joined.error().message) });
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
-    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(init.value()), kj::mv(connection));
+    auto vm = kj::refcounted<VmInstance>(
+        env, settings, std::move(cgroup.value()), std::move(init.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
@@ -107,10 +116,11 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         });
 }
 
-VmInstance::VmInstance(
-    VmEnvironment& env, VmSettings settings, ChildProcess init, kj::Own<ipc::Connection> connection)
+VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, ChildProcess init,
+    kj::Own<ipc::Connection> connection)
     : m_env(env)
     , m_settings(std::move(settings))
+    , m_cgroup(std::move(cgroup))
     , m_init(std::move(init))
     , m_connection(kj::mv(connection))
     , m_agent(m_connection->bootstrap().castAs<proto::Agent>())
@@ -384,7 +394,8 @@ kj::Promise<void> VmInstance::stop()
         stops.add(terminate_distribution(name));
     return kj::joinPromises(stops.finish()).then([this]() {
         (void)m_init.kill(SIGKILL);
-        return ipc::when_exited(m_env.port, m_init.pidfd());
+        // The init's death ended its PID namespace; what is left in the cgroup goes with it.
+        return ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
     });
 }
 
