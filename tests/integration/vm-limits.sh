@@ -28,6 +28,8 @@ cgroup_dir_of() {
 vm_cgroups() { find /sys/fs/cgroup -maxdepth 4 -type d -name "bulkhead-vm-$SVC_PID-*" 2>/dev/null; }
 vm_init_of() { bh status --json | jq -r --argjson uid "$1" '.sessions[] | select(.uid == $uid) | .vm_init_pid'; }
 
+expect_eq "$(bh status --json | jq -c '.vm_limits | [.pids_max, .memory_max]')" "[$PIDS_MAX,$MEMORY_MAX]" "status"
+bh status --json | jq -r '.vm_limits | "limits enforced with: pids \(.pids), memory \(.memory)"'
 bh_other run -- true
 OTHER_INIT=$(vm_init_of "$OTHER_UID")
 PIDS=$(cgroup_dir_of "$OTHER_INIT" pids)
