@@ -6,6 +6,17 @@ PIDS_MAX=64
 MEMORY_MAX=$((256 << 20))
 make_rootfs "$T/rootfs" "$T/rootfs.tar"
 chmod 644 "$T/rootfs.tar"
+# The service runs in a cgroup2 directory of its own, as under systemd with Delegate=yes: on a pure
+# cgroup v2 host that is what lets it pass pids and memory on to its VMs' cgroups (the cgroup2
+# root must offer them). Empty ones left by earlier runs that failed are removed first.
+CGROUP2=$(awk '/ - cgroup2 / {print $5; exit}' /proc/self/mountinfo)
+for stale in "$CGROUP2"/bulkhead-test-*; do
+  [ -d "$stale" ] && ! kill -0 "${stale##*-}" 2>/dev/null || continue
+  rmdir "$stale/bulkhead-service" "$stale" 2>/dev/null || true
+done
+SERVICE_CGROUP=$CGROUP2/bulkhead-test-$$
+mkdir "$SERVICE_CGROUP"
+SERVICE_LAUNCHER=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$SERVICE_CGROUP")
 printf '[limits]\nvm_pids_max = %d\nvm_memory_max = "256M"\n' "$PIDS_MAX" >"$T/cfg/bulkhead.toml"
 start_service
 bh register rootdist --rootfs "$T/rootfs" >/dev/null
@@ -34,6 +45,9 @@ bh_other run -- true
 OTHER_INIT=$(vm_init_of "$OTHER_UID")
 PIDS=$(cgroup_dir_of "$OTHER_INIT" pids)
 MEMORY=$(cgroup_dir_of "$OTHER_INIT" memory)
+# Created in its cgroup2 directory (CLONE_INTO_CGROUP), on hybrid hosts as on pure v2 ones.
+[[ $(sed -n 's/^0:://p' "/proc/$OTHER_INIT/cgroup") == ${SERVICE_CGROUP#"$CGROUP2"}/bulkhead-vm-$SVC_PID-* ]] ||
+  fail "the user's VM init is not in a cgroup2 directory of its own: $(cat "/proc/$OTHER_INIT/cgroup")"
 [[ $PIDS == */bulkhead-vm-$SVC_PID-* ]] || fail "the user's VM is not in a pids cgroup of its own: $PIDS"
 [[ $MEMORY == */bulkhead-vm-$SVC_PID-* ]] || fail "the user's VM is not in a memory cgroup of its own: $MEMORY"
 expect_eq "$(cat "$PIDS/pids.max")" "$PIDS_MAX" "pids.max of the user's VM"
@@ -92,4 +106,6 @@ SERVICE=$SVC_PID
 stop_service
 SVC_PID=$SERVICE
 [ -z "$(vm_cgroups)" ] || fail "VM cgroups outlived the service: $(vm_cgroups)"
+rmdir "$SERVICE_CGROUP/bulkhead-service" 2>/dev/null || true
+rmdir "$SERVICE_CGROUP"
 echo "vm-limits: ok"
