@@ -36,7 +36,8 @@ namespace {
             Mount mount;
             tail >> fs_type >> source >> options;
             head >> id >> parent >> devices >> mount.root >> mount.point;
-            if (fs_type == type && (option.empty() || ("," + options + ",").find("," + option + ",") != std::string::npos))
+            if (fs_type == type
+                && (option.empty() || ("," + options + ",").find("," + option + ",") != std::string::npos))
                 return mount;
         }
         return {};

@@ -132,8 +132,7 @@ namespace {
         if (const toml::node* node = table->get("vm_memory_max")) {
             limits.memory_max = parse_size(*node);
             if (!limits.memory_max)
-                return config_error(origin,
-                    "'limits.vm_memory_max' must be a number of bytes, or a string such as \"512M\" or \"4G\"");
+                return config_error(origin, "'limits.vm_memory_max' must be bytes, or a size such as \"4G\"");
         }
         return {};
     }

@@ -49,7 +49,8 @@ struct UserOverrides {
 // Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
 // allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits] vm_pids_max,
 // vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
-// [plugins] require_verified). `origin` names the file in errors. Unknown keys and wrongly typed values are errors.
+// [plugins] require_verified). `origin` names the file in errors. Unknown keys and wrongly typed
+// values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
 // Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.
 Result<ServiceConfig> load_service_config(const std::string& config_dir);

@@ -4,11 +4,8 @@
 #include "base/log.h"
 #include "service/cgroup-fs.h"
 
-#include <csignal>
-#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
-#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -105,7 +105,8 @@ std::string VmCgroups::place(Controller& controller)
     std::string name = controller.name;
     if (controller.limit == 0)
         return "not limited";
-    std::string why = "the " + name + " controller is neither available in the cgroup2 hierarchy nor a cgroup v1 one";
+    std::string why
+        = "the " + name + " controller is neither available in the cgroup2 hierarchy nor a cgroup v1 one";
     if (!m_v2_base.empty() && lists(read_cgroup_file(m_v2_base, "cgroup.controllers"), name)) {
         std::string problem = enable_v2_controllers(m_v2_base, name);
         controller.v2 = problem.empty();

@@ -54,7 +54,8 @@ TEST(Config, VmLimitsDefaultToFourThousandPidsAndUnsetMemory)
 TEST(Config, VmLimitsTakeBytesOrSuffixedSizes)
 {
     auto parsed = [](const std::string& memory) {
-        auto config = parse_service_config("[limits]\nvm_pids_max = 64\nvm_memory_max = " + memory + "\n", "a.toml");
+        auto config
+            = parse_service_config("[limits]\nvm_pids_max = 64\nvm_memory_max = " + memory + "\n", "a.toml");
         EXPECT_TRUE(config.ok()) << memory << ": " << (config.ok() ? "" : config.error().message);
         EXPECT_EQ(config.ok() ? config->vm_limits.pids_max : 0, 64u);
         return config.ok() ? config->vm_limits.memory_max.value_or(UINT64_MAX) : UINT64_MAX;
