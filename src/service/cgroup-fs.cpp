@@ -21,11 +21,11 @@ namespace {
         std::string point;
     };
 
-    // The first mount in /proc/self/mountinfo of file-system type `type` whose super options
-    // include `option` (empty: any).
-    Mount find_mount(const std::string& type, const std::string& option)
+    // The first mount in `mountinfo` (/proc/self/mountinfo) of file-system type `type` whose
+    // super options include `option` (empty: any).
+    Mount find_mount(const std::string& mountinfo, const std::string& type, const std::string& option)
     {
-        std::ifstream in("/proc/self/mountinfo");
+        std::istringstream in(mountinfo);
         std::string line;
         while (std::getline(in, line)) {
             auto dash = line.find(" - ");
@@ -43,11 +43,11 @@ namespace {
         return {};
     }
 
-    // The path of process `pid` ("self": ours) in the hierarchy whose controller list in
-    // /proc/PID/cgroup includes `controller` ("" for the cgroup2 line, "0::").
-    std::string path_in_hierarchy(const std::string& pid, const std::string& controller)
+    // The path in the hierarchy whose controller list in `proc_cgroup` (/proc/PID/cgroup)
+    // includes `controller` ("" for the cgroup2 line, "0::").
+    std::string path_in_hierarchy(const std::string& proc_cgroup, const std::string& controller)
     {
-        std::ifstream in("/proc/" + pid + "/cgroup");
+        std::istringstream in(proc_cgroup);
         std::string line;
         while (std::getline(in, line)) {
             auto first = line.find(':'), second = line.find(':', first + 1);
@@ -70,6 +70,20 @@ namespace {
         return mount.point + (relative == "/" ? "" : relative);
     }
 
+    std::string read_file(const std::string& path)
+    {
+        std::ifstream in(path);
+        std::stringstream text;
+        text << in.rdbuf();
+        return text.str();
+    }
+
+    std::string dir_of(const std::string& pid, const std::string& controller)
+    {
+        return cgroup_dir_in(
+            read_file("/proc/self/mountinfo"), read_file("/proc/" + pid + "/cgroup"), controller);
+    }
+
     // SIGKILLs what is in `dir`. On v1 there is no cgroup.kill: each listed pid gets SIGKILL (a
     // pid could be reused between reading and killing, but what we kill here is normally the
     // leftovers of a PID namespace already ended, so the list is empty).
@@ -86,23 +100,35 @@ namespace {
 
 } // namespace
 
+std::string cgroup_dir_in(
+    const std::string& mountinfo, const std::string& proc_cgroup, const std::string& controller)
+{
+    std::string path = path_in_hierarchy(proc_cgroup, controller);
+    Mount mount = find_mount(mountinfo, controller.empty() ? "cgroup2" : "cgroup", controller);
+    return path.empty() ? "" : join(mount, path);
+}
+
+std::string without_service_leaf(std::string dir)
+{
+    std::string leaf = std::string("/") + service_leaf_name;
+    if (dir.size() > leaf.size() && dir.ends_with(leaf))
+        dir.resize(dir.size() - leaf.size());
+    return dir;
+}
+
 std::string cgroup2_base()
 {
-    std::string own = join(find_mount("cgroup2", ""), path_in_hierarchy("self", ""));
-    std::string leaf = std::string("/") + service_leaf_name;
-    if (own.size() > leaf.size() && own.ends_with(leaf))
-        own.resize(own.size() - leaf.size());
-    return own;
+    return without_service_leaf(dir_of("self", ""));
 }
 
 std::string cgroup1_own_dir(const std::string& controller)
 {
-    return join(find_mount("cgroup", controller), path_in_hierarchy("self", controller));
+    return dir_of("self", controller);
 }
 
 std::string cgroup2_dir_of(pid_t pid)
 {
-    return join(find_mount("cgroup2", ""), path_in_hierarchy(std::to_string(pid), ""));
+    return dir_of(std::to_string(pid), "");
 }
 
 std::string enable_v2_controllers(const std::string& base, const std::string& controllers)
@@ -135,10 +161,7 @@ Status write_cgroup_file(const std::string& dir, const std::string& name, const 
 
 std::string read_cgroup_file(const std::string& dir, const std::string& name)
 {
-    std::ifstream in(dir + "/" + name);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
+    return read_file(dir + "/" + name);
 }
 
 Status kill_and_remove_cgroup(const std::string& dir)

@@ -20,6 +20,14 @@ std::string cgroup2_dir_of(pid_t pid);
 
 inline constexpr const char* service_leaf_name = "bulkhead-service";
 
+// The pure parts of the functions above, for tests. The directory, from `mountinfo`
+// (/proc/self/mountinfo) and `proc_cgroup` (/proc/PID/cgroup), of the cgroup of the v1 hierarchy
+// of `controller`, or of the cgroup2 one when `controller` is empty; empty when there is none.
+std::string cgroup_dir_in(
+    const std::string& mountinfo, const std::string& proc_cgroup, const std::string& controller);
+// `dir` without a last component named service_leaf_name.
+std::string without_service_leaf(std::string dir);
+
 // Enables `controllers` ("+pids +memory" style words, one at a time) for the children of
 // cgroup2_base(). A cgroup with processes may not pass controllers on ("no internal processes"),
 // so when the service sits in the base itself it first moves itself into the leaf
