@@ -35,8 +35,8 @@ cgroup_dir_of() {
   fi
   echo "$mount${path%/}"
 }
-# Every VM cgroup this service made, in any hierarchy.
-vm_cgroups() { find /sys/fs/cgroup -maxdepth 4 -type d -name "bulkhead-vm-$SVC_PID-*" 2>/dev/null; }
+# Every VM cgroup the service (or the one whose pid is given) made, in any hierarchy.
+vm_cgroups() { find /sys/fs/cgroup -maxdepth 4 -type d -name "bulkhead-vm-${1:-$SVC_PID}-*" 2>/dev/null; }
 vm_init_of() { bh status --json | jq -r --argjson uid "$1" '.sessions[] | select(.uid == $uid) | .vm_init_pid'; }
 
 expect_eq "$(bh status --json | jq -c '.vm_limits | [.pids_max, .memory_max]')" "[$PIDS_MAX,$MEMORY_MAX]" "status"
@@ -102,10 +102,22 @@ bh --uid "$OTHER_UID" shutdown
 [ ! -e "$PIDS" ] && [ ! -e "$MEMORY" ] || fail "the user's VM cgroups outlived the VM: $(vm_cgroups)"
 bh run -- true
 [ -n "$(vm_cgroups)" ] || fail "root's VM has no cgroup"
+
+# A killed service leaves its VMs' cgroups behind (empty: the VMs died with it); its next start
+# removes them.
+KILLED=$SVC_PID
+ROOT_INIT=$(vm_init_of 0)
+kill -KILL "$SVC_PID"
+wait "$SVC_PID" 2>/dev/null || true
+SVC_PID=
+eventually process_gone "$ROOT_INIT"
+[ -n "$(vm_cgroups "$KILLED")" ] || fail "the killed service left no VM cgroup to clean up; the check below proves nothing"
+start_service
+[ -z "$(vm_cgroups "$KILLED")" ] || fail "start-up left the killed service's VM cgroups: $(vm_cgroups "$KILLED")"
+bh run -- true
 SERVICE=$SVC_PID
 stop_service
-SVC_PID=$SERVICE
-[ -z "$(vm_cgroups)" ] || fail "VM cgroups outlived the service: $(vm_cgroups)"
+[ -z "$(vm_cgroups "$SERVICE")" ] || fail "VM cgroups outlived the service: $(vm_cgroups "$SERVICE")"
 rmdir "$SERVICE_CGROUP/bulkhead-service" 2>/dev/null || true
 rmdir "$SERVICE_CGROUP"
 echo "vm-limits: ok"
