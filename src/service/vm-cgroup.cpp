@@ -40,6 +40,11 @@ namespace {
         return v2 ? "memory.max" : "memory.limit_in_bytes";
     }
 
+    bool writable(const std::string& dir)
+    {
+        return access(dir.c_str(), W_OK) == 0;
+    }
+
     Status make_directory(const std::string& path)
     {
         if (mkdir(path.c_str(), 0755) < 0)
@@ -89,13 +94,18 @@ VmCgroups::VmCgroups(const VmLimits& limits)
     : m_v2_base(cgroup2_base())
     , m_controllers { { "pids", limits.pids_max }, { "memory", limits.memory_max.value_or(half_of_ram()) } }
 {
+    // A read-only cgroup file system (a container's, say) is as good as none: VMs start without.
+    if (!m_v2_base.empty() && !writable(m_v2_base)) {
+        log_warning("VMs get no cgroup2 directory: " + m_v2_base + " is not writable");
+        m_v2_base.clear();
+    }
     m_view.pids_max = m_controllers[0].limit;
     m_view.memory_max = m_controllers[1].limit;
     m_view.pids = place(m_controllers[0]);
     m_view.memory = place(m_controllers[1]);
     remove_stale_cgroups(m_v2_base, prefix);
     for (const auto& controller : m_controllers)
-        remove_stale_cgroups(controller.v1_parent, prefix);
+        remove_stale_cgroups(cgroup1_own_dir(controller.name), prefix);
 }
 
 // Decides where `controller`'s limit goes and says so; logs (once, here) a limit that cannot be
@@ -114,9 +124,13 @@ std::string VmCgroups::place(Controller& controller)
             return "cgroup v2";
         why = problem;
     }
-    controller.v1_parent = cgroup1_own_dir(name);
-    if (!controller.v1_parent.empty())
+    std::string v1 = cgroup1_own_dir(name);
+    if (!v1.empty() && writable(v1)) {
+        controller.v1_parent = v1;
         return "cgroup v1";
+    }
+    if (!v1.empty())
+        why = v1 + " is not writable";
     log_warning("VMs run without a " + name + " limit: " + why);
     return "unavailable: " + why;
 }

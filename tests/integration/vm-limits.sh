@@ -120,4 +120,18 @@ stop_service
 [ -z "$(vm_cgroups "$SERVICE")" ] || fail "VM cgroups outlived the service: $(vm_cgroups "$SERVICE")"
 rmdir "$SERVICE_CGROUP/bulkhead-service" 2>/dev/null || true
 rmdir "$SERVICE_CGROUP"
+
+# With no usable cgroup (every cgroup file system read-only, as in many containers) VMs start
+# without limits: each missing limit is logged once and shown by status.
+SERVICE_LAUNCHER=(unshare -m --propagation private sh -c \
+  'for m in $(awk "/ - cgroup2? /{print \$5}" /proc/self/mountinfo); do mount -o remount,bind,ro "$m" || exit 1; done
+   exec "$@"' sh)
+start_service
+expect_eq "$(bh run -- echo ok)" ok "a run with no cgroup to use"
+bh shutdown
+expect_eq "$(bh_other run -- echo ok)" ok "the user's run with no cgroup to use"
+[[ $(bh status --json | jq -r .vm_limits.pids) == unavailable:* ]] || fail "status: $(bh status --json | jq -c .vm_limits)"
+expect_eq "$(grep -c 'VMs run without a pids limit' "$T/daemon.log")" 1 "warnings about the pids limit"
+[ -z "$(vm_cgroups)" ] || fail "VM cgroups made on a read-only cgroup file system: $(vm_cgroups)"
+stop_service
 echo "vm-limits: ok"
