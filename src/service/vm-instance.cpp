@@ -69,6 +69,28 @@ namespace {
         return Fd(copy);
     }
 
+    // Members in this order: a failure destroys the init (killed and reaped) before its cgroup.
+    struct SpawnedInit {
+        VmCgroup cgroup;
+        ChildProcess init;
+    };
+
+    // Spawns `plan` in a new VM cgroup: created in its cgroup2 directory, and moved into its v1
+    // ones at once. The VM init runs nothing of the user's before the setup request, so the
+    // cgroup counts everything the VM will ever start.
+    Result<SpawnedInit> spawn_in_cgroup(VmCgroups& cgroups, uint32_t session_id, SpawnPlan plan)
+    {
+        auto cgroup = cgroups.create(session_id);
+        if (!cgroup)
+            return cgroup.take_error();
+        plan.cgroup_fd = cgroup->clone_fd();
+        auto init = spawn_process(plan);
+        if (!init)
+            return init.take_error();
+        BH_TRY(cgroup->adopt(init->pid()));
+        return SpawnedInit { std::move(cgroup.value()), std::move(init.value()) };
+    }
+
 } // namespace
 
 kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
@@ -86,22 +108,14 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     };
     if (identity.uid != 0)
         plan.map_root_to = Credentials { identity.uid, identity.gid };
-    auto cgroup = env.cgroups.create(identity.session_id);
-    if (!cgroup)
+    auto spawned = spawn_in_cgroup(env.cgroups, identity.session_id, std::move(plan));
+    if (!spawned)
         return Result<kj::Own<VmInstance>>(
-            Error { cgroup.error().code, "cannot create the VM: " + cgroup.error().message });
-    plan.cgroup_fd = cgroup->clone_fd();
-    auto init = spawn_process(plan);
-    // The init waits for the setup request before it runs anything of the user's: joining the
-    // v1 cgroups now caps all the VM will ever start.
-    Status joined = init ? cgroup->adopt(init->pid()) : Status();
-    if (!init || !joined)
-        return Result<kj::Own<VmInstance>>(Error { !init ? init.error().code : joined.error().code,
-            "cannot create the VM: " + (!init ? init.error().message : joined.error().message) });
+            Error { spawned.error().code, "cannot create the VM: " + spawned.error().message });
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
     auto vm = kj::refcounted<VmInstance>(
-        env, settings, std::move(cgroup.value()), std::move(init.value()), kj::mv(connection));
+        env, settings, std::move(spawned->cgroup), std::move(spawned->init), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
