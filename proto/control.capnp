@@ -61,12 +61,20 @@ struct PluginStatus {
   cause @5 :Text;           # why it failed or crashed, e.g. "killed by signal SIGKILL during on_vm_started"
 }
 
+struct VmLimitsStatus {
+  pidsMax @0 :UInt64;       # each VM's pids.max; 0: no limit
+  memoryMax @1 :UInt64;     # bytes; 0: no limit
+  pids @2 :Text;            # where it is enforced: "cgroup v2", "cgroup v1", "not limited", "unavailable: why"
+  memory @3 :Text;
+}
+
 struct ServiceStatus {
   version @0 :Text;
   pid @1 :Int32;
   sessions @2 :List(SessionStatus);
   distributions @3 :List(DistroInfo);
   plugins @4 :List(PluginStatus);
+  vmLimits @5 :VmLimitsStatus;
 }
 
 interface Control {

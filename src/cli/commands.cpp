@@ -288,6 +288,9 @@ namespace {
         }
         for (auto d : s.getDistributions())
             out["distributions"].push_back(distro_json(d));
+        auto limits = s.getVmLimits();
+        out["vm_limits"] = { { "pids_max", limits.getPidsMax() }, { "memory_max", limits.getMemoryMax() },
+            { "pids", limits.getPids().cStr() }, { "memory", limits.getMemory().cStr() } };
         return out;
     }
 
@@ -302,6 +305,10 @@ namespace {
             return 0;
         }
         std::cout << "Bulkhead service " << out["version"].get<std::string>() << " (pid " << out["pid"]
+                  << ")\n";
+        const auto& limits = out["vm_limits"];
+        std::cout << "VM limits: pids.max " << limits["pids_max"] << " (" << limits["pids"].get<std::string>()
+                  << "), memory " << limits["memory_max"] << " bytes (" << limits["memory"].get<std::string>()
                   << ")\n";
         for (const auto& s : out["sessions"]) {
             std::cout << "Session " << s["session_id"] << ": uid " << s["uid"] << " ("

@@ -97,6 +97,27 @@ namespace {
         return {};
     }
 
+    // "512M", "4G", "1048576": bytes, with an optional K, M, G or T suffix (powers of 1024).
+    std::optional<uint64_t> parse_size(const toml::node& node)
+    {
+        if (auto number = node.value_exact<int64_t>())
+            return *number >= 0 ? std::optional<uint64_t>(static_cast<uint64_t>(*number)) : std::nullopt;
+        auto text = node.value_exact<std::string>();
+        if (!text || text->empty() || !isdigit(static_cast<unsigned char>(text->front())))
+            return std::nullopt;
+        size_t digits = std::min(text->find_first_not_of("0123456789"), text->size());
+        std::string suffix = text->substr(digits);
+        static const std::map<std::string, int> shifts { { "", 0 }, { "K", 10 }, { "k", 10 }, { "M", 20 },
+            { "m", 20 }, { "G", 30 }, { "g", 30 }, { "T", 40 }, { "t", 40 } };
+        auto shift = shifts.find(suffix);
+        if (shift == shifts.end() || digits > 15)
+            return std::nullopt;
+        uint64_t value = std::stoull(text->substr(0, digits));
+        if (value > (UINT64_MAX >> 1 >> shift->second))
+            return std::nullopt;
+        return value << shift->second;
+    }
+
     // A positive whole number, at most `max`, for a key of [limits].
     template<typename T>
     Status read_limit(const toml::table& table, const char* key, T& out, int64_t max, const std::string& origin)
@@ -117,16 +138,37 @@ namespace {
         const toml::table* table = root["limits"].as_table();
         if (!table)
             return {};
-        BH_TRY(check_keys(*table,
-            { "connections_per_user", "calls_per_user", "registrations_per_user", "distributions_per_user",
-                "storage_bytes_per_user", "storage_inodes_per_user" },
-            origin, "limits."));
         BH_TRY(read_limit(*table, "connections_per_user", limits.connections, 4096, origin));
         BH_TRY(read_limit(*table, "calls_per_user", limits.calls, 65536, origin));
         BH_TRY(read_limit(*table, "registrations_per_user", limits.registrations, 64, origin));
         BH_TRY(read_limit(*table, "distributions_per_user", limits.distributions, 10000, origin));
-        BH_TRY(read_limit(*table, "storage_bytes_per_user", limits.storage_bytes, INT64_MAX, origin));
+        if (const toml::node* node = table->get("storage_bytes_per_user")) {
+            auto bytes = parse_size(*node);
+            if (!bytes || *bytes == 0)
+                return config_error(origin, "'limits.storage_bytes_per_user' must be bytes, or a size such as \"16G\"");
+            limits.storage_bytes = *bytes;
+        }
         BH_TRY(read_limit(*table, "storage_inodes_per_user", limits.storage_inodes, INT64_MAX, origin));
+        return {};
+    }
+
+    Status read_vm_limits(const toml::table& root, VmLimits& limits, const std::string& origin)
+    {
+        const toml::table* table = root["limits"].as_table();
+        if (!table)
+            return {};
+        if (const toml::node* node = table->get("vm_pids_max")) {
+            auto value = node->value_exact<int64_t>();
+            // The kernel's own ceiling on pids (PID_MAX_LIMIT).
+            if (!value || *value < 0 || *value > (1 << 22))
+                return config_error(origin, "'limits.vm_pids_max' must be a whole number from 0 to 4194304");
+            limits.pids_max = static_cast<uint64_t>(*value);
+        }
+        if (const toml::node* node = table->get("vm_memory_max")) {
+            limits.memory_max = parse_size(*node);
+            if (!limits.memory_max)
+                return config_error(origin, "'limits.vm_memory_max' must be bytes, or a size such as \"4G\"");
+        }
         return {};
     }
 
@@ -137,7 +179,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     auto root = parse_toml(text, origin);
     if (!root)
         return root.take_error();
-    BH_TRY(check_keys(*root, { "vm", "policy", "plugins", "limits" }, origin, ""));
+    BH_TRY(check_keys(*root, { "vm", "policy", "limits", "plugins" }, origin, ""));
     auto vm = read_vm_table(*root, origin);
     if (!vm)
         return vm.take_error();
@@ -146,6 +188,12 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     config.defaults.host_network = vm->host_network.value_or(false);
     config.defaults.init = vm->init.value_or("");
     BH_TRY(read_policy(*root, config.policy, origin));
+    if (const toml::table* limits = (*root)["limits"].as_table())
+        BH_TRY(check_keys(*limits,
+            { "vm_pids_max", "vm_memory_max", "connections_per_user", "calls_per_user", "registrations_per_user",
+                "distributions_per_user", "storage_bytes_per_user", "storage_inodes_per_user" },
+            origin, "limits."));
+    BH_TRY(read_vm_limits(*root, config.vm_limits, origin));
     BH_TRY(read_user_limits(*root, config.limits, origin));
     if (const toml::table* plugins = (*root)["plugins"].as_table()) {
         BH_TRY(check_keys(*plugins, { "require_verified" }, origin, "plugins."));

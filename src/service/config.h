@@ -36,10 +36,18 @@ struct UserLimits {
     uint64_t storage_inodes = 2'000'000; // files, directories and links over their distributions
 };
 
+// Caps on every VM's cgroup: [limits] of the admin's bulkhead.toml. Users cannot change them (a
+// user's file may only hold [vm]).
+struct VmLimits {
+    uint64_t pids_max = 4096; // pids.max: processes and threads; 0: no limit
+    std::optional<uint64_t> memory_max; // bytes; unset: half the host's RAM; 0: no limit
+};
+
 struct ServiceConfig {
     VmSettings defaults;
     AdminPolicy policy;
     UserLimits limits;
+    VmLimits vm_limits;
     bool require_verified_plugins = false; // [plugins] require_verified: every plugin pinned or signed
 };
 
@@ -51,10 +59,11 @@ struct UserOverrides {
 };
 
 // Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
-// allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits]
+// allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits] vm_pids_max,
+// vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
 // connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,
-// storage_bytes_per_user, storage_inodes_per_user). `origin` names the file in errors. Unknown
-// keys and wrongly typed values are errors.
+// storage_bytes_per_user, storage_inodes_per_user; [plugins] require_verified). `origin` names
+// the file in errors. Unknown keys and wrongly typed values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
 // Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.
 Result<ServiceConfig> load_service_config(const std::string& config_dir);

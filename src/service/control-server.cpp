@@ -345,6 +345,12 @@ namespace {
             list[i].setState(state_name(plugins[i].state));
             list[i].setCause(plugins[i].cause);
         }
+        const VmLimitsView& limits = m_service.vm_limits();
+        auto vm_limits = results.initVmLimits();
+        vm_limits.setPidsMax(limits.pids_max);
+        vm_limits.setMemoryMax(limits.memory_max);
+        vm_limits.setPids(limits.pids);
+        vm_limits.setMemory(limits.memory);
         return kj::READY_NOW;
     }
 

@@ -2,12 +2,10 @@
 #include "service/host-cgroup.h"
 
 #include "base/log.h"
+#include "service/cgroup-fs.h"
 
-#include <csignal>
-#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
-#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,50 +15,11 @@ namespace {
 
     constexpr const char* prefix = "bulkhead-plugin-";
 
-    // Where the cgroup2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
-    // systems), from /proc/self/mountinfo.
-    std::string cgroup2_mount()
-    {
-        std::ifstream in("/proc/self/mountinfo");
-        std::string line;
-        while (std::getline(in, line)) {
-            auto dash = line.find(" - ");
-            if (dash == std::string::npos || line.compare(dash + 3, 8, "cgroup2 ") != 0)
-                continue;
-            std::istringstream fields(line.substr(0, dash));
-            std::string id, parent, devices, root, mount_point;
-            fields >> id >> parent >> devices >> root >> mount_point;
-            return mount_point;
-        }
-        return "";
-    }
-
-    // The service's own cgroup2 directory: the "0::" line of /proc/self/cgroup.
-    std::string own_cgroup_dir()
-    {
-        std::string mount = cgroup2_mount();
-        if (mount.empty())
-            return "";
-        std::ifstream in("/proc/self/cgroup");
-        std::string line;
-        while (std::getline(in, line)) {
-            if (line.rfind("0::", 0) == 0)
-                return mount + (line.size() > 3 && line[3] == '/' && line.size() > 4 ? line.substr(3) : "");
-        }
-        return mount;
-    }
-
-    bool write_at(int dir, const char* name, const char* text)
-    {
-        Fd fd(openat(dir, name, O_WRONLY | O_CLOEXEC));
-        return fd && write(fd.get(), text, strlen(text)) == static_cast<ssize_t>(strlen(text));
-    }
-
 } // namespace
 
 Result<HostCgroup> HostCgroup::create(const std::string& label)
 {
-    std::string base = own_cgroup_dir();
+    std::string base = cgroup2_base();
     if (base.empty())
         return Error { -ENOTSUP, "no cgroup2 hierarchy is mounted; plugins cannot be contained without one" };
     static unsigned counter = 0;
@@ -82,18 +41,14 @@ HostCgroup::~HostCgroup()
 {
     if (!m_dir)
         return;
-    kill();
-    // cgroup.kill is asynchronous: give the killed processes a moment to leave (bounded).
-    for (int i = 0; i < 100 && populated(); ++i)
-        usleep(10 * 1000);
-    if (Status removed = remove(); !removed)
-        log_warning("cannot remove " + m_path + " yet; the next start of the service will");
+    if (Status removed = kill_and_remove_cgroup(m_path); !removed)
+        log_warning(removed.error().message + "; the next start of the service will");
 }
 
 void HostCgroup::kill() const
 {
     if (m_dir)
-        write_at(m_dir.get(), "cgroup.kill", "1");
+        (void)write_cgroup_file(m_path, "cgroup.kill", "1");
 }
 
 Status HostCgroup::limit_processes(uint64_t count) const
@@ -133,19 +88,7 @@ Status HostCgroup::remove()
 
 void remove_stale_host_cgroups()
 {
-    std::string base = own_cgroup_dir();
-    DIR* dir = base.empty() ? nullptr : opendir(base.c_str());
-    if (!dir)
-        return;
-    while (dirent* entry = readdir(dir)) {
-        std::string name = entry->d_name;
-        if (name.rfind(prefix, 0) != 0)
-            continue;
-        pid_t owner = atoi(name.c_str() + strlen(prefix));
-        if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH)
-            (void)rmdir((base + "/" + name).c_str()); // only empty ones go
-    }
-    closedir(dir);
+    remove_stale_cgroups(cgroup2_base(), prefix);
 }
 
 } // namespace bh::service

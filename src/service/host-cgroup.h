@@ -8,8 +8,9 @@
 
 namespace bh::service {
 
-// Created empty beside the service's own cgroup; the host moves itself in before any plugin code
-// runs, and every process the plugin starts inherits it. Thread affinity: none (plain syscalls).
+// Created empty in cgroup2_base() (beside the service's own cgroup); the host is created in it
+// (or moves itself in) before any plugin code runs, and every process the plugin starts inherits
+// it. Thread affinity: none (plain syscalls).
 class HostCgroup {
 public:
     // Fails when no cgroup2 hierarchy is mounted: plugins are then not started at all, since

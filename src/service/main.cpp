@@ -4,6 +4,7 @@
 #include "service/host-cgroup.h"
 #include "service/rootfs-import.h"
 #include "service/service.h"
+#include "service/vm-cgroup.h"
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -80,6 +81,7 @@ int main(int argc, char** argv)
         return fail(registry.error());
     remove_orphaned_imports(registry.value());
     bh::service::remove_stale_host_cgroups();
+    bh::service::VmCgroups vm_cgroups(config->vm_limits);
     std::string vminit_path = own_directory() + "/bulkhead-vminit";
     bh::Fd vminit(open(vminit_path.c_str(), O_PATH | O_CLOEXEC));
     if (!vminit)
@@ -101,7 +103,7 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGTERM);
     kj::UnixEventPort::captureSignal(SIGINT);
     auto io = kj::setupAsyncIo();
-    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get() };
+    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
         io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
         config->require_verified_plugins };

@@ -98,6 +98,8 @@ public:
     std::vector<DistroView> list(uid_t owner, bool everyone) const;
     std::vector<SessionView> sessions(uid_t owner, bool everyone) const;
     std::vector<PluginView> plugins() const { return m_plugins->views(); }
+    // Each VM's limits and where they are enforced.
+    const VmLimitsView& vm_limits() const { return m_env.cgroups.view(); }
 
     // host::CallTarget: the service functions of the plugin API, addressed by session id.
     kj::Promise<int> mount_folder(uint32_t session, std::string host_path, std::string vm_path,

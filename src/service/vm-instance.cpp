@@ -87,6 +87,28 @@ namespace {
         return Fd(copy);
     }
 
+    // Members in this order: a failure destroys the init (killed and reaped) before its cgroup.
+    struct SpawnedInit {
+        VmCgroup cgroup;
+        ChildProcess init;
+    };
+
+    // Spawns `plan` in a new VM cgroup: created in its cgroup2 directory, and moved into its v1
+    // ones at once. The VM init runs nothing of the user's before the setup request, so the
+    // cgroup counts everything the VM will ever start.
+    Result<SpawnedInit> spawn_in_cgroup(VmCgroups& cgroups, uint32_t session_id, SpawnPlan plan)
+    {
+        auto cgroup = cgroups.create(session_id);
+        if (!cgroup)
+            return cgroup.take_error();
+        plan.cgroup_fd = cgroup->clone_fd();
+        auto init = spawn_process(plan);
+        if (!init)
+            return init.take_error();
+        BH_TRY(cgroup->adopt(init->pid()));
+        return SpawnedInit { std::move(cgroup.value()), std::move(init.value()) };
+    }
+
 } // namespace
 
 kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
@@ -109,20 +131,20 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     };
     if (identity.uid != 0)
         plan.map_root_to = Credentials { identity.uid, identity.gid };
-    auto init = spawn_process(plan);
-    if (!init)
+    auto spawned = spawn_in_cgroup(env.cgroups, identity.session_id, std::move(plan));
+    if (!spawned)
         return Result<kj::Own<VmInstance>>(
-            Error { init.error().code, "cannot create the VM: " + init.error().message });
+            Error { spawned.error().code, "cannot create the VM: " + spawned.error().message });
     // Opened now, while the init cannot yet run anything of the user's: the reference every
     // pid its agent sends is checked against.
-    auto pid_namespace = open_pid_namespace(init->pidfd());
+    auto pid_namespace = open_pid_namespace(spawned->init.pidfd());
     if (!pid_namespace)
         return Result<kj::Own<VmInstance>>(
             Error { pid_namespace.error().code, "cannot create the VM: " + pid_namespace.error().message });
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
-    auto vm = kj::refcounted<VmInstance>(
-        env, settings, std::move(init.value()), std::move(pid_namespace.value()), kj::mv(connection));
+    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(spawned->init),
+        std::move(pid_namespace.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
@@ -137,10 +159,11 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         });
 }
 
-VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, Fd pid_namespace,
+VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, ChildProcess init, Fd pid_namespace,
     kj::Own<ipc::Connection> connection)
     : m_env(env)
     , m_settings(std::move(settings))
+    , m_cgroup(std::move(cgroup))
     , m_init(std::move(init))
     , m_pid_namespace(std::move(pid_namespace))
     , m_connection(kj::mv(connection))
@@ -420,7 +443,8 @@ kj::Promise<void> VmInstance::stop()
         stops.add(terminate_distribution(name));
     return kj::joinPromises(stops.finish()).then([this]() {
         (void)m_init.kill(SIGKILL);
-        return ipc::when_exited(m_env.port, m_init.pidfd());
+        // The init's death ended its PID namespace; what is left in the cgroup goes with it.
+        return ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
     });
 }
 

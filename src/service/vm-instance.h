@@ -7,6 +7,7 @@
 #include "ipc/fd-cap.h"
 #include "service/config.h"
 #include "service/registry.h"
+#include "service/vm-cgroup.h"
 
 #include <kj/async-unix.h>
 #include <map>
@@ -19,6 +20,7 @@ struct VmEnvironment {
     kj::LowLevelAsyncIoProvider& provider;
     kj::UnixEventPort& port;
     int vminit_exe_fd; // O_PATH fd of bulkhead-vminit, executed with execveat
+    VmCgroups& cgroups; // each VM's init starts in a cgroup of its own from here
 };
 
 struct SessionIdentity {
@@ -52,10 +54,11 @@ struct ProgramSpec {
 // with BH_E_VM_NOT_RUNNING (pending ones are cancelled, never left waiting).
 class VmInstance final : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
 public:
-    // Spawns the VM's init in new namespaces and builds its root. Fails with what went wrong.
+    // Spawns the VM's init in new namespaces and its own cgroup, and builds its root. Fails with
+    // what went wrong.
     static kj::Promise<Result<kj::Own<VmInstance>>> start(
         VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
-    VmInstance(VmEnvironment& env, VmSettings settings, ChildProcess init, Fd pid_namespace,
+    VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, ChildProcess init, Fd pid_namespace,
         kj::Own<ipc::Connection> connection);
     ~VmInstance();
 
@@ -80,7 +83,7 @@ public:
     kj::Promise<Status> mount(Fd dir, std::string vm_path, bool read_only, std::string name);
     // Kills one distribution and waits until its init is gone.
     kj::Promise<void> terminate_distribution(const std::string& name);
-    // Stops every distribution, then the VM; idempotent.
+    // Stops every distribution, then the VM, then removes its cgroup; idempotent.
     kj::Promise<void> stop();
     // Resolves when the VM ends on its own (its init died or its agent hung up).
     kj::Promise<void> on_failure() { return m_failed.addBranch(); }
@@ -99,6 +102,8 @@ private:
 
     VmEnvironment& m_env;
     VmSettings m_settings;
+    // Declared before m_init: removed (and emptied) only once the init has been reaped.
+    VmCgroup m_cgroup;
     ChildProcess m_init;
     Fd m_pid_namespace; // the init's, opened at spawn: what a distribution's init must be below
     kj::Own<ipc::Connection> m_connection;

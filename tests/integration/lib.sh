@@ -15,6 +15,9 @@ chmod 755 "$T"
 mkdir -p "$T/cfg" "$T/state" "$T/run" "$T/home"
 chmod 777 "$T/home"
 SVC_PID=
+# A command prefix start_service runs bulkheadd through, when a test sets it (vm-limits.sh starts
+# the service in a cgroup of its own).
+SERVICE_LAUNCHER=()
 SANITIZER_REPORT='(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error: '
 
 cleanup() {
@@ -44,8 +47,8 @@ start_service() {
   rm -f "$T/notify.sock"
   python3 "$HERE/wait-ready.py" "$T/notify.sock" 10 & local waiter=$!
   while [ ! -S "$T/notify.sock" ]; do sleep 0.01; done
-  NOTIFY_SOCKET="$T/notify.sock" "$BIN/bulkheadd" --config-dir "$T/cfg" --state-dir "$T/state" \
-    --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
+  NOTIFY_SOCKET="$T/notify.sock" "${SERVICE_LAUNCHER[@]}" "$BIN/bulkheadd" --config-dir "$T/cfg" \
+    --state-dir "$T/state" --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
   SVC_PID=$!
   wait $waiter || fail "bulkheadd did not report READY=1 within 10 s"
 }

@@ -81,6 +81,55 @@ TEST(Config, PolicyFiltersUserOverrides)
     EXPECT_EQ(open->custom_config_flags, static_cast<uint32_t>(BH_VM_CONFIG_HOST_NETWORK));
 }
 
+TEST(Config, VmLimitsDefaultToFourThousandPidsAndUnsetMemory)
+{
+    auto config = parse_service_config("", "test.toml");
+    ASSERT_TRUE(config.ok());
+    EXPECT_EQ(config->vm_limits.pids_max, 4096u);
+    EXPECT_FALSE(config->vm_limits.memory_max.has_value());
+}
+
+TEST(Config, VmLimitsTakeBytesOrSuffixedSizes)
+{
+    auto parsed = [](const std::string& memory) {
+        auto config
+            = parse_service_config("[limits]\nvm_pids_max = 64\nvm_memory_max = " + memory + "\n", "a.toml");
+        EXPECT_TRUE(config.ok()) << memory << ": " << (config.ok() ? "" : config.error().message);
+        EXPECT_EQ(config.ok() ? config->vm_limits.pids_max : 0, 64u);
+        return config.ok() ? config->vm_limits.memory_max.value_or(UINT64_MAX) : UINT64_MAX;
+    };
+    EXPECT_EQ(parsed("1048576"), 1048576u);
+    EXPECT_EQ(parsed("\"1048576\""), 1048576u);
+    EXPECT_EQ(parsed("\"512K\""), 512u << 10);
+    EXPECT_EQ(parsed("\"512M\""), 512u << 20);
+    EXPECT_EQ(parsed("\"4G\""), 4ull << 30);
+    EXPECT_EQ(parsed("\"2t\""), 2ull << 40);
+    EXPECT_EQ(parsed("0"), 0u);
+}
+
+TEST(Config, RejectsBadVmLimits)
+{
+    for (const char* text : { "[limits]\nvm_pids_max = -1\n", "[limits]\nvm_pids_max = 5000000\n",
+             "[limits]\nvm_pids_max = \"64\"\n", "[limits]\nvm_memory_max = -5\n",
+             "[limits]\nvm_memory_max = \"4X\"\n", "[limits]\nvm_memory_max = \"G\"\n",
+             "[limits]\nvm_memory_max = \"4 G\"\n", "[limits]\nvm_memory_max = \"99999999999T\"\n",
+             "[limits]\nvm_memory_max = 1.5\n", "[limits]\nvm_pid_max = 64\n" }) {
+        auto config = parse_service_config(text, "a.toml");
+        EXPECT_FALSE(config.ok()) << text;
+        if (!config.ok()) {
+            EXPECT_NE(config.error().message.find("limits.vm_"), std::string::npos) << config.error().message;
+        }
+    }
+}
+
+TEST(Config, UsersCannotSetVmLimits)
+{
+    auto overrides = parse_user_overrides("[limits]\nvm_pids_max = 100000\n", "u.toml");
+    ASSERT_FALSE(overrides.ok());
+    EXPECT_NE(overrides.error().message.find("unknown key 'limits'"), std::string::npos);
+    EXPECT_FALSE(parse_user_overrides("[vm]\nvm_pids_max = 100000\n", "u.toml").ok());
+}
+
 TEST(PluginConfig, DefaultsNameToTheFileStemAndIsolationToProcess)
 {
     auto config = parse_plugin_config("path = \"/opt/p/x.so\"\n", "10-share", "plugins.d/10-share.toml");

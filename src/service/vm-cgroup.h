@@ -1,0 +1,75 @@
+// VmCgroups: a cgroup per VM capping its processes and memory, on cgroup v2 or v1 (hybrid hosts).
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "service/config.h"
+
+#include <string>
+#include <vector>
+
+namespace bh::service {
+
+// Where each VM limit is enforced, for `bulkhead status`.
+struct VmLimitsView {
+    uint64_t pids_max = 0; // 0: no limit
+    uint64_t memory_max = 0; // bytes; 0: no limit
+    std::string pids; // "cgroup v2", "cgroup v1", "not limited", or why it cannot be enforced
+    std::string memory;
+};
+
+// The cgroups of one VM: a cgroup2 directory whenever a cgroup2 hierarchy is mounted (the VM's
+// init is created in it, and cgroup.kill empties it), and on hybrid hosts a directory in the v1
+// pids and memory hierarchies too. Move-only; destroying it kills what is left and removes the
+// directories. Thread affinity: the service's event loop (plain file writes).
+class VmCgroup {
+public:
+    VmCgroup() = default;
+    VmCgroup(VmCgroup&& other) noexcept { *this = std::move(other); }
+    VmCgroup& operator=(VmCgroup&& other) noexcept;
+    ~VmCgroup() { remove(); }
+
+    // For SpawnPlan::cgroup_fd; -1 when there is no cgroup2 directory.
+    int clone_fd() const { return m_v2_fd ? m_v2_fd.get() : -1; }
+    // Moves the just-spawned `pid` (a single-threaded process that has run nothing of the
+    // user's yet) into the v1 directories, and into the v2 one if it was not created there.
+    Status adopt(pid_t pid) const;
+    // Kills every process left and removes the directories; idempotent. One that cannot be
+    // removed is logged and left for the next start of the service.
+    void remove();
+
+private:
+    friend class VmCgroups;
+    std::string m_v2; // empty: none
+    Fd m_v2_fd;
+    std::vector<std::string> m_v1;
+};
+
+// Makes the VMs' cgroups with the admin's limits. Thread affinity: the service's event loop.
+class VmCgroups {
+public:
+    // Finds the hierarchies, enables pids and memory for our children on cgroup v2, removes
+    // the VM cgroups a killed service left, and logs once each limit it cannot enforce.
+    explicit VmCgroups(const VmLimits& limits);
+    // A controller that is unavailable is skipped (the VM runs without that limit, as logged at
+    // start-up); failing to make a directory or write a limit is an error.
+    Result<VmCgroup> create(uint32_t session_id);
+    const VmLimitsView& view() const { return m_view; }
+
+private:
+    struct Controller {
+        const char* name; // "pids", "memory"
+        uint64_t limit;
+        std::string v1_parent; // the v1 directory to create in; empty: v2 (or not enforced)
+        bool v2 = false;
+    };
+    Status apply(const Controller& controller, const std::string& dir, bool v2) const;
+    std::string place(Controller& controller);
+
+    std::string m_v2_base;
+    std::vector<Controller> m_controllers;
+    VmLimitsView m_view;
+    unsigned m_serial = 0;
+};
+
+} // namespace bh::service
