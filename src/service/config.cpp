@@ -164,6 +164,7 @@ namespace {
                 return config_error(origin, "'limits.vm_pids_max' must be a whole number from 0 to 4194304");
             limits.pids_max = static_cast<uint64_t>(*value);
         }
+        BH_TRY(read_limit(*table, "vm_stop_timeout_s", limits.stop_timeout_s, 3600, origin));
         if (const toml::node* node = table->get("vm_memory_max")) {
             limits.memory_max = parse_size(*node);
             if (!limits.memory_max)
@@ -190,7 +191,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     BH_TRY(read_policy(*root, config.policy, origin));
     if (const toml::table* limits = (*root)["limits"].as_table())
         BH_TRY(check_keys(*limits,
-            { "vm_pids_max", "vm_memory_max", "connections_per_user", "calls_per_user", "registrations_per_user",
+            { "vm_pids_max", "vm_memory_max", "vm_stop_timeout_s", "connections_per_user", "calls_per_user", "registrations_per_user",
                 "distributions_per_user", "storage_bytes_per_user", "storage_inodes_per_user" },
             origin, "limits."));
     BH_TRY(read_vm_limits(*root, config.vm_limits, origin));

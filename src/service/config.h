@@ -41,6 +41,7 @@ struct UserLimits {
 struct VmLimits {
     uint64_t pids_max = 4096; // pids.max: processes and threads; 0: no limit
     std::optional<uint64_t> memory_max; // bytes; unset: half the host's RAM; 0: no limit
+    uint32_t stop_timeout_s = 10; // a SIGKILLed VM or distribution not gone by then is abandoned
 };
 
 struct ServiceConfig {
@@ -61,6 +62,7 @@ struct UserOverrides {
 // Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
 // allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits] vm_pids_max,
 // vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
+// vm_stop_timeout_s;
 // connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,
 // storage_bytes_per_user, storage_inodes_per_user; [plugins] require_verified). `origin` names
 // the file in errors. Unknown keys and wrongly typed values are errors.

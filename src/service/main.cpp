@@ -59,6 +59,15 @@ int fail(const bh::Error& error)
     return 1;
 }
 
+// Abandoned VMs waiting to end (VmEnvironment::leftovers): nothing there can fail but a watch.
+class LeftoverErrors final : public kj::TaskSet::ErrorHandler {
+public:
+    void taskFailed(kj::Exception&& exception) override
+    {
+        bh::log_warning(std::string("waiting for an abandoned VM failed: ") + exception.getDescription().cStr());
+    }
+};
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -103,7 +112,10 @@ int main(int argc, char** argv)
     kj::UnixEventPort::captureSignal(SIGTERM);
     kj::UnixEventPort::captureSignal(SIGINT);
     auto io = kj::setupAsyncIo();
-    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups };
+    LeftoverErrors leftover_errors;
+    kj::TaskSet leftovers(leftover_errors);
+    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups,
+        io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
         io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
         config->require_verified_plugins };

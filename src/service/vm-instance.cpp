@@ -174,6 +174,10 @@ VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup,
 
 VmInstance::~VmInstance()
 {
+    // Still stuck at the service's exit: not waited for (that could block forever); the
+    // system's init reaps it once it ends.
+    if (m_abandoned)
+        (void)m_init.detach();
     m_canceler.cancel("the VM was destroyed");
 }
 
@@ -417,8 +421,25 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
         kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING));
 }
 
+kj::Promise<void> VmInstance::within_stop_deadline(
+    kj::Promise<void> ended, std::string what, kj::Function<void()> abandon)
+{
+    return ended.exclusiveJoin(m_env.timer.afterDelay(m_env.stop_deadline)
+                                   .then([this, what = std::move(what), abandon = kj::mv(abandon)]() mutable {
+                                       log_warning(what + " did not end within "
+                                           + std::to_string(m_env.stop_deadline / kj::SECONDS)
+                                           + " s of SIGKILL (a process in uninterruptible sleep?); abandoned");
+                                       abandon();
+                                   }));
+}
+
 kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
 {
+    // A start in progress first: terminating before its distribution is listed would leave it
+    // running, unseen, once the start adopts it.
+    auto starting = m_starting.find(name);
+    if (starting != m_starting.end())
+        return starting->second.addBranch().then([this, name](Status) { return terminate_distribution(name); });
     auto it = m_distros.find(name);
     if (it == m_distros.end())
         return kj::READY_NOW;
@@ -426,13 +447,16 @@ kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
     m_distros.erase(it);
     syscall(SYS_pidfd_send_signal, distro->pidfd.get(), SIGKILL, nullptr, 0);
     int pidfd = distro->pidfd.get();
-    return ipc::when_exited(m_env.port, pidfd).attach(kj::mv(distro));
+    // Abandoned, what is left of it stays in the VM until the VM ends.
+    return within_stop_deadline(
+        ipc::when_exited(m_env.port, pidfd), "the distribution '" + name + "'", []() {})
+        .attach(kj::mv(distro));
 }
 
 kj::Promise<void> VmInstance::stop()
 {
     if (m_stopped)
-        return ipc::when_exited(m_env.port, m_init.pidfd());
+        return m_abandoned ? kj::Promise<void>(kj::READY_NOW) : ipc::when_exited(m_env.port, m_init.pidfd());
     m_stopped = true;
     m_canceler.cancel("the VM is stopping");
     auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_distros.size());
@@ -444,7 +468,18 @@ kj::Promise<void> VmInstance::stop()
     return kj::joinPromises(stops.finish()).then([this]() {
         (void)m_init.kill(SIGKILL);
         // The init's death ended its PID namespace; what is left in the cgroup goes with it.
-        return ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
+        auto ended = ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
+        return within_stop_deadline(kj::mv(ended), "the VM (init pid " + std::to_string(m_init.pid()) + ")",
+            [this]() {
+                // The service goes on without it: this instance waits in env.leftovers until the
+                // init ends, then reaps it and removes its cgroup.
+                m_abandoned = true;
+                m_env.leftovers.add(
+                    ipc::when_exited(m_env.port, m_init.pidfd()).then([self = kj::addRef(*this)]() mutable {
+                        (void)self->m_init.try_wait();
+                        self->m_cgroup.remove();
+                    }));
+            });
     });
 }
 

@@ -21,6 +21,14 @@ struct VmEnvironment {
     kj::UnixEventPort& port;
     int vminit_exe_fd; // O_PATH fd of bulkhead-vminit, executed with execveat
     VmCgroups& cgroups; // each VM's init starts in a cgroup of its own from here
+    kj::Timer& timer;
+    // How long a SIGKILLed distribution or VM may take to end before it is abandoned: a process
+    // in uninterruptible sleep (a FUSE server that never answers, a frozen cgroup) would hold
+    // its PID namespace, and with it the stop, forever.
+    kj::Duration stop_deadline;
+    // Where abandoned VM inits wait to be reaped (and their cgroups removed) once they end;
+    // outlives every VmInstance.
+    kj::TaskSet& leftovers;
 };
 
 struct SessionIdentity {
@@ -99,6 +107,8 @@ private:
     template<typename T> kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
     kj::Promise<Status> guarded_status(kj::Promise<Status> promise);
     void taskFailed(kj::Exception&& exception) override;
+    // `ended`, or the stop deadline: then `what` is logged as abandoned and `abandon` runs.
+    kj::Promise<void> within_stop_deadline(kj::Promise<void> ended, std::string what, kj::Function<void()> abandon);
 
     VmEnvironment& m_env;
     VmSettings m_settings;
@@ -120,6 +130,7 @@ private:
     kj::TaskSet m_removals { *this };
     kj::ForkedPromise<void> m_failed;
     bool m_stopped = false;
+    bool m_abandoned = false; // stop() gave up waiting: m_init and m_cgroup went to env.leftovers
 };
 
 } // namespace bh::service

@@ -9,7 +9,10 @@ if [ "${BH_HOSTILE_NS:-}" != 1 ]; then
 fi
 source "$(dirname "$0")/lib.sh"
 # The shared mount of MountsStayInTheVm goes before lib.sh's cleanup removes $T.
-trap 'rc=$?; umount -l "$T/shared" 2>/dev/null; (exit $rc); cleanup' EXIT
+# A process StuckVmIsAbandoned froze is thawed, or nothing could end.
+trap 'rc=$?; umount -l "$T/shared" 2>/dev/null || true
+  f=/sys/fs/cgroup/freezer/bulkhead-test-$$; [ ! -d "$f" ] || { echo THAWED >"$f/freezer.state" || true; for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$f" 2>/dev/null && break; sleep 0.2; done; }
+  (exit $rc); cleanup' EXIT
 HOSTILE=$BIN/hostile-client
 ONLY=
 [ "${1:-}" != --case ] || ONLY=$2
@@ -148,7 +151,35 @@ case_ConnectionsPerUser() {
   eventually bh_other list >/dev/null
 }
 
-printf '[limits]\nconnections_per_user = 8\nregistrations_per_user = 2\ndistributions_per_user = 3\nstorage_bytes_per_user = 8388608\n' \
+# A VM whose process cannot die (in uninterruptible sleep: here frozen by a cgroup v1 freezer,
+# which even SIGKILL does not get through) no longer holds its stop forever: after
+# vm_stop_timeout_s (2 here) the distribution, then the VM, are abandoned, everyone else is served,
+# and the VM's init is reaped once it ends.
+FREEZER=/sys/fs/cgroup/freezer
+case_StuckVmIsAbandoned() {
+  if [ ! -w "$FREEZER/cgroup.procs" ]; then
+    echo "note: no cgroup v1 freezer here; StuckVmIsAbandoned skipped"
+    return 0
+  fi
+  setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups env BULKHEAD_RUNTIME_DIR="$T/run" \
+    HOME="$T/home" "$BIN/bulkhead" run -- sleep 4244 </dev/null >/dev/null 2>&1 &
+  local cli=$! sleeper init frozen=$FREEZER/bulkhead-test-$$
+  eventually pgrep -f -x "sleep 4244" >/dev/null
+  sleeper=$(pgrep -f -x "sleep 4244"); init=$(vm_init_pid $OTHER_UID)
+  mkdir "$frozen"; echo "$sleeper" >"$frozen/cgroup.procs"; echo FROZEN >"$frozen/freezer.state"
+  timeout 20 setpriv --reuid $OTHER_UID --regid $OTHER_UID --clear-groups env BULKHEAD_RUNTIME_DIR="$T/run" \
+    HOME="$T/home" "$BIN/bulkhead" shutdown || fail "the stop of a VM with a stuck process did not return"
+  grep -q "the VM (init pid $init) did not end within 2 s of SIGKILL" "$T/daemon.log" || fail "no abandonment logged"
+  expect_eq "$(bh run -d rootdist -- echo ok)" ok "root's run while uid $OTHER_UID's old VM is stuck"
+  [ -e "/proc/$init" ] || fail "the stuck VM's init is already gone: the test froze nothing"
+  echo THAWED >"$frozen/freezer.state"
+  eventually test ! -e "/proc/$init"   # ended and reaped by the service, not left a zombie
+  rmdir "$frozen"
+  wait "$cli" 2>/dev/null || true
+  expect_eq "$(bh_other run -- echo again)" again "the user's next VM"
+}
+
+printf '[limits]\nvm_stop_timeout_s = 2\nconnections_per_user = 8\nregistrations_per_user = 2\ndistributions_per_user = 3\nstorage_bytes_per_user = 8388608\n' \
   >"$T/cfg/bulkhead.toml"
 make_rootfs "$T/rootfs" "$T/rootfs.tar"
 chmod 644 "$T/rootfs.tar"
@@ -160,7 +191,7 @@ bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
 for name in MountsStayInTheVm UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
-  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser; do
+  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser StuckVmIsAbandoned; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}
   "case_$name"

@@ -48,6 +48,11 @@ TEST(Config, ReadsPerUserLimits)
     ASSERT_FALSE(zero.ok());
     EXPECT_NE(zero.error().message.find("'limits.connections_per_user' must be a whole number"), std::string::npos);
     EXPECT_FALSE(parse_service_config("[limits]\nconnections = 4\n", "a.toml").ok());
+    auto stop = parse_service_config("[limits]\nvm_stop_timeout_s = 2\nstorage_bytes_per_user = \"1G\"\n", "a.toml");
+    ASSERT_TRUE(stop.ok()) << stop.error().message;
+    EXPECT_EQ(stop->vm_limits.stop_timeout_s, 2u);
+    EXPECT_EQ(stop->limits.storage_bytes, 1ULL << 30);
+    EXPECT_EQ(ServiceConfig {}.vm_limits.stop_timeout_s, 10u);
     EXPECT_FALSE(parse_service_config("[limits]\ncalls_per_user = \"9\"\n", "a.toml").ok());
 }
 
