@@ -435,14 +435,17 @@ kj::Promise<void> VmInstance::within_stop_deadline(
 
 kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
 {
-    // A start in progress first: terminating before its distribution is listed would leave it
-    // running, unseen, once the start adopts it.
-    auto starting = m_starting.find(name);
-    if (starting != m_starting.end())
-        return starting->second.addBranch().then([this, name](Status) { return terminate_distribution(name); });
     auto it = m_distros.find(name);
-    if (it == m_distros.end())
+    if (it == m_distros.end()) {
+        // A start in progress that has not listed its distribution yet: terminating now would
+        // leave it running, unseen, once the start adopts it. Once listed, it is killed at once.
+        auto starting = m_starting.find(name);
+        if (starting != m_starting.end())
+            return starting->second.addBranch().then([this, name](Status) {
+                return m_distros.contains(name) ? terminate_distribution(name) : kj::Promise<void>(kj::READY_NOW);
+            });
         return kj::READY_NOW;
+    }
     kj::Own<RunningDistro> distro = kj::mv(it->second);
     m_distros.erase(it);
     syscall(SYS_pidfd_send_signal, distro->pidfd.get(), SIGKILL, nullptr, 0);

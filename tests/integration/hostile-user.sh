@@ -151,6 +151,16 @@ case_ConnectionsPerUser() {
   eventually bh_other list >/dev/null
 }
 
+# calls_per_user (8 here): 20 runs pipelined on one connection without waiting for any; 12 are
+# refused, and the 8 in progress end with their connection.
+case_CallsPerUser() {
+  local refused
+  refused=$(as_other "$HOSTILE" "$T/run" calls 20)
+  expect_eq "$refused" 12 "runs refused out of 20"
+  eventually no_process_with_args "sleep 4245"
+  expect_eq "$(bh_other run -- echo ok)" ok "the user's next run"
+}
+
 # A VM whose process cannot die (in uninterruptible sleep: here frozen by a cgroup v1 freezer,
 # which even SIGKILL does not get through) no longer holds its stop forever: after
 # vm_stop_timeout_s (2 here) the distribution, then the VM, are abandoned, everyone else is served,
@@ -179,7 +189,7 @@ case_StuckVmIsAbandoned() {
   expect_eq "$(bh_other run -- echo again)" again "the user's next VM"
 }
 
-printf '[limits]\nvm_stop_timeout_s = 2\nconnections_per_user = 8\nregistrations_per_user = 2\ndistributions_per_user = 3\nstorage_bytes_per_user = 8388608\n' \
+printf '[limits]\nvm_stop_timeout_s = 2\nconnections_per_user = 8\ncalls_per_user = 8\nregistrations_per_user = 2\ndistributions_per_user = 3\nstorage_bytes_per_user = 8388608\n' \
   >"$T/cfg/bulkhead.toml"
 make_rootfs "$T/rootfs" "$T/rootfs.tar"
 chmod 644 "$T/rootfs.tar"
@@ -191,7 +201,7 @@ bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
 for name in MountsStayInTheVm UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
-  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser StuckVmIsAbandoned; do
+  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser CallsPerUser StuckVmIsAbandoned; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}
   "case_$name"

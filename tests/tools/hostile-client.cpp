@@ -7,6 +7,8 @@
 //   hostile-client RUNTIME-DIR connections N                  N connections, each says hello; prints
 //                                                             how many were served, holds them until
 //                                                             stdin closes
+//   hostile-client RUNTIME-DIR calls N                        N `run -- sleep 4245` pipelined on one
+//                                                             connection; prints how many were refused
 #include "cli/client.h"
 #include "ipc/fd-cap.h"
 
@@ -101,6 +103,33 @@ int connections(kj::AsyncIoContext& io, const std::string& runtime_dir, int coun
     return 0;
 }
 
+// N `run -- sleep 4245` calls pipelined on one connection, none waited for: prints how many the
+// service refused within 2 s (the rest are in progress), then hangs up, which must end them all.
+int calls(kj::AsyncIoContext& io, const std::string& runtime_dir, int count)
+{
+    auto client = bh::cli::Client::connect(io, runtime_dir);
+    if (!client)
+        return bh::cli::report({ client.take_error(), "HostileClient/Connect" });
+    int refused = 0;
+    kj::Vector<kj::Promise<void>> pending;
+    for (int i = 0; i < count; ++i) {
+        auto request = client.value()->control().runRequest();
+        auto argv = request.initArgv(2);
+        argv.set(0, "sleep");
+        argv.set(1, "4245");
+        request.setStdin(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC))));
+        request.setStdout(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_WRONLY | O_CLOEXEC))));
+        request.setStderr(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_WRONLY | O_CLOEXEC))));
+        pending.add(request.send().then([](auto) {}, [&refused](kj::Exception&& e) {
+            if (std::strstr(e.getDescription().cStr(), "calls in progress"))
+                ++refused;
+        }).eagerlyEvaluate(nullptr));
+    }
+    io.provider->getTimer().afterDelay(2 * kj::SECONDS).wait(io.waitScope);
+    std::cout << refused << std::endl;
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -117,6 +146,8 @@ int main(int argc, char** argv)
         return oversized(runtime_dir);
     if (what == "connections" && argc == 4)
         return connections(io, runtime_dir, std::atoi(argv[3]));
+    if (what == "calls" && argc == 4)
+        return calls(io, runtime_dir, std::atoi(argv[3]));
     std::cerr << "hostile-client: unknown or incomplete command '" << what << "'\n";
     return 2;
 }
