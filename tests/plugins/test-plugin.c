@@ -102,9 +102,9 @@
  *   StopSlowly (on_vm_stopping): sleeps three seconds, then logs
  *     on_vm_stopping returned (session_id=S)
  *
- * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
- * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
- * file that behaves the same but first logs
+ * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. Built with
+ * -DBH_FIXTURE_VARIANT='"impostor"' (the test-plugin-impostor target), or with the marker's last
+ * eight bytes patched in a copy, it is a different file that behaves the same but first logs
  *
  *   Plugin variant: V                       only when V is not "original"; logged by an ELF
  *                                           constructor, so as soon as dlopen runs any of its code
@@ -230,7 +230,10 @@ static const char* const modes[] = {
 /* Patched in copies of the .so by tests that need a different file (see "Variants" above).
  * volatile: read at run time, never folded into the code by the compiler. */
 #define VARIANT_PREFIX "BULKHEAD-FIXTURE-VARIANT:"
-static volatile const char variant_marker[] = VARIANT_PREFIX "original";
+#ifndef BH_FIXTURE_VARIANT
+#define BH_FIXTURE_VARIANT "original"
+#endif
+static volatile const char variant_marker[] = VARIANT_PREFIX BH_FIXTURE_VARIANT;
 
 static const struct bh_plugin_api_v1* api;
 static enum mode mode;
