@@ -33,15 +33,13 @@ START_OP=Bulkhead/Service/StartDistribution
 # The fixture in MODE, the busybox distribution "alpha" registered (before any VM exists).
 setup() {
   install_test_plugin "$1" test-plugin "$ISOLATION"
-  make_rootfs "$T/rootfs" ${2:+"$2"}
   start_service
-  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+  bh register alpha --rootfs "$ROOTFS" --package test-pkg >/dev/null
 }
 
-# Uid $OTHER_UID registers "mine" from $T/rootfs.tar (made by setup's second argument or make_rootfs).
+# Uid $OTHER_UID registers "mine" from the shared busybox tar archive.
 register_other_user() {
-  chmod 644 "$T/rootfs.tar"
-  bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+  bh_other register mine --tar "$ROOTFS_TAR" --package test-pkg >/dev/null
 }
 
 # Root starts alpha and uid $OTHER_UID starts mine, at once: exit codes in ROOT_RC and OTHER_RC,
@@ -55,7 +53,7 @@ start_both_users() {
   wait $other_pid || OTHER_RC=$?
 }
 
-uuid_of() { bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]==sys.argv[1]][0])' "$1"; }
+uuid_of() { bh list --json | jq -r --arg name "$1" 'first(.[] | select(.name == $name) | .uuid) // error("no distribution \($name)")'; }
 vm_created() { echo "VM created (session_id=$1, uid=0, gid=0, user_name=root, custom_config_flags=0)"; }
 
 # The service is still the one we started, and serves a new VM.
@@ -174,7 +172,7 @@ case_StuckCallbackCancelledByTeardown() {
   eventually lines_at_least 1 '^Stuck call started$' "$PLUGIN_LOG"
   sleep 0.5
   grep -q '^Stuck call returned' "$PLUGIN_LOG" && fail "the call returned while the agent was stopped: $(cat "$PLUGIN_LOG")"
-  expect_eq "$(status_field "len(s['sessions'])")" 1 "status answers while the call is stuck"
+  expect_eq "$(status_field '.sessions | length')" 1 "status answers while the call is stuck"
   BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 30 "$BIN/bulkhead" shutdown ||
     fail "shutdown failed or waited for the stuck call (exit $?)"
   eventually lines_at_least 1 '^Stuck call returned ' "$PLUGIN_LOG"
@@ -211,11 +209,11 @@ case_HammerThroughShutdown() {
   done
   echo "note: $(grep '^Hammer result: ' "$PLUGIN_LOG" | paste -sd ';' -)"
   local h
-  for h in $hosts; do DEADLINE=5 eventually process_gone "$h"; done
+  wait_gone 5 $hosts
 }
 
 case_TwoSessionsAtOnce() {
-  setup TwoSessionsAtOnce "$T/rootfs.tar"
+  setup TwoSessionsAtOnce
   register_other_user
   start_both_users
   [ $ROOT_RC -eq 0 ] || fail "root's start failed (exit $ROOT_RC): $(cat "$T/root.out")"
@@ -223,9 +221,7 @@ case_TwoSessionsAtOnce() {
   expect_eq "$(running_vms)" 2 "both VMs run"
   local sid osid
   sid=$(root_session_id)
-  osid=$(bh status --json | python3 -c "
-import json, sys
-print([s['session_id'] for s in json.load(sys.stdin)['sessions'] if s['uid'] == $OTHER_UID][0])")
+  osid=$(status_field "[.sessions[] | select(.uid == $OTHER_UID) | .session_id][0]")
   eventually lines_at_least 2 '^Distribution started ' "$PLUGIN_LOG"
   ! grep -q overlap "$PLUGIN_LOG" || fail "hooks of one plugin overlapped: $(cat "$PLUGIN_LOG")"
   expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 2 "VM created lines"
@@ -251,9 +247,8 @@ case_TimedOutPluginGetsNoQueuedHook() {
   install_test_plugin ReturnLate test-plugin "$ISOLATION"
   # 3 s: time enough for the second user's VM to start and queue its hook behind the first.
   printf 'hook_timeout_s = 3\n' >>"$T/cfg/plugins.d/test-plugin.toml"
-  make_rootfs "$T/rootfs" "$T/rootfs.tar"
   start_service
-  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+  bh register alpha --rootfs "$ROOTFS" --package test-pkg >/dev/null
   register_other_user
   start_both_users
   [ $ROOT_RC -ne 0 ] || fail "root's start succeeded past the plugin's deadline"
