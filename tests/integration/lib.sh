@@ -33,9 +33,22 @@ SANITIZER_REPORT='(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error
 
 TEST_START=$EPOCHREALTIME
 
+# True while $SVC_PID is still the bulkheadd this test started: its child, named bulkheadd. A
+# service that ended by itself frees its pid, which another test's process may get (pid_max is
+# small, tests run in parallel): that one must never be signalled.
+service_is_ours() {
+  [ -n "$SVC_PID" ] || return 1
+  local stat
+  stat=$(cat "/proc/$SVC_PID/stat" 2>/dev/null) || return 1
+  local rest=${stat##*) } comm=${stat#*(}
+  comm=${comm%)*}
+  set -- $rest
+  [ "$comm" = bulkheadd ] && [ "$2" = "$$" ] && [ "$1" != Z ]
+}
+
 cleanup() {
   local rc=$?
-  if [ -n "$SVC_PID" ] && kill -0 "$SVC_PID" 2>/dev/null; then
+  if service_is_ours; then
     kill -TERM "$SVC_PID" 2>/dev/null || true
     wait "$SVC_PID" 2>/dev/null || true
   fi
@@ -249,13 +262,32 @@ root_session_id() {
 # Number of sessions whose VM runs.
 running_vms() { status_field '[.sessions[] | select(.vm_running)] | length'; }
 
-# Waits (pidfd: no polling) until every PID has exited, for at most SECONDS; fails naming the
-# survivors. wait_gone SECONDS PID...
+# Waits (pidfds: no polling) until every PID has exited, for at most SECONDS; fails naming the
+# survivors. Only for processes alive now (their pids are not free for reuse yet); to wait for
+# processes that an action ends, watch_exits before the action. wait_gone SECONDS PID...
 wait_gone() {
-  local seconds=$1 left
+  local seconds=$1 out
   shift
   [ $# -gt 0 ] || return 0
-  left=$("$HELPER" wait-exit "$seconds" "$@") || fail "still running after $seconds s: ${left:-$*}"
+  out=$("$HELPER" wait-exit "$seconds" "$@" | tail -n 1)
+  [ "$out" = gone ] || fail "still running after $seconds s: ${out#alive }"
+}
+
+# Watches PID... (pidfds, opened before this returns) so that await_exits, after an action, waits
+# for these very processes, whatever their pids are reused for meanwhile. With --reaped, a zombie
+# still counts as running. One watch at a time. watch_exits [--reaped] SECONDS PID...
+watch_exits() {
+  local line=
+  exec {WATCH_FD}< <(exec "$HELPER" wait-exit "$@")
+  read -r -u "$WATCH_FD" line || true
+  [ "$line" = watching ] || fail "cannot watch processes $*"
+}
+# Waits for what watch_exits watches; fails naming the survivors. await_exits WHAT
+await_exits() {
+  local out=
+  read -r -u "$WATCH_FD" out || true
+  exec {WATCH_FD}<&-
+  [ "$out" = gone ] || fail "$1: still running: ${out#alive }"
 }
 
 # True when no process PID runs any more (gone, or a zombie waiting for its reaper).

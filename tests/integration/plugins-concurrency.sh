@@ -196,7 +196,7 @@ case_HammerThroughShutdown() {
     fail "shutdown failed or hung (exit $?)"
   eventually lines_at_least 2 '^Hammer result: ' "$PLUGIN_LOG"
   sleep 0.3
-  local hosts; hosts=$(service_hosts)
+  watch_exits 10 $(service_hosts)
   stop_service
   local name
   for name in $(sed -n 's/^Hammer result: \([^ ]*\) .*/\1/p' "$PLUGIN_LOG"); do
@@ -208,8 +208,7 @@ case_HammerThroughShutdown() {
     esac
   done
   echo "note: $(grep '^Hammer result: ' "$PLUGIN_LOG" | paste -sd ';' -)"
-  local h
-  wait_gone 5 $hosts
+  await_exits "the plugin hosts, 10 s after the service stopped"
 }
 
 case_TwoSessionsAtOnce() {
@@ -281,6 +280,7 @@ case_StartDuringShutdownRefused() {
   expect_error ESHUTDOWN "the service is shutting down" bh start alpha
   bh status >/dev/null || fail "status failed while the service shuts down"
   wait "$SVC_PID" || fail "bulkheadd exited with status $? after SIGTERM"
+  SVC_PID=
   grep -q '^on_vm_stopping returned ' "$PLUGIN_LOG" || fail "the slow on_vm_stopping was cut short: $(cat "$PLUGIN_LOG")"
   expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 1 "VMs created: $(cat "$PLUGIN_LOG")"
 }

@@ -112,12 +112,10 @@ surviving_children() {
   processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG"
 }
 no_surviving_children() { [ -z "$(surviving_children)" ]; } # re-queried on every try of eventually
-leftovers() { # leftovers HOST_TREE
-  local p
+leftovers() {
   {
     surviving_children
     processes_mentioning bulkhead-pluginhost "$T/"
-    for p in $1; do process_gone "$p" || echo "$p"; done
   } | sort -u | tr '\n' ' '
 }
 
@@ -132,11 +130,12 @@ case_SpawnChild() {
   tagged=$(processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG" | tr '\n' ' ')
   [ "$(echo $tagged | wc -w)" -ge 2 ] || fail "expected the two sleeping children, found '$tagged'"
   echo "note: host tree $tree, children (logged) $(sed -n 's/^child pid=//p' "$PLUGIN_LOG" | tr '\n' ' '), (found) $tagged"
+  watch_exits 10 $tree # the host's tree, as processes (their pids may be reused once they end)
   kill -KILL "$SVC_PID"
   wait "$SVC_PID" 2>/dev/null || true
   SVC_PID=
   local end=$((SECONDS + 10)) left
-  while left=$(leftovers "$tree"); [ -n "$left" ]; do
+  while left=$(leftovers); [ -n "$left" ]; do
     [ $SECONDS -lt $end ] || {
       for p in $left; do echo "survivor $p: $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)" >&2; done
       kill -KILL $left 2>/dev/null # ours: tagged by the fixture or holding our plugin
@@ -144,7 +143,7 @@ case_SpawnChild() {
     }
     sleep 0.05
   done
-  process_gone "$host" || fail "the plugin host $host survived the service"
+  await_exits "10 s after SIGKILL of the service, the plugin host's tree ($tree)"
 }
 
 # A plugin that never returns from on_vm_started: its deadline (hook_timeout_s) fails the VM start

@@ -101,7 +101,7 @@ for name in $(sed -n 's/^Termination call results: total=[0-9]*//p' "$T/terminat
 done
 calls=$(sed -n 's/^Termination call results: total=\([0-9]*\).*/\1/p' "$T/terminator.log" | awk '{ s += $1 } END { print s + 0 }')
 echo "stress: $rounds rounds in ${SECONDS_BUDGET}s budget; terminator made $calls calls; fds $base_fds -> $(fd_count); processes $base_tree -> $(tree_size)"
-hosts=$(service_hosts)
+watch_exits 10 $(service_hosts)
 stop_service
-wait_gone 5 $hosts
+await_exits "the plugin hosts, 10 s after the service stopped"
 echo "stress: ok"

@@ -4,8 +4,6 @@ source "$(dirname "$0")/lib.sh"
 
 # The pids of our VM's processes: its init as the service reports it, and all its descendants.
 vm_processes() { process_tree "$1"; }
-# Not even a zombie left (kill -0 sees zombies; wait_gone counts them as exited).
-all_gone() { for p in $1; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
 
 for signal in TERM KILL; do
   start_service
@@ -16,11 +14,11 @@ for signal in TERM KILL; do
   init=$(status_field '.sessions[0].vm_init_pid')
   procs=$(vm_processes "$init")
   [ "$(echo $procs | wc -w)" -ge 3 ] || fail "expected the VM init, the distribution init and sleep; got '$procs'"
+  watch_exits --reaped 10 $procs # not even a zombie may be left
   kill -$signal "$SVC_PID"
   wait "$SVC_PID" 2>/dev/null || true
   SVC_PID=
-  wait_gone 10 $procs
-  DEADLINE=5 eventually all_gone "$procs"
+  await_exits "10 s after SIG$signal of the service"
   echo "SIG$signal: no survivor among $procs"
 done
 echo "teardown: ok"

@@ -7,8 +7,14 @@
  *                                READY=1 (exit 0); exit 1 without READY=1 within SECONDS.
  *   wait-lines FILE N SECONDS    waits (inotify) until FILE exists and has at least N lines;
  *                                exit 1 after SECONDS without.
- *   wait-exit SECONDS PID...     waits (pidfd) until every PID has exited (a zombie counts as
- *                                exited); exit 1 after SECONDS, printing the pids still alive.
+ *   wait-exit [--reaped] SECONDS PID...
+ *                                opens a pidfd for every PID (a pid that is gone already counts
+ *                                as exited) and prints "watching"; then waits until every one has
+ *                                exited (with --reaped: and its parent has reaped it, so not even
+ *                                a zombie is left) and prints "gone", or after SECONDS prints
+ *                                "alive PID..." and exits 1. The pidfds name the processes, not
+ *                                their numbers: a number reused later by another process is not
+ *                                mistaken for them, so a test watches before it ends them.
  *   swap SECONDS-BETWEEN-BATCHES TARGET GOOD OTHER [TARGET GOOD OTHER...]
  *                                until SIGTERM: renames a hard link of GOOD, then of OTHER, over
  *                                each TARGET in turn (rename(2): a TARGET always names one whole
@@ -167,65 +173,65 @@ static int wait_lines(const char* path, long want, double seconds)
 
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
-/* Whether PID is a zombie (it has exited; only its parent has not reaped it). */
-static int is_zombie(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 1;
-    ssize_t got = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (got <= 0)
-        return 1;
-    buf[got] = '\0';
-    char* paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' && paren[2] == 'Z';
-}
+/* Whether the process of PIDFD has been reaped (a zombie still takes a signal). */
+static int reaped(int pidfd) { return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno == ESRCH; }
 
-static int wait_exit(double seconds, int count, char** pids)
+static int wait_exit(int want_reaped, double seconds, int count, char** pids)
 {
     long long deadline = now_ms() + (long long)(seconds * 1000);
-    struct pollfd* fds = calloc((size_t)count, sizeof(*fds));
+    struct pollfd* fds = calloc((size_t)count + 1, sizeof(*fds));
     for (int i = 0; i < count; i++) {
         fds[i].fd = pidfd_open_((pid_t)atoi(pids[i]));
         if (fds[i].fd < 0 && errno != ESRCH)
             die("pidfd_open");
         fds[i].events = POLLIN;
     }
+    printf("watching\n");
+    fflush(stdout);
     for (;;) {
         int alive = 0;
         for (int i = 0; i < count; i++) {
             if (fds[i].fd < 0)
                 continue;
-            /* A pidfd is readable once the process exited; a zombie of someone else's counts. */
+            /* A pidfd is readable once its process has exited (a zombie, or reaped). */
             struct pollfd p = { .fd = fds[i].fd, .events = POLLIN };
-            if (poll(&p, 1, 0) > 0 || is_zombie((pid_t)atoi(pids[i]))) {
+            if (poll(&p, 1, 0) > 0 && (!want_reaped || reaped(fds[i].fd))) {
                 close(fds[i].fd);
                 fds[i].fd = -1;
             } else {
                 alive++;
             }
         }
-        if (alive == 0)
-            return 0;
-        int n = poll(fds, (nfds_t)count, left_ms(deadline));
-        if (n < 0 && errno != EINTR)
-            die("poll");
-        if (n == 0) {
-            /* A process that became a zombie raises no event: look once more before failing. */
-            int still = 0;
-            for (int i = 0; i < count; i++)
-                if (fds[i].fd >= 0 && !is_zombie((pid_t)atoi(pids[i]))) {
-                    printf("%s%s", still++ ? " " : "", pids[i]);
-                }
-            if (still) {
-                printf("\n");
-                return 1;
-            }
+        if (alive == 0) {
+            printf("gone\n");
             return 0;
         }
+        if (left_ms(deadline) == 0) {
+            printf("alive");
+            for (int i = 0; i < count; i++)
+                if (fds[i].fd >= 0)
+                    printf(" %s", pids[i]);
+            printf("\n");
+            return 1;
+        }
+        /* Wait for an exit; a zombie's reaping raises no event, so while only zombies are left
+         * (--reaped), look again every 20 ms: its new parent reaps it within moments. */
+        int zombies_only = 1;
+        for (int i = 0; i < count; i++) {
+            struct pollfd p = { .fd = fds[i].fd, .events = POLLIN };
+            if (fds[i].fd >= 0 && poll(&p, 1, 0) == 0)
+                zombies_only = 0;
+        }
+        int timeout = left_ms(deadline);
+        if (zombies_only && timeout > 20)
+            timeout = 20;
+        for (int i = 0; i < count; i++) {
+            /* Only the still running ones: an exited one's pidfd stays readable. */
+            struct pollfd p = { .fd = fds[i].fd, .events = POLLIN };
+            fds[i].events = fds[i].fd >= 0 && poll(&p, 1, 0) == 0 ? POLLIN : 0;
+        }
+        if (poll(fds, (nfds_t)count, timeout) < 0 && errno != EINTR)
+            die("poll");
     }
 }
 
@@ -421,8 +427,10 @@ int main(int argc, char** argv)
         return ready_wait(argv[2], atof(argv[3]));
     if (strcmp(cmd, "wait-lines") == 0 && argc == 5)
         return wait_lines(argv[2], atol(argv[3]), atof(argv[4]));
+    if (strcmp(cmd, "wait-exit") == 0 && argc >= 4 && strcmp(argv[2], "--reaped") == 0)
+        return wait_exit(1, atof(argv[3]), argc - 4, argv + 4);
     if (strcmp(cmd, "wait-exit") == 0 && argc >= 3)
-        return wait_exit(atof(argv[2]), argc - 3, argv + 3);
+        return wait_exit(0, atof(argv[2]), argc - 3, argv + 3);
     if (strcmp(cmd, "swap") == 0 && argc >= 6 && (argc - 3) % 3 == 0)
         return swap(atof(argv[2]), argc - 3, argv + 3);
     if (strcmp(cmd, "stranger-host") == 0 && argc == 3)
