@@ -14,10 +14,11 @@ build: deps
 demo: build
 	./scripts/demo.sh $(BUILD)
 
-# Tests run $(JOBS) at a time (each has its own directory and service); tests/run-ctest.sh then
-# prints the total time and the five slowest cases.
+# Tests run $(JOBS) at a time (each has its own directory and service), and the plugin tests one
+# case at a time each (not two: the parallel tests keep the machine busy enough); tests/run-ctest.sh
+# then prints the total time and the five slowest cases.
 test: build
-	./tests/run-ctest.sh $(BUILD) -j $(JOBS) --output-on-failure --timeout 300
+	PLUGIN_TEST_JOBS=1 ./tests/run-ctest.sh $(BUILD) -j $(JOBS) --output-on-failure --timeout 300
 
 test-asan: deps
 	cmake -S . -B build-asan -DBULKHEAD_SANITIZE=address >/dev/null
