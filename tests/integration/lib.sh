@@ -254,6 +254,13 @@ plugin_state_is() { [ "$(plugin_field state ${2:+"$2"})" = "$1" ]; }
 # For `eventually`: FILE has at least N lines matching the extended regex RE. lines_at_least N RE FILE
 lines_at_least() { [ "$(grep -cE -- "$2" "$3" 2>/dev/null)" -ge "$1" ]; }
 
+# Waits (inotify: no polling) until FILE has at least N lines matching the extended regex RE, for
+# at most $DEADLINE seconds (default 10). wait_for_lines N RE FILE
+wait_for_lines() {
+  "$HELPER" wait-grep "$3" "$1" "$2" "${DEADLINE:-10}" ||
+    fail "timed out after ${DEADLINE:-10} s waiting for $1 line(s) matching '$2' in $3"
+}
+
 # The session id of uid 0 from `bulkhead status --json`.
 root_session_id() {
   bh status --json | jq -r 'first(.sessions[] | select(.uid == 0) | .session_id) // error("no session of uid 0")'
@@ -340,6 +347,15 @@ service_hosts() {
   true
 }
 no_service_hosts() { [ -z "$(service_hosts)" ]; }
+# Waits until the service has no plugin host left, for at most SECONDS: for the hosts it has (their
+# pidfds), then looks again. wait_no_service_hosts SECONDS
+wait_no_service_hosts() {
+  local end=$((SECONDS + $1)) hosts
+  while hosts=$(service_hosts); [ -n "$hosts" ]; do
+    [ $SECONDS -lt $end ] || fail "plugin hosts of the service still running after $1 s: $hosts"
+    wait_gone $((end - SECONDS + 1)) $hosts
+  done
+}
 
 # Keeps the head and tail of a service log that a test flooded, so a failure report stays readable.
 shrink_daemon_log() {

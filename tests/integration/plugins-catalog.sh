@@ -145,7 +145,7 @@ expect_latched_load_failure() {
   [ "$ISOLATION" = process ] || expect_eq "$pid" 0 "an in-process plugin has no host pid"
   # (Only while it is still the service's child: a pid freed long ago may be another process now.)
   [ "$pid" = 0 ] || [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" != "$SVC_PID" ] || wait_gone 5 "$pid"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   echo "note: status after the failed load: pid $pid, cause '$(plugin_field cause)'"
   expect_no_vm
   expect_not_running

@@ -115,7 +115,7 @@ case_AsyncApiCallFromWorker() {
   BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 60 "$BIN/bulkhead" terminate alpha ||
     fail "terminate failed or hung (exit $?)"
   local call="execute_binary_in_distribution(session_id=$sid, id=$uuid, path=/bin/echo, argv=echo hello-from-worker) -> OK"
-  eventually lines_at_least 1 '^Async worker output: ' "$PLUGIN_LOG"
+  wait_for_lines 1 '^Async worker output: ' "$PLUGIN_LOG"
   grep -qxF "$call" "$PLUGIN_LOG" || fail "no '$call' line in: $(cat "$PLUGIN_LOG")"
   grep -qxF "Async worker output: hello-from-worker" "$PLUGIN_LOG" ||
     fail "the worker's output is not 'hello-from-worker': $(cat "$PLUGIN_LOG")"
@@ -137,7 +137,7 @@ case_CallbacksDuringTerminationDoNotCrash() {
   sleep 1
   BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 60 "$BIN/bulkhead" shutdown ||
     fail "shutdown failed or hung (exit $?)"
-  eventually lines_at_least 1 '^Termination call results: ' "$PLUGIN_LOG"
+  wait_for_lines 1 '^Termination call results: ' "$PLUGIN_LOG"
   local results; results=$(grep '^Termination call results: ' "$PLUGIN_LOG" | head -n 1)
   echo "note: $results"
   echo "note: hook order: $(grep -oE '^(Distribution started|Distribution stopping|VM created|VM stopping|Termination call results)' "$PLUGIN_LOG" | paste -sd, -)"
@@ -170,13 +170,13 @@ case_StuckCallbackCancelledByTeardown() {
   [ -n "${init:-}" ] || fail "no init process for alpha among the service's descendants"
   kill -STOP "$init"
   touch "$T/plugins/go"
-  eventually lines_at_least 1 '^Stuck call started$' "$PLUGIN_LOG"
+  wait_for_lines 1 '^Stuck call started$' "$PLUGIN_LOG"
   sleep 0.5
   grep -q '^Stuck call returned' "$PLUGIN_LOG" && fail "the call returned while the agent was stopped: $(cat "$PLUGIN_LOG")"
   expect_eq "$(status_field '.sessions | length')" 1 "status answers while the call is stuck"
   BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 30 "$BIN/bulkhead" shutdown ||
     fail "shutdown failed or waited for the stuck call (exit $?)"
-  eventually lines_at_least 1 '^Stuck call returned ' "$PLUGIN_LOG"
+  wait_for_lines 1 '^Stuck call returned ' "$PLUGIN_LOG"
   local returned; returned=$(grep '^Stuck call returned ' "$PLUGIN_LOG")
   echo "note: $returned"
   expect_eq "$returned" "Stuck call returned BH_E_VM_NOT_RUNNING (out_fd=-1)" "the stuck call's result"
@@ -191,11 +191,11 @@ case_StuckCallbackCancelledByTeardown() {
 case_HammerThroughShutdown() {
   setup HammerThroughShutdown
   bh start alpha
-  eventually lines_at_least 1 '^Hammer result: OK ' "$PLUGIN_LOG"
+  wait_for_lines 1 '^Hammer result: OK ' "$PLUGIN_LOG"
   sleep 0.5
   BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 30 "$BIN/bulkhead" shutdown ||
     fail "shutdown failed or hung (exit $?)"
-  eventually lines_at_least 2 '^Hammer result: ' "$PLUGIN_LOG"
+  wait_for_lines 2 '^Hammer result: ' "$PLUGIN_LOG"
   sleep 0.3
   watch_exits 10 $(service_hosts)
   stop_service
@@ -222,7 +222,7 @@ case_TwoSessionsAtOnce() {
   local sid osid
   sid=$(root_session_id)
   osid=$(status_field "[.sessions[] | select(.uid == $OTHER_UID) | .session_id][0]")
-  eventually lines_at_least 2 '^Distribution started ' "$PLUGIN_LOG"
+  wait_for_lines 2 '^Distribution started ' "$PLUGIN_LOG"
   ! grep -q overlap "$PLUGIN_LOG" || fail "hooks of one plugin overlapped: $(cat "$PLUGIN_LOG")"
   expect_eq "$(grep -c '^VM created ' "$PLUGIN_LOG")" 2 "VM created lines"
   grep -qxF "$(vm_created "$sid")" "$PLUGIN_LOG" || fail "no VM created line for root: $(cat "$PLUGIN_LOG")"
@@ -261,7 +261,7 @@ case_TimedOutPluginGetsNoQueuedHook() {
   local unanswered; unanswered=$(grep -cE "timed out in on_vm_started|on_vm_started got no answer" "$T/daemon.log")
   [ "$unanswered" -ge 2 ] || fail "only $unanswered on_vm_started call ended without an answer: the second start never reached the plugin"
   if [ "$ISOLATION" = none ]; then
-    DEADLINE=10 eventually grep -q '^on_vm_started returned late ' "$PLUGIN_LOG"
+    DEADLINE=10 wait_for_lines 1 '^on_vm_started returned late ' "$PLUGIN_LOG"
     sleep 1 # a queued hook would run at once now
   else
     sleep 4 # past the late return, had the host not been killed
@@ -277,7 +277,7 @@ case_StartDuringShutdownRefused() {
   setup StopSlowly
   bh start alpha
   kill -TERM "$SVC_PID"
-  DEADLINE=10 eventually grep -q '^VM stopping ' "$PLUGIN_LOG"
+  DEADLINE=10 wait_for_lines 1 '^VM stopping ' "$PLUGIN_LOG"
   expect_error ESHUTDOWN "the service is shutting down" bh start alpha
   bh status >/dev/null || fail "status failed while the service shuts down"
   wait "$SVC_PID" || fail "bulkheadd exited with status $? after SIGTERM"
@@ -304,7 +304,7 @@ entry_call_line() { grep '^execute_binary(session_id=1, path=/bin/true, argv=tru
 case_ThreadBeforeFirstHook() {
   setup ThreadBeforeFirstHook
   bh start alpha
-  eventually lines_at_least 1 '^execute_binary\(session_id=1, path=/bin/true, argv=true\) -> ' "$PLUGIN_LOG"
+  wait_for_lines 1 '^execute_binary\(session_id=1, path=/bin/true, argv=true\) -> ' "$PLUGIN_LOG"
   local line; line=$(entry_call_line)
   echo "note: $line"
   case $line in
@@ -321,7 +321,7 @@ case_ThreadAfterEntryFailure() {
   setup ThreadAfterEntryFailure
   expect_failure_output "$FATAL" "Error code: $START_OP/EINVAL" bh start alpha
   expect_eq "$(plugin_field state)" "failed to load" "plugin state"
-  [ "$ISOLATION" = none ] || DEADLINE=5 eventually no_service_hosts
+  [ "$ISOLATION" = none ] || wait_no_service_hosts 5
   # In-process, the thread lives on in the service: give it time to call, then the service must
   # still serve (every VM creation fails the same way: the failed load is latched).
   sleep 1

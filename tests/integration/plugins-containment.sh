@@ -49,7 +49,7 @@ case_HostCrash() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   local cause; cause=$(plugin_field cause)
   [[ $cause == *SIGKILL* && $cause == *on_vm_started* ]] ||
     fail "the cause should name SIGKILL and on_vm_started; it is '$cause'"
@@ -122,7 +122,7 @@ leftovers() {
 case_SpawnChild() {
   setup SpawnChild
   bh start alpha
-  DEADLINE=10 eventually lines_at_least 2 '^child pid=' "$PLUGIN_LOG"
+  DEADLINE=10 wait_for_lines 2 '^child pid=' "$PLUGIN_LOG"
   local host tagged tree
   host=$(plugin_field pid)
   [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host process (status pid $host)"
@@ -156,7 +156,7 @@ case_HangInVmStarted() {
   bh register alpha --rootfs "$ROOTFS" >/dev/null
   local rc=0
   bh start alpha >"$T/start.out" 2>"$T/start.err" & local start=$!
-  DEADLINE=10 eventually grep -q '^hanging in on_vm_started' "$PLUGIN_LOG"
+  DEADLINE=10 wait_for_lines 1 '^hanging in on_vm_started' "$PLUGIN_LOG"
   # The hook hangs: the service still answers, and the start is still waiting for the hook.
   expect_eq "$(plugin_field state)" running "plugin state while its hook hangs"
   bh list >/dev/null || fail "list failed while a hook hangs"
@@ -167,7 +167,7 @@ case_HangInVmStarted() {
   local cause; cause=$(plugin_field cause)
   [[ $cause == "timed out in on_vm_started"* ]] || fail "the cause should say it timed out; it is '$cause'"
   DEADLINE=10 eventually no_surviving_children
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   expect_service_alive
   expect_no_vm
   expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh start alpha
@@ -204,9 +204,9 @@ case_StderrFlood() {
   # No timing assertion (the machines are shared and noisy): that list, run and status answered
   # while the plugin kept writing is the property; the times above are for the reader.
   # Forwarded with the plugin's name (the service may rate-limit: not every line need appear).
-  DEADLINE=10 eventually grep -q 'plugin test-plugin: flood line 0$' "$T/daemon.log"
+  DEADLINE=10 wait_for_lines 1 'plugin test-plugin: flood line 0$' "$T/daemon.log"
   # The host is never blocked on its stderr for long: the flood runs to its end.
-  DEADLINE=60 eventually grep -q '^flood finished' "$PLUGIN_LOG"
+  DEADLINE=60 wait_for_lines 1 '^flood finished' "$PLUGIN_LOG"
   expect_eq "$(sed -n 's/^flood finished (lines=\([0-9]*\), result=\(.*\))$/\1 \2/p' "$PLUGIN_LOG")" "1100000 OK" \
     "the plugin wrote all its lines"
   # What was forwarded is whole lines, in order.
@@ -236,7 +236,7 @@ case_Garbage() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
-  DEADLINE=5 eventually no_service_hosts # the host that sent garbage is ended
+  wait_no_service_hosts 5 # the host that sent garbage is ended
   echo "note: cause: $(plugin_field cause)"
   # Latched, like any crash.
   expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha

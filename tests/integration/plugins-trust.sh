@@ -187,7 +187,7 @@ expect_untrusted() {
   done
   # Not one line of the plugin's code ran (its entry point would have logged first).
   [ ! -s "$PLUGIN_LOG" ] || fail "the refused plugin ran: $(cat "$PLUGIN_LOG")"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
 }
 
 # Ends this service and starts another on the same directories, with a fresh plugin log.
@@ -531,7 +531,7 @@ case_MemoryLimit() {
   local cause; cause=$(plugin_field cause)
   echo "note: cause: $cause"
   [[ $cause == *SIGABRT* ]] || fail "the cause should name SIGABRT; it is '$cause'"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   expect_failure_output "$FATAL" "Error code: $START_OP/ECONNRESET" bh start alpha
   expect_service_alive
   local sid; sid=$(root_session_id)

@@ -7,6 +7,9 @@
  *                                READY=1 (exit 0); exit 1 without READY=1 within SECONDS.
  *   wait-lines FILE N SECONDS    waits (inotify) until FILE exists and has at least N lines;
  *                                exit 1 after SECONDS without.
+ *   wait-grep FILE N ERE SECONDS waits (inotify) until at least N lines of FILE match the POSIX
+ *                                extended regular expression ERE (as grep -cE counts them); exit 1
+ *                                after SECONDS without.
  *   wait-exit [--reaped] SECONDS PID...
  *                                opens a pidfd for every PID (a pid that is gone already counts
  *                                as exited) and prints "watching"; then waits until every one has
@@ -35,6 +38,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,24 +123,71 @@ static int ready_wait(const char* path, double seconds)
     }
 }
 
-static long count_lines(const char* path)
+/* Lines of a file counted as it grows: only what was appended since the last look is read. A file
+ * that was replaced or truncated is counted again from its start. */
+struct line_counter {
+    const regex_t* re; /* NULL: every line counts */
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    off_t offset;
+    long lines;
+    char partial[65536]; /* the last line so far, not yet ended by a newline */
+    size_t partial_len;
+};
+
+static int line_counts(const struct line_counter* c, const char* line, size_t len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    char buf[65536];
-    long lines = 0;
-    ssize_t got;
-    while ((got = read(fd, buf, sizeof(buf))) > 0)
-        for (ssize_t i = 0; i < got; i++)
-            lines += buf[i] == '\n';
-    close(fd);
-    return lines;
+    if (!c->re)
+        return 1;
+    char buf[sizeof(c->partial) + 1];
+    if (len >= sizeof(buf))
+        len = sizeof(buf) - 1;
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    return regexec(c->re, buf, 0, NULL, 0) == 0;
 }
 
-static int wait_lines(const char* path, long want, double seconds)
+/* The lines counted so far, with the unfinished last line counted as grep would; -1: no file. */
+static long count_more(struct line_counter* c, const char* path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -1;
+    if (c->fd < 0 || st.st_dev != c->dev || st.st_ino != c->ino || st.st_size < c->offset) {
+        if (c->fd >= 0)
+            close(c->fd);
+        c->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (c->fd < 0)
+            return -1;
+        c->dev = st.st_dev;
+        c->ino = st.st_ino;
+        c->offset = 0;
+        c->lines = 0;
+        c->partial_len = 0;
+    }
+    char buf[65536];
+    ssize_t got;
+    while ((got = pread(c->fd, buf, sizeof(buf), c->offset)) > 0) {
+        c->offset += got;
+        for (ssize_t i = 0; i < got; i++) {
+            if (buf[i] == '\n') {
+                c->lines += line_counts(c, c->partial, c->partial_len);
+                c->partial_len = 0;
+            } else if (c->partial_len < sizeof(c->partial)) {
+                c->partial[c->partial_len++] = buf[i];
+            }
+        }
+    }
+    return c->lines + (c->partial_len > 0 && line_counts(c, c->partial, c->partial_len));
+}
+
+static int wait_count(const char* path, long want, const regex_t* re, double seconds)
 {
     long long deadline = now_ms() + (long long)(seconds * 1000);
+    static struct line_counter counter;
+    counter.re = re;
+    counter.fd = -1;
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
     char* slash = strrchr(dir, '/');
@@ -151,24 +202,36 @@ static int wait_lines(const char* path, long want, double seconds)
     if (in < 0)
         die("inotify_init1");
     /* The directory: the file appearing or being replaced; the file: lines appended to it. */
-    if (inotify_add_watch(in, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_MODIFY) < 0)
+    if (inotify_add_watch(in, dir, IN_CREATE | IN_MOVED_TO) < 0)
         die(dir);
-    int file_watch = -1;
     for (;;) {
-        if (file_watch < 0)
-            file_watch = inotify_add_watch(in, path, IN_MODIFY | IN_CLOSE_WRITE);
-        if (count_lines(path) >= want)
+        /* Again each time: a file replaced since is another inode, to be watched too. */
+        (void)inotify_add_watch(in, path, IN_MODIFY);
+        if (count_more(&counter, path) >= want)
             return 0;
         struct pollfd p = { .fd = in, .events = POLLIN };
         int n = poll(&p, 1, left_ms(deadline));
         if (n < 0 && errno != EINTR)
             die("poll");
         if (n == 0)
-            return count_lines(path) >= want ? 0 : 1;
+            return count_more(&counter, path) >= want ? 0 : 1;
         char events[8192];
         while (read(in, events, sizeof(events)) > 0) {
         }
     }
+}
+
+static int wait_grep(const char* path, long want, const char* pattern, double seconds)
+{
+    static regex_t re;
+    int err = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (err != 0) {
+        char message[256];
+        regerror(err, &re, message, sizeof(message));
+        fprintf(stderr, "%s: bad regular expression '%s': %s\n", prog, pattern, message);
+        exit(2);
+    }
+    return wait_count(path, want, &re, seconds);
 }
 
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
@@ -412,7 +475,7 @@ static int hostile_tars(const char* dir)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: %s ready-wait|wait-lines|wait-exit|swap|stranger-host|garbage|hold|hostile-tars ARGS "
+    fprintf(stderr, "usage: %s ready-wait|wait-lines|wait-grep|wait-exit|swap|stranger-host|garbage|hold|hostile-tars ARGS "
                     "(see the source's first comment)\n",
         prog);
     exit(2);
@@ -426,7 +489,9 @@ int main(int argc, char** argv)
     if (strcmp(cmd, "ready-wait") == 0 && argc == 4)
         return ready_wait(argv[2], atof(argv[3]));
     if (strcmp(cmd, "wait-lines") == 0 && argc == 5)
-        return wait_lines(argv[2], atol(argv[3]), atof(argv[4]));
+        return wait_count(argv[2], atol(argv[3]), NULL, atof(argv[4]));
+    if (strcmp(cmd, "wait-grep") == 0 && argc == 6)
+        return wait_grep(argv[2], atol(argv[3]), argv[4], atof(argv[5]));
     if (strcmp(cmd, "wait-exit") == 0 && argc >= 4 && strcmp(argv[2], "--reaped") == 0)
         return wait_exit(1, atof(argv[3]), argc - 4, argv + 4);
     if (strcmp(cmd, "wait-exit") == 0 && argc >= 3)
