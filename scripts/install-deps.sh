@@ -8,7 +8,7 @@ packages=(
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libarchive-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  busybox-static bubblewrap util-linux procps jq
+  busybox-static bubblewrap util-linux procps jq openssl
 )
 
 missing=()

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Bad input gets a clear error, changes nothing, and the service keeps serving.
 source "$(dirname "$0")/lib.sh"
-make_rootfs "$T/rootfs"
 expect_error ENOENT "is bulkheadd running" bh list
 # The fd-exhaustion check below needs one client to hold 100 connections: above the default
 # connections_per_user, which would otherwise spare the service's fds (hostile-user.sh tests that).
 printf '[limits]\nconnections_per_user = 1000\n' >"$T/cfg/bulkhead.toml"
 start_service
-bh register good --rootfs "$T/rootfs" >/dev/null
-expect_error EEXIST "already exists" bh register good --rootfs "$T/rootfs"
+bh register good --rootfs "$ROOTFS" >/dev/null
+expect_error EEXIST "already exists" bh register good --rootfs "$ROOTFS"
 expect_error ENOENT "no distribution with the supplied name 'nope'" bh run -d nope -- true
 expect_error ENOENT "no distribution with the supplied name 'nope'" bh unregister nope
-expect_error EINVAL "invalid distribution name" bh register "../x" --rootfs "$T/rootfs"
+expect_error EINVAL "invalid distribution name" bh register "../x" --rootfs "$ROOTFS"
 expect_error ENOENT "cannot open the tar archive" bh register t1 --tar "$T/missing.tar"
 
 # An unreadable rootfs (read as the calling user).
@@ -21,47 +20,25 @@ expect_error EACCES "Permission denied" bh_other register t2 --rootfs "$T/secret
 # Hostile and broken archives.
 head -c 4096 /dev/urandom > "$T/random.tar"
 expect_error EINVAL "not a tar archive" bh register t3 --tar "$T/random.tar"
-python3 - "$T" <<'PY'
-import io, sys, tarfile
-t = sys.argv[1]
-def make(name, members):
-    with tarfile.open(f"{t}/{name}.tar", "w") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data else None)
-def file(name, data=b"x"):
-    i = tarfile.TarInfo(name); i.size = len(data); return (i, data)
-def link(name, target, kind=tarfile.SYMTYPE):
-    i = tarfile.TarInfo(name); i.type = kind; i.linkname = target; return (i, None)
-def dev(name):
-    i = tarfile.TarInfo(name); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; return (i, None)
-make("dotdot", [file("etc/os-release"), file("../escape")])
-make("absolute", [file("/etc/evil")])
-make("outward", [link("etc/up", "../../../etc")])
-make("hardlink", [link("etc/shadow", "/etc/shadow", tarfile.LNKTYPE)])
-make("device", [dev("dev/mem")])
-PY
+# dotdot (etc/os-release, ../escape), absolute (/etc/evil), outward (symlink etc/up -> ../../../etc),
+# hardlink (etc/shadow -> /etc/shadow), device (dev/mem, char 1:3).
+"$HELPER" hostile-tars "$T"
 expect_error EINVAL "'..'" bh register t4 --tar "$T/dotdot.tar"
 expect_error EINVAL "absolute" bh register t5 --tar "$T/absolute.tar"
 expect_error EINVAL "etc/up" bh register t6 --tar "$T/outward.tar"
 expect_error EINVAL "etc/shadow" bh register t7 --tar "$T/hardlink.tar"
 expect_error EINVAL "dev/mem" bh register t8 --tar "$T/device.tar"
 expect_eq "$(distro_dirs)" "1" "no partial directory left behind"
-expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin)])')" "['good']" "nothing registered"
+expect_eq "$(bh list --json | jq -c '[.[].name]')" '["good"]' "nothing registered"
 
 # Relative VM paths and missing programs.
 bh start good
-expect_error EINVAL "must be absolute" bh vm mount "$T/rootfs" relative
+expect_error EINVAL "must be absolute" bh vm mount "$ROOTFS" relative
 expect_error ENOENT "cannot execute 'missing-program'" bh run -- missing-program
 
 # A client sending garbage, and one disconnecting mid-call, never disturb the service.
-python3 - "$T/run/control.sock" <<'PY'
-import os, socket, sys
-for payload in (os.urandom(65536), b"\x00" * 8 + b"\xff" * 64, b""):
-    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-    try: s.sendall(payload)
-    except OSError: pass
-    s.close()
-PY
+# Three connections: 64 KiB of random bytes, 8 zeros and 64 times 0xff, nothing.
+"$HELPER" garbage "$T/run/control.sock"
 bh run -- sleep 30 & runner=$!
 sleep 0.5
 kill -9 $runner; wait $runner 2>/dev/null || true
@@ -79,14 +56,7 @@ if [ "${BULKHEAD_SANITIZER:-}" = address ]; then
   exit 0
 fi
 prlimit --pid "$SVC_PID" --nofile=64:64
-python3 - "$T/run/control.sock" <<'PY'
-import socket, sys, time
-held = []
-for _ in range(100):
-    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)
-time.sleep(0.5)
-for s in held: s.close()
-PY
+"$HELPER" hold "$T/run/control.sock" 100 500 # 100 connections held for half a second
 out=$(BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" timeout 20 "$BIN/bulkhead" run -- echo served-again 2>&1) \
   || fail "no answer after a client exhausted the service's fds: $out"
 expect_eq "$out" served-again "a run after the fds were freed"

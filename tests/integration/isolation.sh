@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The VM and distribution are isolated: own hostname, own PID 1, own mounts; VM operations work.
 source "$(dirname "$0")/lib.sh"
-make_rootfs "$T/rootfs"
 start_service
-bh register iso --rootfs "$T/rootfs" >/dev/null
+bh register iso --rootfs "$ROOTFS" >/dev/null
 
 expect_eq "$(bh run -- hostname)" "bulkhead" "hostname inside"
 [ "$(hostname)" != "bulkhead" ] || fail "the host's hostname changed"

@@ -10,6 +10,20 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 77
 fi
 
+# Built by tests/CMakeLists.txt beside the binaries (ctest passes their paths).
+HELPER=${BULKHEAD_TEST_HELPER:-$BIN/../test-tools/bh-test-helper}
+[ -x "$HELPER" ] || { echo "FAIL: no $HELPER (build the bh-test-helper target)" >&2; exit 1; }
+# The read-only fixtures every test shares (tests/make-test-fixtures.sh): built once per ctest
+# run by the "fixtures" test, or here when a test runs on its own.
+FIXTURES=${BULKHEAD_TEST_FIXTURES:-$BIN/../test-fixtures}
+if [ ! -f "$FIXTURES/complete" ]; then
+  flock "$(dirname "$FIXTURES")" bash -c '[ -f "$1/complete" ] || "$2" "$1" >/dev/null' _ \
+    "$FIXTURES" "$HERE/../make-test-fixtures.sh" || { echo "FAIL: cannot build the fixtures in $FIXTURES" >&2; exit 1; }
+fi
+ROOTFS=$FIXTURES/rootfs     # the busybox distribution root: register it, never write to it
+ROOTFS_TAR=$FIXTURES/rootfs.tar
+TEST_KEYS=$FIXTURES/keys    # Ed25519 keys: NAME.pem (private) and NAME.pub.pem, NAME team or stranger
+
 T=$(mktemp -d /tmp/bulkhead-test.XXXXXX)
 chmod 755 "$T"
 mkdir -p "$T/cfg" "$T/state" "$T/run" "$T/home"
@@ -20,9 +34,24 @@ SVC_PID=
 SERVICE_LAUNCHER=()
 SANITIZER_REPORT='(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error: '
 
+TEST_START=$EPOCHREALTIME
+
+# True while $SVC_PID is still the bulkheadd this test started: its child, named bulkheadd. A
+# service that ended by itself frees its pid, which another test's process may get (pid_max is
+# small, tests run in parallel): that one must never be signalled.
+service_is_ours() {
+  [ -n "$SVC_PID" ] || return 1
+  local stat
+  stat=$(cat "/proc/$SVC_PID/stat" 2>/dev/null) || return 1
+  local rest=${stat##*) } comm=${stat#*(}
+  comm=${comm%)*}
+  set -- $rest
+  [ "$comm" = bulkheadd ] && [ "$2" = "$$" ] && [ "$1" != Z ]
+}
+
 cleanup() {
   local rc=$?
-  if [ -n "$SVC_PID" ] && kill -0 "$SVC_PID" 2>/dev/null; then
+  if service_is_ours; then
     kill -TERM "$SVC_PID" 2>/dev/null || true
     wait "$SVC_PID" 2>/dev/null || true
   fi
@@ -36,33 +65,37 @@ cleanup() {
     echo "--- service log ---" >&2; cat "$T/daemon.log" >&2
   fi
   rm -rf "$T"
+  # A whole script is one case: its time, as plugins-run-cases.sh prints each case's.
+  if [ -z "${BULKHEAD_CASE_RUNNER:-}" ]; then
+    local ms=$(((${EPOCHREALTIME/[.,]/} - ${TEST_START/[.,]/}) / 1000))
+    printf '=== %s: %s (%d.%03d s)\n' "$(basename "$0" .sh)" "$([ $rc -eq 0 ] && echo PASS || echo "FAIL (exit $rc)")" \
+      $((ms / 1000)) $((ms % 1000))
+  fi
   exit $rc
 }
 trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# Starts bulkheadd on the private directories and waits for its sd_notify READY=1 (10 s deadline).
-start_service() {
-  rm -f "$T/notify.sock"
-  python3 "$HERE/wait-ready.py" "$T/notify.sock" 10 & local waiter=$!
-  while [ ! -S "$T/notify.sock" ]; do sleep 0.01; done
-  NOTIFY_SOCKET="$T/notify.sock" "${SERVICE_LAUNCHER[@]}" "$BIN/bulkheadd" --config-dir "$T/cfg" \
-    --state-dir "$T/state" --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
-  SVC_PID=$!
-  wait $waiter || fail "bulkheadd did not report READY=1 within 10 s"
-}
+# Starts bulkheadd on the private directories and waits for its sd_notify READY=1 (10 s deadline):
+# the helper binds the notify socket and says so, then says READY when the datagram comes.
+start_service() { start_service_with_env; }
 
 # start_service, with NAME=VALUE... added to bulkheadd's environment (e.g. loader variables that
-# must not reach a plugin host). start_service_with_env NAME=VALUE...
+# must not reach a plugin host). start_service_with_env [NAME=VALUE...]
 start_service_with_env() {
   rm -f "$T/notify.sock"
-  python3 "$HERE/wait-ready.py" "$T/notify.sock" 10 & local waiter=$!
-  while [ ! -S "$T/notify.sock" ]; do sleep 0.01; done
-  NOTIFY_SOCKET="$T/notify.sock" env "$@" "$BIN/bulkheadd" --config-dir "$T/cfg" --state-dir "$T/state" \
-    --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
+  local ready line=
+  exec {ready}< <(exec "$HELPER" ready-wait "$T/notify.sock" 10)
+  read -r -u "$ready" line || true
+  [ "$line" = listening ] || { exec {ready}<&-; fail "cannot listen for sd_notify on $T/notify.sock"; }
+  NOTIFY_SOCKET="$T/notify.sock" "${SERVICE_LAUNCHER[@]}" env "$@" "$BIN/bulkheadd" --config-dir "$T/cfg" \
+    --state-dir "$T/state" --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
   SVC_PID=$!
-  wait $waiter || fail "bulkheadd did not report READY=1 within 10 s"
+  line=
+  read -r -u "$ready" line || true
+  exec {ready}<&-
+  [ "$line" = READY ] || fail "bulkheadd did not report READY=1 within 10 s"
 }
 
 stop_service() {
@@ -99,7 +132,12 @@ plugin_jq() {
 # The wall clock in milliseconds, for coarse bounds and for reporting how long something took.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-make_rootfs() { "$HERE/../rootfs/make-test-rootfs.sh" "$@"; }
+# A private, writable copy of the shared busybox root (most tests register $ROOTFS itself).
+# make_rootfs DIR [TAR]
+make_rootfs() {
+  cp -a "$ROOTFS" "$1"
+  [ $# -lt 2 ] || cp "$ROOTFS_TAR" "$2"
+}
 
 expect_eq() { [ "$1" = "$2" ] || fail "expected '$2', got '$1' ($3)"; }
 
@@ -113,7 +151,8 @@ expect_error() {
   echo "$out" | grep -q -- "$pattern" || fail "'$*': message does not match '$pattern': $out"
 }
 
-# Waits until "$@" succeeds, polling every 50 ms, for at most $DEADLINE seconds (default 10).
+# Waits until "$@" succeeds, polling every 50 ms, for at most $DEADLINE seconds (default 10). For
+# a state only a query shows; a process's exit is waited for with wait_gone, a file with expect_log.
 eventually() {
   local end=$((SECONDS + ${DEADLINE:-10}))
   until "$@"; do
@@ -122,7 +161,12 @@ eventually() {
   done
 }
 
-status_field() { bh status --json | python3 -c "import json,sys; print(eval(sys.argv[1], {'s': json.load(sys.stdin)}))" "$1"; }
+# A value from `bulkhead status --json`: status_field JQ-FILTER [JQ-OPTION...], e.g. .pid
+status_field() {
+  local filter=$1
+  shift
+  bh status --json | jq -r "$@" "$filter"
+}
 
 distro_dirs() { find "$T/state/distributions" -mindepth 1 -maxdepth 1 | wc -l; }
 
@@ -172,8 +216,7 @@ expect_log() {
   expected_file=$(mktemp "$T/expected.XXXXXX")
   cat >"$expected_file"
   local want; want=$(line_count "$expected_file")
-  local end=$((SECONDS + ${DEADLINE:-10}))
-  while [ "$(line_count "$file")" -lt "$want" ] && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  "$HELPER" wait-lines "$file" "$want" "${DEADLINE:-10}" || true
   actual_file=$(mktemp "$T/actual.XXXXXX")
   [ ! -f "$file" ] || cp "$file" "$actual_file"
   local -a exp act
@@ -222,15 +265,11 @@ expect_failure_output() {
 
 # A field of the first plugin (or the one named NAME) in `bulkhead status --json`.
 plugin_field() {
-  bh status --json | python3 -c '
-import json, sys
-plugins = json.load(sys.stdin).get("plugins")
-if plugins is None:
-    sys.exit("status --json has no \"plugins\" array")
-match = [p for p in plugins if len(sys.argv) < 3 or p.get("name") == sys.argv[2]]
-if not match:
-    sys.exit("no plugin %r in status: %r" % (sys.argv[2:], plugins))
-print(match[0][sys.argv[1]])' "$@"
+  bh status --json | jq -r --arg field "$1" --arg name "${2:-}" '
+    if has("plugins") then .plugins else error("status --json has no \"plugins\" array") end
+    | (map(select($name == "" or .name == $name)) | first)
+      // error("no plugin \($name) in status: \(.)")
+    | if has($field) then .[$field] else error("plugin \(.name) has no field \($field)") end'
 }
 
 # For `eventually`: the plugin's (first, or NAME's) state is STATE. plugin_state_is STATE [NAME]
@@ -239,18 +278,47 @@ plugin_state_is() { [ "$(plugin_field state ${2:+"$2"})" = "$1" ]; }
 # For `eventually`: FILE has at least N lines matching the extended regex RE. lines_at_least N RE FILE
 lines_at_least() { [ "$(grep -cE -- "$2" "$3" 2>/dev/null)" -ge "$1" ]; }
 
+# Waits (inotify: no polling) until FILE has at least N lines matching the extended regex RE, for
+# at most $DEADLINE seconds (default 10). wait_for_lines N RE FILE
+wait_for_lines() {
+  "$HELPER" wait-grep "$3" "$1" "$2" "${DEADLINE:-10}" ||
+    fail "timed out after ${DEADLINE:-10} s waiting for $1 line(s) matching '$2' in $3"
+}
+
 # The session id of uid 0 from `bulkhead status --json`.
 root_session_id() {
-  bh status --json | python3 -c '
-import json, sys
-print([s["session_id"] for s in json.load(sys.stdin)["sessions"] if s["uid"] == 0][0])'
+  bh status --json | jq -r 'first(.sessions[] | select(.uid == 0) | .session_id) // error("no session of uid 0")'
 }
 
 # Number of sessions whose VM runs.
-running_vms() {
-  bh status --json | python3 -c '
-import json, sys
-print(sum(1 for s in json.load(sys.stdin)["sessions"] if s["vm_running"]))'
+running_vms() { status_field '[.sessions[] | select(.vm_running)] | length'; }
+
+# Waits (pidfds: no polling) until every PID has exited, for at most SECONDS; fails naming the
+# survivors. Only for processes alive now (their pids are not free for reuse yet); to wait for
+# processes that an action ends, watch_exits before the action. wait_gone SECONDS PID...
+wait_gone() {
+  local seconds=$1 out
+  shift
+  [ $# -gt 0 ] || return 0
+  out=$("$HELPER" wait-exit "$seconds" "$@" | tail -n 1)
+  [ "$out" = gone ] || fail "still running after $seconds s: ${out#alive }"
+}
+
+# Watches PID... (pidfds, opened before this returns) so that await_exits, after an action, waits
+# for these very processes, whatever their pids are reused for meanwhile. With --reaped, a zombie
+# still counts as running. One watch at a time. watch_exits [--reaped] SECONDS PID...
+watch_exits() {
+  local line=
+  exec {WATCH_FD}< <(exec "$HELPER" wait-exit "$@")
+  read -r -u "$WATCH_FD" line || true
+  [ "$line" = watching ] || fail "cannot watch processes $*"
+}
+# Waits for what watch_exits watches; fails naming the survivors. await_exits WHAT
+await_exits() {
+  local out=
+  read -r -u "$WATCH_FD" out || true
+  exec {WATCH_FD}<&-
+  [ "$out" = gone ] || fail "$1: still running: ${out#alive }"
 }
 
 # True when no process PID runs any more (gone, or a zombie waiting for its reaper).
@@ -281,15 +349,16 @@ processes_mentioning() {
 
 # PID and all its descendants, as pids.
 process_tree() {
-  ps -e -o pid=,ppid= | python3 -c '
-import sys
-root = int(sys.argv[1]); children = {}
-for line in sys.stdin:
-    pid, ppid = map(int, line.split()); children.setdefault(ppid, []).append(pid)
-todo, seen = [root], []
-while todo:
-    p = todo.pop(); seen.append(p); todo += children.get(p, [])
-print(" ".join(map(str, seen)))' "$1"
+  ps -e -o pid=,ppid= | awk -v root="$1" '
+    { children[$2] = children[$2] " " $1 }
+    END {
+      todo = root; seen = ""
+      while ((n = split(todo, level, " ")) > 0) {
+        todo = ""
+        for (i = 1; i <= n; i++) { seen = seen (seen == "" ? "" : " ") level[i]; todo = todo children[level[i]] }
+      }
+      print seen
+    }'
 }
 
 # Live plugin host processes among the service's descendants.
@@ -302,6 +371,15 @@ service_hosts() {
   true
 }
 no_service_hosts() { [ -z "$(service_hosts)" ]; }
+# Waits until the service has no plugin host left, for at most SECONDS: for the hosts it has (their
+# pidfds), then looks again. wait_no_service_hosts SECONDS
+wait_no_service_hosts() {
+  local end=$((SECONDS + $1)) hosts
+  while hosts=$(service_hosts); [ -n "$hosts" ]; do
+    [ $SECONDS -lt $end ] || fail "plugin hosts of the service still running after $1 s: $hosts"
+    wait_gone $((end - SECONDS + 1)) $hosts
+  done
+}
 
 # ---- A plugin whose load never ends (fixture modes EntryHangs and EntrySpins) ----
 

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Register, start, run, terminate, unregister; UUID stable across a restart; exit codes; defaults.
 source "$(dirname "$0")/lib.sh"
-make_rootfs "$T/rootfs"
 start_service
 
-out=$(bh register alpha --rootfs "$T/rootfs" --package test-pkg)
+out=$(bh register alpha --rootfs "$ROOTFS" --package test-pkg)
 echo "$out" | grep -q "^Registered 'alpha' (" || fail "register said: $out"
-uuid=$(bh list --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(d["uuid"])')
-expect_eq "$(bh list --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(d["flavor"], d["version"], d["package"], d["default"], d["running"])')" \
-  "bulkhead-test 1.0 test-pkg True False" "list fields"
+uuid=$(bh list --json | jq -r '.[0].uuid')
+expect_eq "$(bh list --json | jq -r '.[0] | "\(.flavor) \(.version) \(.package) \(.default) \(.running)"')" \
+  "bulkhead-test 1.0 test-pkg true false" "list fields"
 
 expect_eq "$(bh run -- echo hello)" "hello" "run output"
 rc=0; bh run -- sh -c 'exit 7' || rc=$?
@@ -17,35 +16,35 @@ rc=0; bh run -- sh -c 'kill -9 $$' || rc=$?
 expect_eq "$rc" "137" "death by signal"
 expect_eq "$(echo piped | bh run -- cat)" "piped" "stdin is the caller's"
 expect_eq "$(bh run -u alice -- id -u)" "1000" "run -u"
-expect_eq "$(bh list --running --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" "1" "running"
+expect_eq "$(bh list --running --json | jq length)" "1" "running"
 
 bh start alpha
-pid1=$(bh list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["init_pid"])')
+pid1=$(bh list --json | jq -r '.[0].init_pid')
 [ "$pid1" -gt 0 ] || fail "no init pid"
 bh terminate alpha
-expect_eq "$(bh list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["running"])')" "False" "terminated"
+expect_eq "$(bh list --json | jq -r '.[0].running')" "false" "terminated"
 
 # A second distribution, and the default.
-bh register beta --tar <(tar -C "$T/rootfs" -cf - .) >/dev/null
+bh register beta --tar <(cat "$ROOTFS_TAR") >/dev/null
 expect_eq "$(bh run -d beta -- cat /etc/hostname 2>/dev/null || true)" "" "beta has no /etc/hostname"
 bh set-default beta
-expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin) if d["default"]])')" "['beta']" "default"
+expect_eq "$(bh list --json | jq -c '[.[] | select(.default) | .name]')" '["beta"]' "default"
 
 # The UUID survives a restart of the service.
 stop_service
 start_service
-expect_eq "$(bh list --json | python3 -c 'import json,sys; print([d["uuid"] for d in json.load(sys.stdin) if d["name"]=="alpha"][0])')" "$uuid" "uuid after restart"
+expect_eq "$(bh list --json | jq -r '[.[] | select(.name == "alpha") | .uuid][0]')" "$uuid" "uuid after restart"
 
 # A distribution whose init dies on its own (here its user kills it from inside their VM, as
 # they may): the service lives on, lists it as stopped, and starts it again.
 bh start alpha
-bh vm exec -- kill -9 "$(bh status --json | python3 -c 'import json,sys; print([d["init_pid"] for d in json.load(sys.stdin)["distributions"] if d["name"]=="alpha"][0])')"
-running_alpha() { bh list --running --json | python3 -c 'import json,sys; print([d["name"] for d in json.load(sys.stdin)])'; }
+bh vm exec -- kill -9 "$(status_field '[.distributions[] | select(.name == "alpha") | .init_pid][0]')"
+running_alpha() { bh list --running --json | jq -c '[.[].name]'; }
 alpha_stopped() { [ "$(running_alpha)" = "[]" ]; } # a function: eventually re-runs the query
 eventually alpha_stopped
 kill -0 "$SVC_PID" || fail "bulkheadd died with a distribution"
 bh start alpha
-expect_eq "$(running_alpha)" "['alpha']" "alpha started again after its init died"
+expect_eq "$(running_alpha)" '["alpha"]' "alpha started again after its init died"
 expect_eq "$(bh run -d alpha -- echo back)" back "a run in the restarted distribution"
 
 bh unregister alpha

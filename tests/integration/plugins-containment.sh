@@ -33,19 +33,18 @@ RUN_OP=Bulkhead/Service/RunProgram
 
 setup() {
   install_test_plugin "$1" test-plugin process
-  make_rootfs "$T/rootfs"
   start_service
-  bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
+  bh register alpha --rootfs "$ROOTFS" --package test-pkg >/dev/null
 }
 
 expect_service_alive() {
   kill -0 "$SVC_PID" 2>/dev/null || fail "the service died"
-  expect_eq "$(status_field 's["pid"]')" "$SVC_PID" "the service's pid"
+  expect_eq "$(status_field .pid)" "$SVC_PID" "the service's pid"
   bh list >/dev/null || fail "the service no longer serves list"
 }
 
 expect_no_vm() {
-  expect_eq "$(status_field 'sum(1 for x in s["sessions"] if x["vm_running"])')" 0 "no VM may be left running"
+  expect_eq "$(running_vms)" 0 "no VM may be left running"
 }
 
 case_HostCrash() {
@@ -60,12 +59,12 @@ case_HostCrash() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   local cause; cause=$(plugin_field cause)
   [[ $cause == *SIGKILL* && $cause == *on_vm_started* ]] ||
     fail "the cause should name SIGKILL and on_vm_started; it is '$cause'"
   echo "note: cause: $cause"
-  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  sid=$(root_session_id)
   expect_log "$PLUGIN_LOG" <<EOF
 Plugin loaded (mode=HostCrash, api_version=*)
 VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
@@ -92,7 +91,7 @@ case_HostKilledIdle() {
   expect_no_vm
   expect_service_alive
   local sid
-  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  sid=$(root_session_id)
   expect_log "$PLUGIN_LOG" <<EOF
 Plugin loaded (mode=GetUsername, api_version=*)
 VM created (session_id=$sid, uid=0, gid=0, user_name=root, custom_config_flags=0)
@@ -103,9 +102,8 @@ EOF
 # Without an isolation key, a plugin runs in a host process.
 case_DefaultIsolation() {
   install_test_plugin GetUsername test-plugin ""
-  make_rootfs "$T/rootfs"
   start_service
-  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  bh register alpha --rootfs "$ROOTFS" >/dev/null
   expect_eq "$(plugin_field isolation)" process "the default isolation"
   bh start alpha
   local host; host=$(plugin_field pid)
@@ -124,19 +122,17 @@ surviving_children() {
   processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG"
 }
 no_surviving_children() { [ -z "$(surviving_children)" ]; } # re-queried on every try of eventually
-leftovers() { # leftovers HOST_TREE
-  local p
+leftovers() {
   {
     surviving_children
     processes_mentioning bulkhead-pluginhost "$T/"
-    for p in $1; do process_gone "$p" || echo "$p"; done
   } | sort -u | tr '\n' ' '
 }
 
 case_SpawnChild() {
   setup SpawnChild
   bh start alpha
-  DEADLINE=10 eventually lines_at_least 2 '^child pid=' "$PLUGIN_LOG"
+  DEADLINE=10 wait_for_lines 2 '^child pid=' "$PLUGIN_LOG"
   local host tagged tree
   host=$(plugin_field pid)
   [ "$host" -gt 0 ] && kill -0 "$host" || fail "no live host process (status pid $host)"
@@ -144,11 +140,12 @@ case_SpawnChild() {
   tagged=$(processes_with_env BULKHEAD_FIXTURE_TAG "$PLUGIN_LOG" | tr '\n' ' ')
   [ "$(echo $tagged | wc -w)" -ge 2 ] || fail "expected the two sleeping children, found '$tagged'"
   echo "note: host tree $tree, children (logged) $(sed -n 's/^child pid=//p' "$PLUGIN_LOG" | tr '\n' ' '), (found) $tagged"
+  watch_exits 10 $tree # the host's tree, as processes (their pids may be reused once they end)
   kill -KILL "$SVC_PID"
   wait "$SVC_PID" 2>/dev/null || true
   SVC_PID=
   local end=$((SECONDS + 10)) left
-  while left=$(leftovers "$tree"); [ -n "$left" ]; do
+  while left=$(leftovers); [ -n "$left" ]; do
     [ $SECONDS -lt $end ] || {
       for p in $left; do echo "survivor $p: $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)" >&2; done
       kill -KILL $left 2>/dev/null # ours: tagged by the fixture or holding our plugin
@@ -156,7 +153,7 @@ case_SpawnChild() {
     }
     sleep 0.05
   done
-  process_gone "$host" || fail "the plugin host $host survived the service"
+  await_exits "10 s after SIGKILL of the service, the plugin host's tree ($tree)"
 }
 
 # A plugin that never returns from on_vm_started: its deadline (hook_timeout_s) fails the VM start
@@ -165,12 +162,11 @@ case_SpawnChild() {
 case_HangInVmStarted() {
   install_test_plugin HangInVmStarted test-plugin process
   printf 'hook_timeout_s = 2\n' >>"$T/cfg/plugins.d/test-plugin.toml"
-  make_rootfs "$T/rootfs"
   start_service
-  bh register alpha --rootfs "$T/rootfs" >/dev/null
+  bh register alpha --rootfs "$ROOTFS" >/dev/null
   local rc=0
   bh start alpha >"$T/start.out" 2>"$T/start.err" & local start=$!
-  DEADLINE=10 eventually grep -q '^hanging in on_vm_started' "$PLUGIN_LOG"
+  DEADLINE=10 wait_for_lines 1 '^hanging in on_vm_started' "$PLUGIN_LOG"
   # The hook hangs: the service still answers, and the start is still waiting for the hook.
   expect_eq "$(plugin_field state)" running "plugin state while its hook hangs"
   bh list >/dev/null || fail "list failed while a hook hangs"
@@ -181,7 +177,7 @@ case_HangInVmStarted() {
   local cause; cause=$(plugin_field cause)
   [[ $cause == "timed out in on_vm_started"* ]] || fail "the cause should say it timed out; it is '$cause'"
   DEADLINE=10 eventually no_surviving_children
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   expect_service_alive
   expect_no_vm
   expect_failure_output "$FATAL" "Error code: $START_OP/ETIMEDOUT" bh start alpha
@@ -237,22 +233,10 @@ case_HostRefusesStrangers() {
   out=$("$BIN/bulkhead-pluginhost" stranger 2>&1 3<&-) || rc=$?
   expect_eq "$rc" 2 "exit status without fd 3"
   [[ $out == *"only bulkheadd starts plugin hosts"* ]] || fail "no clear refusal without fd 3: $out"
-  # A socketpair made by this python process, handed to a host whose parent is another process
-  # (a forked child), so the socket's peer is not the host's parent.
+  # A socketpair made by the helper, handed to a host whose parent is another process (a forked
+  # child), so the socket's peer is not the host's parent.
   rc=0
-  out=$(python3 - "$BIN/bulkhead-pluginhost" <<'PY' 2>&1
-import os, socket, sys
-ours, theirs = socket.socketpair()
-if os.fork() == 0:
-    if os.fork() == 0:
-        os.dup2(theirs.fileno(), 3)
-        os.execv(sys.argv[1], [sys.argv[1], "stranger"])
-    _, status = os.wait()
-    os._exit(os.waitstatus_to_exitcode(status))
-_, status = os.wait()
-sys.exit(os.waitstatus_to_exitcode(status))
-PY
-) || rc=$?
+  out=$("$HELPER" stranger-host "$BIN/bulkhead-pluginhost" 2>&1) || rc=$?
   expect_eq "$rc" 2 "exit status with a socket that does not lead to the parent"
   [[ $out == *"does not lead to our parent"* ]] || fail "no clear refusal for a stranger's socket: $out"
 }
@@ -273,30 +257,26 @@ case_StderrFlood() {
   # No timing assertion (the machines are shared and noisy): that list, run and status answered
   # while the plugin kept writing is the property; the times above are for the reader.
   # Forwarded with the plugin's name (the service may rate-limit: not every line need appear).
-  DEADLINE=10 eventually grep -q 'plugin test-plugin: flood line 0$' "$T/daemon.log"
+  DEADLINE=10 wait_for_lines 1 'plugin test-plugin: flood line 0$' "$T/daemon.log"
   # The host is never blocked on its stderr for long: the flood runs to its end.
-  DEADLINE=60 eventually grep -q '^flood finished' "$PLUGIN_LOG"
+  DEADLINE=60 wait_for_lines 1 '^flood finished' "$PLUGIN_LOG"
   expect_eq "$(sed -n 's/^flood finished (lines=\([0-9]*\), result=\(.*\))$/\1 \2/p' "$PLUGIN_LOG")" "1100000 OK" \
     "the plugin wrote all its lines"
   # What was forwarded is whole lines, in order.
-  grep 'plugin test-plugin: ' "$T/daemon.log" | python3 -c '
-import re, sys
-last, forwarded, suppressed = -1, 0, 0
-for line in sys.stdin:
-    line = line.rstrip("\n")
-    m = re.fullmatch(r"(?:<\d>)?plugin test-plugin: flood line (\d+)", line)
-    s = re.fullmatch(r"(?:<\d>)?warning: plugin test-plugin: (\d+) lines of output suppressed", line)
-    if m:
-        n = int(m.group(1))
-        if n <= last:
-            sys.exit("forwarded out of order: %r after line %d" % (line, last))
-        last, forwarded = n, forwarded + 1
-    elif s:
-        suppressed += int(s.group(1))
-    else:
-        sys.exit("a forwarded line is not a whole flood line: %r" % line)
-print("note: forwarded %d flood lines (last: %d), reported %d as suppressed, of 1100000" % (forwarded, last, suppressed))
-' || fail "the forwarded stderr is mangled"
+  grep 'plugin test-plugin: ' "$T/daemon.log" | awk '
+    BEGIN { last = -1 }
+    /^(<[0-9]>)?plugin test-plugin: flood line [0-9]+$/ {
+      n = $NF + 0
+      if (n <= last) { print "forwarded out of order: \"" $0 "\" after line " last > "/dev/stderr"; bad = 1; exit 1 }
+      last = n; forwarded++; next
+    }
+    /^(<[0-9]>)?warning: plugin test-plugin: [0-9]+ lines of output suppressed$/ {
+      suppressed += $(NF - 4); next
+    }
+    { print "a forwarded line is not a whole flood line: \"" $0 "\"" > "/dev/stderr"; bad = 1; exit 1 }
+    END {
+      if (!bad) printf "note: forwarded %d flood lines (last: %d), reported %d as suppressed, of 1100000\n", forwarded, last, suppressed
+    }' || fail "the forwarded stderr is mangled"
   expect_service_alive
   expect_eq "$(plugin_field state)" running "plugin state"
 }
@@ -309,14 +289,14 @@ case_Garbage() {
   expect_service_alive
   expect_no_vm
   expect_eq "$(plugin_field state)" crashed "plugin state"
-  DEADLINE=5 eventually no_service_hosts # the host that sent garbage is ended
+  wait_no_service_hosts 5 # the host that sent garbage is ended
   echo "note: cause: $(plugin_field cause)"
   # Latched, like any crash.
   expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha
   expect_eq "$LAST_STDERR" "$first" "the second attempt's error"
   expect_service_alive
   local sid
-  sid=$(status_field '[x["session_id"] for x in s["sessions"] if x["uid"]==0][0]')
+  sid=$(root_session_id)
   # The host may or may not live long enough to log the write's result.
   head -n 3 "$PLUGIN_LOG" >"$T/plugin-head.log"
   expect_log "$T/plugin-head.log" <<EOF

@@ -95,20 +95,17 @@ toml_key() { printf '%s = %s\n' "$1" "$2" >>"$TOML"; }
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 pin() { toml_key sha256 "\"${2:-$(sha256_of "${1:-$PLUGIN}")}\""; }
 
-# An Ed25519 key pair: the private key $T/keys/NAME.pem (only root can read it).
-make_key() {
-  mkdir -p "$T/keys"
-  chmod 700 "$T/keys"
-  openssl genpkey -algorithm ed25519 -out "$T/keys/$1.pem" 2>/dev/null || fail "openssl cannot make an Ed25519 key"
-}
+# An Ed25519 key pair NAME (team or stranger), made once per run with the shared fixtures: the
+# private key $TEST_KEYS/NAME.pem (only root can read it), its public half NAME.pub.pem.
+make_key() { [ -f "$TEST_KEYS/$1.pem" ] && [ -f "$TEST_KEYS/$1.pub.pem" ] || fail "no fixture key '$1' in $TEST_KEYS"; }
 # Trusts the public half of key NAME: <config-dir>/trusted-keys/NAME.pem.
 trust_key() {
   mkdir -p "$T/cfg/trusted-keys"
-  openssl pkey -in "$T/keys/$1.pem" -pubout -out "$T/cfg/trusted-keys/$1.pem"
+  cp "$TEST_KEYS/$1.pub.pem" "$T/cfg/trusted-keys/$1.pem"
 }
 # sign KEY FILE SIGNATURE: a raw 64-byte Ed25519 signature over FILE's bytes.
 sign() {
-  openssl pkeyutl -sign -rawin -inkey "$T/keys/$1.pem" -in "$2" -out "$3"
+  openssl pkeyutl -sign -rawin -inkey "$TEST_KEYS/$1.pem" -in "$2" -out "$3"
   expect_eq "$(stat -c %s "$3")" 64 "the size of an Ed25519 signature"
 }
 # Signs $PLUGIN with KEY into $T/plugins/test-plugin.sig and configures that signature.
@@ -119,14 +116,23 @@ sign_plugin() {
 
 require_verified() { printf '[plugins]\nrequire_verified = true\n' >>"$T/cfg/bulkhead.toml"; }
 
+# Flips the lowest bit of byte OFFSET of FILE. flip_bit FILE OFFSET
+flip_bit() {
+  local byte
+  byte=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
+  [ -n "$byte" ] || fail "$1 has no byte $2"
+  # shellcheck disable=SC2059 # the octal escape is the point
+  printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+  expect_eq "$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')" "$((byte ^ 1))" "byte $2 of $1 after the flip"
+}
+
 # Appends BYTES (default: a line of text) to FILE: a different file that still loads.
 append_bytes() { printf '%s' "${2:-appended by plugins-trust.sh}" >>"$1"; }
 
 # The busybox distribution "alpha", registered unless the service already knows it.
 register_alpha() {
-  [ -d "$T/rootfs" ] || make_rootfs "$T/rootfs"
-  bh list --json | python3 -c 'import json,sys; sys.exit(0 if any(d["name"]=="alpha" for d in json.load(sys.stdin)) else 1)' ||
-    bh register alpha --rootfs "$T/rootfs" >/dev/null
+  bh list --json | jq -e 'any(.[]; .name == "alpha")' >/dev/null ||
+    bh register alpha --rootfs "$ROOTFS" >/dev/null
 }
 
 start() { start_service; register_alpha; }
@@ -135,7 +141,7 @@ start() { start_service; register_alpha; }
 
 expect_service_alive() {
   kill -0 "$SVC_PID" 2>/dev/null || fail "the service died"
-  expect_eq "$(status_field 's["pid"]')" "$SVC_PID" "the service's pid"
+  expect_eq "$(status_field .pid)" "$SVC_PID" "the service's pid"
   bh list >/dev/null || fail "the service no longer serves list"
 }
 
@@ -181,7 +187,7 @@ expect_untrusted() {
   done
   # Not one line of the plugin's code ran (its entry point would have logged first).
   [ ! -s "$PLUGIN_LOG" ] || fail "the refused plugin ran: $(cat "$PLUGIN_LOG")"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
 }
 
 # Ends this service and starts another on the same directories, with a fresh plugin log.
@@ -247,12 +253,7 @@ case_WrongSignature() {
   expect_untrusted signature
 
   sign team "$PLUGIN" "$T/plugins/test-plugin.sig"
-  python3 - "$T/plugins/test-plugin.sig" <<'EOF'
-import sys
-data = bytearray(open(sys.argv[1], "rb").read())
-data[17] ^= 0x01
-open(sys.argv[1], "wb").write(data)
-EOF
+  flip_bit "$T/plugins/test-plugin.sig" 17
   restart
   echo "note: a trusted key's signature, corrupted:"
   expect_untrusted signature
@@ -383,30 +384,39 @@ case_SymlinkPath() {
 
 # ---- the bytes checked are the bytes loaded ----
 
-# Makes $T/plugins/impostor.so: the fixture with its variant marker patched, so it behaves the
-# same but hashes differently and logs "Plugin variant: impostor" from its ELF constructor: as soon
-# as dlopen runs any of its code, before any entry point is looked up.
-make_impostor() {
-  python3 - "$TEST_PLUGIN_SO" "$T/plugins/impostor.so" <<'EOF'
-import sys
-data = open(sys.argv[1], "rb").read()
-marker = b"BULKHEAD-FIXTURE-VARIANT:original"
-if data.count(marker) != 1:
-    sys.exit("the fixture holds its variant marker %d times, not once" % data.count(marker))
-open(sys.argv[2], "wb").write(data.replace(marker, b"BULKHEAD-FIXTURE-VARIANT:impostor"))
-EOF
-  chmod 644 "$T/plugins/impostor.so"
+# The fixture and the impostor (the same fixture built as another file: tests/CMakeLists.txt's
+# test-plugin-impostor) side by side: $T/plugins/good.so and $T/plugins/impostor.so. The impostor
+# behaves the same but hashes differently and logs "Plugin variant: impostor" from its ELF
+# constructor: as soon as dlopen runs any of its code, before any entry point is looked up.
+make_good_and_impostor() {
+  local impostor=${BULKHEAD_TEST_IMPOSTOR:-$BIN/../plugins/test-plugin-impostor.so}
+  [ -f "$impostor" ] || fail "no impostor plugin at $impostor (build the test-plugin-impostor target)"
+  cp "$PLUGIN" "$T/plugins/good.so"
+  cp "$impostor" "$T/plugins/impostor.so"
+  chmod 644 "$T/plugins/good.so" "$T/plugins/impostor.so"
+  [ "$(sha256_of "$T/plugins/good.so")" != "$(sha256_of "$T/plugins/impostor.so")" ] || fail "the impostor hashes the same"
 }
 
-# The configured path keeps being renamed between the pinned fixture and an impostor while the
-# service is started and plugins are loaded again and again. Every load either gets the pinned
-# bytes or is refused: no code of the impostor ever runs, not even its constructor.
+# Plugin NAME of SwapRace: $T/NAME/test-plugin.so, logging to $T/NAME.log, pinned to the
+# fixture's hash. install_slot NAME
+install_slot() {
+  local saved=$PLUGIN_LOG
+  PLUGIN_LOG=$T/$1.log
+  install_test_plugin GetUsername "$1" "$ISOLATION" "$1" "$T/$1"
+  PLUGIN_LOG=$saved
+  printf 'sha256 = "%s"\n' "$(sha256_of "$T/plugins/good.so")" >>"$T/cfg/plugins.d/$1.toml"
+}
+
+# The configured paths keep being renamed between the pinned fixture and an impostor while the
+# service is started and the plugins are loaded, again and again. Each start loads $slots plugins
+# at once (each its own path and directory, all pinned to the fixture), so each start gives the
+# impostor $slots chances, and $rounds starts give $rounds x $slots. Every load either gets the
+# pinned bytes or is refused: no code of the impostor ever runs, not even its constructor.
 case_SwapRace() {
-  local rounds=${SWAP_RACE_ROUNDS:-60} i loaded=0 refused=0 cause
+  local rounds=${SWAP_RACE_ROUNDS:-10} slots=${SWAP_RACE_SLOTS:-8} i s slot rc loaded=0 refused=0
+  local cause state first_refused names=() swap_args=()
   install GetUsername
-  cp "$PLUGIN" "$T/plugins/good.so"
-  make_impostor
-  [ "$(sha256_of "$T/plugins/good.so")" != "$(sha256_of "$T/plugins/impostor.so")" ] || fail "the impostor hashes the same"
+  make_good_and_impostor
 
   # First, that an impostor would be noticed: pinned to its own hash, it loads and says so.
   cp "$T/plugins/impostor.so" "$PLUGIN"
@@ -421,57 +431,64 @@ Distribution started (*)
 EOF
   stop_service
 
-  plugin_toml test-plugin "$PLUGIN" test-plugin "$ISOLATION"
-  pin "$T/plugins/good.so"
-  python3 - "$T/plugins" <<'EOF' &
-import os, sys, time
-d = sys.argv[1]
-target, tmp = os.path.join(d, "test-plugin.so"), os.path.join(d, ".swap.so")
-sources = [os.path.join(d, "good.so"), os.path.join(d, "impostor.so")]
-i = 0
-while True:
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.link(sources[i % 2], tmp)
-    os.replace(tmp, target)  # rename(2): the path always names one whole file or the other
-    i += 1
-    if i % 64 == 0:
-        time.sleep(0.001)  # keep a core for the service on small machines
-EOF
+  rm -f "$TOML"
+  for ((s = 1; s <= slots; s++)); do
+    slot=$(printf 'slot-%02d' "$s") # file-name order is slot order
+    names+=("$slot")
+    install_slot "$slot"
+    swap_args+=("$T/$slot/test-plugin.so" "$T/plugins/good.so" "$T/plugins/impostor.so")
+  done
+  "$HELPER" swap 0.001 "${swap_args[@]}" >"$T/swaps" &
   SWAPPER=$!
 
   for ((i = 1; i <= rounds; i++)); do
-    rm -f "$PLUGIN_LOG"
+    rm -f "$T"/slot-*.log
     start_service
-    local rc=0
+    rc=0
     bh start alpha >"$T/start.out" 2>"$T/start.err" || rc=$?
-    ! grep -q 'Plugin variant' "$PLUGIN_LOG" 2>/dev/null ||
-      fail "round $i: the impostor was loaded (start exit $rc): $(cat "$PLUGIN_LOG")"
-    if [ $rc -eq 0 ]; then
-      expect_eq "$(plugin_field state)" running "plugin state after a successful start (round $i)"
-      expect_log "$PLUGIN_LOG" <<EOF
+    ! grep -l 'Plugin variant' "$T"/slot-*.log 2>/dev/null ||
+      fail "round $i: the impostor was loaded (start exit $rc): $(cat "$T"/slot-*.log)"
+    bh status --json >"$T/status.json"
+    first_refused=
+    for slot in "${names[@]}"; do
+      state=$(jq -r --arg n "$slot" '.plugins[] | select(.name == $n) | .state' "$T/status.json")
+      case $state in
+        running)
+          if [ $rc -eq 0 ]; then
+            expect_log "$T/$slot.log" <<EOF
 Plugin loaded (mode=GetUsername, api_version=*)
 VM created (*)
 Distribution started (*)
 EOF
-      loaded=$((loaded + 1))
+          else # another plugin was refused: this one loaded, and the VM went no further
+            [[ $(head -n 1 "$T/$slot.log" 2>/dev/null) == "Plugin loaded (mode=GetUsername, api_version="* ]] ||
+              fail "round $i: $slot is running but did not log its load: $(cat "$T/$slot.log" 2>/dev/null)"
+          fi
+          loaded=$((loaded + 1))
+          ;;
+        "failed to load")
+          cause=$(jq -r --arg n "$slot" '.plugins[] | select(.name == $n) | .cause' "$T/status.json")
+          [[ $cause == *sha256* ]] || fail "round $i: $slot's cause should name sha256; it is '$cause'"
+          [ ! -s "$T/$slot.log" ] || fail "round $i: the refused $slot ran: $(cat "$T/$slot.log")"
+          [ -n "$first_refused" ] || first_refused=$slot
+          refused=$((refused + 1))
+          ;;
+        *) fail "round $i: $slot is '$state' after a start (status: $(cat "$T/status.json"))" ;;
+      esac
+    done
+    if [ $rc -eq 0 ]; then
+      [ -z "$first_refused" ] || fail "round $i: the start succeeded although $first_refused was refused"
     else
-      expect_eq "$(cat "$T/start.err")" "$FATAL"$'\n'"Error code: $START_OP/$UNTRUSTED" \
-        "round $i: a failed start must be a refusal (stdout: $(cat "$T/start.out"))"
-      expect_eq "$(plugin_field state)" "failed to load" "plugin state after a refusal (round $i)"
-      cause=$(plugin_field cause)
-      [[ $cause == *sha256* ]] || fail "round $i: the cause should name sha256; it is '$cause'"
-      [ ! -s "$PLUGIN_LOG" ] || fail "round $i: the refused plugin ran: $(cat "$PLUGIN_LOG")"
-      refused=$((refused + 1))
+      [ -n "$first_refused" ] || fail "round $i: the start failed (exit $rc) but no plugin was refused: $(cat "$T/start.err")"
+      expect_eq "$(cat "$T/start.err")" "A fatal error was returned by plugin '$first_refused'"$'\n'"Error code: $START_OP/$UNTRUSTED" \
+        "round $i: a failed start must be a refusal naming the first refused plugin (stdout: $(cat "$T/start.out"))"
     fi
     stop_service
-    ! grep -q 'Plugin variant' "$PLUGIN_LOG" 2>/dev/null || fail "round $i: the impostor was loaded"
+    ! grep -l 'Plugin variant' "$T"/slot-*.log 2>/dev/null || fail "round $i: the impostor was loaded"
   done
   stop_swapper
-  echo "note: $rounds starts while the plugin was being swapped: $loaded loaded the pinned plugin, $refused were refused ($UNTRUSTED)"
-  expect_eq "$((loaded + refused))" "$rounds" "every round ended one of the two ways"
+  echo "note: $rounds starts x $slots plugins = $((rounds * slots)) loads (chances for the impostor) while the plugins were renamed $(cat "$T/swaps") times: $loaded loaded the pinned plugin, $refused were refused ($UNTRUSTED)"
+  expect_eq "$((loaded + refused))" "$((rounds * slots))" "every load ended one of the two ways"
 }
 
 # ---- the host's environment and limits ----
@@ -514,7 +531,7 @@ case_MemoryLimit() {
   local cause; cause=$(plugin_field cause)
   echo "note: cause: $cause"
   [[ $cause == *SIGABRT* ]] || fail "the cause should name SIGABRT; it is '$cause'"
-  DEADLINE=5 eventually no_service_hosts
+  wait_no_service_hosts 5
   expect_failure_output "$FATAL" "Error code: $START_OP/ECONNRESET" bh start alpha
   expect_service_alive
   local sid; sid=$(root_session_id)

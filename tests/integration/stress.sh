@@ -23,11 +23,9 @@ install_fixture() { # install_fixture NAME MODE ISOLATION
 install_fixture terminator CallbacksDuringTermination process
 install_fixture hammer HammerThroughShutdown none
 install_fixture sessions TwoSessionsAtOnce process
-make_rootfs "$T/rootfs" "$T/rootfs.tar"
-chmod 644 "$T/rootfs.tar"
 start_service
-bh register alpha --rootfs "$T/rootfs" --package test-pkg >/dev/null
-bh_other register mine --tar "$T/rootfs.tar" --package test-pkg >/dev/null
+bh register alpha --rootfs "$ROOTFS" --package test-pkg >/dev/null
+bh_other register mine --tar "$ROOTFS_TAR" --package test-pkg >/dev/null
 
 # The CLI as root and as uid $OTHER_UID (lib.sh's bh and bh_other), as commands timeout can run.
 ROOT_CLI=(env BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" "$BIN/bulkhead")
@@ -83,14 +81,14 @@ while [ $SECONDS -lt $end ]; do
 done
 at_rest
 kill -0 "$SVC_PID" || fail "the service died"
-expect_eq "$(status_field 's["pid"]')" "$SVC_PID" "the service's pid"
+expect_eq "$(status_field .pid)" "$SVC_PID" "the service's pid"
 fds_back() { [ "$(fd_count)" -le "$base_fds" ]; }
 DEADLINE=5 eventually fds_back
 tree_back() { [ "$(tree_size)" -le "$base_tree" ]; }
 DEADLINE=5 eventually tree_back
 
 for p in terminator hammer sessions; do
-  expect_eq "$(status_field "[x['state'] for x in s['plugins'] if x['name']=='$p'][0]")" running "plugin $p"
+  expect_eq "$(status_field '[.plugins[] | select(.name == $p) | .state][0]' --arg p "$p")" running "plugin $p"
 done
 ! grep -q overlap "$T/sessions.log" || fail "hooks of one plugin overlapped: $(grep overlap "$T/sessions.log")"
 # Every call result the fixtures saw: success, or a clean error of a VM or distribution gone.
@@ -103,7 +101,7 @@ for name in $(sed -n 's/^Termination call results: total=[0-9]*//p' "$T/terminat
 done
 calls=$(sed -n 's/^Termination call results: total=\([0-9]*\).*/\1/p' "$T/terminator.log" | awk '{ s += $1 } END { print s + 0 }')
 echo "stress: $rounds rounds in ${SECONDS_BUDGET}s budget; terminator made $calls calls; fds $base_fds -> $(fd_count); processes $base_tree -> $(tree_size)"
-hosts=$(service_hosts)
+watch_exits 10 $(service_hosts)
 stop_service
-for h in $hosts; do DEADLINE=5 eventually process_gone "$h"; done
+await_exits "the plugin hosts, 10 s after the service stopped"
 echo "stress: ok"

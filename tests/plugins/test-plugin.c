@@ -53,12 +53,17 @@
  * Concurrency modes (tests/integration/plugins-concurrency.sh); counters are __atomic builtins:
  *
  *   ConcurrentCallbacks (on_vm_started): 4 threads released by a barrier each mount_folder the
- *   plugin's directory at /concurrent/N and run /bin/true (read to EOF); then 32 threads run
- *   /bin/true 100 times each. Each failed call logs "concurrent CALL ... -> RESULT"; then
+ *   plugin's directory at /concurrent/N and run /bin/true (read to EOF) (success counts these
+ *   threads); then, until 4 calls were inside the service at once (at most 50 rounds: on a busy
+ *   machine a thread may finish its calls before the last one is scheduled), 4 threads released
+ *   by a barrier each run /bin/true again; then 32 threads run /bin/true 100 times each. Each
+ *   failed call logs "concurrent CALL ... -> RESULT"; then
  *     Concurrent callbacks complete: success=N failures=F maxConcurrent=M
+ *     Concurrent rounds: R
  *     Stress complete: success=N failures=F
  *     Stress elapsed: MS ms (32 threads x 100 execute_binary /bin/true)
- *   (M: the most threads simultaneously inside a service call.)
+ *   (M: the most threads simultaneously inside a service call, in any round; a service that
+ *   serialized its callbacks would never let it pass 1.)
  *
  *   SlowCallbackDoesNotBlockOthers (on_vm_started): 4 threads released together, one runs
  *   `sh -c "sleep 1; echo slow"`, three run `echo fast`, each reading to EOF, then
@@ -112,9 +117,9 @@
  *     opened N files, then RESULT               (as in CountOpenFiles)
  *     execute_binary(...) -> RESULT (out_fd=FD)  the usual lines, the first one out of fds
  *
- * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. A test may patch
- * its last eight bytes in a copy (e.g. to "BULKHEAD-FIXTURE-VARIANT:impostor") to get a different
- * file that behaves the same but first logs
+ * Variants: the .so holds the marker "BULKHEAD-FIXTURE-VARIANT:original" once. Built with
+ * -DBH_FIXTURE_VARIANT='"impostor"' (the test-plugin-impostor target), or with the marker's last
+ * eight bytes patched in a copy, it is a different file that behaves the same but first logs
  *
  *   Plugin variant: V                       only when V is not "original"; logged by an ELF
  *                                           constructor, so as soon as dlopen runs any of its code
@@ -246,7 +251,10 @@ static const char* const modes[] = {
 /* Patched in copies of the .so by tests that need a different file (see "Variants" above).
  * volatile: read at run time, never folded into the code by the compiler. */
 #define VARIANT_PREFIX "BULKHEAD-FIXTURE-VARIANT:"
-static volatile const char variant_marker[] = VARIANT_PREFIX "original";
+#ifndef BH_FIXTURE_VARIANT
+#define BH_FIXTURE_VARIANT "original"
+#endif
+static volatile const char variant_marker[] = VARIANT_PREFIX BH_FIXTURE_VARIANT;
 
 static const struct bh_plugin_api_v1* api;
 static enum mode mode;
@@ -728,7 +736,8 @@ static void join_threads(pthread_t* threads, int count)
 
 static bh_session_id concurrent_session;
 static pthread_barrier_t concurrent_barrier;
-static int concurrent_inside, concurrent_max, concurrent_success, concurrent_failures;
+static int concurrent_inside, concurrent_max, concurrent_success, concurrent_failures, concurrent_round;
+#define CONCURRENT_MAX_ROUNDS 50
 static int stress_success, stress_failures;
 
 static void concurrent_enter(void)
@@ -772,16 +781,19 @@ static void* concurrent_worker(void* arg)
     snprintf(vm_path, sizeof(vm_path), "/concurrent/%d", index);
     snprintf(name, sizeof(name), "concurrent-%d", index);
     pthread_barrier_wait(&concurrent_barrier);
-    concurrent_enter();
-    result = api->mount_folder(concurrent_session, own_dir, vm_path, 1, name);
-    concurrent_leave();
-    if (result != 0) {
-        log_line("concurrent mount_folder(vm_path=%s) -> %s", vm_path, bh_result_name(result));
-        ok = 0;
+    if (concurrent_round == 0) {
+        concurrent_enter();
+        result = api->mount_folder(concurrent_session, own_dir, vm_path, 1, name);
+        concurrent_leave();
+        if (result != 0) {
+            log_line("concurrent mount_folder(vm_path=%s) -> %s", vm_path, bh_result_name(result));
+            ok = 0;
+        }
     }
     if (run_true(concurrent_session, vm_path, 1) != 0)
         ok = 0;
-    __atomic_add_fetch(ok ? &concurrent_success : &concurrent_failures, 1, __ATOMIC_SEQ_CST);
+    if (concurrent_round == 0 || !ok)
+        __atomic_add_fetch(ok ? &concurrent_success : &concurrent_failures, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
 
@@ -802,16 +814,21 @@ static void concurrent_callbacks(bh_session_id session)
     struct timespec start;
     int started;
     concurrent_session = session;
-    pthread_barrier_init(&concurrent_barrier, NULL, CONCURRENT_THREADS);
-    started = start_threads(threads, CONCURRENT_THREADS, concurrent_worker);
-    if (started < CONCURRENT_THREADS) {
-        log_line("only %d of %d threads started; exiting", started, CONCURRENT_THREADS);
-        _exit(1); /* the others wait at the barrier forever */
+    for (concurrent_round = 0; concurrent_round == 0
+         || (concurrent_round < CONCURRENT_MAX_ROUNDS && concurrent_max < CONCURRENT_THREADS);
+         concurrent_round++) {
+        pthread_barrier_init(&concurrent_barrier, NULL, CONCURRENT_THREADS);
+        started = start_threads(threads, CONCURRENT_THREADS, concurrent_worker);
+        if (started < CONCURRENT_THREADS) {
+            log_line("only %d of %d threads started; exiting", started, CONCURRENT_THREADS);
+            _exit(1); /* the others wait at the barrier forever */
+        }
+        join_threads(threads, started);
+        pthread_barrier_destroy(&concurrent_barrier);
     }
-    join_threads(threads, started);
-    pthread_barrier_destroy(&concurrent_barrier);
     log_line("Concurrent callbacks complete: success=%d failures=%d maxConcurrent=%d", concurrent_success,
         concurrent_failures, concurrent_max);
+    log_line("Concurrent rounds: %d", concurrent_round);
     clock_gettime(CLOCK_MONOTONIC, &start);
     started = start_threads(threads, STRESS_THREADS, stress_worker);
     join_threads(threads, started);

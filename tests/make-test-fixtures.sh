@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the read-only fixtures every integration test of a run shares, into DIR (replaced whole):
+#   DIR/rootfs        the busybox distribution root (tests/rootfs/make-test-rootfs.sh)
+#   DIR/rootfs.tar    the same as a tar archive, readable by everyone
+#   DIR/keys/NAME.pem        Ed25519 private keys "team" and "stranger" (only root reads them)
+#   DIR/keys/NAME.pub.pem    their public halves
+# ctest runs it once per run (the "fixtures" test); lib.sh runs it when DIR is missing (a test run
+# by hand). make-test-fixtures.sh DIR
+set -euo pipefail
+dir=${1:?usage: make-test-fixtures.sh DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+new=$(mktemp -d "$dir.new.XXXXXX")
+trap 'rm -rf "$new"' EXIT
+chmod 755 "$new"
+"$here/rootfs/make-test-rootfs.sh" "$new/rootfs" "$new/rootfs.tar"
+chmod 644 "$new/rootfs.tar"
+mkdir -m 700 "$new/keys"
+for key in team stranger; do
+  openssl genpkey -algorithm ed25519 -out "$new/keys/$key.pem" 2>/dev/null
+  openssl pkey -in "$new/keys/$key.pem" -pubout -out "$new/keys/$key.pub.pem"
+done
+touch "$new/complete"
+rm -rf "$dir"
+mv "$new" "$dir"
+trap - EXIT
+echo "fixtures: built in $dir"
