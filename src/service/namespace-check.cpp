@@ -71,40 +71,53 @@ namespace {
         return {};
     }
 
+    struct ProcessNamespace {
+        PidfdInfo info;
+        Fd ns;
+    };
+
+    // The PID namespace of the process behind `pidfd`, opened through /proc by its pid, then
+    // checked to still be that process's (the pidfd still names a live process).
+    Result<ProcessNamespace> pid_namespace_of(int pidfd)
+    {
+        auto info = read_pidfd_info(pidfd);
+        if (!info)
+            return info.take_error();
+        auto ns = open_namespace_of(info->pid);
+        if (!ns)
+            return ns.take_error();
+        BH_TRY(still_alive(pidfd));
+        return ProcessNamespace { std::move(info.value()), std::move(ns.value()) };
+    }
+
 } // namespace
 
 Result<Fd> open_pid_namespace(int pidfd)
 {
-    auto info = read_pidfd_info(pidfd);
-    if (!info)
-        return info.take_error();
-    auto ns = open_namespace_of(info->pid);
-    if (!ns)
-        return ns.take_error();
-    BH_TRY(still_alive(pidfd));
-    return ns;
+    auto process = pid_namespace_of(pidfd);
+    if (!process)
+        return process.take_error();
+    return std::move(process->ns);
 }
 
 Result<VerifiedInit> verify_distribution_init(int pidfd, int parent_pidns)
 {
-    auto info = read_pidfd_info(pidfd);
-    if (!info)
-        return info.take_error();
-    auto ns = open_namespace_of(info->pid);
-    if (!ns)
-        return ns.take_error();
-    BH_TRY(still_alive(pidfd));
-    Fd parent(::ioctl(ns.value().get(), NS_GET_PARENT));
+    auto process = pid_namespace_of(pidfd);
+    if (!process)
+        return process.take_error();
+    const PidfdInfo& info = process->info;
+    Fd& ns = process->ns;
+    Fd parent(::ioctl(ns.get(), NS_GET_PARENT));
     // EPERM: its namespace is the service's own (no parent we may see); anything else but the
     // VM's namespace as its parent is a process outside the VM, or inside it but not an init.
-    if (!parent || !same_file(parent.get(), parent_pidns) || info->ns_pids.back() != 1
-        || info->ns_pids.size() < 2)
+    if (!parent || !same_file(parent.get(), parent_pidns) || info.ns_pids.back() != 1
+        || info.ns_pids.size() < 2)
         return Error { -EPERM,
-            "process " + std::to_string(info->pid) + " is not the init of a PID namespace of this VM" };
+            "process " + std::to_string(info.pid) + " is not the init of a PID namespace of this VM" };
     struct stat st;
-    if (fstat(ns.value().get(), &st) < 0)
+    if (fstat(ns.get(), &st) < 0)
         return Error::from_errno(errno, "cannot inspect a PID namespace");
-    return VerifiedInit { info->pid, static_cast<uint32_t>(info->ns_pids[info->ns_pids.size() - 2]),
+    return VerifiedInit { info.pid, static_cast<uint32_t>(info.ns_pids[info.ns_pids.size() - 2]),
         static_cast<uint64_t>(st.st_ino) };
 }
 
