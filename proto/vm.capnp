@@ -14,6 +14,11 @@ struct VmConfig {
   hostname @0 :Text;
   hostNetwork @1 :Bool;
   customInit @2 :Text;     # empty: bulkhead-vminit stays PID 1
+  # A shared mount of the service's (a path in the namespace the VM was cloned from) that the VM
+  # keeps a slave copy of: trees the service mounts there propagate into the VM, and arrive
+  # locked (their submounts cannot be unmounted, their read-only, nosuid and nodev flags cannot
+  # be cleared), since they cross from the service's user namespace into the VM's.
+  staging @3 :Text;
 }
 
 struct SpawnRequest {
@@ -36,8 +41,10 @@ interface Agent {
   version @0 () -> (major :UInt32);
   # VM init only: builds the VM's root and pivots into it. Called once, first.
   setup @1 (config :VmConfig) -> (outcome :Common.Outcome);
-  # Attaches a detached mount tree (open_tree(OPEN_TREE_CLONE)) at the absolute vmPath.
-  mount @2 (tree :Common.Fd, vmPath :Text, readOnly :Bool) -> (outcome :Common.Outcome);
+  # Attaches a detached mount tree (open_tree(OPEN_TREE_CLONE)) at the absolute vmPath; or, with
+  # `staged` set (a name of digits), moves the tree the service mounted at that name of the
+  # staging mount (VmConfig.staging) there, and `tree` is not used.
+  mount @2 (tree :Common.Fd, vmPath :Text, readOnly :Bool, staged :Text) -> (outcome :Common.Outcome);
   # An execve failure comes back as its negated errno in outcome.code.
   spawn @3 (request :SpawnRequest) -> (outcome :Common.Outcome, process :Process, pid :Int32);
   # VM init only: starts a distribution init in its own mount and PID namespaces, pivoted into

@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <kj/async-unix.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -59,6 +61,30 @@ int fail(const bh::Error& error)
     return 1;
 }
 
+// <runtime-dir>/vm-mounts: a private tmpfs (0711: each VM's init, as its user, passes through to
+// its own staging mount, which only that user may enter), so that the VMs' staging mounts made under it
+// propagate nowhere on the host (they must not follow the host's shared /run into other
+// namespaces). What a killed service left there is unmounted and removed first.
+bh::Status make_staging_dir(const std::string& path)
+{
+    if (mkdir(path.c_str(), 0711) < 0 && errno != EEXIST)
+        return bh::Error::from_errno(errno, "cannot create " + path);
+    for (int i = 0; i < 16 && umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0; ++i) {
+    }
+    if (DIR* dir = opendir(path.c_str())) {
+        while (dirent* entry = readdir(dir)) {
+            std::string name = entry->d_name;
+            if (name != "." && name != "..")
+                rmdir((path + "/" + name).c_str());
+        }
+        closedir(dir);
+    }
+    if (mount("bulkhead-vm-mounts", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711") < 0
+        || mount(nullptr, path.c_str(), nullptr, MS_PRIVATE, nullptr) < 0)
+        return bh::Error::from_errno(errno, "cannot mount a private tmpfs at " + path);
+    return {};
+}
+
 // Abandoned VMs waiting to end (VmEnvironment::leftovers): nothing there can fail but a watch.
 class LeftoverErrors final : public kj::TaskSet::ErrorHandler {
 public:
@@ -103,6 +129,9 @@ int main(int argc, char** argv)
 
     if (mkdir(options.runtime_dir.c_str(), 0755) < 0 && errno != EEXIST)
         return fail(bh::Error::from_errno(errno, "cannot create " + options.runtime_dir));
+    std::string staging_dir = options.runtime_dir + "/vm-mounts";
+    if (auto made = make_staging_dir(staging_dir); !made)
+        return fail(made.error());
     std::string socket_path = options.runtime_dir + "/control.sock";
     auto listener = bh::service::bind_control_socket(socket_path);
     if (!listener)
@@ -115,7 +144,8 @@ int main(int argc, char** argv)
     LeftoverErrors leftover_errors;
     kj::TaskSet leftovers(leftover_errors);
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups,
-        io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers };
+        io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers,
+        staging_dir };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
         io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
         config->require_verified_plugins };
@@ -136,5 +166,6 @@ int main(int argc, char** argv)
     sd_notify(0, "STOPPING=1");
     service.shutdown_all().wait(io.waitScope);
     unlink(socket_path.c_str());
+    umount2(staging_dir.c_str(), MNT_DETACH);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 namespace bh::service {
@@ -111,6 +112,46 @@ namespace {
 
 } // namespace
 
+Result<StagingMount> StagingMount::create(const std::string& base, uint32_t session_id, Credentials owner)
+{
+    if (::mkdir(base.c_str(), 0700) < 0 && errno != EEXIST)
+        return Error::from_errno(errno, "cannot create " + base);
+    std::string path = base + "/" + std::to_string(session_id) + "-XXXXXX";
+    if (!::mkdtemp(path.data()))
+        return Error::from_errno(errno, "cannot create a staging folder in " + base);
+    StagingMount staging(path);
+    std::string options
+        = "mode=0700,uid=" + std::to_string(owner.uid) + ",gid=" + std::to_string(owner.gid);
+    if (::mount("bulkhead-staging", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) < 0) {
+        Error error = Error::from_errno(errno, "cannot mount the staging folder " + path);
+        ::rmdir(path.c_str());
+        staging.m_path.clear();
+        return error;
+    }
+    // A peer group of its own: private first, so it joins none it was mounted under.
+    if (::mount(nullptr, path.c_str(), nullptr, MS_PRIVATE, nullptr) < 0
+        || ::mount(nullptr, path.c_str(), nullptr, MS_SHARED, nullptr) < 0)
+        return Error::from_errno(errno, "cannot make the staging folder " + path + " shared");
+    return staging;
+}
+
+StagingMount& StagingMount::operator=(StagingMount&& other) noexcept
+{
+    if (this != &other) {
+        this->~StagingMount();
+        m_path = std::exchange(other.m_path, {});
+    }
+    return *this;
+}
+
+StagingMount::~StagingMount()
+{
+    if (m_path.empty())
+        return;
+    ::umount2(m_path.c_str(), MNT_DETACH);
+    ::rmdir(m_path.c_str());
+}
+
 kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings)
 {
@@ -131,6 +172,11 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     };
     if (identity.uid != 0)
         plan.map_root_to = Credentials { identity.uid, identity.gid };
+    // Made before the VM is cloned, so that the VM's copy of the mounts has it.
+    auto staging = StagingMount::create(env.staging_dir, identity.session_id, { identity.uid, identity.gid });
+    if (!staging)
+        return Result<kj::Own<VmInstance>>(
+            Error { staging.error().code, "cannot create the VM: " + staging.error().message });
     auto spawned = spawn_in_cgroup(env.cgroups, identity.session_id, std::move(plan));
     if (!spawned)
         return Result<kj::Own<VmInstance>>(
@@ -143,13 +189,15 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
             Error { pid_namespace.error().code, "cannot create the VM: " + pid_namespace.error().message });
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
-    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(spawned->init),
-        std::move(pid_namespace.value()), kj::mv(connection));
+    std::string staging_path = staging->path();
+    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(staging.value()),
+        std::move(spawned->init), std::move(pid_namespace.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
     config.setHostNetwork(settings.host_network);
     config.setCustomInit(settings.init);
+    config.setStaging(staging_path);
     auto setup = request.send().then([](auto response) { return ipc::to_status(response.getOutcome()); });
     return ipc::catch_disconnect<void>(kj::mv(setup), "the VM's init hung up during setup")
         .then([vm = kj::mv(vm)](Status status) mutable -> Result<kj::Own<VmInstance>> {
@@ -159,11 +207,12 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
         });
 }
 
-VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, ChildProcess init, Fd pid_namespace,
-    kj::Own<ipc::Connection> connection)
+VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging,
+    ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection)
     : m_env(env)
     , m_settings(std::move(settings))
     , m_cgroup(std::move(cgroup))
+    , m_staging(std::move(staging))
     , m_init(std::move(init))
     , m_pid_namespace(std::move(pid_namespace))
     , m_connection(kj::mv(connection))
@@ -402,13 +451,31 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
     if (vm_path.empty() || vm_path.front() != '/')
         return Status(Error { -EINVAL, "cannot mount at '" + vm_path + "': the VM path must be absolute" });
     // A host folder in a VM: private (see clone_for_vm), and no setuid program or device node of
-    // the host's gains anything there.
-    auto tree = clone_for_vm(dir.get(), "", AT_EMPTY_PATH, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        "cannot mount at '" + vm_path + "'");
+    // the host's gains anything there. Read-only when asked, before it reaches the VM: mounted in
+    // the staging mount, it propagates into the VM locked (VM root cannot clear those flags nor
+    // unmount a submount to see what the host hid under it), and the agent moves it into place.
+    std::string what = "cannot mount at '" + vm_path + "'";
+    auto tree = clone_for_vm(dir.get(), "", AT_EMPTY_PATH,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0), what);
     if (!tree)
         return Status(tree.take_error());
+    std::string staged_name = std::to_string(++m_staged);
+    std::string staged = m_staging.path() + "/" + staged_name;
+    if (::mkdir(staged.c_str(), 0700) < 0)
+        return Status(Error::from_errno(errno, what + ": cannot create " + staged));
+    if (move_mount(tree.value().get(), "", AT_FDCWD, staged.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+        Error error = Error::from_errno(errno, what + ": cannot stage it");
+        ::rmdir(staged.c_str());
+        return Status(std::move(error));
+    }
+    // Once the agent has moved it (or failed to), the service's side goes; unmounting it also
+    // takes the VM's copy away if it is still where it arrived.
+    auto unstage = kj::defer([staged]() {
+        ::umount2(staged.c_str(), MNT_DETACH);
+        ::rmdir(staged.c_str());
+    });
     auto request = m_agent.mountRequest();
-    request.setTree(ipc::wrap_fd(std::move(tree.value())));
+    request.setStaged(staged_name);
     request.setVmPath(vm_path);
     request.setReadOnly(read_only);
     auto mounted = request.send().then([this, name = std::move(name)](auto response) -> Status {
@@ -418,7 +485,8 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
         return status;
     });
     return guarded_status(ipc::catch_disconnect<void>(
-        kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING));
+        kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING))
+        .attach(kj::mv(unstage));
 }
 
 kj::Promise<void> VmInstance::within_stop_deadline(

@@ -4,6 +4,7 @@
 #include "base/child-process.h"
 #include "base/fd.h"
 #include "base/result.h"
+#include "base/spawn.h"
 #include "ipc/fd-cap.h"
 #include "service/config.h"
 #include "service/registry.h"
@@ -29,6 +30,32 @@ struct VmEnvironment {
     // Where abandoned VM inits wait to be reaped (and their cgroups removed) once they end;
     // outlives every VmInstance.
     kj::TaskSet& leftovers;
+    // Where each VM's staging mount is made (<runtime-dir>/vm-mounts), in the service's own mount
+    // namespace: see proto/vm.capnp, VmConfig.staging.
+    std::string staging_dir;
+};
+
+// A VM's staging mount: a small tmpfs, shared (a peer group of its own), made before the VM is
+// cloned so the VM holds a slave copy. Unmounted and removed when destroyed.
+class StagingMount {
+public:
+    // Owned by `owner` (the VM's root), mode 0700: only the VM's init, as its user, enters it.
+    static Result<StagingMount> create(const std::string& base, uint32_t session_id, Credentials owner);
+    StagingMount() = default;
+    StagingMount(StagingMount&& other) noexcept
+        : m_path(std::exchange(other.m_path, {}))
+    {
+    }
+    StagingMount& operator=(StagingMount&& other) noexcept;
+    ~StagingMount();
+    const std::string& path() const { return m_path; }
+
+private:
+    explicit StagingMount(std::string path)
+        : m_path(std::move(path))
+    {
+    }
+    std::string m_path;
 };
 
 struct SessionIdentity {
@@ -66,8 +93,8 @@ public:
     // what went wrong.
     static kj::Promise<Result<kj::Own<VmInstance>>> start(
         VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
-    VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, ChildProcess init, Fd pid_namespace,
-        kj::Own<ipc::Connection> connection);
+    VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging, ChildProcess init,
+        Fd pid_namespace, kj::Own<ipc::Connection> connection);
     ~VmInstance();
 
     bool running() const { return !m_stopped; }
@@ -114,6 +141,8 @@ private:
     VmSettings m_settings;
     // Declared before m_init: removed (and emptied) only once the init has been reaped.
     VmCgroup m_cgroup;
+    StagingMount m_staging;
+    uint64_t m_staged = 0; // trees staged so far: each gets the next number as its name
     ChildProcess m_init;
     Fd m_pid_namespace; // the init's, opened at spawn: what a distribution's init must be below
     kj::Own<ipc::Connection> m_connection;

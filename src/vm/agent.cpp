@@ -175,7 +175,7 @@ kj::Promise<void> Agent::version(VersionContext context)
 
 Status Agent::setup_vm(proto::VmConfig::Reader config)
 {
-    BH_TRY(build_vm_root({ config.getHostname().cStr(), config.getHostNetwork() }));
+    BH_TRY(build_vm_root({ config.getHostname().cStr(), config.getHostNetwork(), config.getStaging().cStr() }));
     std::string custom_init = config.getCustomInit().cStr();
     if (custom_init.empty())
         return {};
@@ -216,6 +216,12 @@ kj::Promise<void> Agent::mount(MountContext context)
     auto params = context.getParams();
     std::string vm_path = params.getVmPath().cStr();
     bool read_only = params.getReadOnly();
+    if (params.getStaged().size() > 0) {
+        Status status = attach_staged(params.getStaged().cStr(), vm_path, read_only);
+        if (!status)
+            fail_outcome(context.getResults().initOutcome(), status.error());
+        return kj::READY_NOW;
+    }
     return ipc::unwrap_fd(params.getTree()).then([context, vm_path, read_only](Result<Fd> tree) mutable {
         Status status
             = tree ? attach_tree(std::move(tree.value()), vm_path, read_only) : Status(tree.take_error());

@@ -157,11 +157,33 @@ namespace {
         return {};
     }
 
+    // Nothing made in the VM reaches the namespace it was cloned from; what the service mounts
+    // in its staging mount still reaches the VM.
+    Status make_slave()
+    {
+        if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
+            return fail("cannot make the mount namespace a slave of the service's");
+        return {};
+    }
+
+    // A clone of the staging mount at `target`: a clone of a slave is a slave of the same
+    // master, so it keeps receiving what the service mounts there after the old root is gone.
+    Status keep_staging(const std::string& staging, const std::string& target)
+    {
+        BH_TRY(make_dirs(target));
+        Fd tree(open_tree(AT_FDCWD, staging.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+        if (!tree)
+            return fail("cannot clone the staging mount " + staging);
+        if (move_mount(tree.get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return fail("cannot attach the staging mount at " + target);
+        return {};
+    }
+
 } // namespace
 
 Status build_vm_root(const VmRootConfig& config)
 {
-    BH_TRY(make_private());
+    BH_TRY(make_slave());
     std::string root = staging_dir();
     BH_TRY(mount_fs("tmpfs", root, MS_NOSUID | MS_NODEV, "mode=0755,size=16m"));
     for (const char* name : { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" })
@@ -172,6 +194,8 @@ Status build_vm_root(const VmRootConfig& config)
     BH_TRY(make_dir(root + "/tmp", 01777));
     if (::chmod((root + "/tmp").c_str(), 01777) < 0)
         return fail("cannot set the mode of /tmp");
+    if (!config.staging.empty())
+        BH_TRY(keep_staging(config.staging, root + staged_mounts));
     BH_TRY(pivot_into(root));
     if (::sethostname(config.hostname.data(), config.hostname.size()) < 0)
         return fail("cannot set the hostname");
@@ -200,6 +224,25 @@ Status attach_tree(Fd tree, const std::string& vm_path, bool read_only)
     if (read_only)
         BH_TRY(set_read_only(tree.get()));
     if (move_mount(tree.get(), "", AT_FDCWD, vm_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return fail("cannot mount at " + vm_path);
+    return {};
+}
+
+Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only)
+{
+    if (name.empty() || name.size() > 20 || name.find_first_not_of("0123456789") != std::string::npos)
+        return Error { -EINVAL, "invalid staged mount name '" + name + "'" };
+    std::string staged = std::string(staged_mounts) + "/" + name;
+    BH_TRY(make_dirs(vm_path));
+    // Read-only already, and locked so, when the service asked for it; set again for a VM that
+    // shares the service's user namespace (root's), where nothing is locked.
+    if (read_only) {
+        Fd tree(::open(staged.c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW));
+        if (!tree)
+            return fail("cannot open the staged mount " + staged);
+        BH_TRY(set_read_only(tree.get()));
+    }
+    if (::mount(staged.c_str(), vm_path.c_str(), nullptr, MS_MOVE, nullptr) < 0)
         return fail("cannot mount at " + vm_path);
     return {};
 }

@@ -11,7 +11,11 @@ namespace bh::vm {
 struct VmRootConfig {
     std::string hostname;
     bool host_network = false;
+    std::string staging; // the service's staging mount, kept (as a slave) at staged_mounts; may be empty
 };
+
+// Where the VM keeps its copy of the service's staging mount (VmConfig.staging).
+inline constexpr const char* staged_mounts = "/run/bulkhead/mounts";
 
 // In a fresh mount namespace: a tmpfs root with the host's /usr, /bin, /sbin, /lib* read-only,
 // its own /proc, a minimal /dev and a /tmp; pivots into it. Also sets the hostname and brings
@@ -24,5 +28,7 @@ Status build_distribution_root(Fd root_tree);
 
 // Attaches the detached tree `tree` at the absolute `vm_path` (created if missing), read-only if asked.
 Status attach_tree(Fd tree, const std::string& vm_path, bool read_only);
+// Moves the tree the service staged as `name` (digits only) under staged_mounts to `vm_path`.
+Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only);
 
 } // namespace bh::vm

@@ -10,7 +10,7 @@ fi
 source "$(dirname "$0")/lib.sh"
 # The shared mount of MountsStayInTheVm goes before lib.sh's cleanup removes $T.
 # A process StuckVmIsAbandoned froze is thawed, or nothing could end.
-trap 'rc=$?; umount -l "$T/shared" 2>/dev/null || true
+trap 'rc=$?; umount -l "$T/shared" 2>/dev/null || true; umount -l "$T/share/hidden" 2>/dev/null || true
   f=/sys/fs/cgroup/freezer/bulkhead-test-$$; [ ! -d "$f" ] || { echo THAWED >"$f/freezer.state" || true; for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$f" 2>/dev/null && break; sleep 0.2; done; }
   (exit $rc); cleanup' EXIT
 HOSTILE=$BIN/hostile-client
@@ -37,6 +37,23 @@ case_MountsStayInTheVm() {
   ! grep -qF " $T/shared/etc " /proc/self/mountinfo || fail "the VM's mount propagated to the host"
   out=$(bh_other vm exec -- /bin/sh -c 'grep " /mnt/host " /proc/self/mountinfo')
   [[ $out == *nosuid* && $out == *nodev* ]] || fail "a user's folder is mounted without nosuid,nodev: $out"
+}
+
+# A folder reaches the VM locked: VM root can neither unmount a submount to see what the host hid
+# under it, nor make a read-only folder writable. Nothing of the staging stays behind.
+case_MountsArriveLocked() {
+  mkdir -p "$T/share/hidden"; echo secret >"$T/share/hidden/under"; chown -R $OTHER_UID "$T/share"
+  mount -t tmpfs cover "$T/share/hidden"
+  bh_other vm mount --read-only "$T/share" /mnt/share
+  local out
+  out=$(bh_other vm exec -- /bin/sh -c 'umount /mnt/share/hidden 2>/dev/null && echo unmounted;
+    cat /mnt/share/hidden/under 2>/dev/null;
+    mount -o remount,bind,rw /mnt/share 2>/dev/null && echo remounted;
+    touch /mnt/share/x 2>/dev/null && echo written;
+    ls -A /run/bulkhead/mounts')
+  expect_eq "$out" "" "what VM root could do to a locked, read-only folder"
+  ! grep -q "/run/vm-mounts/[^ ]*/[0-9]" /proc/self/mountinfo || fail "a staged mount stayed behind on the host"
+  umount "$T/share/hidden"
 }
 
 # A folder the user may not read is not theirs to mount, whether the CLI or a raw client sends it.
@@ -200,7 +217,7 @@ bh_other register mine --tar "$T/rootfs.tar" >/dev/null
 bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
-for name in MountsStayInTheVm UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
+for name in MountsStayInTheVm MountsArriveLocked UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
   StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser CallsPerUser StuckVmIsAbandoned; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}

@@ -64,6 +64,9 @@ cleanup() {
   if [ $rc -ne 0 ] && [ -f "$T/daemon.log" ]; then
     echo "--- service log ---" >&2; cat "$T/daemon.log" >&2
   fi
+  # A service killed with SIGKILL leaves its staging mounts (<runtime-dir>/vm-mounts): its next
+  # start would remove them; this test's directory goes now.
+  umount -R -l "$T/run/vm-mounts" 2>/dev/null || true
   rm -rf "$T"
   # A whole script is one case: its time, as plugins-run-cases.sh prints each case's.
   if [ -z "${BULKHEAD_CASE_RUNNER:-}" ]; then
