@@ -21,11 +21,15 @@ struct DistroRecord {
     std::string version;
     uint64_t bytes = 0; // file content imported (declared sizes); 0 for a record older than this
     uint64_t inodes = 0; // entries imported
+    uint64_t seq = 0; // registration order, kept across restarts (set by Registry::add)
 };
 
 // Owned by the service's event-loop thread. Every change is written to disk atomically
-// (temporary file, fsync, rename) before it is visible, so a crash never loses a registration
-// nor leaves a half-written file.
+// (temporary file, fsync, rename, fsync of the folder) before it is visible, so a crash never
+// loses a registration nor leaves a half-written file. A change writes only what it changes, so
+// its cost does not grow with the number of registrations: each registration is
+// <state-dir>/distributions/<uuid>/record.json, beside its rootfs, and each user's default is
+// <state-dir>/defaults/<uid>. A registry.json of an older service is converted at load.
 class Registry {
 public:
     static Result<Registry> load(const std::string& state_dir);
@@ -51,11 +55,15 @@ private:
         : m_state_dir(std::move(state_dir))
     {
     }
-    Status save(const std::vector<DistroRecord>& records, const std::map<uid_t, std::string>& defaults) const;
+    Status write_record(const DistroRecord& record) const;
+    Status write_default(uid_t owner, const std::string& name) const;
+    Status convert_registry_json(const std::string& path);
+    std::string defaults_dir() const { return m_state_dir + "/defaults"; }
 
     std::string m_state_dir;
     std::vector<DistroRecord> m_records; // in registration order
     std::map<uid_t, std::string> m_defaults;
+    uint64_t m_next_seq = 1;
 };
 
 // Names are 1 to 64 of [A-Za-z0-9._-], not starting with '.' or '-'.
