@@ -120,7 +120,8 @@ namespace {
 
     // A positive whole number, at most `max`, for a key of [limits].
     template<typename T>
-    Status read_limit(const toml::table& table, const char* key, T& out, int64_t max, const std::string& origin)
+    Status read_limit(
+        const toml::table& table, const char* key, T& out, int64_t max, const std::string& origin)
     {
         const toml::node* node = table.get(key);
         if (!node)
@@ -145,7 +146,8 @@ namespace {
         if (const toml::node* node = table->get("storage_bytes_per_user")) {
             auto bytes = parse_size(*node);
             if (!bytes || *bytes == 0)
-                return config_error(origin, "'limits.storage_bytes_per_user' must be bytes, or a size such as \"16G\"");
+                return config_error(
+                    origin, "'limits.storage_bytes_per_user' must be bytes, or a size such as \"16G\"");
             limits.storage_bytes = *bytes;
         }
         BH_TRY(read_limit(*table, "storage_inodes_per_user", limits.storage_inodes, INT64_MAX, origin));
@@ -191,8 +193,9 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     BH_TRY(read_policy(*root, config.policy, origin));
     if (const toml::table* limits = (*root)["limits"].as_table())
         BH_TRY(check_keys(*limits,
-            { "vm_pids_max", "vm_memory_max", "vm_stop_timeout_s", "connections_per_user", "calls_per_user", "registrations_per_user",
-                "distributions_per_user", "storage_bytes_per_user", "storage_inodes_per_user" },
+            { "vm_pids_max", "vm_memory_max", "vm_stop_timeout_s", "connections_per_user", "calls_per_user",
+                "registrations_per_user", "distributions_per_user", "storage_bytes_per_user",
+                "storage_inodes_per_user" },
             origin, "limits."));
     BH_TRY(read_vm_limits(*root, config.vm_limits, origin));
     BH_TRY(read_user_limits(*root, config.limits, origin));

@@ -4,8 +4,8 @@
 #include "base/log.h"
 #include "ipc/fd-cap.h"
 
-#include <proto/control.capnp.h>
 #include <fcntl.h>
+#include <proto/control.capnp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>

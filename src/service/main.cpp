@@ -69,8 +69,7 @@ bh::Status make_staging_dir(const std::string& path)
 {
     if (mkdir(path.c_str(), 0711) < 0 && errno != EEXIST)
         return bh::Error::from_errno(errno, "cannot create " + path);
-    for (int i = 0; i < 16 && umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0; ++i) {
-    }
+    for (int i = 0; i < 16 && umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0; ++i) { }
     if (DIR* dir = opendir(path.c_str())) {
         while (dirent* entry = readdir(dir)) {
             std::string name = entry->d_name;
@@ -90,7 +89,8 @@ class LeftoverErrors final : public kj::TaskSet::ErrorHandler {
 public:
     void taskFailed(kj::Exception&& exception) override
     {
-        bh::log_warning(std::string("waiting for an abandoned VM failed: ") + exception.getDescription().cStr());
+        bh::log_warning(
+            std::string("waiting for an abandoned VM failed: ") + exception.getDescription().cStr());
     }
 };
 
@@ -144,8 +144,7 @@ int main(int argc, char** argv)
     LeftoverErrors leftover_errors;
     kj::TaskSet leftovers(leftover_errors);
     bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups,
-        io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers,
-        staging_dir };
+        io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers, staging_dir };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
         io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
         config->require_verified_plugins };

@@ -27,8 +27,9 @@ namespace {
         if (!uuid)
             return Error { -EINVAL, "registry entry with an invalid uuid" };
         return DistroRecord { j.at("name").get<std::string>(), *uuid, j.at("owner").get<uid_t>(),
-            j.value("package", ""), j.value("flavor", ""), j.value("version", ""), j.value("bytes", uint64_t { 0 }),
-            j.value("inodes", uint64_t { 0 }), j.value("seq", uint64_t { 0 }) };
+            j.value("package", ""), j.value("flavor", ""), j.value("version", ""),
+            j.value("bytes", uint64_t { 0 }), j.value("inodes", uint64_t { 0 }),
+            j.value("seq", uint64_t { 0 }) };
     }
 
     // Makes a rename or unlink in the folder of `path` durable.

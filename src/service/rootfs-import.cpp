@@ -9,17 +9,17 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <functional>
 #include <linux/openat2.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/statvfs.h>
-#include <cstring>
 #include <memory>
+#include <poll.h>
 #include <string_view>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <utility>
@@ -569,10 +569,12 @@ namespace {
     // and later entries change them again; the root's times are returned in `root_times`
     // to be set last.
     // Checks one more entry of `size` declared bytes against the limits, before it is written.
-    Status within_limits(const ImportLimits& limits, const ImportUsage& used, uint64_t size, const std::string& root)
+    Status within_limits(
+        const ImportLimits& limits, const ImportUsage& used, uint64_t size, const std::string& root)
     {
         if (used.entries >= limits.max_entries)
-            return Error { -EDQUOT, "the archive has more than " + std::to_string(limits.max_entries) + " entries" };
+            return Error { -EDQUOT,
+                "the archive has more than " + std::to_string(limits.max_entries) + " entries" };
         if (size > limits.max_bytes - std::min(used.bytes, limits.max_bytes))
             return Error { -EDQUOT,
                 "the archive holds more than " + std::to_string(limits.max_bytes) + " bytes of files" };
@@ -583,8 +585,8 @@ namespace {
             uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
             if (free < limits.keep_free_bytes || size > free - limits.keep_free_bytes)
                 return Error { -ENOSPC,
-                    "the state filesystem would keep less than " + std::to_string(limits.keep_free_bytes >> 20)
-                        + " MiB free" };
+                    "the state filesystem would keep less than "
+                        + std::to_string(limits.keep_free_bytes >> 20) + " MiB free" };
         }
         return {};
     }
@@ -602,7 +604,8 @@ namespace {
                 return read_failure(in, name);
             const char* raw = archive_entry_pathname(entry);
             name = raw ? raw : "";
-            uint64_t size = archive_entry_size(entry) > 0 ? static_cast<uint64_t>(archive_entry_size(entry)) : 0;
+            uint64_t size
+                = archive_entry_size(entry) > 0 ? static_cast<uint64_t>(archive_entry_size(entry)) : 0;
             BH_TRY(within_limits(limits, used, size, root));
             BH_TRY(check_entry(entry, name, root));
             if (archive_entry_pathname(entry) == root)

@@ -50,12 +50,12 @@ struct ImportUsage {
 // into `target_dir`, which must not exist yet (its parent must); it is created with mode 0755.
 // The archive is untrusted: every entry is validated before it is written, and an absolute
 // path, a '..' component, an absolute or escaping hardlink target, a relative symlink that
-// climbs above the root, a device node or an over-long name rejects the whole archive. Absolute symlink targets are allowed: they resolve inside the
-// distribution's own root at run time. Going over `limits` rejects it too (-EDQUOT for bytes
-// and entries, -ENOSPC for the filesystem's free space), as does cancellation (-ECANCELED).
-// A pipe or FIFO is read through a non-blocking open file description of its own, so a sender
-// that stops sending never blocks the import past a cancellation. `usage`, when given, is
-// filled on success.
+// climbs above the root, a device node or an over-long name rejects the whole archive.
+// Absolute symlink targets are allowed: they resolve inside the distribution's own root at run
+// time. Going over `limits` rejects it too (-EDQUOT for bytes and entries, -ENOSPC for the
+// filesystem's free space), as does cancellation (-ECANCELED). A pipe or FIFO is read through a
+// non-blocking open file description of its own, so a sender that stops sending never blocks the
+// import past a cancellation. `usage`, when given, is filled on success.
 // On any failure `target_dir` is removed completely (unless it existed before: -EEXIST) and
 // the Error, "cannot register from tar: ...", names the entry and the reason: -EINVAL for bad
 // or hostile content (including "not a tar archive"), -errno for I/O failures.

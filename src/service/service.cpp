@@ -4,8 +4,8 @@
 #include "base/log.h"
 #include "service/rootfs-import.h"
 
-#include <bulkhead/plugin_api.h>
 #include <algorithm>
+#include <bulkhead/plugin_api.h>
 #include <fcntl.h>
 #include <kj/thread.h>
 #include <pwd.h>
@@ -53,7 +53,8 @@ namespace {
     {
         std::string rootfs = directory + "/rootfs";
         ImportUsage usage;
-        Status status = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 }, limits, &usage);
+        Status status
+            = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 }, limits, &usage);
         if (!status)
             return { status, {}, {} };
         Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -172,11 +173,12 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
     if (package.size() > max_package)
         return Result<DistroView>(Error { -EINVAL,
-            "the package string of '" + name + "' is longer than " + std::to_string(max_package) + " bytes" });
+            "the package string of '" + name + "' is longer than " + std::to_string(max_package)
+                + " bytes" });
     const UserLimits& limits = m_config.limits;
     auto mine = m_registry.of_user(owner);
-    size_t registering = std::count_if(
-        m_registering.begin(), m_registering.end(), [owner](const auto& entry) { return entry.first == owner; });
+    size_t registering = std::count_if(m_registering.begin(), m_registering.end(),
+        [owner](const auto& entry) { return entry.first == owner; });
     if (mine.size() + registering >= limits.distributions)
         return Result<DistroView>(Error { -EDQUOT,
             "cannot register '" + name + "': uid " + std::to_string(owner) + " has "
@@ -186,7 +188,8 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     if (bytes_used >= limits.storage_bytes || inodes_used >= limits.storage_inodes)
         return Result<DistroView>(Error { -EDQUOT,
             "cannot register '" + name + "': uid " + std::to_string(owner)
-                + " has used all of its storage ([limits] storage_bytes_per_user, storage_inodes_per_user)" });
+                + " has used all of its storage ([limits] storage_bytes_per_user, "
+                  "storage_inodes_per_user)" });
     Fd cancel(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!cancel)
         return Result<DistroView>(Error::from_errno(errno, "cannot register '" + name + "'"));
@@ -202,10 +205,10 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
         keep_free_bytes, cancel.get() };
     auto result = m_worker_results.expect<ImportOutcome>();
     auto worker = kj::heap<CancellableWorker>();
-    worker->thread = kj::heap<kj::Thread>(
-        [archive = std::move(archive), directory, owner, group, import_limits, sender = kj::mv(result.sender)]() mutable {
-            sender.send(import_and_inspect(archive.get(), directory, owner, group, import_limits));
-        });
+    worker->thread = kj::heap<kj::Thread>([archive = std::move(archive), directory, owner, group,
+                                              import_limits, sender = kj::mv(result.sender)]() mutable {
+        sender.send(import_and_inspect(archive.get(), directory, owner, group, import_limits));
+    });
     worker->cancel = std::move(cancel);
     // Until the import is over, the directory is this registration's to remove: dropped with
     // its caller (the client went away), it leaves nothing on disk. From then on the commit owns
@@ -221,7 +224,8 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             if (!outcome.status && outcome.status.error().code == -EDQUOT)
                 outcome.status = Error { -EDQUOT,
                     outcome.status.error().message + ", what uid " + std::to_string(record.owner)
-                        + " has left of its storage ([limits] storage_bytes_per_user, storage_inodes_per_user: "
+                        + " has left of its storage ([limits] storage_bytes_per_user, "
+                          "storage_inodes_per_user: "
                         + std::to_string(m_config.limits.storage_bytes) + " bytes, "
                         + std::to_string(m_config.limits.storage_inodes) + " entries)" };
             record.flavor = outcome.os.id.value_or("");
@@ -230,9 +234,11 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             record.inodes = outcome.usage.entries;
             uid_t owner = record.owner;
             std::string name = record.name;
-            auto commit = commit_registration(owner, std::move(record), directory, kj::mv(confirm),
-                std::move(outcome.status))
-                              .attach(kj::defer([this, owner, name]() { m_registering.erase({ owner, name }); }))
+            auto commit = commit_registration(
+                owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status))
+                              .attach(kj::defer([this, owner, name]() {
+                                  m_registering.erase({ owner, name });
+                              }))
                               .fork();
             m_tasks.add(commit.addBranch().ignoreResult());
             return commit.addBranch();
@@ -256,12 +262,14 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
         // takes it, the others fail here.
         auto [bytes_used, inodes_used] = storage_of(m_registry.of_user(owner));
         if (status
-            && (record.bytes > m_config.limits.storage_bytes - std::min(bytes_used, m_config.limits.storage_bytes)
+            && (record.bytes
+                    > m_config.limits.storage_bytes - std::min(bytes_used, m_config.limits.storage_bytes)
                 || record.inodes
                     > m_config.limits.storage_inodes - std::min(inodes_used, m_config.limits.storage_inodes)))
             status = Error { -EDQUOT,
                 "cannot register '" + record.name + "': uid " + std::to_string(owner)
-                    + " would use more than its storage ([limits] storage_bytes_per_user, storage_inodes_per_user)" };
+                    + " would use more than its storage ([limits] storage_bytes_per_user, "
+                      "storage_inodes_per_user)" };
         if (status)
             status = m_registry.add(record);
         if (status) {

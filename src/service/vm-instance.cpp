@@ -67,7 +67,8 @@ namespace {
     // group: attached in the VM, a mount made under it by VM root (the user) would propagate back
     // to the host (with a shared /, onto the host's own /etc). MS_PRIVATE cuts it from every peer
     // group, recursively. `extra` adds mount attributes (MOUNT_ATTR_NOSUID, ...).
-    Result<Fd> clone_for_vm(int dirfd, const char* path, unsigned flags, uint64_t extra, const std::string& what)
+    Result<Fd> clone_for_vm(
+        int dirfd, const char* path, unsigned flags, uint64_t extra, const std::string& what)
     {
         Fd tree(open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | flags));
         if (!tree)
@@ -120,9 +121,9 @@ Result<StagingMount> StagingMount::create(const std::string& base, uint32_t sess
     if (!::mkdtemp(path.data()))
         return Error::from_errno(errno, "cannot create a staging folder in " + base);
     StagingMount staging(path);
-    std::string options
-        = "mode=0700,uid=" + std::to_string(owner.uid) + ",gid=" + std::to_string(owner.gid);
-    if (::mount("bulkhead-staging", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) < 0) {
+    std::string options = "mode=0700,uid=" + std::to_string(owner.uid) + ",gid=" + std::to_string(owner.gid);
+    if (::mount("bulkhead-staging", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str())
+        < 0) {
         Error error = Error::from_errno(errno, "cannot mount the staging folder " + path);
         ::rmdir(path.c_str());
         staging.m_path.clear();
@@ -162,12 +163,14 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     // (pidfd_getfd), and the service's stderr is its log.
     Fd null_fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!null_fd)
-        return Result<kj::Own<VmInstance>>(Error::from_errno(errno, "cannot create the VM: cannot open /dev/null"));
+        return Result<kj::Own<VmInstance>>(
+            Error::from_errno(errno, "cannot create the VM: cannot open /dev/null"));
     SpawnPlan plan {
         .path = "bulkhead-vminit",
         .exec_fd = env.vminit_exe_fd,
         .argv = { "bulkhead-vminit", "vm" },
-        .fds = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { null_fd.get(), 2 }, { pair->theirs.get(), 3 } },
+        .fds
+        = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { null_fd.get(), 2 }, { pair->theirs.get(), 3 } },
         .namespaces = namespaces_for(identity, settings),
     };
     if (identity.uid != 0)
@@ -190,8 +193,9 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
     std::string staging_path = staging->path();
-    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(staging.value()),
-        std::move(spawned->init), std::move(pid_namespace.value()), kj::mv(connection));
+    auto vm
+        = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(staging.value()),
+            std::move(spawned->init), std::move(pid_namespace.value()), kj::mv(connection));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
@@ -485,20 +489,20 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
         return status;
     });
     return guarded_status(ipc::catch_disconnect<void>(
-        kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING))
+                              kj::mv(mounted), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING))
         .attach(kj::mv(unstage));
 }
 
 kj::Promise<void> VmInstance::within_stop_deadline(
     kj::Promise<void> ended, std::string what, kj::Function<void()> abandon)
 {
-    return ended.exclusiveJoin(m_env.timer.afterDelay(m_env.stop_deadline)
-                                   .then([this, what = std::move(what), abandon = kj::mv(abandon)]() mutable {
-                                       log_warning(what + " did not end within "
-                                           + std::to_string(m_env.stop_deadline / kj::SECONDS)
-                                           + " s of SIGKILL (a process in uninterruptible sleep?); abandoned");
-                                       abandon();
-                                   }));
+    return ended.exclusiveJoin(
+        m_env.timer.afterDelay(m_env.stop_deadline)
+            .then([this, what = std::move(what), abandon = kj::mv(abandon)]() mutable {
+                log_warning(what + " did not end within " + std::to_string(m_env.stop_deadline / kj::SECONDS)
+                    + " s of SIGKILL (a process in uninterruptible sleep?); abandoned");
+                abandon();
+            }));
 }
 
 kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
@@ -510,7 +514,8 @@ kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
         auto starting = m_starting.find(name);
         if (starting != m_starting.end())
             return starting->second.addBranch().then([this, name](Status) {
-                return m_distros.contains(name) ? terminate_distribution(name) : kj::Promise<void>(kj::READY_NOW);
+                return m_distros.contains(name) ? terminate_distribution(name)
+                                                : kj::Promise<void>(kj::READY_NOW);
             });
         return kj::READY_NOW;
     }
@@ -519,9 +524,8 @@ kj::Promise<void> VmInstance::terminate_distribution(const std::string& name)
     syscall(SYS_pidfd_send_signal, distro->pidfd.get(), SIGKILL, nullptr, 0);
     int pidfd = distro->pidfd.get();
     // Abandoned, what is left of it stays in the VM until the VM ends.
-    return within_stop_deadline(
-        ipc::when_exited(m_env.port, pidfd), "the distribution '" + name + "'", []() {})
-        .attach(kj::mv(distro));
+    return within_stop_deadline(ipc::when_exited(m_env.port, pidfd), "the distribution '" + name + "'", []() {
+    }).attach(kj::mv(distro));
 }
 
 kj::Promise<void> VmInstance::stop()
@@ -540,8 +544,8 @@ kj::Promise<void> VmInstance::stop()
         (void)m_init.kill(SIGKILL);
         // The init's death ended its PID namespace; what is left in the cgroup goes with it.
         auto ended = ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
-        return within_stop_deadline(kj::mv(ended), "the VM (init pid " + std::to_string(m_init.pid()) + ")",
-            [this]() {
+        return within_stop_deadline(
+            kj::mv(ended), "the VM (init pid " + std::to_string(m_init.pid()) + ")", [this]() {
                 // The service goes on without it: this instance waits in env.leftovers until the
                 // init ends, then reaps it and removes its cgroup.
                 m_abandoned = true;

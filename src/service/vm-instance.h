@@ -93,8 +93,8 @@ public:
     // what went wrong.
     static kj::Promise<Result<kj::Own<VmInstance>>> start(
         VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
-    VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging, ChildProcess init,
-        Fd pid_namespace, kj::Own<ipc::Connection> connection);
+    VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging,
+        ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection);
     ~VmInstance();
 
     bool running() const { return !m_stopped; }
@@ -135,7 +135,8 @@ private:
     kj::Promise<Status> guarded_status(kj::Promise<Status> promise);
     void taskFailed(kj::Exception&& exception) override;
     // `ended`, or the stop deadline: then `what` is logged as abandoned and `abandon` runs.
-    kj::Promise<void> within_stop_deadline(kj::Promise<void> ended, std::string what, kj::Function<void()> abandon);
+    kj::Promise<void> within_stop_deadline(
+        kj::Promise<void> ended, std::string what, kj::Function<void()> abandon);
 
     VmEnvironment& m_env;
     VmSettings m_settings;

@@ -175,7 +175,8 @@ kj::Promise<void> Agent::version(VersionContext context)
 
 Status Agent::setup_vm(proto::VmConfig::Reader config)
 {
-    BH_TRY(build_vm_root({ config.getHostname().cStr(), config.getHostNetwork(), config.getStaging().cStr() }));
+    BH_TRY(
+        build_vm_root({ config.getHostname().cStr(), config.getHostNetwork(), config.getStaging().cStr() }));
     std::string custom_init = config.getCustomInit().cStr();
     if (custom_init.empty())
         return {};

@@ -216,8 +216,7 @@ static int wait_count(const char* path, long want, const regex_t* re, double sec
         if (n == 0)
             return count_more(&counter, path) >= want ? 0 : 1;
         char events[8192];
-        while (read(in, events, sizeof(events)) > 0) {
-        }
+        while (read(in, events, sizeof(events)) > 0) { }
     }
 }
 
@@ -234,10 +233,16 @@ static int wait_grep(const char* path, long want, const char* pattern, double se
     return wait_count(path, want, &re, seconds);
 }
 
-static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+static int pidfd_open_(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
 
 /* Whether the process of PIDFD has been reaped (a zombie still takes a signal). */
-static int reaped(int pidfd) { return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno == ESRCH; }
+static int reaped(int pidfd)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno == ESRCH;
+}
 
 static int wait_exit(int want_reaped, double seconds, int count, char** pids)
 {
@@ -319,8 +324,8 @@ static int swap(double pause_s, int count, char** triples)
         snprintf(tmp[s], PATH_MAX, "%.*s/.swap-%d.so", dirlen, target, s);
     }
     unsigned long renames = 0;
-    struct timespec pause = { .tv_sec = (time_t)pause_s,
-        .tv_nsec = (long)((pause_s - (double)(time_t)pause_s) * 1e9) };
+    struct timespec pause
+        = { .tv_sec = (time_t)pause_s, .tv_nsec = (long)((pause_s - (double)(time_t)pause_s) * 1e9) };
     while (!stop) {
         for (int s = 0; s < slots && !stop; s++) {
             const char* source = triples[3 * s + 1 + renames % 2];
@@ -463,20 +468,23 @@ static void write_tar(const char* dir, const char* name, int count, const char* 
 
 static int hostile_tars(const char* dir)
 {
-    const enum member_kind two_files[] = { REGULAR, REGULAR }, file[] = { REGULAR },
-                           symlink_[] = { SYMLINK }, hardlink[] = { HARDLINK }, device[] = { CHARDEV };
+    const enum member_kind two_files[] = { REGULAR, REGULAR }, file[] = { REGULAR }, symlink_[] = { SYMLINK },
+                           hardlink[] = { HARDLINK }, device[] = { CHARDEV };
     write_tar(dir, "dotdot", 2, (const char*[]) { "etc/os-release", "../escape" }, two_files, NULL);
     write_tar(dir, "absolute", 1, (const char*[]) { "/etc/evil" }, file, NULL);
     write_tar(dir, "outward", 1, (const char*[]) { "etc/up" }, symlink_, (const char*[]) { "../../../etc" });
-    write_tar(dir, "hardlink", 1, (const char*[]) { "etc/shadow" }, hardlink, (const char*[]) { "/etc/shadow" });
+    write_tar(
+        dir, "hardlink", 1, (const char*[]) { "etc/shadow" }, hardlink, (const char*[]) { "/etc/shadow" });
     write_tar(dir, "device", 1, (const char*[]) { "dev/mem" }, device, NULL);
     return 0;
 }
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: %s ready-wait|wait-lines|wait-grep|wait-exit|swap|stranger-host|garbage|hold|hostile-tars ARGS "
-                    "(see the source's first comment)\n",
+    fprintf(stderr,
+        "usage: %s ready-wait|wait-lines|wait-grep|wait-exit|swap|stranger-host|garbage|hold|hostile-tars "
+        "ARGS "
+        "(see the source's first comment)\n",
         prog);
     exit(2);
 }

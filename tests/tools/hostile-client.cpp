@@ -98,8 +98,7 @@ int connections(kj::AsyncIoContext& io, const std::string& runtime_dir, int coun
     }
     std::cout << served << std::endl;
     char c;
-    while (::read(0, &c, 1) > 0) {
-    }
+    while (::read(0, &c, 1) > 0) { }
     return 0;
 }
 
@@ -120,10 +119,13 @@ int calls(kj::AsyncIoContext& io, const std::string& runtime_dir, int count)
         request.setStdin(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC))));
         request.setStdout(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_WRONLY | O_CLOEXEC))));
         request.setStderr(bh::ipc::wrap_fd(Fd(::open("/dev/null", O_WRONLY | O_CLOEXEC))));
-        pending.add(request.send().then([](auto) {}, [&refused](kj::Exception&& e) {
-            if (std::strstr(e.getDescription().cStr(), "calls in progress"))
-                ++refused;
-        }).eagerlyEvaluate(nullptr));
+        pending.add(request.send()
+                        .then([](auto) {},
+                            [&refused](kj::Exception&& e) {
+                                if (std::strstr(e.getDescription().cStr(), "calls in progress"))
+                                    ++refused;
+                            })
+                        .eagerlyEvaluate(nullptr));
     }
     io.provider->getTimer().afterDelay(2 * kj::SECONDS).wait(io.waitScope);
     std::cout << refused << std::endl;
@@ -135,7 +137,8 @@ int calls(kj::AsyncIoContext& io, const std::string& runtime_dir, int count)
 int main(int argc, char** argv)
 {
     if (argc < 3) {
-        std::cerr << "usage: hostile-client RUNTIME-DIR (mount-opath DIR VM-PATH | oversized | connections N)\n";
+        std::cerr
+            << "usage: hostile-client RUNTIME-DIR (mount-opath DIR VM-PATH | oversized | connections N)\n";
         return 2;
     }
     std::string runtime_dir = argv[1], what = argv[2];

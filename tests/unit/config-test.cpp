@@ -46,9 +46,11 @@ TEST(Config, ReadsPerUserLimits)
     EXPECT_EQ(config->limits.storage_inodes, 100u);
     auto zero = parse_service_config("[limits]\nconnections_per_user = 0\n", "a.toml");
     ASSERT_FALSE(zero.ok());
-    EXPECT_NE(zero.error().message.find("'limits.connections_per_user' must be a whole number"), std::string::npos);
+    EXPECT_NE(
+        zero.error().message.find("'limits.connections_per_user' must be a whole number"), std::string::npos);
     EXPECT_FALSE(parse_service_config("[limits]\nconnections = 4\n", "a.toml").ok());
-    auto stop = parse_service_config("[limits]\nvm_stop_timeout_s = 2\nstorage_bytes_per_user = \"1G\"\n", "a.toml");
+    auto stop = parse_service_config(
+        "[limits]\nvm_stop_timeout_s = 2\nstorage_bytes_per_user = \"1G\"\n", "a.toml");
     ASSERT_TRUE(stop.ok()) << stop.error().message;
     EXPECT_EQ(stop->vm_limits.stop_timeout_s, 2u);
     EXPECT_EQ(stop->limits.storage_bytes, 1ULL << 30);

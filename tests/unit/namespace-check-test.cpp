@@ -16,7 +16,10 @@ namespace bh::service {
 
 namespace {
 
-    Fd pidfd_of(pid_t pid) { return Fd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))); }
+    Fd pidfd_of(pid_t pid)
+    {
+        return Fd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    }
 
     // A stand-in VM: `unshare` as PID 1 of a new PID namespace (the VM's), whose child `sleep` is
     // PID 1 of a namespace below it (a distribution's), as bulkhead-vminit arranges them.

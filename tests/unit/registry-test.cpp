@@ -33,7 +33,7 @@ namespace {
 
     ino_t inode_of(const std::string& path)
     {
-        struct stat st {};
+        struct stat st { };
         return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
     }
 
@@ -96,8 +96,9 @@ TEST_F(RegistryTest, ConvertsAnOlderRegistryJson)
     std::string uuid = Uuid::random().to_string();
     ASSERT_EQ(mkdir((m_dir + "/distributions").c_str(), 0700), 0);
     ASSERT_EQ(mkdir((m_dir + "/distributions/" + uuid).c_str(), 0700), 0);
-    std::ofstream(m_dir + "/registry.json") << R"({"version": 1, "distributions": [{"name": "old", "uuid": ")"
-                                            << uuid << R"(", "owner": 1000, "package": "p"}], "defaults": {"1000": "old"}})";
+    std::ofstream(m_dir + "/registry.json")
+        << R"({"version": 1, "distributions": [{"name": "old", "uuid": ")" << uuid
+        << R"(", "owner": 1000, "package": "p"}], "defaults": {"1000": "old"}})";
     {
         auto registry = Registry::load(m_dir);
         ASSERT_TRUE(registry) << registry.error().message;
