@@ -62,7 +62,7 @@ int fail(const bh::Error& error)
 }
 
 // <runtime-dir>/vm-mounts: a private tmpfs (0711: each VM's init, as its user, passes through to
-// its own staging mount, which only that user may enter), so that the VMs' staging mounts made under it
+// its own staging mount, root's too), so that the VMs' staging mounts made under it
 // propagate nowhere on the host (they must not follow the host's shared /run into other
 // namespaces). What a killed service left there is unmounted and removed first.
 bh::Status make_staging_dir(const std::string& path)

@@ -113,7 +113,7 @@ namespace {
 
 } // namespace
 
-Result<StagingMount> StagingMount::create(const std::string& base, uint32_t session_id, Credentials owner)
+Result<StagingMount> StagingMount::create(const std::string& base, uint32_t session_id)
 {
     if (::mkdir(base.c_str(), 0700) < 0 && errno != EEXIST)
         return Error::from_errno(errno, "cannot create " + base);
@@ -121,8 +121,7 @@ Result<StagingMount> StagingMount::create(const std::string& base, uint32_t sess
     if (!::mkdtemp(path.data()))
         return Error::from_errno(errno, "cannot create a staging folder in " + base);
     StagingMount staging(path);
-    std::string options = "mode=0700,uid=" + std::to_string(owner.uid) + ",gid=" + std::to_string(owner.gid);
-    if (::mount("bulkhead-staging", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str())
+    if (::mount("bulkhead-staging", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711")
         < 0) {
         Error error = Error::from_errno(errno, "cannot mount the staging folder " + path);
         ::rmdir(path.c_str());
@@ -149,7 +148,7 @@ StagingMount::~StagingMount()
 {
     if (m_path.empty())
         return;
-    ::umount2(m_path.c_str(), MNT_DETACH);
+    ::umount2(m_path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
     ::rmdir(m_path.c_str());
 }
 
@@ -176,7 +175,7 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     if (identity.uid != 0)
         plan.map_root_to = Credentials { identity.uid, identity.gid };
     // Made before the VM is cloned, so that the VM's copy of the mounts has it.
-    auto staging = StagingMount::create(env.staging_dir, identity.session_id, { identity.uid, identity.gid });
+    auto staging = StagingMount::create(env.staging_dir, identity.session_id);
     if (!staging)
         return Result<kj::Own<VmInstance>>(
             Error { staging.error().code, "cannot create the VM: " + staging.error().message });
@@ -475,7 +474,7 @@ kj::Promise<Status> VmInstance::mount(Fd dir, std::string vm_path, bool read_onl
     // Once the agent has moved it (or failed to), the service's side goes; unmounting it also
     // takes the VM's copy away if it is still where it arrived.
     auto unstage = kj::defer([staged]() {
-        ::umount2(staged.c_str(), MNT_DETACH);
+        ::umount2(staged.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
         ::rmdir(staged.c_str());
     });
     auto request = m_agent.mountRequest();

@@ -39,8 +39,9 @@ struct VmEnvironment {
 // cloned so the VM holds a slave copy. Unmounted and removed when destroyed.
 class StagingMount {
 public:
-    // Owned by `owner` (the VM's root), mode 0700: only the VM's init, as its user, enters it.
-    static Result<StagingMount> create(const std::string& base, uint32_t session_id, Credentials owner);
+    // Root's, mode 0711: the VM's init (as its user) passes through it, but no user may create,
+    // rename or replace anything in it (the service mounts and unmounts there as root).
+    static Result<StagingMount> create(const std::string& base, uint32_t session_id);
     StagingMount() = default;
     StagingMount(StagingMount&& other) noexcept
         : m_path(std::exchange(other.m_path, {}))

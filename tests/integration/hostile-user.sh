@@ -53,6 +53,14 @@ case_MountsArriveLocked() {
     ls -A /run/bulkhead/mounts')
   expect_eq "$out" "" "what VM root could do to a locked, read-only folder"
   ! grep -q "/run/vm-mounts/[^ ]*/[0-9]" /proc/self/mountinfo || fail "a staged mount stayed behind on the host"
+  # The service mounts and unmounts in the staging mounts as root: no user may plant anything
+  # there (a symlink swapped in for a mount point would point its unmount elsewhere).
+  local staging found=0
+  for staging in $(awk '$5 ~ "/run/vm-mounts/[^/]+$" { print $5 }' /proc/self/mountinfo); do
+    found=1
+    ! as_other ln -s / "$staging/9" 2>/dev/null || fail "uid $OTHER_UID could write in the staging mount $staging"
+  done
+  [ $found = 1 ] || fail "no staging mount found (test ineffective)"
   umount "$T/share/hidden"
 }
 
