@@ -437,31 +437,26 @@ namespace {
 
 Result<kj::Own<void>> UserUsage::take(uid_t uid, Kind kind)
 {
-    Counts& counts = m_counts[uid];
-    uint32_t& count = kind == Kind::connection ? counts.connection
-        : kind == Kind::call                   ? counts.call
-                                               : counts.registration;
-    uint32_t limit = kind == Kind::connection ? m_limits.connections
-        : kind == Kind::call                  ? m_limits.calls
-                                              : m_limits.registrations;
-    if (count >= limit) {
-        const char* what = kind == Kind::connection ? "open connections"
-            : kind == Kind::call                    ? "calls in progress"
-                                                    : "registrations in progress";
-        const char* key = kind == Kind::connection ? "connections_per_user"
-            : kind == Kind::call                   ? "calls_per_user"
-                                                   : "registrations_per_user";
+    struct Limit {
+        uint32_t UserLimits::*max;
+        const char* what;
+        const char* key;
+    };
+    static constexpr Limit limits[] = {
+        { &UserLimits::connections, "open connections", "connections_per_user" },
+        { &UserLimits::calls, "calls in progress", "calls_per_user" },
+        { &UserLimits::registrations, "registrations in progress", "registrations_per_user" },
+    };
+    const Limit& limit = limits[static_cast<size_t>(kind)];
+    uint32_t& count = m_counts[uid][static_cast<size_t>(kind)];
+    if (count >= m_limits.*limit.max)
         return Error { -EUSERS,
-            "uid " + std::to_string(uid) + " has " + std::to_string(count) + " " + what
-                + " already, the most allowed ([limits] " + key + " in bulkhead.toml)" };
-    }
+            "uid " + std::to_string(uid) + " has " + std::to_string(count) + " " + limit.what
+                + " already, the most allowed ([limits] " + limit.key + " in bulkhead.toml)" };
     ++count;
     return kj::Own<void>(kj::heap(kj::defer([this, uid, &count]() {
-        if (--count == 0) {
-            const Counts& left = m_counts[uid];
-            if (left.connection == 0 && left.call == 0 && left.registration == 0)
-                m_counts.erase(uid);
-        }
+        if (--count == 0 && m_counts[uid] == Counts {})
+            m_counts.erase(uid);
     })));
 }
 

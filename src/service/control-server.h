@@ -4,6 +4,7 @@
 #include "base/fd.h"
 #include "service/service.h"
 
+#include <array>
 #include <kj/async-io.h>
 #include <map>
 
@@ -23,9 +24,7 @@ public:
     Result<kj::Own<void>> take(uid_t uid, Kind kind);
 
 private:
-    struct Counts {
-        uint32_t connection = 0, call = 0, registration = 0;
-    };
+    using Counts = std::array<uint32_t, 3>; // indexed by Kind
     const UserLimits& m_limits;
     std::map<uid_t, Counts> m_counts;
 };

@@ -75,15 +75,21 @@ namespace {
         }
     };
 
-    // How much a user's registered distributions take; records older than this count as 0.
-    std::pair<uint64_t, uint64_t> storage_of(const std::vector<const DistroRecord*>& records)
+    // What a user has left of storage_bytes/inodes_per_user over their registered distributions
+    // (records older than this count as 0).
+    struct StorageLeft {
+        uint64_t bytes;
+        uint64_t inodes;
+    };
+    StorageLeft storage_left(const UserLimits& limits, const std::vector<const DistroRecord*>& records)
     {
         uint64_t bytes = 0, inodes = 0;
         for (const DistroRecord* record : records) {
             bytes += record->bytes;
             inodes += record->inodes;
         }
-        return { bytes, inodes };
+        return { limits.storage_bytes - std::min(bytes, limits.storage_bytes),
+            limits.storage_inodes - std::min(inodes, limits.storage_inodes) };
     }
 
     // Every import leaves this much of the state filesystem free for unprivileged writers.
@@ -184,8 +190,8 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             "cannot register '" + name + "': uid " + std::to_string(owner) + " has "
                 + std::to_string(mine.size() + registering)
                 + " distributions, the most allowed ([limits] distributions_per_user in bulkhead.toml)" });
-    auto [bytes_used, inodes_used] = storage_of(mine);
-    if (bytes_used >= limits.storage_bytes || inodes_used >= limits.storage_inodes)
+    StorageLeft left = storage_left(limits, mine);
+    if (left.bytes == 0 || left.inodes == 0)
         return Result<DistroView>(Error { -EDQUOT,
             "cannot register '" + name + "': uid " + std::to_string(owner)
                 + " has used all of its storage ([limits] storage_bytes_per_user, "
@@ -201,8 +207,7 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     gid_t group = session_of(owner).identity.gid;
     // Each concurrent registration of a user may use what the user has left; the total is
     // checked again when one is committed.
-    ImportLimits import_limits { limits.storage_bytes - bytes_used, limits.storage_inodes - inodes_used,
-        keep_free_bytes, cancel.get() };
+    ImportLimits import_limits { left.bytes, left.inodes, keep_free_bytes, cancel.get() };
     auto result = m_worker_results.expect<ImportOutcome>();
     auto worker = kj::heap<CancellableWorker>();
     worker->thread = kj::heap<kj::Thread>([archive = std::move(archive), directory, owner, group,
@@ -260,12 +265,8 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
     return confirmed.then([this, owner, record = std::move(record), directory](Status status) mutable {
         // Concurrent registrations of one user each had all that was left: the first to commit
         // takes it, the others fail here.
-        auto [bytes_used, inodes_used] = storage_of(m_registry.of_user(owner));
-        if (status
-            && (record.bytes
-                    > m_config.limits.storage_bytes - std::min(bytes_used, m_config.limits.storage_bytes)
-                || record.inodes
-                    > m_config.limits.storage_inodes - std::min(inodes_used, m_config.limits.storage_inodes)))
+        StorageLeft left = storage_left(m_config.limits, m_registry.of_user(owner));
+        if (status && (record.bytes > left.bytes || record.inodes > left.inodes))
             status = Error { -EDQUOT,
                 "cannot register '" + record.name + "': uid " + std::to_string(owner)
                     + " would use more than its storage ([limits] storage_bytes_per_user, "
