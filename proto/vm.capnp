@@ -41,9 +41,9 @@ interface Agent {
   version @0 () -> (major :UInt32);
   # VM init only: builds the VM's root and pivots into it. Called once, first.
   setup @1 (config :VmConfig) -> (outcome :Common.Outcome);
-  # Attaches a detached mount tree (open_tree(OPEN_TREE_CLONE)) at the absolute vmPath; or, with
-  # `staged` set (a name of digits), moves the tree the service mounted at that name of the
-  # staging mount (VmConfig.staging) there, and `tree` is not used.
+  # Moves the tree the service mounted at `staged` (a name of digits) in the staging mount
+  # (VmConfig.staging) to the absolute vmPath. `tree` is no longer used (a tree attached by the
+  # agent itself would not be locked).
   mount @2 (tree :Common.Fd, vmPath :Text, readOnly :Bool, staged :Text) -> (outcome :Common.Outcome);
   # An execve failure comes back as its negated errno in outcome.code.
   spawn @3 (request :SpawnRequest) -> (outcome :Common.Outcome, process :Process, pid :Int32);

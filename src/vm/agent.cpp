@@ -214,21 +214,12 @@ kj::Promise<void> Agent::setup(SetupContext context)
 
 kj::Promise<void> Agent::mount(MountContext context)
 {
+    // Only staged trees: they arrive locked (proto/vm.capnp, VmConfig.staging).
     auto params = context.getParams();
-    std::string vm_path = params.getVmPath().cStr();
-    bool read_only = params.getReadOnly();
-    if (params.getStaged().size() > 0) {
-        Status status = attach_staged(params.getStaged().cStr(), vm_path, read_only);
-        if (!status)
-            fail_outcome(context.getResults().initOutcome(), status.error());
-        return kj::READY_NOW;
-    }
-    return ipc::unwrap_fd(params.getTree()).then([context, vm_path, read_only](Result<Fd> tree) mutable {
-        Status status
-            = tree ? attach_tree(std::move(tree.value()), vm_path, read_only) : Status(tree.take_error());
-        if (!status)
-            fail_outcome(context.getResults().initOutcome(), status.error());
-    });
+    Status status = attach_staged(params.getStaged().cStr(), params.getVmPath().cStr(), params.getReadOnly());
+    if (!status)
+        fail_outcome(context.getResults().initOutcome(), status.error());
+    return kj::READY_NOW;
 }
 
 kj::Promise<void> Agent::spawn(SpawnContext context)

@@ -218,16 +218,6 @@ Status build_distribution_root(Fd root_tree)
     return pivot_into(root);
 }
 
-Status attach_tree(Fd tree, const std::string& vm_path, bool read_only)
-{
-    BH_TRY(make_dirs(vm_path));
-    if (read_only)
-        BH_TRY(set_read_only(tree.get()));
-    if (move_mount(tree.get(), "", AT_FDCWD, vm_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        return fail("cannot mount at " + vm_path);
-    return {};
-}
-
 Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only)
 {
     if (name.empty() || name.size() > 20 || name.find_first_not_of("0123456789") != std::string::npos)

@@ -26,8 +26,6 @@ Status build_vm_root(const VmRootConfig& config);
 // distribution's root, gives it its own /proc and a minimal /dev, and pivots into it.
 Status build_distribution_root(Fd root_tree);
 
-// Attaches the detached tree `tree` at the absolute `vm_path` (created if missing), read-only if asked.
-Status attach_tree(Fd tree, const std::string& vm_path, bool read_only);
 // Moves the tree the service staged as `name` (digits only) under staged_mounts to `vm_path`.
 Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only);
 
