@@ -3,9 +3,9 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "host/plugin-runtime.h"
+#include "config/config.h"
 #include "ipc/loop-inbox.h"
-#include "service/config.h"
+#include "plugin/plugin-runtime.h"
 #include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
