@@ -93,6 +93,14 @@ void confine(bool keep_owners)
     rlimit few_files { 64, 64 };
     if (setrlimit(RLIMIT_CORE, &no_core) != 0 || setrlimit(RLIMIT_NOFILE, &few_files) != 0)
         fail_errno("setrlimit");
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    // A decompressor's window is the archive's choice (xz and zstd headers name up to GiBs): 1 GiB
+    // of heap covers every real rootfs, and a bigger ask fails this import, not the host's memory.
+    // (Sanitizers reserve terabytes of shadow memory, which this limit would refuse.)
+    rlimit heap { 1ULL << 30, 1ULL << 30 };
+    if (setrlimit(RLIMIT_DATA, &heap) != 0)
+        fail_errno("setrlimit");
+#endif
     // Writing over modes and times of entries (FOWNER, DAC_OVERRIDE) and keeping setuid and
     // setgid bits (FSETID); restoring the archive's owners needs CHOWN too.
     uint64_t keep = (uint64_t { 1 } << CAP_DAC_OVERRIDE) | (uint64_t { 1 } << CAP_FOWNER)
