@@ -37,6 +37,8 @@ struct DistroInfo {
   ownerUid @7 :UInt32;
   initPid @8 :UInt32;       # as seen from the VM; 0 when not running
   pidNamespace @9 :UInt64;  # inode; 0 when not running
+  skippedDevices @10 :UInt64;  # only in register's answer: device nodes not imported (the
+                               # distribution gets its own /dev)
 }
 
 struct SessionStatus {

@@ -137,6 +137,10 @@ namespace {
             return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
         auto d = reply->getDistro();
         std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
+        if (d.getSkippedDevices() > 0)
+            std::cout << "Skipped " << d.getSkippedDevices() << " device node"
+                      << (d.getSkippedDevices() == 1 ? "" : "s")
+                      << " of the archive: the distribution gets its own /dev" << std::endl;
         return 0;
     }
 

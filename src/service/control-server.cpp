@@ -49,6 +49,7 @@ namespace {
         out.setOwnerUid(view.record.owner);
         out.setInitPid(view.init_pid);
         out.setPidNamespace(view.pid_namespace);
+        out.setSkippedDevices(view.skipped_devices);
     }
 
     Result<std::vector<std::string>> strings_of(capnp::List<capnp::Text>::Reader list, const char* what)

@@ -194,11 +194,14 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     auto unpacked = unpack_rootfs(m_env.port,
         UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group,
             ImportLimits { left.bytes, left.inodes, keep_free_bytes } });
-    auto inspected = unpacked.then([this, rootfs](Status status) {
-        if (!status)
-            return kj::Promise<ImportOutcome>(ImportOutcome { std::move(status), {}, {} });
-        return on_worker_thread<ImportOutcome>(
-            m_worker_results, [rootfs]() { return inspect_import(rootfs); });
+    auto inspected = unpacked.then([this, rootfs](Result<uint64_t> skipped_devices) {
+        if (!skipped_devices)
+            return kj::Promise<ImportOutcome>(ImportOutcome { skipped_devices.take_error(), {}, {} });
+        return on_worker_thread<ImportOutcome>(m_worker_results, [rootfs, skipped = *skipped_devices]() {
+            ImportOutcome outcome = inspect_import(rootfs);
+            outcome.usage.skipped_devices = skipped;
+            return outcome;
+        });
     });
     // Until the import is over, the directory is this registration's to remove: dropped with
     // its caller (the client went away), it leaves nothing on disk. From then on the commit owns
@@ -223,8 +226,14 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             record.inodes = outcome.usage.entries;
             uid_t owner = record.owner;
             std::string name = record.name;
+            uint64_t skipped_devices = outcome.usage.skipped_devices;
             auto commit = commit_registration(
                 owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status))
+                              .then([skipped_devices](Result<DistroView> view) {
+                                  if (view)
+                                      view->skipped_devices = skipped_devices;
+                                  return view;
+                              })
                               .attach(kj::defer([this, owner, name]() {
                                   m_registering.erase({ owner, name });
                               }))

@@ -30,6 +30,7 @@ struct DistroView {
     bool running = false;
     uint32_t init_pid = 0;
     uint64_t pid_namespace = 0;
+    uint64_t skipped_devices = 0; // set only in a registration's answer: device nodes not imported
 };
 
 struct SessionView {

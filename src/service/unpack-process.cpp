@@ -5,6 +5,7 @@
 #include "base/spawn.h"
 #include "ipc/process-watch.h"
 
+#include <charconv>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -83,12 +84,16 @@ namespace {
     }
 
     // The process parsed hostile input: its report is read like any other untrusted message.
-    Status parse_result(const std::string& text, int wait_status)
+    Result<uint64_t> parse_result(const std::string& text, int wait_status)
     {
         bool exited_ok = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
-        if (exited_ok && text == "ok\n")
-            return {};
         size_t newline = text.find('\n');
+        if (exited_ok && text.starts_with("ok ") && newline == text.size() - 1) {
+            uint64_t skipped = 0;
+            auto [end, err] = std::from_chars(text.data() + 3, text.data() + newline, skipped);
+            if (err == std::errc() && end == text.data() + newline)
+                return skipped;
+        }
         if (!exited_ok && text.starts_with("error ") && newline != std::string::npos) {
             int code = 0;
             std::string number = text.substr(6, newline - 6);
@@ -106,20 +111,22 @@ namespace {
 
 } // namespace
 
-kj::Promise<Status> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job)
+kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job)
 {
     if (Status usable = check_archive_fd(job.archive_fd); !usable)
-        return usable;
+        return Result<uint64_t>(usable.take_error());
     auto target = create_target(job);
     if (!target)
-        return Status(target.take_error());
+        return Result<uint64_t>(target.take_error());
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-        return Status(Error::from_errno(errno, std::string(import_failed) + "cannot create a pipe"));
+        return Result<uint64_t>(
+            Error::from_errno(errno, std::string(import_failed) + "cannot create a pipe"));
     Fd result_read(pipe_fds[0]), result_write(pipe_fds[1]);
     Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!null)
-        return Status(Error::from_errno(errno, std::string(import_failed) + "cannot open /dev/null"));
+        return Result<uint64_t>(
+            Error::from_errno(errno, std::string(import_failed) + "cannot open /dev/null"));
 
     SpawnPlan plan;
     plan.path = "bulkhead-unpack";
@@ -137,12 +144,12 @@ kj::Promise<Status> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job)
     }
     auto spawned = spawn_process(plan);
     if (!spawned)
-        return Status(Error { spawned.error().code, import_failed + spawned.error().message });
+        return Result<uint64_t>(Error { spawned.error().code, import_failed + spawned.error().message });
     result_write = Fd();
     auto child = kj::heap<ChildProcess>(std::move(spawned.value()));
     auto exited = ipc::when_exited(port, child->pidfd());
     return exited
-        .then([child = child.get(), result_read = std::move(result_read)]() mutable -> Status {
+        .then([child = child.get(), result_read = std::move(result_read)]() mutable -> Result<uint64_t> {
             int wait_status = child->wait();
             return parse_result(read_result(result_read.get()), wait_status);
         })

@@ -27,12 +27,12 @@ struct UnpackJob {
 //    and the filesystem's reserve for root holds against it;
 //  - root's archive (which only root can send) as root, keeping the archive's owners.
 // Either way it is chrooted into the target with only file capabilities (see src/unpack/main.cpp).
-// Resolves with its result: success, or the Error it reported ("cannot register from tar: ..."),
-// or -EIO when it ended without one. Destroying the promise kills it (SIGKILL, reaped before the
+// Resolves with its result: how many device nodes it skipped, or the Error it reported ("cannot register from
+// tar: ..."), or -EIO when it ended without one. Destroying the promise kills it (SIGKILL, reaped before the
 // destructor returns), so whatever it wrote can then be removed safely. What it wrote stays on
 // failure, for the caller to remove. Must be called on the thread that runs the event loop (the
 // process dies with the thread that started it). The process's report is never taken for what it
 // wrote: measure the tree (measure_tree).
-kj::Promise<Status> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job);
+kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job);
 
 } // namespace bh::service

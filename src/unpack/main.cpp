@@ -3,8 +3,8 @@
 //   bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
 //
 // fd 0 is the archive (as the user sent it), fd 3 the empty target directory, fd 1 where the
-// result goes: "ok\n", or "error <negative errno>\n<message>". The service starts it in new PID,
-// network, IPC and UTS namespaces and, for a user's archive, as root of a user namespace that
+// result goes: "ok <device nodes skipped>\n", or "error <negative errno>\n<message>". The service starts it
+// in new PID, network, IPC and UTS namespaces and, for a user's archive, as root of a user namespace that
 // maps only that user (service/unpack-process.h). Before reading a byte it chroots into the
 // target and keeps only the capabilities extraction needs, none of which can undo the chroot:
 // a parser bug gets the user's own ids, in an empty tree, and nothing else.
@@ -123,11 +123,12 @@ int main(int argc, char** argv)
         || !parse(argv[first + 1], limits.max_entries) || !parse(argv[first + 2], limits.keep_free_bytes))
         fail(-EINVAL, "usage: bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES");
     confine(keep_owners);
-    bh::Status status = bh::extract_rootfs_tar(
-        archive_fd, "/", keep_owners ? bh::ImportOwners::archive : bh::ImportOwners::importer, limits);
+    bh::ImportUsage usage;
+    bh::Status status = bh::extract_rootfs_tar(archive_fd, "/",
+        keep_owners ? bh::ImportOwners::archive : bh::ImportOwners::importer, limits, &usage);
     if (!status)
         fail(status.error().code, status.error().message);
-    write_all("ok\n");
+    write_all("ok " + std::to_string(usage.skipped_devices) + "\n");
     // _exit: nothing is left to flush, and a sanitizer's exit-time pass (LeakSanitizer) would
     // need the /proc this chroot does not have.
     _exit(0);
