@@ -2,6 +2,7 @@
 #include "service/service.h"
 
 #include "base/log.h"
+#include "service/subordinate-ids.h"
 #include "service/unpack-process.h"
 #include "unpack/rootfs-tree.h"
 
@@ -182,6 +183,13 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             "cannot register '" + name + "': uid " + std::to_string(owner)
                 + " has used all of its storage ([limits] storage_bytes_per_user, "
                   "storage_inodes_per_user)" });
+    // Unpacked with the ids the user's VMs will have: a subordinate range keeps the archive's owners.
+    const SessionIdentity& identity = session_of(owner).identity;
+    auto subordinate = owner == 0 ? Result<std::optional<SubordinateIds>>(std::optional<SubordinateIds>())
+                                  : subordinate_ids_of(identity.user_name, owner, identity.gid);
+    if (!subordinate)
+        return Result<DistroView>(Error {
+            subordinate.error().code, "cannot register '" + name + "': " + subordinate.error().message });
     DistroRecord record { name, Uuid::random(), owner, std::move(package) };
     std::string directory = m_registry.directory_of(record.uuid);
     if (::mkdir(directory.c_str(), 0700) < 0)
@@ -192,7 +200,7 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     // checked again when one is committed.
     std::string rootfs = directory + "/rootfs";
     auto unpacked = unpack_rootfs(m_env.port,
-        UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group,
+        UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group, subordinate.value(),
             ImportLimits { left.bytes, left.inodes, keep_free_bytes } });
     auto inspected = unpacked.then([this, rootfs](Result<uint64_t> skipped_devices) {
         if (!skipped_devices)

@@ -133,7 +133,10 @@ kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const Unpac
     plan.exec_fd = job.unpack_exe_fd;
     plan.argv = { "bulkhead-unpack" };
     if (job.owner == 0)
-        plan.argv.push_back("--keep-owners");
+        plan.argv.push_back("--keep-owners=" + std::to_string(UINT32_MAX) + ":" + std::to_string(UINT32_MAX));
+    else if (job.subordinate)
+        plan.argv.push_back("--keep-owners=" + std::to_string(job.subordinate->uid_count) + ":"
+            + std::to_string(job.subordinate->gid_count));
     for (uint64_t value : { job.limits.max_bytes, job.limits.max_entries, job.limits.keep_free_bytes })
         plan.argv.push_back(std::to_string(value));
     plan.fds = { { job.archive_fd, 0 }, { result_write.get(), 1 }, { null.get(), 2 }, { target->get(), 3 } };
@@ -141,6 +144,7 @@ kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const Unpac
     if (job.owner != 0) {
         plan.namespaces |= CLONE_NEWUSER;
         plan.map_root_to = Credentials { job.owner, job.group };
+        plan.subordinate = job.subordinate;
     }
     auto spawned = spawn_process(plan);
     if (!spawned)

@@ -3,9 +3,11 @@
 #pragma once
 
 #include "base/result.h"
+#include "base/spawn.h"
 #include "unpack/rootfs-import.h"
 
 #include <kj/async-unix.h>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 
@@ -17,14 +19,17 @@ struct UnpackJob {
     std::string target; // the rootfs directory to create; its parent must exist and be root's
     uid_t owner;
     gid_t group;
+    // The owner's /etc/subuid and /etc/subgid ranges, mapped as in their VMs (subordinate-ids.h).
+    std::optional<SubordinateIds> subordinate;
     ImportLimits limits;
 };
 
 // Creates `job.target` (mode 0755; the owner's when the owner is not root) and extracts the
 // archive into it with bulkhead-unpack, started in new PID, network, IPC and UTS namespaces:
-//  - a user's archive (owner != 0) as root of a user namespace mapping only owner:group, so what
-//    it writes is the owner's (no remapping pass), a parser bug gets that user's ids and no more,
-//    and the filesystem's reserve for root holds against it;
+//  - a user's archive (owner != 0) as root of a user namespace mapping owner:group, so what it
+//    writes is the owner's (no remapping pass), a parser bug gets that user's ids and no more,
+//    and the filesystem's reserve for root holds against it; with a subordinate range mapped at
+//    1..N as in the user's VMs, the archive's owners are kept up to N (beyond: refused);
 //  - root's archive (which only root can send) as root, keeping the archive's owners.
 // Either way it is chrooted into the target with only file capabilities (see src/unpack/main.cpp).
 // Resolves with its result: how many device nodes it skipped, or the Error it reported ("cannot register from

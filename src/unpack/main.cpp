@@ -1,11 +1,12 @@
 // bulkhead-unpack: extracts one untrusted distribution archive, confined, for bulkheadd.
 //
-//   bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
+//   bulkhead-unpack [--keep-owners=MAX_UID:MAX_GID] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
 //
 // fd 0 is the archive (as the user sent it), fd 3 the empty target directory, fd 1 where the
 // result goes: "ok <device nodes skipped>\n", or "error <negative errno>\n<message>". The service starts it
 // in new PID, network, IPC and UTS namespaces and, for a user's archive, as root of a user namespace that
-// maps only that user (service/unpack-process.h). Before reading a byte it chroots into the
+// maps that user (and their /etc/subuid range, if any: then owners are kept up to its end;
+// service/unpack-process.h). Before reading a byte it chroots into the
 // target and keeps only the capabilities extraction needs, none of which can undo the chroot:
 // a parser bug gets the user's own ids, in an empty tree, and nothing else.
 #include "unpack/rootfs-import.h"
@@ -114,14 +115,27 @@ void confine(bool keep_owners)
 
 int main(int argc, char** argv)
 {
+    // --keep-owners=MAX_UID:MAX_GID restores the archive's owners up to those ids.
     int first = 1;
-    bool keep_owners = argc > 1 && std::string_view(argv[1]) == "--keep-owners";
-    if (keep_owners)
-        first = 2;
     bh::ImportLimits limits;
+    std::string_view keep = argc > 1 ? argv[1] : "";
+    bool keep_owners = keep.starts_with("--keep-owners=");
+    if (keep_owners) {
+        first = 2;
+        keep.remove_prefix(std::string_view("--keep-owners=").size());
+        size_t colon = keep.find(':');
+        uint64_t uid = 0, gid = 0;
+        if (colon == std::string_view::npos || !parse(std::string(keep.substr(0, colon)).c_str(), uid)
+            || !parse(std::string(keep.substr(colon + 1)).c_str(), gid) || uid > UINT32_MAX
+            || gid > UINT32_MAX)
+            fail(-EINVAL, "bulkhead-unpack: --keep-owners needs MAX_UID:MAX_GID");
+        limits.max_owner_uid = static_cast<uint32_t>(uid);
+        limits.max_owner_gid = static_cast<uint32_t>(gid);
+    }
     if (argc - first != 3 || !parse(argv[first], limits.max_bytes)
         || !parse(argv[first + 1], limits.max_entries) || !parse(argv[first + 2], limits.keep_free_bytes))
-        fail(-EINVAL, "usage: bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES");
+        fail(-EINVAL,
+            "usage: bulkhead-unpack [--keep-owners=MAX_UID:MAX_GID] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES");
     confine(keep_owners);
     bh::ImportUsage usage;
     bh::Status status = bh::extract_rootfs_tar(archive_fd, "/",

@@ -324,6 +324,19 @@ namespace {
         return {};
     }
 
+    // Only ids the importing user namespace maps can be restored (ImportLimits::max_owner_uid).
+    Status check_owner(archive_entry* entry, std::string_view name, const ImportLimits& limits)
+    {
+        la_int64_t uid = archive_entry_uid(entry), gid = archive_entry_gid(entry);
+        if (uid <= limits.max_owner_uid && gid <= limits.max_owner_gid)
+            return {};
+        return bad_entry(name,
+            "is owned by uid " + std::to_string(uid) + ", gid " + std::to_string(gid)
+                + ", beyond the ids of the distribution's user namespace (uids 0 to "
+                + std::to_string(limits.max_owner_uid) + ", gids 0 to " + std::to_string(limits.max_owner_gid)
+                + ")");
+    }
+
     Status extract_entries(archive* in, archive* out, const std::string& root, const ImportLimits& limits,
         ImportUsage& used, std::optional<std::array<timespec, 2>>& root_times)
     {
@@ -339,6 +352,7 @@ namespace {
             name = raw ? raw : "";
             uint64_t size
                 = archive_entry_size(entry) > 0 ? static_cast<uint64_t>(archive_entry_size(entry)) : 0;
+            BH_TRY(check_owner(entry, name, limits));
             if (is_device(entry)) {
                 BH_TRY(check_skipped_device(name, root));
                 used.skipped_devices += 1;

@@ -27,6 +27,10 @@ struct ImportLimits {
     // unprivileged writers (statvfs f_bavail): root writes, which the filesystem's reserve for
     // root would otherwise not stop.
     uint64_t keep_free_bytes = 0;
+    // With ImportOwners::archive: an entry owned by a higher uid or gid is refused (-EINVAL); the
+    // ids of a user namespace that maps a user's subordinate range end there.
+    uint32_t max_owner_uid = UINT32_MAX;
+    uint32_t max_owner_gid = UINT32_MAX;
 };
 
 // What an import wrote, by the same measures as ImportLimits, and the device nodes it skipped.

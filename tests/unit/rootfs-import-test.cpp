@@ -258,6 +258,27 @@ namespace {
         EXPECT_TRUE(fs::is_empty(m_target));
     }
 
+    // Behind a subordinate range only ids up to its end exist: an owner beyond is refused whole.
+    TEST_F(RootfsTest, RejectsOwnersBeyondTheMappedIds)
+    {
+        ImportLimits limits;
+        limits.max_owner_uid = 65536;
+        limits.max_owner_gid = 65536;
+        Fd inside = TarBuilder().owned_file("srv/mine", 65536, 65536).finish();
+        if (geteuid() == 0) {
+            Status status = import_rootfs_tar(inside.get(), m_target, ImportOwners::archive, limits);
+            ASSERT_TRUE(status.ok()) << status.error().message;
+            ASSERT_TRUE(remove_tree(m_target).ok());
+        }
+        Fd beyond = TarBuilder().owned_file("srv/far", 65537, 0).finish();
+        Status status = import_rootfs_tar(beyond.get(), m_target, ImportOwners::archive, limits);
+        ASSERT_FALSE(status.ok());
+        EXPECT_EQ(status.error().code, -EINVAL);
+        EXPECT_TRUE(contains(status.error().message, "'srv/far' is owned by uid 65537"))
+            << status.error().message;
+        EXPECT_FALSE(exists(m_target));
+    }
+
     // bulkhead-unpack imports a user's archive as root of a user namespace that maps only that
     // user: there the importer's own ids own every entry, whatever the archive says. Here a child
     // with uid 4321 stands in for it.
