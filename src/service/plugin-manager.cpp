@@ -32,6 +32,28 @@ namespace {
         return 1u << static_cast<uint32_t>(hook);
     }
 
+    // The service's links: the trust checks of plugin-trust.h, then a host or an in-process runtime.
+    class SystemLinks final : public LinkFactory {
+    public:
+        explicit SystemLinks(PluginEnvironment& env)
+            : m_env(env)
+        {
+        }
+        Result<Integrity> check(const PluginConfig& config) override
+        {
+            return check_plugin_trust(config, m_env.config_dir, m_env.require_verified);
+        }
+        Result<kj::Own<PluginLink>> start(const PluginConfig& config, host::CallTarget& calls) override
+        {
+            if (config.isolation == Isolation::none)
+                return load_in_process(config, m_env.port);
+            return start_plugin_host(m_env, config, calls);
+        }
+
+    private:
+        PluginEnvironment& m_env;
+    };
+
 } // namespace
 
 const char* state_name(PluginState state)
@@ -67,8 +89,22 @@ struct PluginManager::Slot {
 
 PluginManager::PluginManager(
     PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls)
+    : PluginManager(std::move(env), std::move(configs), calls, nullptr)
+{
+}
+
+PluginManager::PluginManager(
+    PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls, LinkFactory& links)
+    : PluginManager(std::move(env), std::move(configs), calls, &links)
+{
+}
+
+PluginManager::PluginManager(
+    PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls, LinkFactory* links)
     : m_env(std::move(env))
     , m_calls(calls)
+    , m_system_links(links ? kj::Own<LinkFactory>() : kj::Own<LinkFactory>(kj::heap<SystemLinks>(m_env)))
+    , m_links(links ? *links : *m_system_links)
 {
     for (auto& config : configs) {
         auto slot = kj::heap<Slot>();
@@ -143,25 +179,24 @@ kj::Promise<void> PluginManager::load_one(Slot& slot)
         fail_load(slot, *slot.config.error);
         return kj::READY_NOW;
     }
-    auto integrity = check_plugin_trust(slot.config, m_env.config_dir, m_env.require_verified);
+    auto integrity = m_links.check(slot.config);
     if (!integrity) {
         fail_load(slot, integrity.take_error());
         return kj::READY_NOW;
     }
-    if (slot.config.isolation == Isolation::none) {
-        if (!m_routed)
-            host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
+    if (slot.config.isolation == Isolation::none && !m_routed) {
+        host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
         m_routed = true;
-        slot.link = load_in_process(slot.config, m_env.port);
-    } else {
-        auto link = start_plugin_host(m_env, slot.config, m_calls);
-        if (!link) {
-            fail_load(slot, link.take_error());
-            return kj::READY_NOW;
-        }
-        slot.link = kj::mv(link.value());
+    }
+    auto link = m_links.start(slot.config, m_calls);
+    if (!link) {
+        fail_load(slot, link.take_error());
+        return kj::READY_NOW;
+    }
+    slot.link = kj::mv(link.value());
+    if (slot.config.isolation != Isolation::none) {
         slot.pid = slot.link->pid();
-        watch(slot);
+        watch(slot); // in-process, there is no host to die
     }
     slot.state = PluginState::loading;
     auto loaded = finish_load(slot, slot.link->load(std::move(integrity.value())));
