@@ -256,12 +256,13 @@ void PluginManager::watch(Slot& slot)
             return; // we ended it ourselves (a failed load, a hook past its deadline)
         bool loading = slot.state == PluginState::loading;
         slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
-        slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.cause = loading ? "its host " + how + " while loading" : how;
         if (!loading && !slot.in_flight.empty())
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
+        // Logged with the pid the host had, before a failed load forgets it.
         log_error(
             "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+        slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.fatal_code = host_died;
         if (loading)
             slot.failure = Error { host_died, fatal_message(slot.config.name) };

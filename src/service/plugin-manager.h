@@ -23,7 +23,7 @@ struct PluginView {
 
 // Thread affinity: the service's event-loop thread.
 //
-// Policy (docs/design/plugins.md has the reasoning):
+// Policy (the reasoning: docs/design/concurrency.md; its unit tests: tests/unit/plugin-manager-test.cpp):
 // - Plugins are loaded lazily, once, the first time a VM is about to be created, all at once
 //   (hosts spawned in configuration order, their start-ups overlapping). Once every load has
 //   ended, the first failed one in configuration order is latched as the fatal plugin error, so
