@@ -108,6 +108,12 @@ interface Control {
               settings :UserSettings, target :Target) -> (outcome :Common.Outcome);
   vmExec @10 (path :Text, argv :List(Text), distro :Text, settings :UserSettings, target :Target)
       -> (outcome :Common.Outcome, socket :Common.Fd);
+
+  # Writes the distribution's files as a tar to `out` (opened for writing by the client, so it
+  # lands where the client may write), compressed as `compression` says: "none", "gzip", "xz" or
+  # "zstd". Dropping the call stops it.
+  export @11 (name :Text, out :Common.Fd, compression :Text, target :Target)
+      -> (outcome :Common.Outcome);
 }
 
 interface ArchiveProducer {

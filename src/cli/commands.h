@@ -27,6 +27,7 @@ struct Invocation {
     bool all = false;
     bool running = false;
     bool json = false;
+    std::string file; // export: where the tar goes ("-": standard output)
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

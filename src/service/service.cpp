@@ -184,9 +184,7 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
                 + " has used all of its storage ([limits] storage_bytes_per_user, "
                   "storage_inodes_per_user)" });
     // Unpacked with the ids the user's VMs will have: a subordinate range keeps the archive's owners.
-    const SessionIdentity& identity = session_of(owner).identity;
-    auto subordinate = owner == 0 ? Result<std::optional<SubordinateIds>>(std::optional<SubordinateIds>())
-                                  : subordinate_ids_of(identity.user_name, owner, identity.gid);
+    auto subordinate = subordinate_of(owner);
     if (!subordinate)
         return Result<DistroView>(Error {
             subordinate.error().code, "cannot register '" + name + "': " + subordinate.error().message });
@@ -288,6 +286,31 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
             return status.take_error();
         });
     });
+}
+
+Result<std::optional<SubordinateIds>> Service::subordinate_of(uid_t owner)
+{
+    if (owner == 0)
+        return std::optional<SubordinateIds>();
+    const SessionIdentity& identity = session_of(owner).identity;
+    return subordinate_ids_of(identity.user_name, owner, identity.gid);
+}
+
+kj::Promise<Status> Service::export_distribution(
+    uid_t owner, std::string name, Fd out, TarCompression compression)
+{
+    auto record = find_record(owner, name);
+    if (!record || name.empty())
+        return Status(no_such_distribution(name));
+    auto subordinate = subordinate_of(owner);
+    if (!subordinate)
+        return Status(Error {
+            subordinate.error().code, "cannot export '" + name + "': " + subordinate.error().message });
+    gid_t group = session_of(owner).identity.gid;
+    // The fd is handed on at once: the confined process holds its own copy.
+    return pack_rootfs(m_env.port,
+        PackJob { m_unpack_exe_fd, out.get(), record->name, m_registry.directory_of(record->uuid) + "/rootfs",
+            owner, group, subordinate.value(), compression });
 }
 
 kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string name)

@@ -9,6 +9,7 @@
 #include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
+#include "unpack/rootfs-archive.h"
 
 #include <kj/async-io.h>
 #include <kj/timer.h>
@@ -83,6 +84,9 @@ public:
         std::string package, kj::Function<kj::Promise<Status>()> confirm);
     kj::Promise<Status> unregister_distribution(uid_t owner, std::string name);
     Status set_default(uid_t owner, const std::string& name);
+    // `bulkhead export`: the distribution's files as a tar to `out` (pack_rootfs), even while it runs.
+    kj::Promise<Status> export_distribution(
+        uid_t owner, std::string name, Fd out, TarCompression compression);
     kj::Promise<Result<DistroView>> start_distribution(
         uid_t owner, std::string name, UserOverrides overrides);
     kj::Promise<Result<int>> run(
@@ -127,6 +131,8 @@ private:
         Session& session, const DistroRecord& record, const UserOverrides& overrides);
     DistroView view_of(const DistroRecord& record) const;
     Result<DistroRecord> find_record(uid_t owner, const std::string& name) const;
+    // The /etc/subuid and /etc/subgid ranges `owner`'s VMs and imports map (none for root).
+    Result<std::optional<SubordinateIds>> subordinate_of(uid_t owner);
     kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record,
         std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported);
     void taskFailed(kj::Exception&& exception) override;

@@ -4,6 +4,7 @@
 
 #include "base/result.h"
 #include "base/spawn.h"
+#include "unpack/rootfs-archive.h"
 #include "unpack/rootfs-import.h"
 
 #include <kj/async-unix.h>
@@ -39,5 +40,22 @@ struct UnpackJob {
 // process dies with the thread that started it). The process's report is never taken for what it
 // wrote: measure the tree (measure_tree).
 kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job);
+
+struct PackJob {
+    int unpack_exe_fd;
+    int out_fd; // the client's, open for writing
+    std::string name; // the distribution, for messages
+    std::string rootfs;
+    uid_t owner;
+    gid_t group;
+    std::optional<SubordinateIds> subordinate;
+    TarCompression compression;
+};
+
+// `bulkhead export`: writes the tree at `job.rootfs` as a tar (compressed as asked) to
+// `job.out_fd`, from bulkhead-unpack --pack, confined as for unpacking (the distribution's own ids,
+// chrooted into that tree, reading with CAP_DAC_OVERRIDE only). Errors name the distribution.
+// Destroying the promise kills it. Called on the event loop's thread, like unpack_rootfs.
+kj::Promise<Status> pack_rootfs(kj::UnixEventPort& port, const PackJob& job);
 
 } // namespace bh::service

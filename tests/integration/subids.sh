@@ -36,6 +36,15 @@ expect_eq "$(bh_other run -d sub -u alice -- cat /home/alice/note)" hello "alice
 expect_eq "$(bh_other run -d sub -- su -s /bin/sh alice -c 'id -u; id -g')" "$(printf '1000\n1000')" \
   "su to alice from the distribution's root"
 
+# A user's export runs with their VM's ids: registered again, alice's file is alice's again.
+mkdir "$T/out"; chown "$OTHER_UID" "$T/out"
+bh_other export sub "$T/out/sub.tar.gz"
+bh_other register sub2 --tar "$T/out/sub.tar.gz" >/dev/null
+uuid2=$(bh_other list --json | jq -r '.[] | select(.name == "sub2") | .uuid')
+expect_eq "$(stat -c %u:%g "$T/state/distributions/$uuid2/rootfs/home/alice/note")" \
+  "$((RANGE_START + 999)):$((RANGE_START + 999))" "host owner of alice's file after export and register"
+bh_other unregister sub2
+
 # An owner beyond the range is refused whole, and names the entry.
 mkdir -p "$T/far/srv"; echo x >"$T/far/srv/far"
 tar -C "$T/far" --owner=70000 --group=0 -cf "$T/home/far.tar" ./srv

@@ -3,7 +3,7 @@
 #include "unpack/rootfs-tree.h"
 
 #include "base/fd.h"
-#include "cli/rootfs-archive.h"
+#include "unpack/rootfs-archive.h"
 
 #include <algorithm>
 #include <archive.h>
