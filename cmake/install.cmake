@@ -44,13 +44,14 @@ install(FILES dist/systemd/bulkhead-tmpfiles.conf DESTINATION ${BULKHEAD_TMPFILE
   RENAME bulkhead.conf COMPONENT bulkhead)
 
 # The plugin SDK: the public header, a pkg-config file and a CMake package (BulkheadPlugin), both
-# relocatable (the .pc file's prefix is ${pcfiledir}/../.., the CMake package's its own location).
+# relocatable (the .pc file's prefix is ${pcfiledir}/../.., the CMake package's its own location),
+# both in share/: the SDK is a header only, the same for every architecture.
 install(FILES include/bulkhead/plugin_api.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/bulkhead COMPONENT bulkhead-dev)
-file(RELATIVE_PATH BULKHEAD_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+file(RELATIVE_PATH BULKHEAD_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_DATADIR}/pkgconfig" "/prefix")
 configure_file(cmake/bulkhead-plugin.pc.in ${CMAKE_BINARY_DIR}/dist/bulkhead-plugin.pc @ONLY)
-install(FILES ${CMAKE_BINARY_DIR}/dist/bulkhead-plugin.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+install(FILES ${CMAKE_BINARY_DIR}/dist/bulkhead-plugin.pc DESTINATION ${CMAKE_INSTALL_DATADIR}/pkgconfig
   COMPONENT bulkhead-dev)
-set(BULKHEAD_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/BulkheadPlugin")
+set(BULKHEAD_CMAKEDIR "${CMAKE_INSTALL_DATADIR}/cmake/BulkheadPlugin")
 configure_package_config_file(cmake/BulkheadPluginConfig.cmake.in
   ${CMAKE_BINARY_DIR}/dist/BulkheadPluginConfig.cmake
   INSTALL_DESTINATION ${BULKHEAD_CMAKEDIR} PATH_VARS CMAKE_INSTALL_INCLUDEDIR)
