@@ -47,7 +47,7 @@ package: deps
 	./scripts/make-package.sh build-package
 
 package-test: package
-	./scripts/package-test.sh build-package
+	./scripts/package-test.sh build-package || [ $$? -eq 77 ]   # 77: skipped, the message says why
 
 format:
 	git ls-files '*.cpp' '*.h' '*.c' | xargs clang-format -i

@@ -3,7 +3,8 @@
 # apt resolving its dependencies) and checks it from inside that root: the files are where the
 # package says, systemd-analyze verifies the units, and the installed bulkheadd, started through
 # its socket by systemd-socket-activate, answers `bulkhead status`, registers a distribution and
-# runs a program. Skipped (exit 77) with a message when the apt sources cannot be reached.
+# runs a program (systemd is included: mmdebstrap installs no Recommends). Skipped (exit 77) with
+# a message when the apt sources cannot be reached.
 # package-test.sh [PACKAGE-BUILD-DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,9 @@ fi
 root=$(mktemp -d /tmp/bulkhead-deb-root.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 
-# What runs inside the root, after the package is installed (mmdebstrap mounts /proc, /sys, /dev).
+# What runs inside the root, after the package is installed (mmdebstrap mounts /proc, /sys, /dev;
+# the root is bind-mounted onto itself in a private mount namespace first, because a VM makes its
+# mount namespace a slave of the service's, which needs "/" to be a mount point).
 cat >"$root.check" <<'CHECK'
 set -eu
 for f in /usr/bin/bulkhead /usr/sbin/bulkheadd /usr/libexec/bulkhead/bulkhead-vminit \
@@ -46,10 +49,10 @@ kill -TERM $svc; wait $svc || true
 echo "PASS: the package installs into a clean Debian 12 root and its service serves there"
 CHECK
 trap 'rm -rf "$root" "$root.check"' EXIT
-mmdebstrap --mode=root --variant=apt --include=busybox-static \
+mmdebstrap --mode=root --variant=apt --include=busybox-static,systemd \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/$(basename "$deb")" \
   --customize-hook="copy-in $root.check /tmp" \
-  --customize-hook="chroot \"\$1\" bash /tmp/$(basename "$root.check")" \
+  --customize-hook="unshare --mount --propagation private --fork sh -c 'mount --rbind \"\$1\" \"\$1\" && chroot \"\$1\" bash /tmp/$(basename "$root.check")' sh \"\$1\"" \
   bookworm "$root" "$mirror"
 echo "PASS: package-test"
