@@ -3,7 +3,8 @@
 # to the journal's native socket (here a stand-in, bh-test-helper journal, at
 # /run/systemd/journal/socket on a private tmpfs in a private mount namespace) and nothing to
 # stderr: priorities, SYSLOG_IDENTIFIER, and PLUGIN=, PLUGIN_PID=, SESSION_UID= on what a plugin
-# did (folder-share vetoing a VM). A JOURNAL_STREAM that is not its stderr keeps plain lines.
+# did (folder-share vetoing a VM). A JOURNAL_STREAM that is not its stderr keeps plain lines, and
+# --log-level drops what is below it.
 if [ -z "${BH_JOURNAL_HIDDEN:-}" ] && [ "$(id -u)" -eq 0 ]; then
   exec unshare --mount --propagation private env BH_JOURNAL_HIDDEN=1 "$0" "$@"
 fi
@@ -49,5 +50,12 @@ start_service_with_env JOURNAL_STREAM=0:0
 stop_service
 grep -q "^<6>bulkheadd .* listening on" "$T/daemon.log" || fail "with a foreign JOURNAL_STREAM, no line on stderr"
 [ ! -s "$T/journal" ] || fail "with a foreign JOURNAL_STREAM, entries went to the journal: $(entries)"
+
+# --log-level warning: the start-up's info line is dropped.
+: >"$T/daemon.log"
+SERVICE_ARGS=(--log-level warning)
+start_service
+stop_service
+! grep -q "listening on" "$T/daemon.log" || fail "--log-level warning still logged an info line"
 kill "$journal_pid" 2>/dev/null || true
 echo "PASS: structured journal entries under systemd, plain lines otherwise"
