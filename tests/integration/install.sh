@@ -42,7 +42,7 @@ SBIN=$P/sbin
 # directory with its folder-share.conf (what it shares, where).
 mkdir -p "$T/plugins/pc" "$T/plugins/cmake" "$T/share" "$T/cfg/plugins.d"
 echo "shared through an installed SDK" >"$T/share/README"
-PKG_CONFIG_PATH=$PC_DIR cc -std=c99 -Wall -O2 -fPIC -shared \
+PKG_CONFIG_PATH=$PC_DIR cc -std=c99 -Wall -Wextra -Werror -O2 -fPIC -shared \
   $(PKG_CONFIG_PATH=$PC_DIR pkg-config --cflags bulkhead-plugin) \
   -o "$T/plugins/pc/folder-share.so" "$T/plugin-src/folder-share.c" || fail "the pkg-config build failed"
 cat >"$T/plugin-src/CMakeLists.txt" <<'CMAKE'
