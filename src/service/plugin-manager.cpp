@@ -54,6 +54,21 @@ namespace {
         PluginEnvironment& m_env;
     };
 
+    // The journald fields of a line about a plugin (Slot is private, hence the template), and of
+    // one about a hook call: whose session, which distribution.
+    template<typename SlotT> LogContext about(const SlotT& slot)
+    {
+        return LogContext { .plugin = slot.config.name, .plugin_pid = slot.pid };
+    }
+
+    template<typename SlotT> LogContext about(const SlotT& slot, const HookCall& call)
+    {
+        LogContext context = about(slot);
+        context.session_uid = call.session.uid;
+        context.distribution = call.distro.name;
+        return context;
+    }
+
 } // namespace
 
 const char* state_name(PluginState state)
@@ -162,7 +177,7 @@ void PluginManager::fail_load(Slot& slot, Error error)
     slot.state = PluginState::failed_to_load;
     slot.cause = error.message;
     slot.pid = 0; // its host is ended below
-    log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
+    log_error("plugin '" + slot.config.name + "' failed to load: " + error.message, about(slot));
     if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
         slot.failure = Error { error.code,
             "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." };
@@ -222,11 +237,12 @@ kj::Promise<void> PluginManager::finish_load(Slot& slot, kj::Promise<Result<uint
             }
             slot.state = PluginState::running;
             slot.hooks = hooks.value();
-            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path, about(slot));
             return kj::READY_NOW;
         },
         [this, &slot](kj::Exception&& e) -> kj::Promise<void> {
-            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
+            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr(),
+                about(slot));
             KJ_IF_MAYBE (dead, slot.dead)
                 return dead->addBranch(); // its death is recorded as its failure (watch)
             fail_load(slot, { host_died, e.getDescription().cStr() });
@@ -261,7 +277,8 @@ void PluginManager::watch(Slot& slot)
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
         // Logged with the pid the host had, before a failed load forgets it.
         log_error(
-            "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+            "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause,
+            about(slot));
         slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.fatal_code = host_died;
         if (loading)
@@ -279,7 +296,7 @@ HookOutcome PluginManager::time_out(Slot& slot, Hook hook)
     slot.cause = std::string("timed out in ") + host::hook_name(hook)
         + " (hook_timeout_s = " + std::to_string(slot.config.hook_timeout_s) + ")";
     slot.fatal_code = -ETIMEDOUT;
-    log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it");
+    log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it", about(slot));
     latch({ -ETIMEDOUT, fatal_message(slot.config.name) });
     slot.link->terminate();
     return HookOutcome { -ETIMEDOUT };
@@ -298,7 +315,8 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
     return slot.link->call(call)
         .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
             log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)
-                + " got no answer: " + e.getDescription().cStr());
+                    + " got no answer: " + e.getDescription().cStr(),
+                about(slot));
             KJ_IF_MAYBE (dead, slot.dead) // wait until the cause is recorded, so status names it
                 return dead->addBranch().then([&slot]() { return HookOutcome { slot.fatal_code }; });
             return HookOutcome { host_died };
@@ -321,16 +339,17 @@ kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
         if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
             continue;
         auto answer = this->call(slot, call);
-        return answer.then(
-            [this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable -> kj::Promise<Status> {
-                if (outcome.code == 0)
-                    return veto_from(index + 1, std::move(call));
-                if (slot.state == PluginState::crashed)
-                    return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
-                log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
-                    + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
-                return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
-            });
+        return answer.then([this, index, &slot, call = std::move(call)](
+                               HookOutcome outcome) mutable -> kj::Promise<Status> {
+            if (outcome.code == 0)
+                return veto_from(index + 1, std::move(call));
+            if (slot.state == PluginState::crashed)
+                return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
+            log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
+                    + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""),
+                about(slot, call));
+            return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
+        });
     }
     return Status();
 }
@@ -350,7 +369,8 @@ kj::Promise<void> PluginManager::notify_from(size_t index, HookCall call)
         return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable {
             if (outcome.code != 0 && slot.state == PluginState::running)
                 log_warning("plugin '" + slot.config.name + "': " + host::hook_name(call.hook)
-                    + " failed with " + bh_result_name(outcome.code) + "; going on");
+                        + " failed with " + bh_result_name(outcome.code) + "; going on",
+                    about(slot, call));
             return notify_from(index + 1, std::move(call));
         });
     }
