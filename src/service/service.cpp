@@ -490,13 +490,21 @@ kj::Promise<Result<DistroView>> Service::start_distribution(
     if (!record)
         return Result<DistroView>(record.take_error());
     Session& session = session_of(owner);
+    // A start in progress keeps the VM from idling, as a run does: a start slower than the idle
+    // timeout (hooks under load) had its VM stopped under it.
+    ++session.active_runs;
+    session.idle_timer = nullptr;
+    auto done = kj::defer([this, &session]() {
+        --session.active_runs;
+        arm_idle_timer(session);
+    });
     return ensure_distribution(session, record.value(), overrides)
-        .then([this, record = record.value(), &session](Status status) -> Result<DistroView> {
-            arm_idle_timer(session);
+        .then([this, record = record.value()](Status status) -> Result<DistroView> {
             if (!status)
                 return status.take_error();
             return view_of(record);
-        });
+        })
+        .attach(kj::mv(done));
 }
 
 kj::Promise<Result<int>> Service::run(

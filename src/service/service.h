@@ -55,7 +55,7 @@ struct Session {
     bool stopping = false;
     kj::Promise<void> vm_watcher = nullptr;
     kj::Promise<void> idle_timer = nullptr;
-    unsigned active_runs = 0;
+    unsigned active_runs = 0; // runs and starts in progress: the VM is not idle meanwhile
 };
 
 // Thread affinity: everything runs on the service's event-loop thread; an archive is unpacked
