@@ -106,6 +106,7 @@ Service::Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Regi
     , m_config(std::move(config))
     , m_registry(std::move(registry))
     , m_plugins(kj::heap<PluginManager>(std::move(plugin_env), std::move(plugins), *this))
+    , m_containers(kj::heap<ContainerSessions>(m_env, static_cast<ContainerHooks&>(*this), 16))
 {
 }
 
@@ -125,17 +126,22 @@ Result<uid_t> Service::target_uid(const Caller& caller, int64_t requested) const
     return static_cast<uid_t>(requested);
 }
 
+SessionIdentity Service::identity_of(uid_t uid)
+{
+    passwd entry {};
+    passwd* found = nullptr;
+    char buffer[4096];
+    gid_t gid = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
+    return { 0, uid, gid, user_name_of(uid) };
+}
+
 Session& Service::session_of(uid_t uid)
 {
     auto it = m_sessions.find(uid);
     if (it == m_sessions.end()) {
         auto session = kj::heap<Session>();
-        passwd entry {};
-        passwd* found = nullptr;
-        char buffer[4096];
-        gid_t gid
-            = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
-        session->identity = { m_next_session_id++, uid, gid, user_name_of(uid) };
+        session->identity = identity_of(uid);
+        session->identity.session_id = m_next_session_id++;
         it = m_sessions.emplace(uid, kj::mv(session)).first;
     }
     return *it->second;
@@ -531,16 +537,21 @@ kj::Promise<Status> Service::shutdown_vm(uid_t owner)
 
 kj::Promise<void> Service::stop_all_vms()
 {
-    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size() + 1);
     for (auto& [uid, session] : m_sessions)
         stops.add(stop_vm(*session));
+    stops.add(m_containers->terminate_all(false));
     return kj::joinPromises(stops.finish());
 }
 
 kj::Promise<void> Service::shutdown_all()
 {
     m_shutting_down = true;
-    return stop_all_vms().then([this]() { return m_plugins->close(); });
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size() + 1);
+    for (auto& [uid, session] : m_sessions)
+        stops.add(stop_vm(*session));
+    stops.add(m_containers->terminate_all(true));
+    return kj::joinPromises(stops.finish()).then([this]() { return m_plugins->close(); });
 }
 
 kj::Promise<Status> Service::vm_mount(
@@ -656,6 +667,28 @@ kj::Promise<Result<Fd>> Service::execute(
     ProgramSpec spec { std::move(path), std::move(argv),
         { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }, "" };
     return vm_exec(session->identity.uid, std::move(name), std::move(spec));
+}
+
+// --- Container session hooks -------------------------------------------------------------------
+
+kj::Promise<Status> Service::session_created(const ContainerSession&)
+{
+    return Status();
+}
+
+kj::Promise<void> Service::session_stopping(const ContainerSession&)
+{
+    return kj::READY_NOW;
+}
+
+kj::Promise<void> Service::vm_started(const ContainerSession&)
+{
+    return kj::READY_NOW;
+}
+
+kj::Promise<void> Service::vm_stopping(const ContainerSession&)
+{
+    return kj::READY_NOW;
 }
 
 } // namespace bh::service

@@ -6,6 +6,7 @@
 #include "host/plugin-runtime.h"
 #include "ipc/loop-inbox.h"
 #include "service/config.h"
+#include "service/container-sessions.h"
 #include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
@@ -63,7 +64,7 @@ struct Session {
 // Plugins: hooks are awaited as promises on this same loop, so while a hook runs the loop keeps
 // serving everything else, including the plugin's own calls back (host::CallTarget below).
 // Those calls never wait for a hook, so no cycle of waits can form (docs/design/concurrency.md).
-class Service final : public host::CallTarget, private kj::TaskSet::ErrorHandler {
+class Service final : public host::CallTarget, private ContainerHooks, private kj::TaskSet::ErrorHandler {
 public:
     Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry,
         PluginEnvironment plugin_env, std::vector<PluginConfig> plugins);
@@ -98,6 +99,10 @@ public:
     std::vector<DistroView> list(uid_t owner, bool everyone) const;
     std::vector<SessionView> sessions(uid_t owner, bool everyone) const;
     std::vector<PluginView> plugins() const { return m_plugins->views(); }
+    // Every user's container sessions (`bulkhead container session ...`).
+    ContainerSessions& containers() { return *m_containers; }
+    // Who `uid` is, for a session of theirs (session_id left 0).
+    static SessionIdentity identity_of(uid_t uid);
     // Each VM's limits and where they are enforced.
     const VmLimitsView& vm_limits() const { return m_env.cgroups.view(); }
 
@@ -126,6 +131,11 @@ private:
     kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record,
         std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported);
     void taskFailed(kj::Exception&& exception) override;
+    // ContainerHooks: the container session hooks, delivered through the plugin manager.
+    kj::Promise<Status> session_created(const ContainerSession& session) override;
+    kj::Promise<void> session_stopping(const ContainerSession& session) override;
+    kj::Promise<void> vm_started(const ContainerSession& session) override;
+    kj::Promise<void> vm_stopping(const ContainerSession& session) override;
 
     VmEnvironment m_env;
     kj::Timer& m_timer;
@@ -137,6 +147,7 @@ private:
     uint32_t m_next_session_id = 1;
     bool m_shutting_down = false; // set by shutdown_all (the process exits): no VM starts after it
     kj::Own<PluginManager> m_plugins;
+    kj::Own<ContainerSessions> m_containers;
     kj::TaskSet m_tasks { *this };
 };
 
