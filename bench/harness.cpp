@@ -1,7 +1,7 @@
 // The shared half of the benchmarks: event loop, plugin loading, floors and reporting.
 #include "harness.h"
 
-#include "host/plugin-runtime.h"
+#include "plugin/plugin-runtime.h"
 
 #include <cmath>
 #include <fcntl.h>

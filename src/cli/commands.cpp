@@ -2,9 +2,9 @@
 #include "cli/commands.h"
 
 #include "cli/rootfs-archive.h"
+#include "config/config.h"
 #include "ipc/fd-cap.h"
 #include "ipc/loop-inbox.h"
-#include "service/config.h"
 
 #include <fcntl.h>
 #include <fstream>

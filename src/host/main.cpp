@@ -2,9 +2,9 @@
 // the checks, the containment and the event loop; the work is in HostServer and PluginRuntime.
 #include "base/fd.h"
 #include "base/log.h"
-#include "host/containment.h"
-#include "host/host-server.h"
 #include "ipc/fd-cap.h"
+#include "plugin/containment.h"
+#include "plugin/host-server.h"
 
 #include <csignal>
 #include <fcntl.h>

@@ -2,9 +2,9 @@
 #include "base/log.h"
 #include "service/control-server.h"
 #include "service/host-cgroup.h"
-#include "service/rootfs-import.h"
 #include "service/service.h"
 #include "service/vm-cgroup.h"
+#include "unpack/rootfs-tree.h"
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -31,6 +31,16 @@ std::string own_directory()
     ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
     std::string exe(path, n > 0 ? n : 0);
     return exe.substr(0, exe.rfind('/'));
+}
+
+// An O_PATH fd of one of the programs installed beside bulkheadd, to execveat.
+bh::Result<bh::Fd> open_own_program(const char* name)
+{
+    std::string path = own_directory() + "/" + name;
+    bh::Fd program(open(path.c_str(), O_PATH | O_CLOEXEC));
+    if (!program)
+        return bh::Error::from_errno(errno, "cannot find " + path);
+    return program;
 }
 
 // Removes distribution directories no registration refers to: what a crash mid-import left.
@@ -117,14 +127,13 @@ int main(int argc, char** argv)
     remove_orphaned_imports(registry.value());
     bh::service::remove_stale_host_cgroups();
     bh::service::VmCgroups vm_cgroups(config->vm_limits);
-    std::string vminit_path = own_directory() + "/bulkhead-vminit";
-    bh::Fd vminit(open(vminit_path.c_str(), O_PATH | O_CLOEXEC));
-    if (!vminit)
-        return fail(bh::Error::from_errno(errno, "cannot find " + vminit_path));
-    std::string host_path = own_directory() + "/bulkhead-pluginhost";
-    bh::Fd plugin_host(open(host_path.c_str(), O_PATH | O_CLOEXEC));
-    if (!plugin_host)
-        return fail(bh::Error::from_errno(errno, "cannot find " + host_path));
+    auto vminit = open_own_program("bulkhead-vminit");
+    auto plugin_host = open_own_program("bulkhead-pluginhost");
+    auto unpack = open_own_program("bulkhead-unpack");
+    for (auto* program : { &vminit, &plugin_host, &unpack }) {
+        if (!*program)
+            return fail(program->error());
+    }
     auto plugins = bh::service::load_plugin_configs(options.config_dir);
 
     if (mkdir(options.runtime_dir.c_str(), 0755) < 0 && errno != EEXIST)
@@ -143,12 +152,12 @@ int main(int argc, char** argv)
     auto io = kj::setupAsyncIo();
     LeftoverErrors leftover_errors;
     kj::TaskSet leftovers(leftover_errors);
-    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit.get(), vm_cgroups,
+    bh::service::VmEnvironment env { *io.lowLevelProvider, io.unixEventPort, vminit->get(), vm_cgroups,
         io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers, staging_dir };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
-        io.provider->getTimer(), plugin_host.get(), BULKHEAD_VERSION, options.config_dir,
+        io.provider->getTimer(), plugin_host->get(), BULKHEAD_VERSION, options.config_dir,
         config->require_verified_plugins };
-    bh::service::Service service(env, io.provider->getTimer(), std::move(config.value()),
+    bh::service::Service service(env, unpack->get(), io.provider->getTimer(), std::move(config.value()),
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(
         *io.lowLevelProvider, io.provider->getTimer(), service, BULKHEAD_VERSION);

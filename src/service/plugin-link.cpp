@@ -3,9 +3,9 @@
 
 #include "base/log.h"
 #include "base/spawn.h"
-#include "host/hook-codec.h"
 #include "ipc/fd-cap.h"
 #include "ipc/process-watch.h"
+#include "plugin/hook-codec.h"
 #include "service/host-cgroup.h"
 
 #include <fcntl.h>

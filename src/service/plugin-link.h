@@ -2,8 +2,8 @@
 #pragma once
 
 #include "base/child-process.h"
-#include "host/plugin-runtime.h"
-#include "service/config.h"
+#include "config/config.h"
+#include "plugin/plugin-runtime.h"
 #include "service/plugin-verify.h"
 
 #include <kj/async-io.h>

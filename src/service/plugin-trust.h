@@ -2,7 +2,7 @@
 // policy), and what it hands open_verified to check (Integrity).
 #pragma once
 
-#include "service/config.h"
+#include "config/config.h"
 #include "service/plugin-verify.h"
 
 namespace bh::service {

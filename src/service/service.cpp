@@ -2,14 +2,14 @@
 #include "service/service.h"
 
 #include "base/log.h"
-#include "service/rootfs-import.h"
+#include "service/unpack-process.h"
+#include "unpack/rootfs-tree.h"
 
 #include <algorithm>
 #include <bulkhead/plugin_api.h>
 #include <fcntl.h>
 #include <kj/thread.h>
 #include <pwd.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 namespace bh::service {
@@ -48,32 +48,17 @@ namespace {
         ImportUsage usage;
     };
 
-    ImportOutcome import_and_inspect(
-        int archive, const std::string& directory, uid_t owner, gid_t group, const ImportLimits& limits)
+    // What the service reads of an unpacked tree itself: its size, by its own measure (the
+    // unpacking process's word is not taken for it), and its os-release.
+    ImportOutcome inspect_import(const std::string& rootfs)
     {
-        std::string rootfs = directory + "/rootfs";
-        ImportUsage usage;
-        Status status
-            = import_rootfs_tar(archive, rootfs, ImportOwner { owner, group, owner != 0 }, limits, &usage);
-        if (!status)
-            return { status, {}, {} };
+        auto usage = measure_tree(rootfs);
+        if (!usage)
+            return { usage.take_error(), {}, {} };
         Fd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-        return { {}, root ? read_os_release(root.get()) : OsRelease {}, usage };
+        return { {}, root ? read_os_release(root.get()) : OsRelease {},
+            ImportUsage { usage->bytes, usage->entries } };
     }
-
-    // A worker whose blocking work can be told to stop: destroying it signals `cancel` (an
-    // eventfd the work polls), then joins the thread, so the loop never waits on a sender that
-    // stopped sending.
-    struct CancellableWorker {
-        Fd cancel;
-        kj::Own<kj::Thread> thread;
-        ~CancellableWorker()
-        {
-            uint64_t one = 1;
-            if (thread)
-                (void)!::write(cancel.get(), &one, sizeof one);
-        }
-    };
 
     // What a user has left of storage_bytes/inodes_per_user over their registered distributions
     // (records older than this count as 0).
@@ -98,9 +83,10 @@ namespace {
 
 } // namespace
 
-Service::Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry,
-    PluginEnvironment plugin_env, std::vector<PluginConfig> plugins)
+Service::Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, ServiceConfig config,
+    Registry registry, PluginEnvironment plugin_env, std::vector<PluginConfig> plugins)
     : m_env(env)
+    , m_unpack_exe_fd(unpack_exe_fd)
     , m_timer(timer)
     , m_worker_results(env.port)
     , m_config(std::move(config))
@@ -202,9 +188,6 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             "cannot register '" + name + "': uid " + std::to_string(owner)
                 + " has used all of its storage ([limits] storage_bytes_per_user, "
                   "storage_inodes_per_user)" });
-    Fd cancel(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!cancel)
-        return Result<DistroView>(Error::from_errno(errno, "cannot register '" + name + "'"));
     DistroRecord record { name, Uuid::random(), owner, std::move(package) };
     std::string directory = m_registry.directory_of(record.uuid);
     if (::mkdir(directory.c_str(), 0700) < 0)
@@ -213,22 +196,23 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     gid_t group = session_of(owner).identity.gid;
     // Each concurrent registration of a user may use what the user has left; the total is
     // checked again when one is committed.
-    ImportLimits import_limits { left.bytes, left.inodes, keep_free_bytes, cancel.get() };
-    auto result = m_worker_results.expect<ImportOutcome>();
-    auto worker = kj::heap<CancellableWorker>();
-    worker->thread = kj::heap<kj::Thread>([archive = std::move(archive), directory, owner, group,
-                                              import_limits, sender = kj::mv(result.sender)]() mutable {
-        sender.send(import_and_inspect(archive.get(), directory, owner, group, import_limits));
+    std::string rootfs = directory + "/rootfs";
+    auto unpacked = unpack_rootfs(m_env.port,
+        UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group,
+            ImportLimits { left.bytes, left.inodes, keep_free_bytes } });
+    auto inspected = unpacked.then([this, rootfs](Status status) {
+        if (!status)
+            return kj::Promise<ImportOutcome>(ImportOutcome { std::move(status), {}, {} });
+        return on_worker_thread<ImportOutcome>(
+            m_worker_results, [rootfs]() { return inspect_import(rootfs); });
     });
-    worker->cancel = std::move(cancel);
     // Until the import is over, the directory is this registration's to remove: dropped with
     // its caller (the client went away), it leaves nothing on disk. From then on the commit owns
     // it, and runs to its end whoever still waits for it (registry, plugins and cleanup must not
     // be cut in the middle).
     auto handed_over = kj::heap<bool>(false);
     bool* handed_over_flag = handed_over.get();
-    return kj::mv(result.promise)
-        .attach(kj::mv(worker))
+    return kj::mv(inspected)
         .then([this, record = std::move(record), directory, confirm = kj::mv(confirm), handed_over_flag](
                   ImportOutcome outcome) mutable -> kj::Promise<Result<DistroView>> {
             *handed_over_flag = true;

@@ -3,9 +3,9 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "host/plugin-runtime.h"
+#include "config/config.h"
 #include "ipc/loop-inbox.h"
-#include "service/config.h"
+#include "plugin/plugin-runtime.h"
 #include "service/container-sessions.h"
 #include "service/plugin-manager.h"
 #include "service/registry.h"
@@ -57,8 +57,10 @@ struct Session {
     unsigned active_runs = 0;
 };
 
-// Thread affinity: everything runs on the service's event-loop thread; blocking work (unpacking
-// and deleting root filesystems) runs on short-lived worker threads and comes back as promises.
+// Thread affinity: everything runs on the service's event-loop thread; an archive is unpacked
+// by a bulkhead-unpack process (service/unpack-process.h), watched through its pidfd; other
+// blocking work (measuring and deleting root filesystems) runs on short-lived worker threads and
+// comes back as promises.
 // Every operation returns its failure as a value; nothing here throws to the caller.
 //
 // Plugins: hooks are awaited as promises on this same loop, so while a hook runs the loop keeps
@@ -66,7 +68,8 @@ struct Session {
 // Those calls never wait for a hook, so no cycle of waits can form (docs/design/concurrency.md).
 class Service final : public host::CallTarget, private ContainerHooks, private kj::TaskSet::ErrorHandler {
 public:
-    Service(VmEnvironment env, kj::Timer& timer, ServiceConfig config, Registry registry,
+    // `unpack_exe_fd`: an O_PATH fd of bulkhead-unpack, which unpacks every registration's archive.
+    Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, ServiceConfig config, Registry registry,
         PluginEnvironment plugin_env, std::vector<PluginConfig> plugins);
 
     // The uid a call acts on: the caller's own, or (root only) the one it names.
@@ -138,8 +141,9 @@ private:
     kj::Promise<void> vm_stopping(const ContainerSession& session) override;
 
     VmEnvironment m_env;
+    int m_unpack_exe_fd;
     kj::Timer& m_timer;
-    ipc::LoopInbox m_worker_results; // what import and removal threads return (on_worker_thread)
+    ipc::LoopInbox m_worker_results; // what inspection and removal threads return (on_worker_thread)
     ServiceConfig m_config;
     Registry m_registry;
     std::map<uid_t, kj::Own<Session>> m_sessions;

@@ -3,7 +3,7 @@
 
 #include "base/fd.h"
 #include "base/result.h"
-#include "service/config.h"
+#include "config/config.h"
 
 #include <optional>
 #include <string>

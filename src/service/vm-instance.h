@@ -5,8 +5,8 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "base/spawn.h"
+#include "config/config.h"
 #include "ipc/fd-cap.h"
-#include "service/config.h"
 #include "service/registry.h"
 #include "service/vm-cgroup.h"
 

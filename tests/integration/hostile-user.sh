@@ -142,6 +142,55 @@ case_StalledRegistrationsEnd() {
   bh_other unregister a
 }
 
+# Archives are unpacked by bulkhead-unpack, never by the service. A user's runs as that user on the
+# host (root only of a user namespace mapping just them), chrooted into the new tree, in PID and
+# network namespaces of its own, with no new privileges and only the file capabilities extraction
+# needs, none of which leave a chroot: a libarchive bug exploited by the archive gets the user's own
+# ids in an empty tree. Caught here waiting for its first byte; its client's going kills it.
+unpacker_pid() { pgrep -P "$SVC_PID" -x bulkhead-unpack; }
+no_unpacker() { ! unpacker_pid >/dev/null; }
+status_field() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+case_UnpackerIsConfined() {
+  local cli pid dirs ns
+  dirs=$(registering_dirs)
+  cli=$(stalled_registration confined)
+  exec 7<>"$T/home/confined.fifo"
+  eventually unpacker_pid >/dev/null
+  pid=$(unpacker_pid)
+  expect_eq "$(status_field "$pid" Uid)" "$OTHER_UID" "the unpacking process's uid on the host"
+  [[ $(readlink "/proc/$pid/root") == "$T/state/distributions/"*/rootfs ]] ||
+    fail "the unpacking process is not chrooted into the new tree: its root is $(readlink "/proc/$pid/root")"
+  expect_eq "$(status_field "$pid" NoNewPrivs)" 1 "NoNewPrivs of the unpacking process"
+  # CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID: bits 1, 3 and 4; no CAP_SYS_CHROOT, no CAP_CHOWN.
+  expect_eq "$(status_field "$pid" CapEff)" 000000000000001a "the unpacking process's capabilities"
+  expect_eq "$(status_field "$pid" CapBnd)" 000000000000001a "the unpacking process's bounding set"
+  for ns in user pid net; do
+    [ "$(readlink "/proc/$pid/ns/$ns")" != "$(readlink "/proc/$SVC_PID/ns/$ns")" ] ||
+      fail "the unpacking process shares the service's $ns namespace"
+  done
+  kill -KILL "$cli"; wait "$cli" 2>/dev/null || true
+  eventually no_unpacker
+  eventually dirs_are "$dirs"
+  exec 7>&-
+  # What it unpacked is the user's, entry by entry, with no chown pass.
+  bh_other register owned --tar "$T/rootfs.tar" >/dev/null
+  local root found=0
+  for root in "$T"/state/distributions/*/rootfs; do
+    [ "$(stat -c %u "$root")" = "$OTHER_UID" ] || continue
+    found=1
+    expect_eq "$(find "$root" ! -user "$OTHER_UID" -o ! -group "$OTHER_UID" | head -3)" "" "entries of $root not owned by uid $OTHER_UID"
+  done
+  [ $found = 1 ] || fail "no rootfs of uid $OTHER_UID found (test ineffective)"
+  bh_other unregister owned
+}
+
+# An "archive" that is a directory would be the unpacking process's way out of its chroot.
+case_DirectoryAsArchive() {
+  expect_error EINVAL "the archive must be a regular file, a pipe or a socket" \
+    as_other "$HOSTILE" "$T/run" register-dir "$T/home" escape
+  ! bh_other list 2>/dev/null | grep -q escape || fail "the distribution was registered"
+}
+
 # A few hundred bytes of gzip that expand to 20 MiB: over storage_bytes_per_user (8 MiB here),
 # refused before the file is written, and nothing stays on disk.
 case_ArchiveBomb() {
@@ -226,7 +275,7 @@ bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
 for name in MountsStayInTheVm MountsArriveLocked UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
-  StalledRegistrationsEnd ArchiveBomb DistributionsPerUser ConnectionsPerUser CallsPerUser StuckVmIsAbandoned; do
+  StalledRegistrationsEnd UnpackerIsConfined DirectoryAsArchive ArchiveBomb DistributionsPerUser ConnectionsPerUser CallsPerUser StuckVmIsAbandoned; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}
   "case_$name"

@@ -150,8 +150,8 @@ expect_error() {
   local out rc=0
   out=$("$@" 2>&1) || rc=$?
   [ $rc -ne 0 ] || fail "'$*' succeeded; expected $code"
-  echo "$out" | grep -q "^Error code: .*/$code\$" || fail "'$*': no 'Error code: .../$code' line in: $out"
-  echo "$out" | grep -q -- "$pattern" || fail "'$*': message does not match '$pattern': $out"
+  grep -q "^Error code: .*/$code\$" <<<"$out" || fail "'$*': no 'Error code: .../$code' line in: $out"
+  grep -q -- "$pattern" <<<"$out" || fail "'$*': message does not match '$pattern': $out"
 }
 
 # Waits until "$@" succeeds, polling every 50 ms, for at most $DEADLINE seconds (default 10). For

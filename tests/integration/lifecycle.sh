@@ -4,7 +4,7 @@ source "$(dirname "$0")/lib.sh"
 start_service
 
 out=$(bh register alpha --rootfs "$ROOTFS" --package test-pkg)
-echo "$out" | grep -q "^Registered 'alpha' (" || fail "register said: $out"
+grep -q "^Registered 'alpha' (" <<<"$out" || fail "register said: $out"
 uuid=$(bh list --json | jq -r '.[0].uuid')
 expect_eq "$(bh list --json | jq -r '.[0] | "\(.flavor) \(.version) \(.package) \(.default) \(.running)"')" \
   "bulkhead-test 1.0 test-pkg true false" "list fields"

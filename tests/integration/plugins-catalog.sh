@@ -469,7 +469,7 @@ case_FailToRegisterUnregisterDistro() {
   local sid d r db out
   sid=$(root_session_id); d=$(offline_fields alpha); r=$(running_fields alpha)
   out=$(bh register beta --rootfs "$ROOTFS" --package test-pkg) || fail "register failed: $out"
-  echo "$out" | grep -q "^Registered 'beta' (" || fail "register said: $out"
+  grep -q "^Registered 'beta' (" <<<"$out" || fail "register said: $out"
   db=$(offline_fields beta)
   bh unregister beta || fail "unregister failed"
   expect_eq "$(bh list --json | jq -c '[.[].name]')" '["alpha"]' "list after unregister"

@@ -512,8 +512,8 @@ case_LdPreloadNotInherited() {
   [ "$host" -gt 0 ] && [ "$host" != "$SVC_PID" ] && kill -0 "$host" || fail "no live host process (pid $host)"
   local environment; environment=$(tr '\0' '\n' <"/proc/$host/environ")
   echo "note: the host's environment: $(echo "$environment" | tr '\n' ' ')"
-  ! echo "$environment" | grep -q '^LD_' || fail "the host $host got a loader variable: $environment"
-  ! echo "$environment" | grep -q '^BULKHEAD_TRUST_PROBE=' || fail "the host $host inherited the service's environment: $environment"
+  ! grep -q "^LD_" <<<"$environment" || fail "the host $host got a loader variable: $environment"
+  ! grep -q "^BULKHEAD_TRUST_PROBE=" <<<"$environment" || fail "the host $host inherited the service's environment: $environment"
   ! grep -qF "$probe" "/proc/$host/maps" || fail "the host $host has $probe mapped"
   expect_eq "$(plugin_field state)" running "plugin state"
 }

@@ -3,6 +3,7 @@
 // service must survive; each prints what happened and exits 0 when the service held.
 //
 //   hostile-client RUNTIME-DIR mount-opath HOST-DIR VM-PATH   vmMount with an O_PATH fd of HOST-DIR
+//   hostile-client RUNTIME-DIR register-dir DIR NAME          register NAME from a directory fd of DIR
 //   hostile-client RUNTIME-DIR oversized                      a header announcing a 32 MiB message
 //   hostile-client RUNTIME-DIR connections N                  N connections, each says hello; prints
 //                                                             how many were served, holds them until
@@ -56,6 +57,29 @@ int mount_opath(kj::AsyncIoContext& io, const std::string& runtime_dir, const ch
     if (!status)
         return bh::cli::report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
     std::cout << "mounted" << std::endl;
+    return 0;
+}
+
+// Registers NAME with a directory fd as its "archive": the process that unpacks it is chrooted
+// into the new tree, and a directory fd from outside would be its way out.
+int register_dir(kj::AsyncIoContext& io, const std::string& runtime_dir, const char* dir, const char* name)
+{
+    auto client = bh::cli::Client::connect(io, runtime_dir);
+    if (!client)
+        return bh::cli::report({ client.take_error(), "HostileClient/Connect" });
+    Fd fd(::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) {
+        std::perror(dir);
+        return 2;
+    }
+    auto request = client.value()->control().registerRequest();
+    request.setName(name);
+    request.setArchive(bh::ipc::wrap_fd(std::move(fd)));
+    auto reply = request.send().wait(io.waitScope);
+    bh::Status status = bh::ipc::to_status(reply.getOutcome());
+    if (!status)
+        return bh::cli::report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
+    std::cout << "registered" << std::endl;
     return 0;
 }
 
@@ -137,14 +161,16 @@ int calls(kj::AsyncIoContext& io, const std::string& runtime_dir, int count)
 int main(int argc, char** argv)
 {
     if (argc < 3) {
-        std::cerr
-            << "usage: hostile-client RUNTIME-DIR (mount-opath DIR VM-PATH | oversized | connections N)\n";
+        std::cerr << "usage: hostile-client RUNTIME-DIR (mount-opath DIR VM-PATH | register-dir DIR NAME | "
+                     "oversized | connections N | calls N)\n";
         return 2;
     }
     std::string runtime_dir = argv[1], what = argv[2];
     auto io = kj::setupAsyncIo();
     if (what == "mount-opath" && argc == 5)
         return mount_opath(io, runtime_dir, argv[3], argv[4]);
+    if (what == "register-dir" && argc == 5)
+        return register_dir(io, runtime_dir, argv[3], argv[4]);
     if (what == "oversized")
         return oversized(runtime_dir);
     if (what == "connections" && argc == 4)

@@ -1,5 +1,5 @@
 // Unit tests of configuration parsing and the admin policy.
-#include "service/config.h"
+#include "config/config.h"
 
 #include <bulkhead/plugin_api.h>
 #include <gtest/gtest.h>

@@ -1,5 +1,6 @@
 // Tests for rootfs import (hostile tars, ownership, os-release) and the CLI's tar writer.
-#include "service/rootfs-import.h"
+#include "unpack/rootfs-import.h"
+#include "unpack/rootfs-tree.h"
 
 #include "base/fd.h"
 #include "cli/rootfs-archive.h"
@@ -182,9 +183,9 @@ namespace {
             fs::remove_all(m_base, ec);
         }
 
-        Status import(const Fd& tar, const ImportOwner& owner = { 0, 0, false })
+        Status import(const Fd& tar, ImportOwners owners = ImportOwners::archive)
         {
-            return import_rootfs_tar(tar.get(), m_target, owner);
+            return import_rootfs_tar(tar.get(), m_target, owners);
         }
 
         void expect_rejected(Fd tar, const std::string& entry, const std::string& reason)
@@ -257,24 +258,71 @@ namespace {
         EXPECT_TRUE(fs::is_empty(m_target));
     }
 
-    TEST_F(RootfsTest, RemapChownsEveryEntry)
+    // bulkhead-unpack imports a user's archive as root of a user namespace that maps only that
+    // user: there the importer's own ids own every entry, whatever the archive says. Here a child
+    // with uid 4321 stands in for it.
+    TEST_F(RootfsTest, ImporterOwnsEveryEntry)
     {
         if (geteuid() != 0)
-            GTEST_SKIP() << "needs root to chown";
+            GTEST_SKIP() << "needs root to switch ids";
+        ASSERT_EQ(chown(m_base.c_str(), 4321, 4322), 0);
         Fd tar = TarBuilder()
                      .owned_file("a/b/owned", 1234, 2345)
                      .file("a/plain", "x")
                      .symlink("a/link", "/etc/passwd")
                      .finish();
-        Status status = import(tar, { 4321, 4322, true });
-        ASSERT_TRUE(status.ok()) << status.error().message;
+        pid_t child = fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            if (setgroups(0, nullptr) != 0 || setgid(4322) != 0 || setuid(4321) != 0)
+                _exit(2);
+            _exit(import(tar, ImportOwners::importer).ok() ? 0 : 1);
+        }
+        int status = 0;
+        ASSERT_EQ(waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
         for (auto path : { "", "/a", "/a/b", "/a/b/owned", "/a/plain", "/a/link" }) {
             struct stat st = lstat_of(m_target + path);
             EXPECT_EQ(st.st_uid, 4321u) << path;
             EXPECT_EQ(st.st_gid, 4322u) << path;
         }
-        // The symlink itself was chowned, not the host file it names.
-        EXPECT_EQ(lstat_of("/etc/passwd").st_uid, 0u);
+    }
+
+    // extract_rootfs_tar fills a directory that exists (bulkhead-unpack's chroot) and leaves what
+    // it wrote on failure: removing it is the caller's.
+    TEST_F(RootfsTest, ExtractIntoAnExistingRoot)
+    {
+        ASSERT_EQ(mkdir(m_target.c_str(), 0700), 0);
+        ImportUsage usage;
+        Fd tar = TarBuilder().file("etc/os-release", "ID=x\n").file("bin/sh", "sh", 0755).finish();
+        Status status = extract_rootfs_tar(tar.get(), m_target + "/", ImportOwners::archive, {}, &usage);
+        ASSERT_TRUE(status.ok()) << status.error().message;
+        EXPECT_EQ(read_file(m_target + "/bin/sh"), "sh");
+        EXPECT_EQ(usage.bytes, 7u);
+        Fd bad = TarBuilder().file("first", "1").file("../escape", "2").finish();
+        status = extract_rootfs_tar(bad.get(), m_target, ImportOwners::archive);
+        ASSERT_FALSE(status.ok());
+        EXPECT_EQ(status.error().code, -EINVAL);
+        EXPECT_EQ(read_file(m_target + "/first"), "1");
+        EXPECT_FALSE(contains(status.error().message, "cannot register from tar"));
+        EXPECT_EQ(extract_rootfs_tar(tar.get(), "relative", ImportOwners::archive).error().code, -EINVAL);
+    }
+
+    // The service measures what an import wrote itself: every entry, a file's content once
+    // however many links it has, and never what a symlink points to.
+    TEST_F(RootfsTest, MeasureTreeCountsWhatIsThere)
+    {
+        ASSERT_EQ(mkdir(m_target.c_str(), 0755), 0);
+        write_file(m_target + "/one", "12345", 0644);
+        ASSERT_EQ(mkdir((m_target + "/dir").c_str(), 0755), 0);
+        write_file(m_target + "/dir/two", "123", 0644);
+        ASSERT_EQ(link((m_target + "/dir/two").c_str(), (m_target + "/dir/again").c_str()), 0);
+        ASSERT_EQ(symlink("/etc/passwd", (m_target + "/link").c_str()), 0);
+        auto usage = measure_tree(m_target);
+        ASSERT_TRUE(usage.ok()) << usage.error().message;
+        EXPECT_EQ(usage->bytes, 8u);
+        EXPECT_EQ(usage->entries, 5u); // one, dir, dir/two, dir/again, link
+        EXPECT_EQ(measure_tree(m_base + "/missing").error().code, -ENOENT);
     }
 
     // ---- import_rootfs_tar: hostile or broken archives ----
@@ -458,7 +506,7 @@ namespace {
 
     TEST_F(RootfsTest, BadFdIsAnIoError)
     {
-        Status status = import_rootfs_tar(-1, m_target, { 0, 0, false });
+        Status status = import_rootfs_tar(-1, m_target, ImportOwners::archive);
         ASSERT_FALSE(status.ok());
         EXPECT_EQ(status.error().code, -EBADF) << status.error().message;
         EXPECT_FALSE(exists(m_target));
@@ -476,7 +524,7 @@ namespace {
         size_t before = open_fd_count();
         {
             Fd tar = TarBuilder().file("a/b", "x").finish();
-            ASSERT_TRUE(import(tar, { 1, 1, true }).ok());
+            ASSERT_TRUE(import(tar, ImportOwners::importer).ok());
             Fd root(open(m_target.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
             (void)read_os_release(root.get());
             ASSERT_TRUE(remove_tree(m_target).ok());

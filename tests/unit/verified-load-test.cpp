@@ -1,6 +1,6 @@
 // dlopen_memfd and require_sealed on real shared objects copied into sealed memfds, the way the
 // service hands plugins over (service/plugin-verify.cpp).
-#include "host/verified-load.h"
+#include "plugin/verified-load.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>

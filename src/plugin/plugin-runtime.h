@@ -9,8 +9,8 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "base/uuid.h"
-#include "host/verified-load.h"
 #include "ipc/loop-inbox.h"
+#include "plugin/verified-load.h"
 
 #include <bulkhead/plugin_api.h>
 #include <kj/async-unix.h>
@@ -73,7 +73,7 @@ struct HookOutcome {
 
 // What the stubs reach, implemented on one event-loop thread (the host's IPC loop, or the
 // service's loop in-process). Plugin threads never call these directly: the stubs queue them to
-// that loop (host/stub-route.h) and block until the promise resolves.
+// that loop (plugin/stub-route.h) and block until the promise resolves.
 class CallTarget {
 public:
     virtual ~CallTarget() noexcept(false) = default;
@@ -88,7 +88,7 @@ public:
 
 // Points the process's stubs at `target`, served on the calling thread's event loop (`port`
 // belongs to it). Call it on that loop's thread. `version` is what plugins see as api->version.
-// How calls cross threads: host/stub-route.h.
+// How calls cross threads: plugin/stub-route.h.
 void route_stubs_to(CallTarget& target, bh_version version, kj::UnixEventPort& port);
 // Cuts the route (on the same thread): stubs called later fail with -ESHUTDOWN, and stubs in
 // flight fail instead of waiting. Nothing a stub touches is ever freed. The promise resolves once

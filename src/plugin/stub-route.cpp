@@ -1,5 +1,5 @@
 // The route from plugin threads to the serving loop: a mutex-guarded queue and a WakeFd.
-#include "host/stub-route.h"
+#include "plugin/stub-route.h"
 
 #include "base/log.h"
 #include "ipc/wake-fd.h"

@@ -1,5 +1,5 @@
 // HookCall <-> Cap'n Proto.
-#include "host/hook-codec.h"
+#include "plugin/hook-codec.h"
 
 namespace bh::host {
 

@@ -1,9 +1,9 @@
 // HostServer: initialize, hooks, and the plugin's calls back to the service.
-#include "host/host-server.h"
+#include "plugin/host-server.h"
 
 #include "base/log.h"
-#include "host/hook-codec.h"
 #include "ipc/fd-cap.h"
+#include "plugin/hook-codec.h"
 
 namespace bh::host {
 

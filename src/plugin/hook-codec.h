@@ -1,7 +1,7 @@
 // HookCall <-> proto/plugin_host.capnp: how hook arguments cross the process boundary.
 #pragma once
 
-#include "host/plugin-runtime.h"
+#include "plugin/plugin-runtime.h"
 
 #include <proto/plugin_host.capnp.h>
 

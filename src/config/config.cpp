@@ -1,5 +1,5 @@
 // Configuration parsing with toml++ and the admin policy.
-#include "service/config.h"
+#include "config/config.h"
 
 #include "base/log.h"
 

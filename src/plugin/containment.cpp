@@ -1,5 +1,5 @@
 // Containment of bulkhead-pluginhost and its descendants.
-#include "host/containment.h"
+#include "plugin/containment.h"
 
 #include <climits>
 #include <csignal>

@@ -1,8 +1,8 @@
 // PluginRuntime and the C stubs: where plugin code is called, and where it calls us back.
-#include "host/plugin-runtime.h"
+#include "plugin/plugin-runtime.h"
 
 #include "base/log.h"
-#include "host/stub-route.h"
+#include "plugin/stub-route.h"
 
 #include <condition_variable>
 #include <deque>

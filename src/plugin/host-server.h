@@ -1,7 +1,7 @@
 // HostServer: the PluginHost end of proto/plugin_host.capnp inside bulkhead-pluginhost.
 #pragma once
 
-#include "host/plugin-runtime.h"
+#include "plugin/plugin-runtime.h"
 
 #include <proto/plugin_host.capnp.h>
 

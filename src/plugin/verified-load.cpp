@@ -1,5 +1,5 @@
 // dlopen of a verified, sealed memfd. No verification here: the service did it (plugin-verify).
-#include "host/verified-load.h"
+#include "plugin/verified-load.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
