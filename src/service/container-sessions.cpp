@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 namespace bh::service {
 
@@ -56,6 +57,52 @@ namespace {
             return Error::from_errno(errno, "cannot duplicate the storage folder");
         return Fd(copy);
     }
+
+    struct Pipe {
+        Fd read;
+        Fd write;
+    };
+    Result<Pipe> make_pipe()
+    {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) < 0)
+            return Error::from_errno(errno, "cannot create a pipe");
+        return Pipe { Fd(fds[0]), Fd(fds[1]) };
+    }
+
+    // A program a plugin started in a session VM. Its exit pipe's write end is ours alone: closed
+    // when the program ends (or the VM with it), so the plugin's end polls readable then.
+    class VmProcess final : public host::ProcessHandle {
+    public:
+        VmProcess(proto::Process::Client process, Fd exit_writer)
+            : m_process(kj::mv(process))
+            , m_exit_writer(std::move(exit_writer))
+        {
+            m_wait = m_process.waitRequest()
+                         .send()
+                         .then([this](auto reply) { finish(reply.getWaitStatus()); },
+                             [this](kj::Exception&&) { finish(SIGKILL); }) // the VM ended: killed with it
+                         .eagerlyEvaluate(nullptr);
+        }
+        kj::Promise<Result<int>> exit_code() override
+        {
+            if (!m_status)
+                return Result<int>(Error { -EBUSY, "the process is still running" });
+            int status = *m_status;
+            return Result<int>(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+
+    private:
+        void finish(int status)
+        {
+            m_status = status;
+            m_exit_writer.reset();
+        }
+        proto::Process::Client m_process; // dropping it kills the program
+        Fd m_exit_writer;
+        std::optional<int> m_status;
+        kj::Promise<void> m_wait = nullptr; // declared last: cancelled first
+    };
 
 } // namespace
 
@@ -468,6 +515,7 @@ kj::Promise<void> ContainerSessions::stop_vm(ContainerSession& session)
                      })
                      .then([this, &session]() {
                          log_info("the VM of container session '" + session.name + "' stopped");
+                         session.m_plugin_mounts.clear();
                          enter(session, ContainerSession::Idle {});
                      });
     kj::Own<VmInstance> held = kj::addRef(*running.vm);
@@ -502,6 +550,88 @@ Status ContainerSessions::make_tmpfs(ContainerSession& session)
         return error;
     }
     return {};
+}
+
+// --- Plugin calls ------------------------------------------------------------------------------
+
+kj::Promise<int> ContainerSessions::plugin_mount(
+    uint32_t id, std::string host_path, std::string mountpoint, bool read_only)
+{
+    ContainerSession* session = find_by_id(id);
+    if (!session)
+        return BH_E_SESSION_NOT_FOUND;
+    if (mountpoint.empty() || mountpoint.front() != '/' || host_path.empty() || host_path.front() != '/')
+        return -EINVAL;
+    Fd dir(::open(host_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir)
+        return -errno;
+    VmInstance* vm = session->serving_vm();
+    if (!vm)
+        return BH_E_VM_NOT_RUNNING;
+    auto held = kj::addRef(*vm);
+    auto ref = kj::addRef(*session);
+    return held->mount(std::move(dir), mountpoint, read_only, "plugin")
+        .attach(kj::mv(held))
+        .then([session = kj::mv(ref), mountpoint](Status status) mutable {
+            if (!status)
+                return status.error().code;
+            session->m_plugin_mounts.insert(mountpoint);
+            return 0;
+        });
+}
+
+kj::Promise<int> ContainerSessions::plugin_unmount(uint32_t id, std::string mountpoint)
+{
+    ContainerSession* session = find_by_id(id);
+    if (!session)
+        return BH_E_SESSION_NOT_FOUND;
+    if (mountpoint.empty() || mountpoint.front() != '/')
+        return -EINVAL;
+    VmInstance* vm = session->serving_vm();
+    if (!vm)
+        return BH_E_VM_NOT_RUNNING;
+    if (!session->m_plugin_mounts.contains(mountpoint))
+        return -ENOENT; // not a plugin's mount: never the session's storage
+    auto held = kj::addRef(*vm);
+    auto ref = kj::addRef(*session);
+    return held->unmount(mountpoint)
+        .attach(kj::mv(held))
+        .then([session = kj::mv(ref), mountpoint](Status status) mutable {
+            if (!status)
+                return status.error().code;
+            session->m_plugin_mounts.erase(mountpoint);
+            return 0;
+        });
+}
+
+kj::Promise<Result<host::ProcessStart>> ContainerSessions::plugin_create_process(
+    uint32_t id, std::string executable, std::vector<std::string> argv, std::vector<std::string> env)
+{
+    using Started = Result<host::ProcessStart>;
+    ContainerSession* session = find_by_id(id);
+    if (!session)
+        return Started(Error { BH_E_SESSION_NOT_FOUND, "no container session " + std::to_string(id) });
+    VmInstance* vm = session->serving_vm();
+    if (!vm)
+        return Started(Error { BH_E_VM_NOT_RUNNING, "the container session has no running VM" });
+    auto in = make_pipe();
+    auto out = make_pipe();
+    auto err = make_pipe();
+    auto exit = make_pipe();
+    if (!in || !out || !err || !exit)
+        return Started(Error::from_errno(errno, "cannot create a process's pipes"));
+    ProgramSpec spec { std::move(executable), std::move(argv), std::move(env), "" };
+    std::array<Fd, 3> theirs { std::move(in->read), std::move(out->write), std::move(err->write) };
+    auto held = kj::addRef(*vm);
+    return held->spawn(std::move(spec), std::move(theirs))
+        .attach(kj::mv(held))
+        .then([in = std::move(in.value()), out = std::move(out.value()), err = std::move(err.value()),
+                  exit = std::move(exit.value())](Result<VmInstance::Spawned> spawned) mutable -> Started {
+            if (!spawned)
+                return spawned.take_error();
+            return host::ProcessStart { kj::heap<VmProcess>(kj::mv(spawned->process), std::move(exit.write)),
+                { std::move(in.write), std::move(out.read), std::move(err.read) }, std::move(exit.read) };
+        });
 }
 
 } // namespace bh::service

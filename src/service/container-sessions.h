@@ -3,11 +3,13 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "plugin/plugin-runtime.h"
 #include "service/vm-instance.h"
 
 #include <kj/async.h>
 #include <kj/timer.h>
 #include <map>
+#include <set>
 #include <variant>
 
 namespace bh::service {
@@ -83,6 +85,8 @@ private:
     unsigned m_active = 0; // control operations using the VM (exec): no idle stop meanwhile
     bool m_ending = false; // terminate began: no VM starts again
     std::string m_tmpfs; // the mount point of the session's tmpfs (no --storage); "" otherwise
+    // What plugins mounted in the current VM (only those may be unmounted by a plugin).
+    std::set<std::string> m_plugin_mounts;
 };
 
 // Where the session's lifecycle is announced to plugins (implemented by Service on
@@ -129,6 +133,13 @@ public:
 
     // For plugin calls: the session with this id, published or not yet (nullptr: none).
     ContainerSession* find_by_id(uint32_t id);
+    // The container-session functions of the plugin API (host::CallTarget), resolved by id
+    // through the id table only, served by serving_vm(): never starting a VM, never waiting for
+    // a hook or a start.
+    kj::Promise<int> plugin_mount(uint32_t id, std::string host_path, std::string mountpoint, bool read_only);
+    kj::Promise<int> plugin_unmount(uint32_t id, std::string mountpoint);
+    kj::Promise<Result<host::ProcessStart>> plugin_create_process(
+        uint32_t id, std::string executable, std::vector<std::string> argv, std::vector<std::string> env);
 
 private:
     using Key = std::pair<uid_t, std::string>;

@@ -92,7 +92,8 @@ Service::Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, Service
     , m_config(std::move(config))
     , m_registry(std::move(registry))
     , m_plugins(kj::heap<PluginManager>(std::move(plugin_env), std::move(plugins), *this))
-    , m_containers(kj::heap<ContainerSessions>(m_env, static_cast<ContainerHooks&>(*this), 16))
+    , m_containers(kj::heap<ContainerSessions>(
+          m_env, static_cast<ContainerHooks&>(*this), m_config.limits.container_sessions))
 {
 }
 
@@ -655,24 +656,57 @@ kj::Promise<Result<Fd>> Service::execute(
 
 // --- Container session hooks -------------------------------------------------------------------
 
-kj::Promise<Status> Service::session_created(const ContainerSession&)
+host::HookCall Service::container_hook(host::Hook hook, const ContainerSession& session)
 {
-    return Status();
+    host::HookCall call { hook };
+    const SessionIdentity& id = session.identity;
+    call.container = { id.session_id, session.name, session.application_pid, id.uid, id.gid, id.user_name };
+    return call;
 }
 
-kj::Promise<void> Service::session_stopping(const ContainerSession&)
+// Plugins load on first use, as for a VM: a latched fatal plugin error fails the creation here.
+kj::Promise<Status> Service::session_created(const ContainerSession& session)
 {
-    return kj::READY_NOW;
+    auto call = container_hook(host::Hook::container_session_created, session);
+    return m_plugins->activate().then(
+        [this, call = std::move(call)](Status active) mutable -> kj::Promise<Status> {
+            if (!active)
+                return kj::mv(active);
+            return m_plugins->notify_veto(std::move(call));
+        });
 }
 
-kj::Promise<void> Service::vm_started(const ContainerSession&)
+kj::Promise<void> Service::session_stopping(const ContainerSession& session)
 {
-    return kj::READY_NOW;
+    return m_plugins->notify(container_hook(host::Hook::container_session_stopping, session));
 }
 
-kj::Promise<void> Service::vm_stopping(const ContainerSession&)
+kj::Promise<void> Service::vm_started(const ContainerSession& session)
 {
-    return kj::READY_NOW;
+    return m_plugins->notify(container_hook(host::Hook::container_vm_started, session));
+}
+
+kj::Promise<void> Service::vm_stopping(const ContainerSession& session)
+{
+    return m_plugins->notify(container_hook(host::Hook::container_vm_stopping, session));
+}
+
+kj::Promise<int> Service::container_mount(
+    uint32_t session, std::string host_path, std::string mountpoint, bool read_only)
+{
+    return m_containers->plugin_mount(session, std::move(host_path), std::move(mountpoint), read_only);
+}
+
+kj::Promise<int> Service::container_unmount(uint32_t session, std::string mountpoint)
+{
+    return m_containers->plugin_unmount(session, std::move(mountpoint));
+}
+
+kj::Promise<Result<host::ProcessStart>> Service::create_process(
+    uint32_t session, std::string executable, std::vector<std::string> argv, std::vector<std::string> env)
+{
+    return m_containers->plugin_create_process(
+        session, std::move(executable), std::move(argv), std::move(env));
 }
 
 } // namespace bh::service

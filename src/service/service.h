@@ -114,6 +114,11 @@ public:
         bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
+    kj::Promise<int> container_mount(
+        uint32_t session, std::string host_path, std::string mountpoint, bool read_only) override;
+    kj::Promise<int> container_unmount(uint32_t session, std::string mountpoint) override;
+    kj::Promise<Result<host::ProcessStart>> create_process(uint32_t session, std::string executable,
+        std::vector<std::string> argv, std::vector<std::string> env) override;
 
 private:
     Session& session_of(uid_t uid);
@@ -139,6 +144,7 @@ private:
     kj::Promise<void> session_stopping(const ContainerSession& session) override;
     kj::Promise<void> vm_started(const ContainerSession& session) override;
     kj::Promise<void> vm_stopping(const ContainerSession& session) override;
+    static host::HookCall container_hook(host::Hook hook, const ContainerSession& session);
 
     VmEnvironment m_env;
     int m_unpack_exe_fd;

@@ -2,6 +2,7 @@
 # Container sessions from the CLI: create, open, list, show, exec, idle, terminate; storage, limits,
 # ownership across users, and bad input that changes nothing.
 source "$(dirname "$0")/lib.sh"
+printf '[limits]\ncontainer_sessions_per_user = 4\n' >"$T/cfg/bulkhead.toml"
 start_service
 
 cs() { bh container session "$@"; }
@@ -103,6 +104,14 @@ expect_error ENOENT "no container session" cs exec nosuch -- true
 expect_error ENOENT "no container session" cs terminate nosuch
 expect_eq "$(cs list --all --json)" "$before" "failed creations changed nothing"
 expect_eq "$(ls "$T/run/vm-mounts")" "$mounts_before" "failed creations left no staging mount or tmpfs"
+
+# --- At most container_sessions_per_user each (root has mine and stored) ---
+cs create q1 >/dev/null
+cs create q2 >/dev/null
+expect_error EDQUOT "container_sessions_per_user" cs create q3
+expect_eq "$(cs_other create q3 --json | jq -r .created)" "true" "another user's sessions count apart"
+cs terminate q1
+cs create q3 >/dev/null
 
 # --- shutdown --all ends every session; the service stops cleanly with sessions open ---
 bh shutdown --all
