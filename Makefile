@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: deps build demo test test-asan test-tsan bench bench-smoke format clean
+.PHONY: deps build demo test test-asan test-tsan bench bench-smoke format clean package package-test
 
 deps:
 	./scripts/install-deps.sh
@@ -39,8 +39,18 @@ bench: build
 bench-smoke: build
 	./bench/run.sh $(BUILD) --smoke
 
+# Debian packages (docs/packaging.md): bulkhead and bulkhead-dev in build-package/packages/, checked
+# by lintian. package-test installs them into a clean Debian 12 root (mmdebstrap; slow, needs the
+# apt sources, skipped with a message without them) and runs the service there. Neither is in `test`.
+package: deps
+	./scripts/install-deps.sh package
+	./scripts/make-package.sh build-package
+
+package-test: package
+	./scripts/package-test.sh build-package || [ $$? -eq 77 ]   # 77: skipped, the message says why
+
 format:
 	git ls-files '*.cpp' '*.h' '*.c' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-package

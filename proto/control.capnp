@@ -37,6 +37,8 @@ struct DistroInfo {
   ownerUid @7 :UInt32;
   initPid @8 :UInt32;       # as seen from the VM; 0 when not running
   pidNamespace @9 :UInt64;  # inode; 0 when not running
+  skippedDevices @10 :UInt64;  # only in register's answer: device nodes not imported (the
+                               # distribution gets its own /dev)
 }
 
 struct SessionStatus {
@@ -107,24 +109,30 @@ interface Control {
   vmExec @10 (path :Text, argv :List(Text), distro :Text, settings :UserSettings, target :Target)
       -> (outcome :Common.Outcome, socket :Common.Fd);
 
+  # Writes the distribution's files as a tar to `out` (opened for writing by the client, so it
+  # lands where the client may write), compressed as `compression` says: "none", "gzip", "xz" or
+  # "zstd". Dropping the call stops it.
+  export @11 (name :Text, out :Common.Fd, compression :Text, target :Target)
+      -> (outcome :Common.Outcome);
+
   # Container sessions: named, per user (Target), each with a VM of its own started on demand.
   # create opens an existing session of that name unless `exclusive` (then EEXIST).
-  containerSessionCreate @11 (name :Text, settings :ContainerSessionSettings, exclusive :Bool,
+  containerSessionCreate @12 (name :Text, settings :ContainerSessionSettings, exclusive :Bool,
                               startVm :Bool, target :Target)
       -> (outcome :Common.Outcome, session :ContainerSessionInfo, created :Bool);
-  containerSessionList @12 (target :Target, all :Bool)
+  containerSessionList @13 (target :Target, all :Bool)
       -> (outcome :Common.Outcome, sessions :List(ContainerSessionInfo));
-  containerSessionShow @13 (name :Text, target :Target)
+  containerSessionShow @14 (name :Text, target :Target)
       -> (outcome :Common.Outcome, session :ContainerSessionInfo);
-  containerSessionTerminate @14 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  containerSessionTerminate @15 (name :Text, target :Target) -> (outcome :Common.Outcome);
   # Runs argv in the session VM's root namespace (starting the VM if needed) with the given fds;
   # the raw wait status, or with `detach` 0 once it started. Dropping the call kills the program
   # (not a detached one).
-  containerSessionExec @15 (name :Text, argv :List(Text), env :List(Text), stdin :Common.Fd,
+  containerSessionExec @16 (name :Text, argv :List(Text), env :List(Text), stdin :Common.Fd,
                             stdout :Common.Fd, stderr :Common.Fd, detach :Bool, target :Target)
       -> (outcome :Common.Outcome, waitStatus :Int32);
   # Root only: stops the session's VM as its idle timer would; wasIdle when it had none.
-  containerSessionIdle @16 (name :Text, target :Target) -> (outcome :Common.Outcome, wasIdle :Bool);
+  containerSessionIdle @17 (name :Text, target :Target) -> (outcome :Common.Outcome, wasIdle :Bool);
 }
 
 struct ContainerSessionInfo {

@@ -9,7 +9,12 @@ packages=(
   libarchive-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   busybox-static bubblewrap util-linux procps jq openssl
+  systemd go-md2man
 )
+# `make package` and `make package-test` need these too (install-deps.sh package).
+if [ "${1:-}" = package ]; then
+  packages+=(lintian mmdebstrap fakeroot dpkg-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -157,10 +157,17 @@ namespace {
         return {};
     }
 
-    Status write_id_maps(pid_t pid, const Credentials& ids)
+    // Written by the (privileged) parent, so setgroups stays allowed in the namespace.
+    Status write_id_maps(pid_t pid, const Credentials& ids, const std::optional<SubordinateIds>& more)
     {
-        BH_TRY(write_proc_file(pid, "uid_map", "0 " + std::to_string(ids.uid) + " 1\n"));
-        return write_proc_file(pid, "gid_map", "0 " + std::to_string(ids.gid) + " 1\n");
+        std::string uids = "0 " + std::to_string(ids.uid) + " 1\n";
+        std::string gids = "0 " + std::to_string(ids.gid) + " 1\n";
+        if (more) {
+            uids += "1 " + std::to_string(more->uid_start) + " " + std::to_string(more->uid_count) + "\n";
+            gids += "1 " + std::to_string(more->gid_start) + " " + std::to_string(more->gid_count) + "\n";
+        }
+        BH_TRY(write_proc_file(pid, "uid_map", uids));
+        return write_proc_file(pid, "gid_map", gids);
     }
 
     struct Pipe {
@@ -301,7 +308,7 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     ChildProcess child(pid, Fd(pidfd));
     err_pipe->write.reset();
     if (userns) {
-        auto mapped = write_id_maps(pid, *plan.map_root_to);
+        auto mapped = write_id_maps(pid, *plan.map_root_to, plan.subordinate);
         if (!mapped)
             return mapped.take_error();
         if (::write(sync_pipe->write.get(), "g", 1) != 1)

@@ -16,6 +16,14 @@ struct Credentials {
     gid_t gid = 0;
 };
 
+// A user's subordinate id ranges: host ids start .. start + count - 1 of each.
+struct SubordinateIds {
+    uint32_t uid_start = 0;
+    uint32_t uid_count = 0;
+    uint32_t gid_start = 0;
+    uint32_t gid_count = 0;
+};
+
 struct SpawnPlan {
     // The program; when `exec_fd` is set, it is executed through that fd (execveat) and `path`
     // only names it in messages, so no path lookup happens in the child.
@@ -32,6 +40,9 @@ struct SpawnPlan {
     // With CLONE_NEWUSER: root inside the new user namespace maps to these host ids, and the
     // child becomes that root before exec (so it keeps full capabilities in its namespace).
     std::optional<Credentials> map_root_to;
+    // With map_root_to: ids 1..count inside map to these host ranges as well (the user's
+    // /etc/subuid and /etc/subgid range, as newuidmap would map them).
+    std::optional<SubordinateIds> subordinate;
     // Without a user namespace: switch to these ids (and no supplementary groups) before exec.
     std::optional<Credentials> run_as;
     // Directory to start in; empty keeps the caller's.

@@ -1,10 +1,10 @@
 // The bulkhead CLI's commands.
 #include "cli/commands.h"
 
-#include "cli/rootfs-archive.h"
 #include "config/config.h"
 #include "ipc/fd-cap.h"
 #include "ipc/loop-inbox.h"
+#include "unpack/rootfs-archive.h"
 
 #include <fcntl.h>
 #include <fstream>
@@ -137,6 +137,10 @@ namespace {
             return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
         auto d = reply->getDistro();
         std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
+        if (d.getSkippedDevices() > 0)
+            std::cout << "Skipped " << d.getSkippedDevices() << " device node"
+                      << (d.getSkippedDevices() == 1 ? "" : "s")
+                      << " of the archive: the distribution gets its own /dev" << std::endl;
         return 0;
     }
 
@@ -235,6 +239,46 @@ namespace {
         request.setName(inv.name);
         request.initTarget().setUid(inv.uid);
         return finish(client, request.send(), "Bulkhead/Cli/MountFolder");
+    }
+
+    // `export NAME FILE`: the tar is written to FILE.partial-<pid> (created 0600: a distribution's
+    // files may hold secrets) and renamed to FILE once the service has written all of it, so a
+    // failed export leaves FILE as it was. "-" writes to standard output, never a terminal.
+    int do_export(Client& client, const Invocation& inv)
+    {
+        static constexpr const char* op = "Bulkhead/Cli/ExportDistribution";
+        Fd out;
+        std::string partial;
+        if (inv.file == "-") {
+            if (::isatty(STDOUT_FILENO))
+                return report({ Error { -EINVAL,
+                                    "refusing to write a tar archive to a terminal: name a file, or redirect "
+                                    "standard output" },
+                    op });
+            out = Fd(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+        } else {
+            partial = inv.file + ".partial-" + std::to_string(::getpid());
+            out = Fd(::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        }
+        if (!out)
+            return report(
+                { Error::from_errno(errno, "cannot create '" + (partial.empty() ? inv.file : partial) + "'"),
+                    op });
+        auto request = client.control().exportRequest();
+        request.setName(inv.name);
+        request.setOut(ipc::wrap_fd(std::move(out)));
+        request.setCompression(
+            compression_name(inv.file == "-" ? TarCompression::none : compression_for(inv.file)));
+        request.initTarget().setUid(inv.uid);
+        int code = finish(client, request.send(), op);
+        if (partial.empty())
+            return code;
+        if (code == 0 && ::rename(partial.c_str(), inv.file.c_str()) != 0)
+            code = report(
+                { Error::from_errno(errno, "cannot rename '" + partial + "' to '" + inv.file + "'"), op });
+        if (code != 0)
+            ::unlink(partial.c_str());
+        return code;
     }
 
     int do_list(Client& client, const Invocation& inv)
@@ -615,6 +659,13 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
             return finish(client, request.send(), "Bulkhead/Cli/UnregisterDistribution");
         };
     });
+
+    auto* exp = app.add_subcommand("export", "Write a distribution's files to a tar archive");
+    exp->add_option("name", inv.name, "Distribution name")->required();
+    exp->add_option(
+           "file", inv.file, "The archive to write (.gz, .xz, .zst compress it; - for standard output)")
+        ->required();
+    exp->callback([&inv, &run]() { run = [&inv](Client& client) { return do_export(client, inv); }; });
 
     auto* def = app.add_subcommand("set-default", "Make a distribution the default for 'run'");
     def->add_option("name", inv.name, "Distribution name")->required();

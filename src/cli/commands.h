@@ -27,6 +27,7 @@ struct Invocation {
     bool all = false;
     bool running = false;
     bool json = false;
+    std::string file; // export: where the tar goes ("-": standard output)
     // container session
     std::string storage;
     int64_t memory_mb = 0;

@@ -49,6 +49,7 @@ namespace {
         out.setOwnerUid(view.record.owner);
         out.setInitPid(view.init_pid);
         out.setPidNamespace(view.pid_namespace);
+        out.setSkippedDevices(view.skipped_devices);
     }
 
     Result<std::vector<std::string>> strings_of(capnp::List<capnp::Text>::Reader list, const char* what)
@@ -126,6 +127,7 @@ namespace {
         kj::Promise<void> status(StatusContext context) override;
         kj::Promise<void> vmMount(VmMountContext context) override;
         kj::Promise<void> vmExec(VmExecContext context) override;
+        kj::Promise<void> export_(ExportContext context) override;
         kj::Promise<void> containerSessionCreate(ContainerSessionCreateContext context) override;
         kj::Promise<void> containerSessionList(ContainerSessionListContext context) override;
         kj::Promise<void> containerSessionShow(ContainerSessionShowContext context) override;
@@ -377,6 +379,36 @@ namespace {
                 auto params = context.getParams();
                 return m_service.vm_mount(owner, std::move(dir.value()), text_of(params.getVmPath()),
                     params.getReadOnly(), text_of(params.getName()));
+            })
+            .then([context](Status status) mutable {
+                if (!status)
+                    fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::export_(ExportContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ExportDistribution";
+        context.allowCancellation(); // ends with its client (see above)
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        auto compression = parse_compression(text_of(params.getCompression()));
+        if (!compression)
+            return fail(context.getResults(),
+                       Error { -EINVAL,
+                           "unknown compression '" + text_of(params.getCompression())
+                               + "': use none, gzip, xz or zstd" },
+                       op),
+                   kj::READY_NOW;
+        return ipc::unwrap_fd(params.getOut())
+            .then([this, context, owner = owner.value(), compression = *compression](
+                      Result<Fd> out) mutable -> kj::Promise<Status> {
+                if (!out)
+                    return Status(out.take_error());
+                return m_service.export_distribution(
+                    owner, text_of(context.getParams().getName()), std::move(out.value()), compression);
             })
             .then([context](Status status) mutable {
                 if (!status)

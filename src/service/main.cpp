@@ -2,6 +2,7 @@
 #include "base/log.h"
 #include "service/control-server.h"
 #include "service/host-cgroup.h"
+#include "service/journal-log.h"
 #include "service/service.h"
 #include "service/vm-cgroup.h"
 #include "unpack/rootfs-tree.h"
@@ -11,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <kj/async-unix.h>
+#include <map>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@ struct Options {
     std::string config_dir = "/etc/bulkhead";
     std::string state_dir = "/var/lib/bulkhead";
     std::string runtime_dir = "/run/bulkhead";
+    bh::LogLevel log_level = bh::LogLevel::Info;
 };
 
 std::string own_directory()
@@ -33,14 +36,21 @@ std::string own_directory()
     return exe.substr(0, exe.rfind('/'));
 }
 
-// An O_PATH fd of one of the programs installed beside bulkheadd, to execveat.
+// An O_PATH fd of one of bulkheadd's helper programs, to execveat: beside bulkheadd (the build
+// tree), else in the libexec directory at BULKHEAD_HELPER_RELDIR from it (an installed tree, where
+// that path is relative so the tree may move to another prefix).
 bh::Result<bh::Fd> open_own_program(const char* name)
 {
-    std::string path = own_directory() + "/" + name;
-    bh::Fd program(open(path.c_str(), O_PATH | O_CLOEXEC));
-    if (!program)
-        return bh::Error::from_errno(errno, "cannot find " + path);
-    return program;
+    std::string beside = own_directory() + "/" + name;
+    std::string installed = own_directory() + "/" BULKHEAD_HELPER_RELDIR "/" + name;
+    for (const std::string* path : { &beside, &installed }) {
+        bh::Fd program(open(path->c_str(), O_PATH | O_CLOEXEC));
+        if (program)
+            return program;
+        if (errno != ENOENT)
+            return bh::Error::from_errno(errno, "cannot open " + *path);
+    }
+    return bh::Error::from_errno(ENOENT, "cannot find " + beside + " nor " + installed);
 }
 
 // Removes distribution directories no registration refers to: what a crash mid-import left.
@@ -63,6 +73,38 @@ void remove_orphaned_imports(const bh::service::Registry& registry)
         bh::log_warning("removing the unfinished import " + path);
         (void)bh::remove_tree(path);
     }
+}
+
+// The control socket: the one the service manager passed (bulkhead.socket, sd_listen_fds), else
+// one bound at `path` here. `passed` says which: a passed socket is the manager's to remove.
+struct ControlSocket {
+    bh::Fd fd;
+    bool passed = false;
+};
+
+bh::Result<ControlSocket> open_control_socket(const std::string& path)
+{
+    // Unsets LISTEN_FDS and LISTEN_PID, so that no VM or plugin host sees them.
+    int count = sd_listen_fds(1);
+    if (count < 0)
+        return bh::Error { count, "cannot take the sockets the service manager passed" };
+    if (count == 0) {
+        auto bound = bh::service::bind_control_socket(path);
+        if (!bound)
+            return bound.error();
+        return ControlSocket { std::move(bound.value()), false };
+    }
+    int fd = SD_LISTEN_FDS_START;
+    if (count > 1)
+        return bh::Error { -EINVAL,
+            "the service manager passed " + std::to_string(count) + " sockets; expected one" };
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) <= 0)
+        return bh::Error { -EINVAL,
+            "the socket the service manager passed is not a listening Unix stream socket" };
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return bh::Error::from_errno(errno, "cannot make the passed control socket non-blocking");
+    return ControlSocket { bh::Fd(fd), true };
 }
 
 int fail(const bh::Error& error)
@@ -109,12 +151,22 @@ public:
 int main(int argc, char** argv)
 {
     Options options;
+    const std::map<std::string, bh::LogLevel> log_levels { { "debug", bh::LogLevel::Debug },
+        { "info", bh::LogLevel::Info }, { "warning", bh::LogLevel::Warning },
+        { "error", bh::LogLevel::Error } };
     CLI::App app { "bulkheadd: runs Linux distributions in per-user namespace VMs, with isolated plugins" };
     app.add_option("--config-dir", options.config_dir, "Configuration directory (bulkhead.toml, plugins.d/)");
     app.add_option("--state-dir", options.state_dir, "State directory (registered distributions)");
     app.add_option("--runtime-dir", options.runtime_dir, "Runtime directory (control.sock)");
+    app.add_option(
+           "--log-level", options.log_level, "Least important messages logged: debug, info, warning or error")
+        ->transform(CLI::CheckedTransformer(log_levels))
+        ->option_text("LEVEL");
     app.set_version_flag("--version", BULKHEAD_VERSION);
     CLI11_PARSE(app, argc, argv);
+    bh::set_log_level(options.log_level);
+    if (bh::service::stderr_is_journal())
+        bh::set_log_sink(bh::service::journal_log_sink);
     if (geteuid() != 0)
         return fail({ -EPERM, "bulkheadd must run as root (it creates namespaces and maps user ids)" });
 
@@ -142,7 +194,7 @@ int main(int argc, char** argv)
     if (auto made = make_staging_dir(staging_dir); !made)
         return fail(made.error());
     std::string socket_path = options.runtime_dir + "/control.sock";
-    auto listener = bh::service::bind_control_socket(socket_path);
+    auto listener = open_control_socket(socket_path);
     if (!listener)
         return fail(listener.error());
 
@@ -161,10 +213,11 @@ int main(int argc, char** argv)
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(
         *io.lowLevelProvider, io.provider->getTimer(), service, BULKHEAD_VERSION);
-    auto serving = control.listen(std::move(listener.value())).eagerlyEvaluate([](kj::Exception&& e) {
+    auto serving = control.listen(std::move(listener->fd)).eagerlyEvaluate([](kj::Exception&& e) {
         bh::log_error(std::string("the control socket failed: ") + e.getDescription().cStr());
     });
-    bh::log_info("bulkheadd " BULKHEAD_VERSION " listening on " + socket_path);
+    bh::log_info("bulkheadd " BULKHEAD_VERSION " listening on " + socket_path
+        + (listener->passed ? " (socket passed by the service manager)" : ""));
     sd_notify(0, "READY=1");
 
     auto stop = io.unixEventPort.onSignal(SIGTERM)
@@ -173,7 +226,8 @@ int main(int argc, char** argv)
     bh::log_info(std::string("received ") + strsignal(stop.si_signo) + "; stopping distributions and VMs");
     sd_notify(0, "STOPPING=1");
     service.shutdown_all().wait(io.waitScope);
-    unlink(socket_path.c_str());
+    if (!listener->passed)
+        unlink(socket_path.c_str());
     umount2(staging_dir.c_str(), MNT_DETACH);
     return 0;
 }

@@ -241,14 +241,15 @@ namespace {
             time_t now = time(nullptr);
             if (now != m_window) {
                 if (m_dropped > 0)
-                    log_warning("plugin " + m_name + ": " + std::to_string(m_dropped)
-                        + " lines of output suppressed");
+                    log_warning(
+                        "plugin " + m_name + ": " + std::to_string(m_dropped) + " lines of output suppressed",
+                        LogContext { .plugin = m_name });
                 m_window = now;
                 m_lines = 0;
                 m_dropped = 0;
             }
             if (++m_lines <= max_lines_per_second)
-                log_info("plugin " + m_name + ": " + m_line);
+                log_info("plugin " + m_name + ": " + m_line, LogContext { .plugin = m_name });
             else
                 ++m_dropped;
             m_line.clear();
@@ -565,7 +566,8 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     if (!host)
         return Error { host.error().code,
             "cannot start the host of plugin '" + config.name + "': " + host.error().message };
-    log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")");
+    log_info("plugin '" + config.name + "': host started (pid " + std::to_string(host->pid()) + ")",
+        LogContext { .plugin = config.name, .plugin_pid = host->pid() });
     // Before initialize, so before any plugin code: the limits the plugin lives with.
     if (Status limited = limit_host(host->pid(), config); !limited)
         return Error { limited.error().code,

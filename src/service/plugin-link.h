@@ -42,6 +42,19 @@ public:
     virtual void terminate() = 0;
 };
 
+// Where PluginManager gets each plugin's link, and what the link's load is to verify. The service's
+// own checks trust (check_plugin_trust) and starts real links (start_plugin_host,
+// load_in_process); unit tests substitute fakes, so the manager's policy runs without files, root
+// or processes. Thread affinity: the service's event-loop thread.
+class LinkFactory {
+public:
+    virtual ~LinkFactory() = default;
+    // What the plugin's load must verify, once its files and the admin's policy allow loading it.
+    virtual Result<Integrity> check(const PluginConfig& config) = 0;
+    // The plugin's host, spawned (isolation = "process"), or its runtime in the service ("none").
+    virtual Result<kj::Own<PluginLink>> start(const PluginConfig& config, host::CallTarget& calls) = 0;
+};
+
 // Spawns bulkhead-pluginhost for `config` (never fork()ing the service), connected by a socketpair;
 // its stdout and stderr are forwarded to the service log, each line prefixed with the plugin's
 // name. `calls` serves the plugin's service functions.

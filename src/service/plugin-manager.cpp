@@ -32,6 +32,43 @@ namespace {
         return 1u << static_cast<uint32_t>(hook);
     }
 
+    // The service's links: the trust checks of plugin-trust.h, then a host or an in-process runtime.
+    class SystemLinks final : public LinkFactory {
+    public:
+        explicit SystemLinks(PluginEnvironment& env)
+            : m_env(env)
+        {
+        }
+        Result<Integrity> check(const PluginConfig& config) override
+        {
+            return check_plugin_trust(config, m_env.config_dir, m_env.require_verified);
+        }
+        Result<kj::Own<PluginLink>> start(const PluginConfig& config, host::CallTarget& calls) override
+        {
+            if (config.isolation == Isolation::none)
+                return load_in_process(config, m_env.port);
+            return start_plugin_host(m_env, config, calls);
+        }
+
+    private:
+        PluginEnvironment& m_env;
+    };
+
+    // The journald fields of a line about a plugin (Slot is private, hence the template), and of
+    // one about a hook call: whose session, which distribution.
+    template<typename SlotT> LogContext about(const SlotT& slot)
+    {
+        return LogContext { .plugin = slot.config.name, .plugin_pid = slot.pid };
+    }
+
+    template<typename SlotT> LogContext about(const SlotT& slot, const HookCall& call)
+    {
+        LogContext context = about(slot);
+        context.session_uid = call.session.uid;
+        context.distribution = call.distro.name;
+        return context;
+    }
+
 } // namespace
 
 const char* state_name(PluginState state)
@@ -67,8 +104,22 @@ struct PluginManager::Slot {
 
 PluginManager::PluginManager(
     PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls)
+    : PluginManager(std::move(env), std::move(configs), calls, nullptr)
+{
+}
+
+PluginManager::PluginManager(
+    PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls, LinkFactory& links)
+    : PluginManager(std::move(env), std::move(configs), calls, &links)
+{
+}
+
+PluginManager::PluginManager(
+    PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls, LinkFactory* links)
     : m_env(std::move(env))
     , m_calls(calls)
+    , m_system_links(links ? kj::Own<LinkFactory>() : kj::Own<LinkFactory>(kj::heap<SystemLinks>(m_env)))
+    , m_links(links ? *links : *m_system_links)
 {
     for (auto& config : configs) {
         auto slot = kj::heap<Slot>();
@@ -126,7 +177,7 @@ void PluginManager::fail_load(Slot& slot, Error error)
     slot.state = PluginState::failed_to_load;
     slot.cause = error.message;
     slot.pid = 0; // its host is ended below
-    log_error("plugin '" + slot.config.name + "' failed to load: " + error.message);
+    log_error("plugin '" + slot.config.name + "' failed to load: " + error.message, about(slot));
     if (error.code == BH_E_PLUGIN_REQUIRES_UPDATE)
         slot.failure = Error { error.code,
             "The plugin '" + slot.config.name + "' requires a newer version of Bulkhead. Please update." };
@@ -143,25 +194,24 @@ kj::Promise<void> PluginManager::load_one(Slot& slot)
         fail_load(slot, *slot.config.error);
         return kj::READY_NOW;
     }
-    auto integrity = check_plugin_trust(slot.config, m_env.config_dir, m_env.require_verified);
+    auto integrity = m_links.check(slot.config);
     if (!integrity) {
         fail_load(slot, integrity.take_error());
         return kj::READY_NOW;
     }
-    if (slot.config.isolation == Isolation::none) {
-        if (!m_routed)
-            host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
+    if (slot.config.isolation == Isolation::none && !m_routed) {
+        host::route_stubs_to(m_calls, host::parse_version(m_env.service_version.c_str()), m_env.port);
         m_routed = true;
-        slot.link = load_in_process(slot.config, m_env.port);
-    } else {
-        auto link = start_plugin_host(m_env, slot.config, m_calls);
-        if (!link) {
-            fail_load(slot, link.take_error());
-            return kj::READY_NOW;
-        }
-        slot.link = kj::mv(link.value());
+    }
+    auto link = m_links.start(slot.config, m_calls);
+    if (!link) {
+        fail_load(slot, link.take_error());
+        return kj::READY_NOW;
+    }
+    slot.link = kj::mv(link.value());
+    if (slot.config.isolation != Isolation::none) {
         slot.pid = slot.link->pid();
-        watch(slot);
+        watch(slot); // in-process, there is no host to die
     }
     slot.state = PluginState::loading;
     auto loaded = finish_load(slot, slot.link->load(std::move(integrity.value())));
@@ -187,11 +237,12 @@ kj::Promise<void> PluginManager::finish_load(Slot& slot, kj::Promise<Result<uint
             }
             slot.state = PluginState::running;
             slot.hooks = hooks.value();
-            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path);
+            log_info("plugin '" + slot.config.name + "' loaded from " + slot.config.path, about(slot));
             return kj::READY_NOW;
         },
         [this, &slot](kj::Exception&& e) -> kj::Promise<void> {
-            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr());
+            log_error("plugin '" + slot.config.name + "': initialize failed: " + e.getDescription().cStr(),
+                about(slot));
             KJ_IF_MAYBE (dead, slot.dead)
                 return dead->addBranch(); // its death is recorded as its failure (watch)
             fail_load(slot, { host_died, e.getDescription().cStr() });
@@ -221,12 +272,14 @@ void PluginManager::watch(Slot& slot)
             return; // we ended it ourselves (a failed load, a hook past its deadline)
         bool loading = slot.state == PluginState::loading;
         slot.state = loading ? PluginState::failed_to_load : PluginState::crashed;
-        slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.cause = loading ? "its host " + how + " while loading" : how;
         if (!loading && !slot.in_flight.empty())
             slot.cause += std::string(" during ") + host::hook_name(slot.in_flight.front());
+        // Logged with the pid the host had, before a failed load forgets it.
         log_error(
-            "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause);
+            "plugin '" + slot.config.name + "' (host pid " + std::to_string(slot.pid) + ") " + slot.cause,
+            about(slot));
+        slot.pid = loading ? 0 : slot.pid; // a crashed host's pid stays, to identify it
         slot.fatal_code = host_died;
         if (loading)
             slot.failure = Error { host_died, fatal_message(slot.config.name) };
@@ -243,7 +296,7 @@ HookOutcome PluginManager::time_out(Slot& slot, Hook hook)
     slot.cause = std::string("timed out in ") + host::hook_name(hook)
         + " (hook_timeout_s = " + std::to_string(slot.config.hook_timeout_s) + ")";
     slot.fatal_code = -ETIMEDOUT;
-    log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it");
+    log_error("plugin '" + slot.config.name + "' " + slot.cause + "; ending it", about(slot));
     latch({ -ETIMEDOUT, fatal_message(slot.config.name) });
     slot.link->terminate();
     return HookOutcome { -ETIMEDOUT };
@@ -262,7 +315,8 @@ kj::Promise<HookOutcome> PluginManager::call(Slot& slot, const HookCall& call)
     return slot.link->call(call)
         .catch_([this, &slot, hook](kj::Exception&& e) -> kj::Promise<HookOutcome> {
             log_warning("plugin '" + slot.config.name + "': " + host::hook_name(hook)
-                + " got no answer: " + e.getDescription().cStr());
+                    + " got no answer: " + e.getDescription().cStr(),
+                about(slot));
             KJ_IF_MAYBE (dead, slot.dead) // wait until the cause is recorded, so status names it
                 return dead->addBranch().then([&slot]() { return HookOutcome { slot.fatal_code }; });
             return HookOutcome { host_died };
@@ -285,16 +339,17 @@ kj::Promise<Status> PluginManager::veto_from(size_t index, HookCall call)
         if (slot.state != PluginState::running || !(slot.hooks & bit(call.hook)))
             continue;
         auto answer = this->call(slot, call);
-        return answer.then(
-            [this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable -> kj::Promise<Status> {
-                if (outcome.code == 0)
-                    return veto_from(index + 1, std::move(call));
-                if (slot.state == PluginState::crashed)
-                    return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
-                log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
-                    + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""));
-                return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
-            });
+        return answer.then([this, index, &slot, call = std::move(call)](
+                               HookOutcome outcome) mutable -> kj::Promise<Status> {
+            if (outcome.code == 0)
+                return veto_from(index + 1, std::move(call));
+            if (slot.state == PluginState::crashed)
+                return Status(Error { slot.fatal_code, fatal_message(slot.config.name) });
+            log_warning("plugin '" + slot.config.name + "' vetoed " + host::hook_name(call.hook) + ": "
+                    + bh_result_name(outcome.code) + (outcome.message ? " (" + *outcome.message + ")" : ""),
+                about(slot, call));
+            return Status(Error { outcome.code, fatal_message(slot.config.name, outcome.message) });
+        });
     }
     return Status();
 }
@@ -314,7 +369,8 @@ kj::Promise<void> PluginManager::notify_from(size_t index, HookCall call)
         return answer.then([this, index, &slot, call = std::move(call)](HookOutcome outcome) mutable {
             if (outcome.code != 0 && slot.state == PluginState::running)
                 log_warning("plugin '" + slot.config.name + "': " + host::hook_name(call.hook)
-                    + " failed with " + bh_result_name(outcome.code) + "; going on");
+                        + " failed with " + bh_result_name(outcome.code) + "; going on",
+                    about(slot, call));
             return notify_from(index + 1, std::move(call));
         });
     }

@@ -23,7 +23,7 @@ struct PluginView {
 
 // Thread affinity: the service's event-loop thread.
 //
-// Policy (docs/design/plugins.md has the reasoning):
+// Policy (the reasoning: docs/design/concurrency.md; its unit tests: tests/unit/plugin-manager-test.cpp):
 // - Plugins are loaded lazily, once, the first time a VM is about to be created, all at once
 //   (hosts spawned in configuration order, their start-ups overlapping). Once every load has
 //   ended, the first failed one in configuration order is latched as the fatal plugin error, so
@@ -40,6 +40,10 @@ struct PluginView {
 class PluginManager {
 public:
     PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls);
+    // The same, with its links (and their trust checks) from `links`, which must outlive it: for unit
+    // tests of the policy on fake links.
+    PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls,
+        LinkFactory& links);
     ~PluginManager();
 
     // Loads every plugin the first time; later, the latched fatal error if any.
@@ -58,6 +62,9 @@ public:
 
 private:
     struct Slot;
+    // `links` null: the service's own (SystemLinks, plugin-manager.cpp).
+    PluginManager(PluginEnvironment env, std::vector<PluginConfig> configs, host::CallTarget& calls,
+        LinkFactory* links);
     kj::Promise<void> load_all();
     kj::Promise<void> load_one(Slot& slot);
     // What the load's answer makes of the plugin: running, or failed to load.
@@ -75,6 +82,8 @@ private:
 
     PluginEnvironment m_env;
     host::CallTarget& m_calls;
+    kj::Own<LinkFactory> m_system_links; // null when the links come from outside
+    LinkFactory& m_links;
     std::vector<kj::Own<Slot>> m_slots;
     kj::Maybe<kj::ForkedPromise<void>> m_activation;
     std::optional<Error> m_fatal;

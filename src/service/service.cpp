@@ -2,6 +2,7 @@
 #include "service/service.h"
 
 #include "base/log.h"
+#include "service/subordinate-ids.h"
 #include "service/unpack-process.h"
 #include "unpack/rootfs-tree.h"
 
@@ -189,6 +190,11 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             "cannot register '" + name + "': uid " + std::to_string(owner)
                 + " has used all of its storage ([limits] storage_bytes_per_user, "
                   "storage_inodes_per_user)" });
+    // Unpacked with the ids the user's VMs will have: a subordinate range keeps the archive's owners.
+    auto subordinate = subordinate_of(owner);
+    if (!subordinate)
+        return Result<DistroView>(Error {
+            subordinate.error().code, "cannot register '" + name + "': " + subordinate.error().message });
     DistroRecord record { name, Uuid::random(), owner, std::move(package) };
     std::string directory = m_registry.directory_of(record.uuid);
     if (::mkdir(directory.c_str(), 0700) < 0)
@@ -199,13 +205,16 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
     // checked again when one is committed.
     std::string rootfs = directory + "/rootfs";
     auto unpacked = unpack_rootfs(m_env.port,
-        UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group,
+        UnpackJob { m_unpack_exe_fd, archive.get(), rootfs, owner, group, subordinate.value(),
             ImportLimits { left.bytes, left.inodes, keep_free_bytes } });
-    auto inspected = unpacked.then([this, rootfs](Status status) {
-        if (!status)
-            return kj::Promise<ImportOutcome>(ImportOutcome { std::move(status), {}, {} });
-        return on_worker_thread<ImportOutcome>(
-            m_worker_results, [rootfs]() { return inspect_import(rootfs); });
+    auto inspected = unpacked.then([this, rootfs](Result<uint64_t> skipped_devices) {
+        if (!skipped_devices)
+            return kj::Promise<ImportOutcome>(ImportOutcome { skipped_devices.take_error(), {}, {} });
+        return on_worker_thread<ImportOutcome>(m_worker_results, [rootfs, skipped = *skipped_devices]() {
+            ImportOutcome outcome = inspect_import(rootfs);
+            outcome.usage.skipped_devices = skipped;
+            return outcome;
+        });
     });
     // Until the import is over, the directory is this registration's to remove: dropped with
     // its caller (the client went away), it leaves nothing on disk. From then on the commit owns
@@ -230,8 +239,14 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             record.inodes = outcome.usage.entries;
             uid_t owner = record.owner;
             std::string name = record.name;
+            uint64_t skipped_devices = outcome.usage.skipped_devices;
             auto commit = commit_registration(
                 owner, std::move(record), directory, kj::mv(confirm), std::move(outcome.status))
+                              .then([skipped_devices](Result<DistroView> view) {
+                                  if (view)
+                                      view->skipped_devices = skipped_devices;
+                                  return view;
+                              })
                               .attach(kj::defer([this, owner, name]() {
                                   m_registering.erase({ owner, name });
                               }))
@@ -278,6 +293,31 @@ kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, Distro
             return status.take_error();
         });
     });
+}
+
+Result<std::optional<SubordinateIds>> Service::subordinate_of(uid_t owner)
+{
+    if (owner == 0)
+        return std::optional<SubordinateIds>();
+    const SessionIdentity& identity = session_of(owner).identity;
+    return subordinate_ids_of(identity.user_name, owner, identity.gid);
+}
+
+kj::Promise<Status> Service::export_distribution(
+    uid_t owner, std::string name, Fd out, TarCompression compression)
+{
+    auto record = find_record(owner, name);
+    if (!record || name.empty())
+        return Status(no_such_distribution(name));
+    auto subordinate = subordinate_of(owner);
+    if (!subordinate)
+        return Status(Error {
+            subordinate.error().code, "cannot export '" + name + "': " + subordinate.error().message });
+    gid_t group = session_of(owner).identity.gid;
+    // The fd is handed on at once: the confined process holds its own copy.
+    return pack_rootfs(m_env.port,
+        PackJob { m_unpack_exe_fd, out.get(), record->name, m_registry.directory_of(record->uuid) + "/rootfs",
+            owner, group, subordinate.value(), compression });
 }
 
 kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string name)

@@ -10,6 +10,7 @@
 #include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
+#include "unpack/rootfs-archive.h"
 
 #include <kj/async-io.h>
 #include <kj/timer.h>
@@ -31,6 +32,7 @@ struct DistroView {
     bool running = false;
     uint32_t init_pid = 0;
     uint64_t pid_namespace = 0;
+    uint64_t skipped_devices = 0; // set only in a registration's answer: device nodes not imported
 };
 
 struct SessionView {
@@ -83,6 +85,9 @@ public:
         std::string package, kj::Function<kj::Promise<Status>()> confirm);
     kj::Promise<Status> unregister_distribution(uid_t owner, std::string name);
     Status set_default(uid_t owner, const std::string& name);
+    // `bulkhead export`: the distribution's files as a tar to `out` (pack_rootfs), even while it runs.
+    kj::Promise<Status> export_distribution(
+        uid_t owner, std::string name, Fd out, TarCompression compression);
     kj::Promise<Result<DistroView>> start_distribution(
         uid_t owner, std::string name, UserOverrides overrides);
     kj::Promise<Result<int>> run(
@@ -136,6 +141,8 @@ private:
         Session& session, const DistroRecord& record, const UserOverrides& overrides);
     DistroView view_of(const DistroRecord& record) const;
     Result<DistroRecord> find_record(uid_t owner, const std::string& name) const;
+    // The /etc/subuid and /etc/subgid ranges `owner`'s VMs and imports map (none for root).
+    Result<std::optional<SubordinateIds>> subordinate_of(uid_t owner);
     kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record,
         std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported);
     void taskFailed(kj::Exception&& exception) override;

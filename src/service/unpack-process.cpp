@@ -5,6 +5,7 @@
 #include "base/spawn.h"
 #include "ipc/process-watch.h"
 
+#include <charconv>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -83,12 +84,16 @@ namespace {
     }
 
     // The process parsed hostile input: its report is read like any other untrusted message.
-    Status parse_result(const std::string& text, int wait_status)
+    Result<uint64_t> parse_result(const std::string& text, int wait_status, const std::string& failed)
     {
         bool exited_ok = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
-        if (exited_ok && text == "ok\n")
-            return {};
         size_t newline = text.find('\n');
+        if (exited_ok && text.starts_with("ok ") && newline == text.size() - 1) {
+            uint64_t skipped = 0;
+            auto [end, err] = std::from_chars(text.data() + 3, text.data() + newline, skipped);
+            if (err == std::errc() && end == text.data() + newline)
+                return skipped;
+        }
         if (!exited_ok && text.starts_with("error ") && newline != std::string::npos) {
             int code = 0;
             std::string number = text.substr(6, newline - 6);
@@ -97,56 +102,101 @@ namespace {
             if (parsed)
                 code = std::stoi(number);
             if (code < 0 && code > -4096)
-                return Error { code, import_failed + printable(text.substr(newline + 1)) };
+                return Error { code, failed + printable(text.substr(newline + 1)) };
         }
         return Error { -EIO,
-            std::string(import_failed) + "the unpacking process (bulkhead-unpack) ended without a result ("
-                + describe(wait_status) + ")" };
+            failed + "its confined process (bulkhead-unpack) ended without a result (" + describe(wait_status)
+                + ")" };
+    }
+
+    // Who a confined bulkhead-unpack runs as: see unpack_rootfs.
+    struct Ids {
+        uid_t owner;
+        gid_t group;
+        std::optional<SubordinateIds> subordinate;
+    };
+
+    // Starts bulkhead-unpack with `argv`, `tree` as fd 3, `extra` (if any) as fd 4, stdin `input`
+    // (or /dev/null), and resolves with what its result line says. `failed` prefixes errors.
+    kj::Promise<Result<uint64_t>> run_confined(kj::UnixEventPort& port, int exe_fd,
+        std::vector<std::string> argv, const Ids& ids, int tree, int input, int extra,
+        const std::string& failed)
+    {
+        int pipe_fds[2];
+        if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+            return Result<uint64_t>(Error::from_errno(errno, failed + "cannot create a pipe"));
+        Fd result_read(pipe_fds[0]), result_write(pipe_fds[1]);
+        Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!null)
+            return Result<uint64_t>(Error::from_errno(errno, failed + "cannot open /dev/null"));
+        SpawnPlan plan;
+        plan.path = "bulkhead-unpack";
+        plan.exec_fd = exe_fd;
+        plan.argv = std::move(argv);
+        plan.fds = { { input >= 0 ? input : null.get(), 0 }, { result_write.get(), 1 }, { null.get(), 2 },
+            { tree, 3 } };
+        if (extra >= 0)
+            plan.fds.push_back({ extra, 4 });
+        plan.namespaces = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+        if (ids.owner != 0) {
+            plan.namespaces |= CLONE_NEWUSER;
+            plan.map_root_to = Credentials { ids.owner, ids.group };
+            plan.subordinate = ids.subordinate;
+        }
+        auto spawned = spawn_process(plan);
+        if (!spawned)
+            return Result<uint64_t>(Error { spawned.error().code, failed + spawned.error().message });
+        result_write = Fd();
+        auto child = kj::heap<ChildProcess>(std::move(spawned.value()));
+        auto exited = ipc::when_exited(port, child->pidfd());
+        return exited
+            .then([child = child.get(), result_read = std::move(result_read),
+                      failed]() mutable -> Result<uint64_t> {
+                int wait_status = child->wait();
+                return parse_result(read_result(result_read.get()), wait_status, failed);
+            })
+            .attach(kj::mv(child));
     }
 
 } // namespace
 
-kj::Promise<Status> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job)
+kj::Promise<Result<uint64_t>> unpack_rootfs(kj::UnixEventPort& port, const UnpackJob& job)
 {
     if (Status usable = check_archive_fd(job.archive_fd); !usable)
-        return usable;
+        return Result<uint64_t>(usable.take_error());
     auto target = create_target(job);
     if (!target)
-        return Status(target.take_error());
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-        return Status(Error::from_errno(errno, std::string(import_failed) + "cannot create a pipe"));
-    Fd result_read(pipe_fds[0]), result_write(pipe_fds[1]);
-    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
-    if (!null)
-        return Status(Error::from_errno(errno, std::string(import_failed) + "cannot open /dev/null"));
-
-    SpawnPlan plan;
-    plan.path = "bulkhead-unpack";
-    plan.exec_fd = job.unpack_exe_fd;
-    plan.argv = { "bulkhead-unpack" };
+        return Result<uint64_t>(target.take_error());
+    std::vector<std::string> argv = { "bulkhead-unpack" };
     if (job.owner == 0)
-        plan.argv.push_back("--keep-owners");
+        argv.push_back("--keep-owners=" + std::to_string(UINT32_MAX) + ":" + std::to_string(UINT32_MAX));
+    else if (job.subordinate)
+        argv.push_back("--keep-owners=" + std::to_string(job.subordinate->uid_count) + ":"
+            + std::to_string(job.subordinate->gid_count));
     for (uint64_t value : { job.limits.max_bytes, job.limits.max_entries, job.limits.keep_free_bytes })
-        plan.argv.push_back(std::to_string(value));
-    plan.fds = { { job.archive_fd, 0 }, { result_write.get(), 1 }, { null.get(), 2 }, { target->get(), 3 } };
-    plan.namespaces = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
-    if (job.owner != 0) {
-        plan.namespaces |= CLONE_NEWUSER;
-        plan.map_root_to = Credentials { job.owner, job.group };
-    }
-    auto spawned = spawn_process(plan);
-    if (!spawned)
-        return Status(Error { spawned.error().code, import_failed + spawned.error().message });
-    result_write = Fd();
-    auto child = kj::heap<ChildProcess>(std::move(spawned.value()));
-    auto exited = ipc::when_exited(port, child->pidfd());
-    return exited
-        .then([child = child.get(), result_read = std::move(result_read)]() mutable -> Status {
-            int wait_status = child->wait();
-            return parse_result(read_result(result_read.get()), wait_status);
-        })
-        .attach(kj::mv(child));
+        argv.push_back(std::to_string(value));
+    return run_confined(port, job.unpack_exe_fd, std::move(argv),
+        Ids { job.owner, job.group, job.subordinate }, target->get(), job.archive_fd, -1, import_failed);
+}
+
+kj::Promise<Status> pack_rootfs(kj::UnixEventPort& port, const PackJob& job)
+{
+    std::string failed = "cannot export '" + job.name + "': ";
+    Fd tree(::open(job.rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!tree)
+        return Status(Error::from_errno(errno, failed + "cannot open its root filesystem"));
+    int flags = fcntl(job.out_fd, F_GETFL);
+    if (flags < 0 || (flags & O_PATH) || (flags & O_ACCMODE) == O_RDONLY)
+        return Status(Error { -EBADF, failed + "the output's fd is not open for writing" });
+    std::vector<std::string> argv
+        = { "bulkhead-unpack", std::string("--pack=") + compression_name(job.compression) };
+    return run_confined(port, job.unpack_exe_fd, std::move(argv),
+        Ids { job.owner, job.group, job.subordinate }, tree.get(), -1, job.out_fd, failed)
+        .then([](Result<uint64_t> packed) -> Status {
+            if (!packed)
+                return packed.take_error();
+            return {};
+        });
 }
 
 } // namespace bh::service

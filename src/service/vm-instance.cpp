@@ -5,6 +5,7 @@
 #include "base/spawn.h"
 #include "ipc/process-watch.h"
 #include "service/namespace-check.h"
+#include "service/subordinate-ids.h"
 
 #include <bulkhead/plugin_api.h>
 #include <csignal>
@@ -173,8 +174,15 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(VmEnvironment& env,
         = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { null_fd.get(), 2 }, { pair->theirs.get(), 3 } },
         .namespaces = namespaces_for(identity, settings),
     };
-    if (identity.uid != 0)
+    if (identity.uid != 0) {
         plan.map_root_to = Credentials { identity.uid, identity.gid };
+        // Read at each VM's start, so an admin's change to the files applies to the next VM.
+        auto subordinate = subordinate_ids_of(identity.user_name, identity.uid, identity.gid);
+        if (!subordinate)
+            return Result<kj::Own<VmInstance>>(
+                Error { subordinate.error().code, "cannot create the VM: " + subordinate.error().message });
+        plan.subordinate = subordinate.value();
+    }
     // Made before the VM is cloned, so that the VM's copy of the mounts has it.
     auto staging = StagingMount::create(env.staging_dir, identity.session_id);
     if (!staging)

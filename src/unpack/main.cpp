@@ -1,13 +1,16 @@
 // bulkhead-unpack: extracts one untrusted distribution archive, confined, for bulkheadd.
 //
-//   bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
+//   bulkhead-unpack [--keep-owners=MAX_UID:MAX_GID] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
+//   bulkhead-unpack --pack=none|gzip|xz|zstd      (export: fd 3 is the tree, the tar goes to fd 4)
 //
 // fd 0 is the archive (as the user sent it), fd 3 the empty target directory, fd 1 where the
-// result goes: "ok\n", or "error <negative errno>\n<message>". The service starts it in new PID,
-// network, IPC and UTS namespaces and, for a user's archive, as root of a user namespace that
-// maps only that user (service/unpack-process.h). Before reading a byte it chroots into the
+// result goes: "ok <device nodes skipped>\n", or "error <negative errno>\n<message>". The service starts it
+// in new PID, network, IPC and UTS namespaces and, for a user's archive, as root of a user namespace that
+// maps that user (and their /etc/subuid range, if any: then owners are kept up to its end;
+// service/unpack-process.h). Before reading a byte it chroots into the
 // target and keeps only the capabilities extraction needs, none of which can undo the chroot:
 // a parser bug gets the user's own ids, in an empty tree, and nothing else.
+#include "unpack/rootfs-archive.h"
 #include "unpack/rootfs-import.h"
 
 #include <cerrno>
@@ -27,6 +30,7 @@ namespace {
 constexpr int archive_fd = 0;
 constexpr int result_fd = 1;
 constexpr int target_fd = 3;
+constexpr int pack_fd = 4;
 
 void write_all(std::string_view text)
 {
@@ -79,7 +83,7 @@ void keep_only_capabilities(uint64_t keep)
 // Into the target, for good: the chroot cannot be left without CAP_SYS_CHROOT, which is dropped
 // right after, and no fd outside it stays open (the service passes only the archive, the result
 // pipe, /dev/null and the target).
-void confine(bool keep_owners)
+void confine(uint64_t keep)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         fail_errno("PR_SET_NO_NEW_PRIVS");
@@ -93,33 +97,73 @@ void confine(bool keep_owners)
     rlimit few_files { 64, 64 };
     if (setrlimit(RLIMIT_CORE, &no_core) != 0 || setrlimit(RLIMIT_NOFILE, &few_files) != 0)
         fail_errno("setrlimit");
-    // Writing over modes and times of entries (FOWNER, DAC_OVERRIDE) and keeping setuid and
-    // setgid bits (FSETID); restoring the archive's owners needs CHOWN too.
-    uint64_t keep = (uint64_t { 1 } << CAP_DAC_OVERRIDE) | (uint64_t { 1 } << CAP_FOWNER)
-        | (uint64_t { 1 } << CAP_FSETID);
-    if (keep_owners)
-        keep |= uint64_t { 1 } << CAP_CHOWN;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    // A decompressor's window is the archive's choice (xz and zstd headers name up to GiBs): 1 GiB
+    // of heap covers every real rootfs, and a bigger ask fails this import, not the host's memory.
+    // (Sanitizers reserve terabytes of shadow memory, which this limit would refuse.)
+    rlimit heap { 1ULL << 30, 1ULL << 30 };
+    if (setrlimit(RLIMIT_DATA, &heap) != 0)
+        fail_errno("setrlimit");
+#endif
     keep_only_capabilities(keep);
+}
+
+constexpr uint64_t cap(int which)
+{
+    return uint64_t { 1 } << which;
+}
+
+// Packing (`bulkhead export`): the tree as a tar on fd 4. Reading any file of it takes
+// DAC_OVERRIDE only (not DAC_READ_SEARCH, whose open_by_handle_at would lead out of a chroot).
+[[noreturn]] void pack(const char* compression_name)
+{
+    auto compression = bh::parse_compression(compression_name);
+    if (!compression)
+        fail(-EINVAL, std::string("bulkhead-unpack: unknown compression '") + compression_name + "'");
+    confine(cap(CAP_DAC_OVERRIDE));
+    bh::Status status = bh::write_rootfs_tar("/", pack_fd, *compression);
+    if (!status)
+        fail(status.error().code, status.error().message);
+    write_all("ok 0\n");
+    _exit(0);
 }
 
 } // namespace
 
 int main(int argc, char** argv)
 {
+    if (argc == 2 && std::string_view(argv[1]).starts_with("--pack="))
+        pack(argv[1] + std::string_view("--pack=").size());
+    // --keep-owners=MAX_UID:MAX_GID restores the archive's owners up to those ids.
     int first = 1;
-    bool keep_owners = argc > 1 && std::string_view(argv[1]) == "--keep-owners";
-    if (keep_owners)
-        first = 2;
     bh::ImportLimits limits;
+    constexpr std::string_view keep_prefix = "--keep-owners=";
+    bool keep_owners = argc > 1 && std::string_view(argv[1]).starts_with(keep_prefix);
+    if (keep_owners) {
+        first = 2;
+        std::string_view keep = argv[1] + keep_prefix.size();
+        size_t colon = keep.find(':');
+        uint64_t uid = 0, gid = 0;
+        if (colon == std::string_view::npos || !parse(std::string(keep.substr(0, colon)).c_str(), uid)
+            || !parse(std::string(keep.substr(colon + 1)).c_str(), gid) || uid > UINT32_MAX
+            || gid > UINT32_MAX)
+            fail(-EINVAL, "bulkhead-unpack: --keep-owners needs MAX_UID:MAX_GID");
+        limits.max_owner_uid = static_cast<uint32_t>(uid);
+        limits.max_owner_gid = static_cast<uint32_t>(gid);
+    }
     if (argc - first != 3 || !parse(argv[first], limits.max_bytes)
         || !parse(argv[first + 1], limits.max_entries) || !parse(argv[first + 2], limits.keep_free_bytes))
-        fail(-EINVAL, "usage: bulkhead-unpack [--keep-owners] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES");
-    confine(keep_owners);
-    bh::Status status = bh::extract_rootfs_tar(
-        archive_fd, "/", keep_owners ? bh::ImportOwners::archive : bh::ImportOwners::importer, limits);
+        fail(-EINVAL,
+            "usage: bulkhead-unpack [--keep-owners=MAX_UID:MAX_GID] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES");
+    // Writing over modes and times of entries (FOWNER, DAC_OVERRIDE) and keeping setuid and
+    // setgid bits (FSETID); restoring the archive's owners needs CHOWN too.
+    confine(cap(CAP_DAC_OVERRIDE) | cap(CAP_FOWNER) | cap(CAP_FSETID) | (keep_owners ? cap(CAP_CHOWN) : 0));
+    bh::ImportUsage usage;
+    bh::Status status = bh::extract_rootfs_tar(archive_fd, "/",
+        keep_owners ? bh::ImportOwners::archive : bh::ImportOwners::importer, limits, &usage);
     if (!status)
         fail(status.error().code, status.error().message);
-    write_all("ok\n");
+    write_all("ok " + std::to_string(usage.skipped_devices) + "\n");
     // _exit: nothing is left to flush, and a sanitizer's exit-time pass (LeakSanitizer) would
     // need the /proc this chroot does not have.
     _exit(0);

@@ -129,8 +129,8 @@ namespace {
         return {};
     }
 
-    // Only directories, regular files, symlinks and FIFOs belong in a rootfs; device nodes
-    // would give the VM raw access to host hardware.
+    // Only directories, regular files, symlinks and FIFOs are written; device nodes never reach
+    // here (extract_entries skips them: they would give the VM raw access to host hardware).
     Status check_file_type(archive_entry* entry, std::string_view name, bool is_root)
     {
         mode_t type = archive_entry_filetype(entry);
@@ -143,13 +143,30 @@ namespace {
             return {};
         case AE_IFLNK:
             return check_symlink(entry, name);
-        case AE_IFCHR:
-            return bad_entry(name, "is a character device node, which a rootfs tar may not contain");
-        case AE_IFBLK:
-            return bad_entry(name, "is a block device node, which a rootfs tar may not contain");
         default:
             return bad_entry(name, "has an unsupported file type (socket or unknown)");
         }
+    }
+
+    bool is_device(archive_entry* entry)
+    {
+        mode_t type = archive_entry_filetype(entry);
+        return !archive_entry_hardlink(entry) && (type == AE_IFCHR || type == AE_IFBLK);
+    }
+
+    // A device node is skipped, not written: the distribution gets its own /dev, and tars of
+    // real systems (mmdebstrap's, exported ones) carry /dev/console, /dev/null and the like. Its
+    // name must still stay inside the root, as every other entry's.
+    Status check_skipped_device(std::string_view name, const std::string& root)
+    {
+        if (name.empty())
+            return Error { -EINVAL, "an entry has an empty or unreadable name" };
+        auto placed = place(name, name, "", root);
+        if (!placed)
+            return placed.take_error();
+        if (*placed == root)
+            return bad_entry(name, "would replace the root directory with a device node");
+        return {};
     }
 
     Status place_hardlink(archive_entry* entry, std::string_view name, const std::string& root)
@@ -307,6 +324,19 @@ namespace {
         return {};
     }
 
+    // Only ids the importing user namespace maps can be restored (ImportLimits::max_owner_uid).
+    Status check_owner(archive_entry* entry, std::string_view name, const ImportLimits& limits)
+    {
+        la_int64_t uid = archive_entry_uid(entry), gid = archive_entry_gid(entry);
+        if (uid <= limits.max_owner_uid && gid <= limits.max_owner_gid)
+            return {};
+        return bad_entry(name,
+            "is owned by uid " + std::to_string(uid) + ", gid " + std::to_string(gid)
+                + ", beyond the ids of the distribution's user namespace (uids 0 to "
+                + std::to_string(limits.max_owner_uid) + ", gids 0 to " + std::to_string(limits.max_owner_gid)
+                + ")");
+    }
+
     Status extract_entries(archive* in, archive* out, const std::string& root, const ImportLimits& limits,
         ImportUsage& used, std::optional<std::array<timespec, 2>>& root_times)
     {
@@ -322,6 +352,12 @@ namespace {
             name = raw ? raw : "";
             uint64_t size
                 = archive_entry_size(entry) > 0 ? static_cast<uint64_t>(archive_entry_size(entry)) : 0;
+            BH_TRY(check_owner(entry, name, limits));
+            if (is_device(entry)) {
+                BH_TRY(check_skipped_device(name, root));
+                used.skipped_devices += 1;
+                continue;
+            }
             BH_TRY(within_limits(limits, used, size, root));
             BH_TRY(check_entry(entry, name, root));
             if (std::string_view(archive_entry_pathname(entry)) == on_disk(root))

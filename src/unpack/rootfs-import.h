@@ -27,19 +27,25 @@ struct ImportLimits {
     // unprivileged writers (statvfs f_bavail): root writes, which the filesystem's reserve for
     // root would otherwise not stop.
     uint64_t keep_free_bytes = 0;
+    // With ImportOwners::archive: an entry owned by a higher uid or gid is refused (-EINVAL); the
+    // ids of a user namespace that maps a user's subordinate range end there.
+    uint32_t max_owner_uid = UINT32_MAX;
+    uint32_t max_owner_gid = UINT32_MAX;
 };
 
-// What an import wrote, by the same measures as ImportLimits.
+// What an import wrote, by the same measures as ImportLimits, and the device nodes it skipped.
 struct ImportUsage {
     uint64_t bytes = 0;
     uint64_t entries = 0;
+    uint64_t skipped_devices = 0;
 };
 
 // Extracts a tar stream (plain or gzip/bzip2/xz/lzma/lzip/zstd/lz4/compress) read from `tar_fd`
 // into `target_dir`, which must not exist yet (its parent must); it is created with mode 0755.
 // The archive is untrusted: every entry is validated before it is written, and an absolute
 // path, a '..' component, an absolute or escaping hardlink target, a relative symlink that
-// climbs above the root, a device node or an over-long name rejects the whole archive.
+// climbs above the root or an over-long name rejects the whole archive. Device nodes are not
+// written (the distribution gets its own /dev) but counted in `usage`; their names are checked.
 // Absolute symlink targets are allowed: they resolve inside the distribution's own root at run
 // time. Going over `limits` rejects it too (-EDQUOT for bytes and entries, -ENOSPC for the
 // filesystem's free space). `usage`, when given, is filled on success.

@@ -28,6 +28,30 @@ namespace {
     };
 
     // Finds `wanted` (a name or a numeric uid) in this root's /etc/passwd.
+    // Whether `id` has a host id in this process's user namespace (`which`: "uid_map" or "gid_map").
+    bool id_is_mapped(const char* which, uint32_t id)
+    {
+        std::ifstream map(std::string("/proc/self/") + which);
+        uint64_t inside = 0, outside = 0, count = 0;
+        while (map >> inside >> outside >> count) {
+            if (id >= inside && id - inside < count)
+                return true;
+        }
+        return false;
+    }
+
+    // A user of the distribution's /etc/passwd the VM cannot become says why, not EINVAL from setuid.
+    Status check_mapped(const User& user)
+    {
+        if (id_is_mapped("uid_map", user.uid) && id_is_mapped("gid_map", user.gid))
+            return {};
+        return Error { -EINVAL,
+            "cannot run as '" + user.name + "' (uid " + std::to_string(user.uid) + ", gid "
+                + std::to_string(user.gid)
+                + "): this VM's user namespace maps only root; a range for the VM's user in the host's "
+                  "/etc/subuid and /etc/subgid maps more" };
+    }
+
     Result<User> lookup_user(const std::string& wanted)
     {
         std::ifstream passwd("/etc/passwd");
@@ -241,6 +265,8 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
             if (!found)
                 return fail_outcome(context.getResults().initOutcome(), found.error());
             user = found.value();
+            if (Status mapped = check_mapped(user); !mapped)
+                return fail_outcome(context.getResults().initOutcome(), mapped.error());
         }
         auto program = resolve_program(request.getPath().cStr());
         if (!program)

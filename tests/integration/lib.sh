@@ -2,6 +2,8 @@
 set -euo pipefail
 
 BIN=${BULKHEAD_BIN:?set BULKHEAD_BIN to the directory holding bulkheadd and bulkhead}
+# Where bulkheadd is: beside the CLI in a build tree, sbin in an installed one (install.sh).
+SBIN=$BIN
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OTHER_UID=4242
 
@@ -32,6 +34,8 @@ SVC_PID=
 # A command prefix start_service runs bulkheadd through, when a test sets it (vm-limits.sh starts
 # the service in a cgroup of its own).
 SERVICE_LAUNCHER=()
+# Options start_service passes to bulkheadd before the directories (journal.sh: --log-level).
+SERVICE_ARGS=()
 SANITIZER_REPORT='(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error: '
 
 TEST_START=$EPOCHREALTIME
@@ -92,7 +96,7 @@ start_service_with_env() {
   exec {ready}< <(exec "$HELPER" ready-wait "$T/notify.sock" 10)
   read -r -u "$ready" line || true
   [ "$line" = listening ] || { exec {ready}<&-; fail "cannot listen for sd_notify on $T/notify.sock"; }
-  NOTIFY_SOCKET="$T/notify.sock" "${SERVICE_LAUNCHER[@]}" env "$@" "$BIN/bulkheadd" --config-dir "$T/cfg" \
+  NOTIFY_SOCKET="$T/notify.sock" "${SERVICE_LAUNCHER[@]}" env "$@" "$SBIN/bulkheadd" "${SERVICE_ARGS[@]}" --config-dir "$T/cfg" \
     --state-dir "$T/state" --runtime-dir "$T/run" >>"$T/daemon.log" 2>&1 &
   SVC_PID=$!
   line=

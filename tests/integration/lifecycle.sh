@@ -30,6 +30,26 @@ expect_eq "$(bh run -d beta -- cat /etc/hostname 2>/dev/null || true)" "" "beta 
 bh set-default beta
 expect_eq "$(bh list --json | jq -c '[.[] | select(.default) | .name]')" '["beta"]' "default"
 
+# Export, then register the export: the same tree (names, types, modes, owners, sizes, link targets,
+# link counts and contents), compressed as the file name says, readable by its owner only. A
+# failed export leaves nothing behind.
+tree_listing() {
+  (cd "$1" && find . -printf '%p %y %m %U %G %s %n %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 md5sum)
+}
+rootfs_of() { echo "$T/state/distributions/$(bh list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | .uuid')/rootfs"; }
+bh export alpha "$T/alpha.tar.zst"
+expect_eq "$(stat -c %a "$T/alpha.tar.zst")" 600 "mode of the exported archive"
+[ "$(head -c 4 "$T/alpha.tar.zst" | od -An -tx1 | tr -d ' ')" = 28b52ffd ] || fail "the export is not zstd"
+bh register gamma --tar "$T/alpha.tar.zst" >/dev/null
+original=$(tree_listing "$(rootfs_of alpha)"); copy=$(tree_listing "$(rootfs_of gamma)")
+[ "$(wc -l <<<"$original")" -gt 50 ] || fail "too short a listing of alpha (test ineffective): $original"
+expect_eq "$copy" "$original" "the registered export's tree"
+bh unregister gamma
+bh export alpha - >"$T/alpha.tar"
+tar -tf "$T/alpha.tar" | grep -qx './etc/os-release' || fail "the exported tar has no ./etc/os-release"
+expect_error ENOENT "no distribution with the supplied name 'missing'" bh export missing "$T/missing.tar"
+ls "$T"/missing.tar* >/dev/null 2>&1 && fail "a failed export left a file behind"
+
 # The UUID survives a restart of the service.
 stop_service
 start_service

@@ -27,6 +27,10 @@
  *                                with PROGRAM's exit status.
  *   garbage SOCKET               connects to a stream socket three times: sends 64 KiB of random
  *                                bytes, then zeros and 0xff, then nothing; closes each.
+ *   journal SOCKET FILE SECONDS  a stand-in for journald's native socket: binds a datagram socket
+ *                                at SOCKET, prints "listening", then appends each datagram (an
+ *                                entry, KEY=VALUE lines) and an empty line to FILE; exits 0
+ *                                after SECONDS.
  *   hold SOCKET N MILLISECONDS   holds N connections to SOCKET open, then closes them all.
  *   hostile-tars DIR             writes the hostile archives dotdot, absolute, outward, hardlink
  *                                and device (.tar) into DIR.
@@ -120,6 +124,39 @@ static int ready_wait(const char* path, double seconds)
                 return 0;
             }
         }
+    }
+}
+
+static int journal(const char* path, const char* file, double seconds)
+{
+    struct sockaddr_un addr = unix_address(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket");
+    if (bind(fd, (struct sockaddr*)&addr, sizeof(addr)) < 0)
+        die(path);
+    int out = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0)
+        die(file);
+    printf("listening\n");
+    fflush(stdout);
+    long long deadline = now_ms() + (long long)(seconds * 1000);
+    static char buf[65537];
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int n = poll(&p, 1, left_ms(deadline));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            die("poll");
+        if (n == 0)
+            return 0;
+        ssize_t got = recv(fd, buf, sizeof(buf) - 1, 0);
+        if (got < 0)
+            die("recv");
+        buf[got++] = '\n';
+        if (write(out, buf, (size_t)got) != got)
+            die(file);
     }
 }
 
@@ -482,7 +519,8 @@ static int hostile_tars(const char* dir)
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: %s ready-wait|wait-lines|wait-grep|wait-exit|swap|stranger-host|garbage|hold|hostile-tars "
+        "usage: %s "
+        "ready-wait|wait-lines|wait-grep|wait-exit|swap|stranger-host|garbage|hold|journal|hostile-tars "
         "ARGS "
         "(see the source's first comment)\n",
         prog);
@@ -510,6 +548,8 @@ int main(int argc, char** argv)
         return stranger_host(argv[2]);
     if (strcmp(cmd, "garbage") == 0 && argc == 3)
         return garbage(argv[2]);
+    if (strcmp(cmd, "journal") == 0 && argc == 5)
+        return journal(argv[2], argv[3], atof(argv[4]));
     if (strcmp(cmd, "hold") == 0 && argc == 5)
         return hold(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (strcmp(cmd, "hostile-tars") == 0 && argc == 3)

@@ -39,48 +39,50 @@ Fd raw_connect(const std::string& runtime_dir)
     return fd;
 }
 
-int mount_opath(kj::AsyncIoContext& io, const std::string& runtime_dir, const char* dir, const char* vm_path)
+// Sends one call carrying an fd of DIR opened with `flags`; `fill` sets the request's fields. Prints
+// `done` if the service accepted it, else reports its error as the CLI would.
+template<typename Method, typename Fill>
+int send_with_dir_fd(kj::AsyncIoContext& io, const std::string& runtime_dir, Method method, const char* dir,
+    int flags, Fill fill, const char* done)
 {
     auto client = bh::cli::Client::connect(io, runtime_dir);
     if (!client)
         return bh::cli::report({ client.take_error(), "HostileClient/Connect" });
-    Fd fd(::open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    Fd fd(::open(dir, flags | O_DIRECTORY | O_CLOEXEC));
     if (!fd) {
         std::perror(dir);
         return 2;
     }
-    auto request = client.value()->control().vmMountRequest();
-    request.setHostDir(bh::ipc::wrap_fd(std::move(fd)));
-    request.setVmPath(vm_path);
+    auto request = (client.value()->control().*method)(nullptr);
+    fill(request, bh::ipc::wrap_fd(std::move(fd)));
     auto reply = request.send().wait(io.waitScope);
     bh::Status status = bh::ipc::to_status(reply.getOutcome());
     if (!status)
         return bh::cli::report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
-    std::cout << "mounted" << std::endl;
+    std::cout << done << std::endl;
     return 0;
+}
+
+int mount_opath(kj::AsyncIoContext& io, const std::string& runtime_dir, const char* dir, const char* vm_path)
+{
+    using Control = bh::proto::Control::Client;
+    auto fill = [vm_path](auto& request, auto fd) {
+        request.setHostDir(kj::mv(fd));
+        request.setVmPath(vm_path);
+    };
+    return send_with_dir_fd(io, runtime_dir, &Control::vmMountRequest, dir, O_PATH, fill, "mounted");
 }
 
 // Registers NAME with a directory fd as its "archive": the process that unpacks it is chrooted
 // into the new tree, and a directory fd from outside would be its way out.
 int register_dir(kj::AsyncIoContext& io, const std::string& runtime_dir, const char* dir, const char* name)
 {
-    auto client = bh::cli::Client::connect(io, runtime_dir);
-    if (!client)
-        return bh::cli::report({ client.take_error(), "HostileClient/Connect" });
-    Fd fd(::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) {
-        std::perror(dir);
-        return 2;
-    }
-    auto request = client.value()->control().registerRequest();
-    request.setName(name);
-    request.setArchive(bh::ipc::wrap_fd(std::move(fd)));
-    auto reply = request.send().wait(io.waitScope);
-    bh::Status status = bh::ipc::to_status(reply.getOutcome());
-    if (!status)
-        return bh::cli::report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
-    std::cout << "registered" << std::endl;
-    return 0;
+    using Control = bh::proto::Control::Client;
+    auto fill = [name](auto& request, auto fd) {
+        request.setName(name);
+        request.setArchive(kj::mv(fd));
+    };
+    return send_with_dir_fd(io, runtime_dir, &Control::registerRequest, dir, O_RDONLY, fill, "registered");
 }
 
 // Cap'n Proto's stream framing: (segment count - 1), then each segment's size in words.

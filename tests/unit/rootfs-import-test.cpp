@@ -3,7 +3,7 @@
 #include "unpack/rootfs-tree.h"
 
 #include "base/fd.h"
-#include "cli/rootfs-archive.h"
+#include "unpack/rootfs-archive.h"
 
 #include <algorithm>
 #include <archive.h>
@@ -258,6 +258,27 @@ namespace {
         EXPECT_TRUE(fs::is_empty(m_target));
     }
 
+    // Behind a subordinate range only ids up to its end exist: an owner beyond is refused whole.
+    TEST_F(RootfsTest, RejectsOwnersBeyondTheMappedIds)
+    {
+        ImportLimits limits;
+        limits.max_owner_uid = 65536;
+        limits.max_owner_gid = 65536;
+        Fd inside = TarBuilder().owned_file("srv/mine", 65536, 65536).finish();
+        if (geteuid() == 0) {
+            Status status = import_rootfs_tar(inside.get(), m_target, ImportOwners::archive, limits);
+            ASSERT_TRUE(status.ok()) << status.error().message;
+            ASSERT_TRUE(remove_tree(m_target).ok());
+        }
+        Fd beyond = TarBuilder().owned_file("srv/far", 65537, 0).finish();
+        Status status = import_rootfs_tar(beyond.get(), m_target, ImportOwners::archive, limits);
+        ASSERT_FALSE(status.ok());
+        EXPECT_EQ(status.error().code, -EINVAL);
+        EXPECT_TRUE(contains(status.error().message, "'srv/far' is owned by uid 65537"))
+            << status.error().message;
+        EXPECT_FALSE(exists(m_target));
+    }
+
     // bulkhead-unpack imports a user's archive as root of a user namespace that maps only that
     // user: there the importer's own ids own every entry, whatever the archive says. Here a child
     // with uid 4321 stands in for it.
@@ -367,15 +388,30 @@ namespace {
         expect_rejected(TarBuilder().symlink("./l", "..").finish(), "./l", "climbs above the root");
     }
 
-    TEST_F(RootfsTest, RejectsCharacterDevice)
+    // Device nodes are skipped and counted (tars of real systems carry /dev/console); nothing
+    // of them reaches the disk, and the rest of the archive is imported.
+    TEST_F(RootfsTest, SkipsDeviceNodes)
     {
-        expect_rejected(
-            TarBuilder().dir("dev").device("dev/mem", AE_IFCHR).finish(), "dev/mem", "character device");
+        Fd tar = TarBuilder()
+                     .dir("dev")
+                     .device("dev/mem", AE_IFCHR)
+                     .device("dev/sda", AE_IFBLK)
+                     .file("etc/hostname", "box")
+                     .finish();
+        ImportUsage usage;
+        Status status = import_rootfs_tar(tar.get(), m_target, ImportOwners::archive, {}, &usage);
+        ASSERT_TRUE(status.ok()) << status.error().message;
+        EXPECT_EQ(usage.skipped_devices, 2u);
+        EXPECT_FALSE(exists(m_target + "/dev/mem"));
+        EXPECT_FALSE(exists(m_target + "/dev/sda"));
+        EXPECT_EQ(read_file(m_target + "/etc/hostname"), "box");
     }
 
-    TEST_F(RootfsTest, RejectsBlockDevice)
+    // A skipped device's name is checked like any other's.
+    TEST_F(RootfsTest, RejectsDeviceOutsideTheRoot)
     {
-        expect_rejected(TarBuilder().device("dev/sda", AE_IFBLK).finish(), "dev/sda", "block device");
+        expect_rejected(TarBuilder().device("../dev/mem", AE_IFCHR).finish(), "../dev/mem", "'..' component");
+        expect_rejected(TarBuilder().device("/dev/sda", AE_IFBLK).finish(), "/dev/sda", "absolute path");
     }
 
     TEST_F(RootfsTest, RejectsOverlongName)

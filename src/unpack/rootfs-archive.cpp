@@ -1,5 +1,5 @@
 // Rootfs archive: walks a directory with libarchive's disk reader and writes it as pax tar.
-#include "cli/rootfs-archive.h"
+#include "unpack/rootfs-archive.h"
 
 #include "base/fd.h"
 
@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <utility>
 
 namespace bh {
 
@@ -83,13 +84,29 @@ namespace {
         return disk;
     }
 
-    Result<WriteArchive> open_tar_writer(int out_fd)
+    int add_filter(archive* tar, TarCompression compression)
+    {
+        switch (compression) {
+        case TarCompression::gzip:
+            return archive_write_add_filter_gzip(tar);
+        case TarCompression::xz:
+            return archive_write_add_filter_xz(tar);
+        case TarCompression::zstd:
+            return archive_write_add_filter_zstd(tar);
+        case TarCompression::none:
+            break;
+        }
+        return archive_write_add_filter_none(tar);
+    }
+
+    Result<WriteArchive> open_tar_writer(int out_fd, TarCompression compression)
     {
         WriteArchive tar(archive_write_new());
         if (!tar)
             return Error { -ENOMEM, "cannot allocate a tar writer" };
+        // ARCHIVE_WARN from a filter means an external program would do the work: refused.
         if (archive_write_set_format_pax_restricted(tar.get()) != ARCHIVE_OK
-            || archive_write_add_filter_none(tar.get()) != ARCHIVE_OK
+            || add_filter(tar.get(), compression) != ARCHIVE_OK
             || archive_write_open_fd(tar.get(), out_fd) != ARCHIVE_OK)
             return archive_failure(tar.get(), "cannot start the tar stream");
         return tar;
@@ -166,13 +183,13 @@ namespace {
 
 } // namespace
 
-Status write_rootfs_tar(const std::string& dir, int out_fd)
+Status write_rootfs_tar(const std::string& dir, int out_fd, TarCompression compression)
 {
     std::string top = without_trailing_slashes(dir);
     auto disk = open_disk_reader(top);
     if (!disk)
         return disk.take_error();
-    auto tar = open_tar_writer(out_fd);
+    auto tar = open_tar_writer(out_fd, compression);
     if (!tar)
         return tar.take_error();
     BH_TRY(write_tree(disk->get(), tar->get(), top));
