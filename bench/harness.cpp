@@ -43,6 +43,16 @@ namespace {
         {
             return Result<Fd>(Error { -ENOSYS, "the benchmark serves no execute_binary" });
         }
+        kj::Promise<int> container_mount(uint32_t, std::string, std::string, bool) override
+        {
+            return -ENOSYS;
+        }
+        kj::Promise<int> container_unmount(uint32_t, std::string) override { return -ENOSYS; }
+        kj::Promise<Result<host::ProcessStart>> create_process(
+            uint32_t, std::string, std::vector<std::string>, std::vector<std::string>) override
+        {
+            return Result<host::ProcessStart>(Error { -ENOSYS, "the benchmark serves no processes" });
+        }
     };
 
     BenchTarget& target()

@@ -9,7 +9,7 @@ using Common = import "common.capnp";
 # Version of this protocol. A client whose major differs is refused at hello(); a newer minor
 # on either side is accepted (fields are only ever added).
 const controlMajor :UInt32 = 1;
-const controlMinor :UInt32 = 0;
+const controlMinor :UInt32 = 1;
 
 # Which session a call acts on. Everyone acts on their own (SO_PEERCRED uid); only root may
 # name another user's uid.
@@ -114,6 +114,49 @@ interface Control {
   # "zstd". Dropping the call stops it.
   export @11 (name :Text, out :Common.Fd, compression :Text, target :Target)
       -> (outcome :Common.Outcome);
+
+  # Container sessions: named, per user (Target), each with a VM of its own started on demand.
+  # create opens an existing session of that name unless `exclusive` (then EEXIST).
+  containerSessionCreate @12 (name :Text, settings :ContainerSessionSettings, exclusive :Bool,
+                              startVm :Bool, target :Target)
+      -> (outcome :Common.Outcome, session :ContainerSessionInfo, created :Bool);
+  containerSessionList @13 (target :Target, all :Bool)
+      -> (outcome :Common.Outcome, sessions :List(ContainerSessionInfo));
+  containerSessionShow @14 (name :Text, target :Target)
+      -> (outcome :Common.Outcome, session :ContainerSessionInfo);
+  containerSessionTerminate @15 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  # Runs argv in the session VM's root namespace (starting the VM if needed) with the given fds;
+  # the raw wait status, or with `detach` 0 once it started. Dropping the call kills the program
+  # (not a detached one).
+  containerSessionExec @16 (name :Text, argv :List(Text), env :List(Text), stdin :Common.Fd,
+                            stdout :Common.Fd, stderr :Common.Fd, detach :Bool, target :Target)
+      -> (outcome :Common.Outcome, waitStatus :Int32);
+  # Root only: stops the session's VM as its idle timer would; wasIdle when it had none.
+  containerSessionIdle @17 (name :Text, target :Target) -> (outcome :Common.Outcome, wasIdle :Bool);
+}
+
+struct ContainerSessionInfo {
+  sessionId @0 :UInt32;
+  name @1 :Text;
+  uid @2 :UInt32;
+  userName @3 :Text;
+  applicationPid @4 :Int32;
+  storage @5 :Text;         # empty: a tmpfs that dies with the session
+  memoryMb @6 :UInt64;      # 0: the admin's VM memory limit
+  cpuMillis @7 :UInt32;     # thousandths of a CPU; 0: not limited
+  hostNetwork @8 :Bool;
+  idleTimeoutS @9 :UInt32;
+  vmState @10 :Text;        # "idle", "starting", "running", "stopping"
+  vmInitPid @11 :Int32;     # host pid of the VM's init; 0 without a VM
+}
+
+struct ContainerSessionSettings {
+  storage @0 :Common.Fd;    # the folder, opened by the client for reading; absent: a tmpfs
+  storagePath @1 :Text;     # its absolute path, as the user named it
+  memoryMb @2 :UInt64;
+  cpuMillis @3 :UInt32;
+  hostNetwork @4 :Bool;
+  idleTimeoutS @5 :UInt32 = 30;
 }
 
 interface ArchiveProducer {

@@ -10,7 +10,7 @@ using Common = import "common.capnp";
 # Versioning: a host refuses an initialize() whose major version differs from its own, and the
 # service refuses a host answering with another major. Minor versions only add fields/methods.
 const pluginHostMajor :UInt32 = 2;
-const pluginHostMinor :UInt32 = 0;
+const pluginHostMinor :UInt32 = 1;
 
 struct Version {
   major @0 :UInt32;
@@ -34,6 +34,15 @@ struct DistributionInfo {
   initPid @4 :UInt32;       # 0 for an offline distribution
   flavor @5 :Text;
   version @6 :Text;
+}
+
+struct ContainerSessionInfo {
+  sessionId @0 :UInt32;
+  displayName @1 :Text;
+  applicationPid @2 :Int32;
+  uid @3 :UInt32;
+  gid @4 :UInt32;
+  userName @5 :Text;
 }
 
 struct HookResult {
@@ -64,6 +73,18 @@ interface PluginHost {
       -> (result :HookResult);
   onDistributionUnregistered @6 (session :SessionInfo, distribution :DistributionInfo)
       -> (result :HookResult);
+  # 2.1: the container session hooks.
+  onContainerSessionCreated @7 (session :ContainerSessionInfo) -> (result :HookResult);
+  onContainerSessionStopping @8 (session :ContainerSessionInfo) -> (result :HookResult);
+  onContainerVmStarted @9 (session :ContainerSessionInfo) -> (result :HookResult);
+  onContainerVmStopping @10 (session :ContainerSessionInfo) -> (result :HookResult);
+}
+
+# A process a plugin started in a container session's VM. Dropping the capability (process_release,
+# or the host's death) kills the program if it still runs.
+interface ContainerProcess {
+  # code: 0 and exitCode, or -EBUSY while it runs.
+  exitCode @0 () -> (code :Int32, exitCode :Int32);
 }
 
 interface PluginHostCallback {
@@ -75,4 +96,14 @@ interface PluginHostCallback {
   # distribution: 16 bytes, or absent for the VM's root namespace.
   executeBinary @1 (session :UInt32, distribution :Data, path :Text, argv :List(Text))
       -> (code :Int32, socket :Common.Fd);
+  # 2.1: the container-session functions. A mountpoint may be unmounted only by the host that
+  # mounted it.
+  containerMountFolder @2 (session :UInt32, hostPath :Text, mountpoint :Text, readOnly :Bool)
+      -> (code :Int32);
+  containerUnmountFolder @3 (session :UInt32, mountpoint :Text) -> (code :Int32);
+  # env empty: the default environment. On success: the process, the host's ends of its stdin,
+  # stdout and stderr, and an fd that polls readable once it exited.
+  containerCreateProcess @4 (session :UInt32, executable :Text, argv :List(Text), env :List(Text))
+      -> (code :Int32, process :ContainerProcess, stdin :Common.Fd, stdout :Common.Fd,
+          stderr :Common.Fd, exit :Common.Fd);
 }

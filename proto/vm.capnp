@@ -51,4 +51,6 @@ interface Agent {
   # rootTree, serving this protocol on `channel`.
   startDistribution @4 (name :Text, rootTree :Common.Fd, channel :Common.Fd)
       -> (outcome :Common.Outcome, initPid :UInt32, pidNamespace :UInt64, pidfd :Common.Fd);
+  # VM init only: detaches the mount at the absolute vmPath (what mount attached there).
+  unmount @5 (vmPath :Text) -> (outcome :Common.Outcome);
 }

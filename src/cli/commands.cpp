@@ -380,6 +380,247 @@ namespace {
         return 0;
     }
 
+    nlohmann::json container_session_json(proto::ContainerSessionInfo::Reader s)
+    {
+        return { { "session_id", s.getSessionId() }, { "name", s.getName().cStr() }, { "uid", s.getUid() },
+            { "user_name", s.getUserName().cStr() }, { "application_pid", s.getApplicationPid() },
+            { "storage", s.getStorage().cStr() }, { "memory_mb", s.getMemoryMb() },
+            { "cpus", s.getCpuMillis() / 1000.0 }, { "network", s.getHostNetwork() ? "host" : "none" },
+            { "idle_timeout_s", s.getIdleTimeoutS() }, { "vm_state", s.getVmState().cStr() },
+            { "vm_init_pid", s.getVmInitPid() } };
+    }
+
+    void print_container_session(const nlohmann::json& s)
+    {
+        std::cout << "Container session '" << s["name"].get<std::string>() << "' (id " << s["session_id"]
+                  << "): uid " << s["uid"] << " (" << s["user_name"].get<std::string>() << "), VM "
+                  << s["vm_state"].get<std::string>();
+        if (s["vm_init_pid"].get<int>() > 0)
+            std::cout << " (init pid " << s["vm_init_pid"] << ")";
+        std::cout << ", storage "
+                  << (s["storage"].get<std::string>().empty() ? std::string("tmpfs")
+                                                              : s["storage"].get<std::string>())
+                  << ", network " << s["network"].get<std::string>() << std::endl;
+    }
+
+    // "1", "0.5", "2.25": thousandths of a CPU, or an error saying what is wrong.
+    Result<uint32_t> parse_cpus(const std::string& text)
+    {
+        if (text.empty())
+            return 0u;
+        char* end = nullptr;
+        errno = 0;
+        double cpus = std::strtod(text.c_str(), &end);
+        if (errno != 0 || end == text.c_str() || *end != '\0' || !(cpus >= 0.001) || cpus > 1024)
+            return Error { -EINVAL,
+                "invalid --cpus '" + text + "': use a number of CPUs from 0.001 to 1024" };
+        return static_cast<uint32_t>(cpus * 1000 + 0.5);
+    }
+
+    int do_container_create(Client& client, const Invocation& inv)
+    {
+        const std::string op = "Bulkhead/Cli/CreateContainerSession";
+        auto cpus = parse_cpus(inv.cpus);
+        if (!cpus)
+            return report({ cpus.take_error(), op });
+        if (inv.memory_mb < 0 || inv.memory_mb > (1LL << 30))
+            return report({ Error { -EINVAL,
+                                "invalid --memory " + std::to_string(inv.memory_mb)
+                                    + ": use a number of megabytes from 16" },
+                op });
+        if (inv.idle_timeout_s < 0 || inv.idle_timeout_s > 86400 * 365)
+            return report(
+                { Error { -EINVAL, "invalid --idle-timeout " + std::to_string(inv.idle_timeout_s) }, op });
+        if (inv.network != "none" && inv.network != "host")
+            return report(
+                { Error { -EINVAL, "invalid --network '" + inv.network + "': use none or host" }, op });
+        auto request = client.control().containerSessionCreateRequest();
+        request.setName(inv.name);
+        auto settings = request.initSettings();
+        if (!inv.storage.empty()) {
+            if (inv.storage.front() != '/')
+                return report(
+                    { Error { -EINVAL, "the storage folder '" + inv.storage + "' is not an absolute path" },
+                        op });
+            // Opened, and checked writable, with the user's own rights.
+            Fd dir(::open(inv.storage.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!dir)
+                return report(
+                    { Error::from_errno(errno, "cannot open the storage folder '" + inv.storage + "'"), op });
+            if (::access(inv.storage.c_str(), W_OK) < 0)
+                return report(
+                    { Error::from_errno(errno, "cannot write in the storage folder '" + inv.storage + "'"),
+                        op });
+            settings.setStorage(ipc::wrap_fd(std::move(dir)));
+            settings.setStoragePath(inv.storage);
+        }
+        settings.setMemoryMb(static_cast<uint64_t>(inv.memory_mb));
+        settings.setCpuMillis(cpus.value());
+        settings.setHostNetwork(inv.network == "host");
+        settings.setIdleTimeoutS(static_cast<uint32_t>(inv.idle_timeout_s));
+        request.setExclusive(inv.exclusive);
+        request.setStartVm(inv.start_vm);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container session create");
+        if (!reply)
+            return report({ reply.take_error(), op });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        auto out = container_session_json(reply->getSession());
+        out["created"] = reply->getCreated();
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::cout << (reply->getCreated() ? "Created" : "Opened") << " container session '"
+                  << out["name"].get<std::string>() << "' (id " << out["session_id"] << ")" << std::endl;
+        return 0;
+    }
+
+    int do_container_list(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerSessionListRequest();
+        request.initTarget().setUid(inv.uid);
+        request.setAll(inv.all);
+        auto reply = wait_for(client, request.send(), "container session list");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ListContainerSessions" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        nlohmann::json out = nlohmann::json::array();
+        for (auto s : reply->getSessions())
+            out.push_back(container_session_json(s));
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::printf("%-6s %-24s %-8s %-9s %s\n", "ID", "NAME", "UID", "VM", "STORAGE");
+        for (const auto& s : out)
+            std::printf("%-6u %-24s %-8u %-9s %s\n", s["session_id"].get<unsigned>(),
+                s["name"].get<std::string>().c_str(), s["uid"].get<unsigned>(),
+                s["vm_state"].get<std::string>().c_str(),
+                s["storage"].get<std::string>().empty() ? "tmpfs" : s["storage"].get<std::string>().c_str());
+        return 0;
+    }
+
+    int do_container_show(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerSessionShowRequest();
+        request.setName(inv.name);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container session show");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ShowContainerSession" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        auto out = container_session_json(reply->getSession());
+        if (inv.json)
+            std::cout << out.dump(2) << std::endl;
+        else
+            print_container_session(out);
+        return 0;
+    }
+
+    int do_container_exec(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerSessionExecRequest();
+        request.setName(inv.name);
+        auto argv = request.initArgv(inv.argv.size());
+        for (size_t i = 0; i < inv.argv.size(); ++i)
+            argv.set(i, inv.argv[i]);
+        auto env = request.initEnv(inv.env.size());
+        for (size_t i = 0; i < inv.env.size(); ++i)
+            env.set(i, inv.env[i]);
+        request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
+        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        request.setDetach(inv.detach);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container session exec");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ExecInContainerSession" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return inv.detach ? 0 : exit_code_of(reply->getWaitStatus());
+    }
+
+    int do_container_idle(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerSessionIdleRequest();
+        request.setName(inv.name);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container session idle");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/IdleContainerSession" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        std::cout << (reply->getWasIdle() ? "The VM was already idle" : "The VM was stopped") << std::endl;
+        return 0;
+    }
+
+    void add_container_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& run)
+    {
+        auto* container
+            = app.add_subcommand("container", "Container sessions: named workspaces with a VM of their own");
+        container->require_subcommand(1);
+        auto* session = container->add_subcommand("session", "Create, use and end container sessions");
+        session->require_subcommand(1);
+        auto* create
+            = session->add_subcommand("create", "Create a container session (or open the one of that name)");
+        create->add_option("name", inv.name, "Session name: 1 to 64 of A-Z a-z 0-9 . _ -")->required();
+        create->add_option(
+            "--storage", inv.storage, "Absolute folder you can write: storage that survives the VM");
+        create->add_option("--memory", inv.memory_mb, "Memory limit of the session's VM, in MB");
+        create->add_option("--cpus", inv.cpus, "CPU limit of the session's VM (e.g. 1.5)");
+        create->add_option("--network", inv.network, "none (default) or host");
+        create->add_option(
+            "--idle-timeout", inv.idle_timeout_s, "Seconds before an idle storage-backed VM stops");
+        create->add_flag("--start-vm", inv.start_vm, "Start the session's VM now");
+        create->add_flag("--new", inv.exclusive, "Fail (EEXIST) if the session exists");
+        create->add_flag("--json", inv.json, "Machine-readable output");
+        create->callback(
+            [&inv, &run]() { run = [&inv](Client& client) { return do_container_create(client, inv); }; });
+        auto* list = session->add_subcommand("list", "List your container sessions");
+        list->add_flag("--json", inv.json, "Machine-readable output");
+        list->add_flag("--all", inv.all, "Every user's container sessions (root only)");
+        list->callback(
+            [&inv, &run]() { run = [&inv](Client& client) { return do_container_list(client, inv); }; });
+        auto* show = session->add_subcommand("show", "Show one container session");
+        show->add_option("name", inv.name, "Session name")->required();
+        show->add_flag("--json", inv.json, "Machine-readable output");
+        show->callback(
+            [&inv, &run]() { run = [&inv](Client& client) { return do_container_show(client, inv); }; });
+        auto* terminate
+            = session->add_subcommand("terminate", "End a container session and everything it runs");
+        terminate->add_option("name", inv.name, "Session name")->required();
+        terminate->callback([&inv, &run]() {
+            run = [&inv](Client& client) {
+                auto request = client.control().containerSessionTerminateRequest();
+                request.setName(inv.name);
+                request.initTarget().setUid(inv.uid);
+                return finish(client, request.send(), "Bulkhead/Cli/TerminateContainerSession");
+            };
+        });
+        auto* exec = session->add_subcommand("exec", "Run a program in the session's VM with this terminal");
+        exec->add_option("name", inv.name, "Session name")->required();
+        exec->add_flag("--detach", inv.detach, "Start it and return; it runs until it exits or the VM stops");
+        exec->add_option("-e,--env", inv.env, "K=V added to the program's environment")
+            ->allow_extra_args(false);
+        exec->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
+        exec->callback(
+            [&inv, &run]() { run = [&inv](Client& client) { return do_container_exec(client, inv); }; });
+        auto* idle
+            = session->add_subcommand("idle", "Stop the session's VM as its idle timer would (root only)");
+        idle->add_option("name", inv.name, "Session name")->required();
+        idle->callback(
+            [&inv, &run]() { run = [&inv](Client& client) { return do_container_idle(client, inv); }; });
+    }
+
 } // namespace
 
 void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& run)
@@ -504,6 +745,7 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     exec->add_option("-d,--distribution", inv.distro, "Run inside this running distribution instead");
     exec->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
     exec->callback([&inv, &run]() { run = [&inv](Client& client) { return do_vm_exec(client, inv); }; });
+    add_container_commands(app, inv, run);
 }
 
 } // namespace bh::cli

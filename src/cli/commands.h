@@ -28,6 +28,16 @@ struct Invocation {
     bool running = false;
     bool json = false;
     std::string file; // export: where the tar goes ("-": standard output)
+    // container session
+    std::string storage;
+    int64_t memory_mb = 0;
+    std::string cpus;
+    std::string network = "none";
+    int64_t idle_timeout_s = 30;
+    bool start_vm = false;
+    bool exclusive = false;
+    bool detach = false;
+    std::vector<std::string> env;
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

@@ -143,6 +143,7 @@ namespace {
         BH_TRY(read_limit(*table, "calls_per_user", limits.calls, 65536, origin));
         BH_TRY(read_limit(*table, "registrations_per_user", limits.registrations, 64, origin));
         BH_TRY(read_limit(*table, "distributions_per_user", limits.distributions, 10000, origin));
+        BH_TRY(read_limit(*table, "container_sessions_per_user", limits.container_sessions, 1024, origin));
         if (const toml::node* node = table->get("storage_bytes_per_user")) {
             auto bytes = parse_size(*node);
             if (!bytes || *bytes == 0)
@@ -194,8 +195,8 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     if (const toml::table* limits = (*root)["limits"].as_table())
         BH_TRY(check_keys(*limits,
             { "vm_pids_max", "vm_memory_max", "vm_stop_timeout_s", "connections_per_user", "calls_per_user",
-                "registrations_per_user", "distributions_per_user", "storage_bytes_per_user",
-                "storage_inodes_per_user" },
+                "registrations_per_user", "distributions_per_user", "container_sessions_per_user",
+                "storage_bytes_per_user", "storage_inodes_per_user" },
             origin, "limits."));
     BH_TRY(read_vm_limits(*root, config.vm_limits, origin));
     BH_TRY(read_user_limits(*root, config.limits, origin));

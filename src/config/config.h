@@ -32,6 +32,7 @@ struct UserLimits {
     uint32_t calls = 64; // control calls in progress, over all their connections
     uint32_t registrations = 2; // registrations in progress (each holds a thread while it imports)
     uint32_t distributions = 64; // registered distributions
+    uint32_t container_sessions = 16; // container sessions, each with a VM of its own
     uint64_t storage_bytes = 16ULL << 30; // bytes of file content over their distributions
     uint64_t storage_inodes = 2'000'000; // files, directories and links over their distributions
 };
@@ -64,6 +65,7 @@ struct UserOverrides {
 // vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
 // vm_stop_timeout_s;
 // connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,
+// container_sessions_per_user,
 // storage_bytes_per_user, storage_inodes_per_user; [plugins] require_verified). `origin` names
 // the file in errors. Unknown keys and wrongly typed values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);

@@ -22,6 +22,22 @@ namespace {
 
 } // namespace
 
+void encode_container(const ContainerArgs& session, proto::ContainerSessionInfo::Builder out)
+{
+    out.setSessionId(session.session_id);
+    out.setDisplayName(session.display_name);
+    out.setApplicationPid(session.application_pid);
+    out.setUid(session.uid);
+    out.setGid(session.gid);
+    out.setUserName(session.user_name);
+}
+
+ContainerArgs decode_container(proto::ContainerSessionInfo::Reader in)
+{
+    return { in.getSessionId(), text_of(in.getDisplayName()), in.getApplicationPid(), in.getUid(),
+        in.getGid(), text_of(in.getUserName()) };
+}
+
 void encode_session(const SessionArgs& session, proto::SessionInfo::Builder out)
 {
     out.setSessionId(session.session_id);

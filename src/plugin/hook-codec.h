@@ -15,6 +15,9 @@ SessionArgs decode_session(proto::SessionInfo::Reader in);
 // A distribution id that is not 16 bytes is a protocol violation: an Error.
 Result<DistroArgs> decode_distro(proto::DistributionInfo::Reader in);
 
+void encode_container(const ContainerArgs& session, proto::ContainerSessionInfo::Builder out);
+ContainerArgs decode_container(proto::ContainerSessionInfo::Reader in);
+
 void encode_outcome(const HookOutcome& outcome, proto::HookResult::Builder out);
 HookOutcome decode_outcome(proto::HookResult::Reader in);
 

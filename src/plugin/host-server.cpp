@@ -118,6 +118,33 @@ kj::Promise<void> HostServer::onDistributionUnregistered(OnDistributionUnregiste
     return run_distro_hook(Hook::distribution_unregistered, context);
 }
 
+template<typename Context> kj::Promise<void> HostServer::run_container_hook(Hook hook, Context context)
+{
+    HookCall call { hook };
+    call.container = decode_container(context.getParams().getSession());
+    return run(std::move(call), context.getResults().initResult());
+}
+
+kj::Promise<void> HostServer::onContainerSessionCreated(OnContainerSessionCreatedContext context)
+{
+    return run_container_hook(Hook::container_session_created, context);
+}
+
+kj::Promise<void> HostServer::onContainerSessionStopping(OnContainerSessionStoppingContext context)
+{
+    return run_container_hook(Hook::container_session_stopping, context);
+}
+
+kj::Promise<void> HostServer::onContainerVmStarted(OnContainerVmStartedContext context)
+{
+    return run_container_hook(Hook::container_vm_started, context);
+}
+
+kj::Promise<void> HostServer::onContainerVmStopping(OnContainerVmStoppingContext context)
+{
+    return run_container_hook(Hook::container_vm_stopping, context);
+}
+
 kj::Promise<int> HostServer::mount_folder(
     uint32_t session, std::string host_path, std::string vm_path, bool read_only, std::string name)
 {
@@ -152,6 +179,91 @@ kj::Promise<Result<Fd>> HostServer::execute(
         });
     }
     return Result<Fd>(Error { -ESHUTDOWN, "the service connection is closed" });
+}
+
+kj::Promise<int> HostServer::container_mount(
+    uint32_t session, std::string host_path, std::string mountpoint, bool read_only)
+{
+    KJ_IF_MAYBE (callback, m_callback) {
+        auto request = callback->containerMountFolderRequest();
+        request.setSession(session);
+        request.setHostPath(host_path);
+        request.setMountpoint(mountpoint);
+        request.setReadOnly(read_only);
+        return request.send().then([](auto reply) { return static_cast<int>(reply.getCode()); });
+    }
+    return -ESHUTDOWN;
+}
+
+kj::Promise<int> HostServer::container_unmount(uint32_t session, std::string mountpoint)
+{
+    KJ_IF_MAYBE (callback, m_callback) {
+        auto request = callback->containerUnmountFolderRequest();
+        request.setSession(session);
+        request.setMountpoint(mountpoint);
+        return request.send().then([](auto reply) { return static_cast<int>(reply.getCode()); });
+    }
+    return -ESHUTDOWN;
+}
+
+namespace {
+
+    // The service's process, held through its capability: dropping it kills the program.
+    class RemoteProcess final : public ProcessHandle {
+    public:
+        explicit RemoteProcess(proto::ContainerProcess::Client process)
+            : m_process(kj::mv(process))
+        {
+        }
+        kj::Promise<Result<int>> exit_code() override
+        {
+            return m_process.exitCodeRequest().send().then([](auto reply) -> Result<int> {
+                if (reply.getCode() != 0)
+                    return Error { reply.getCode() < 0 ? reply.getCode() : -EPROTO, "" };
+                return reply.getExitCode();
+            });
+        }
+
+    private:
+        proto::ContainerProcess::Client m_process;
+    };
+
+} // namespace
+
+kj::Promise<Result<ProcessStart>> HostServer::create_process(
+    uint32_t session, std::string executable, std::vector<std::string> argv, std::vector<std::string> env)
+{
+    KJ_IF_MAYBE (callback, m_callback) {
+        auto request = callback->containerCreateProcessRequest();
+        request.setSession(session);
+        request.setExecutable(executable);
+        auto args = request.initArgv(argv.size());
+        for (size_t i = 0; i < argv.size(); ++i)
+            args.set(i, argv[i]);
+        auto vars = request.initEnv(env.size());
+        for (size_t i = 0; i < env.size(); ++i)
+            vars.set(i, env[i]);
+        return request.send().then([](auto reply) -> kj::Promise<Result<ProcessStart>> {
+            if (reply.getCode() != 0)
+                return Result<ProcessStart>(Error { reply.getCode() < 0 ? reply.getCode() : -EPROTO, "" });
+            auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(4);
+            fds.add(ipc::unwrap_fd(reply.getStdin()));
+            fds.add(ipc::unwrap_fd(reply.getStdout()));
+            fds.add(ipc::unwrap_fd(reply.getStderr()));
+            fds.add(ipc::unwrap_fd(reply.getExit()));
+            auto process = reply.getProcess();
+            return kj::joinPromises(fds.finish())
+                .then([process](kj::Array<Result<Fd>> fds) mutable -> Result<ProcessStart> {
+                    for (auto& fd : fds)
+                        if (!fd)
+                            return fd.error();
+                    return ProcessStart { kj::heap<RemoteProcess>(kj::mv(process)),
+                        { std::move(fds[0].value()), std::move(fds[1].value()), std::move(fds[2].value()) },
+                        std::move(fds[3].value()) };
+                });
+        });
+    }
+    return Result<ProcessStart>(Error { -ESHUTDOWN, "the service connection is closed" });
 }
 
 } // namespace bh::host

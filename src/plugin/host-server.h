@@ -24,6 +24,11 @@ public:
         bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
+    kj::Promise<int> container_mount(
+        uint32_t session, std::string host_path, std::string mountpoint, bool read_only) override;
+    kj::Promise<int> container_unmount(uint32_t session, std::string mountpoint) override;
+    kj::Promise<Result<ProcessStart>> create_process(uint32_t session, std::string executable,
+        std::vector<std::string> argv, std::vector<std::string> env) override;
 
 protected:
     kj::Promise<void> initialize(InitializeContext context) override;
@@ -33,9 +38,14 @@ protected:
     kj::Promise<void> onDistributionStopping(OnDistributionStoppingContext context) override;
     kj::Promise<void> onDistributionRegistered(OnDistributionRegisteredContext context) override;
     kj::Promise<void> onDistributionUnregistered(OnDistributionUnregisteredContext context) override;
+    kj::Promise<void> onContainerSessionCreated(OnContainerSessionCreatedContext context) override;
+    kj::Promise<void> onContainerSessionStopping(OnContainerSessionStoppingContext context) override;
+    kj::Promise<void> onContainerVmStarted(OnContainerVmStartedContext context) override;
+    kj::Promise<void> onContainerVmStopping(OnContainerVmStoppingContext context) override;
 
 private:
     template<typename Context> kj::Promise<void> run_distro_hook(Hook hook, Context context);
+    template<typename Context> kj::Promise<void> run_container_hook(Hook hook, Context context);
     kj::Promise<void> run(HookCall call, proto::HookResult::Builder result);
 
     kj::UnixEventPort& m_port;

@@ -14,6 +14,16 @@
 #include <thread>
 #include <unistd.h>
 
+// A process a plugin started: the plugin's until process_release. Its fds are the plugin's to take
+// (each std stream once: the plugin closes what it took, so the program sees EOF on stdin); the
+// handle lives on the serving loop's side and is destroyed there.
+struct bh_process {
+    std::mutex mutex;
+    std::array<bh::Fd, 3> stdio;
+    bh::Fd exit;
+    kj::Own<bh::host::ProcessHandle> handle;
+};
+
 namespace bh::host {
 
 namespace {
@@ -120,6 +130,137 @@ namespace {
         return execute(session, id, path, argv, out_fd);
     }
 
+    // --- Container sessions and their processes -----------------------------------------------
+
+    std::string bounded(const char* text)
+    {
+        return std::string(text, strnlen(text, max_text));
+    }
+
+    // A NULL-terminated vector, or -E2BIG past max_argv entries.
+    Result<std::vector<std::string>> strings_of(const char* const* list)
+    {
+        std::vector<std::string> out;
+        for (size_t i = 0; list && list[i]; ++i) {
+            if (i == max_argv)
+                return Error { -E2BIG, "too many entries" };
+            out.push_back(bounded(list[i]));
+        }
+        return out;
+    }
+
+    int stub_container_mount_folder(
+        bh_container_session_id session, const char* host_path, const char* mountpoint, int read_only)
+    {
+        if (!host_path || !mountpoint)
+            return -EINVAL;
+        std::string host = bounded(host_path), target = bounded(mountpoint);
+        auto call = [&](CallTarget& calls) {
+            return calls.container_mount(session, std::move(host), std::move(target), read_only != 0);
+        };
+        return call_service<int>(call, shut_down_code());
+    }
+
+    int stub_container_unmount_folder(bh_container_session_id session, const char* mountpoint)
+    {
+        if (!mountpoint)
+            return -EINVAL;
+        std::string target = bounded(mountpoint);
+        auto call = [&](CallTarget& calls) { return calls.container_unmount(session, std::move(target)); };
+        return call_service<int>(call, shut_down_code());
+    }
+
+    int stub_container_create_process(bh_container_session_id session, const char* executable,
+        const char* const* argv, const char* const* envp, bh_process** out_process, int* out_errno)
+    {
+        if (out_errno)
+            *out_errno = 0;
+        if (!out_process)
+            return -EINVAL;
+        *out_process = nullptr;
+        if (!executable || !argv)
+            return -EINVAL;
+        auto args = strings_of(argv);
+        auto env = strings_of(envp);
+        if (!args || !env)
+            return -E2BIG;
+        std::string program = bounded(executable);
+        auto call = [&](CallTarget& calls) {
+            return calls.create_process(
+                session, std::move(program), std::move(args.value()), std::move(env.value()));
+        };
+        Result<ProcessStart> started = call_service<Result<ProcessStart>>(
+            call, Error { -ESHUTDOWN, "the service connection is closed" });
+        if (!started) {
+            int code = started.error().code;
+            if (out_errno && code < 0 && code > -4096)
+                *out_errno = -code;
+            return code;
+        }
+        auto* process = new bh_process;
+        process->stdio = std::move(started->stdio);
+        process->exit = std::move(started->exit);
+        process->handle = kj::mv(started->handle);
+        *out_process = process;
+        return 0;
+    }
+
+    int stub_process_get_fd(bh_process* process, int which, int* out_fd)
+    {
+        if (!out_fd)
+            return -EINVAL;
+        *out_fd = -1;
+        if (!process || which < 0 || which > 2)
+            return -EINVAL;
+        std::lock_guard lock(process->mutex);
+        if (!process->stdio[which])
+            return -EBADF; // taken already
+        *out_fd = process->stdio[which].release();
+        return 0;
+    }
+
+    int stub_process_get_exit_fd(bh_process* process, int* out_fd)
+    {
+        if (!out_fd)
+            return -EINVAL;
+        *out_fd = -1;
+        if (!process)
+            return -EINVAL;
+        int copy = fcntl(process->exit.get(), F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+            return -errno;
+        *out_fd = copy;
+        return 0;
+    }
+
+    int stub_process_get_exit_code(bh_process* process, int* out_code)
+    {
+        if (!out_code || !process)
+            return -EINVAL;
+        auto call = [&](CallTarget&) { return process->handle->exit_code(); };
+        Result<int> code
+            = call_service<Result<int>>(call, Error { -ESHUTDOWN, "the service connection is closed" });
+        if (!code)
+            return code.error().code;
+        *out_code = code.value();
+        return 0;
+    }
+
+    void stub_process_release(bh_process* process)
+    {
+        if (!process)
+            return;
+        kj::Own<ProcessHandle> handle = kj::mv(process->handle);
+        delete process;
+        // Destroyed on the serving loop, which kills the program if it still runs.
+        auto call = [&](CallTarget&) {
+            auto dropped = kj::mv(handle);
+            return kj::Promise<int>(0);
+        };
+        if (call_service<int>(call, shut_down_code()) != 0 && handle)
+            (void)new kj::Own<ProcessHandle>(kj::mv(handle)); // no loop left to destroy it on
+    }
+
 } // namespace
 
 // --- Routing -----------------------------------------------------------------------------------
@@ -134,13 +275,19 @@ bh_version parse_version(const char* text)
 
 void route_stubs_to(CallTarget& target, bh_version version, kj::UnixEventPort& port)
 {
-    // The container-session functions stay NULL: this service version does not offer them.
     bh_plugin_api_v1& api = api_table();
     api.version = version;
     api.mount_folder = stub_mount_folder;
     api.execute_binary = stub_execute_binary;
     api.plugin_error = stub_plugin_error;
     api.execute_binary_in_distribution = stub_execute_in_distribution;
+    api.container_mount_folder = stub_container_mount_folder;
+    api.container_unmount_folder = stub_container_unmount_folder;
+    api.container_create_process = stub_container_create_process;
+    api.process_get_fd = stub_process_get_fd;
+    api.process_get_exit_fd = stub_process_get_exit_fd;
+    api.process_get_exit_code = stub_process_get_exit_code;
+    api.process_release = stub_process_release;
     open_route(target, port);
 }
 
@@ -166,13 +313,22 @@ const char* hook_name(Hook hook)
         return "on_distribution_registered";
     case Hook::distribution_unregistered:
         return "on_distribution_unregistered";
+    case Hook::container_session_created:
+        return "on_container_session_created";
+    case Hook::container_session_stopping:
+        return "on_container_session_stopping";
+    case Hook::container_vm_started:
+        return "on_container_vm_started";
+    case Hook::container_vm_stopping:
+        return "on_container_vm_stopping";
     }
     return "unknown hook";
 }
 
 bool is_veto(Hook hook)
 {
-    return hook == Hook::vm_started || hook == Hook::distribution_started;
+    return hook == Hook::vm_started || hook == Hook::distribution_started
+        || hook == Hook::container_session_created;
 }
 
 // Shared by the runtime and its thread, so a thread outliving its runtime (a plugin stuck in a
@@ -288,7 +444,18 @@ namespace {
         bh_offline_distribution_info offline { id, d.name.c_str(), nullable(d.package), nullable(d.flavor),
             nullable(d.version) };
         bh_vm_settings settings { call.custom_config_flags };
+        const ContainerArgs& c = call.container;
+        bh_container_session_info container { c.session_id, c.display_name.c_str(), c.application_pid, c.uid,
+            c.gid, c.user_name.c_str() };
         switch (call.hook) {
+        case Hook::container_session_created:
+            return hooks.on_container_session_created ? hooks.on_container_session_created(&container) : 0;
+        case Hook::container_session_stopping:
+            return hooks.on_container_session_stopping ? hooks.on_container_session_stopping(&container) : 0;
+        case Hook::container_vm_started:
+            return hooks.on_container_vm_started ? hooks.on_container_vm_started(&container) : 0;
+        case Hook::container_vm_stopping:
+            return hooks.on_container_vm_stopping ? hooks.on_container_vm_stopping(&container) : 0;
         case Hook::vm_started:
             return hooks.on_vm_started ? hooks.on_vm_started(&session, &settings) : 0;
         case Hook::vm_stopping:

@@ -12,6 +12,7 @@
 #include "ipc/loop-inbox.h"
 #include "plugin/verified-load.h"
 
+#include <array>
 #include <bulkhead/plugin_api.h>
 #include <kj/async-unix.h>
 #include <memory>
@@ -29,6 +30,10 @@ enum class Hook : uint32_t {
     distribution_stopping = 3,
     distribution_registered = 4,
     distribution_unregistered = 5,
+    container_session_created = 6,
+    container_session_stopping = 7,
+    container_vm_started = 12,
+    container_vm_stopping = 13,
 };
 const char* hook_name(Hook hook);
 
@@ -58,17 +63,45 @@ struct DistroArgs {
     std::optional<std::string> version;
 };
 
+// A container session (container_* hooks).
+struct ContainerArgs {
+    uint32_t session_id = 0;
+    std::string display_name;
+    int32_t application_pid = 0;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    std::string user_name;
+};
+
 // Everything one hook call needs, owned (the C structs point into it during the call).
 struct HookCall {
     Hook hook = Hook::vm_started;
     SessionArgs session;
     uint32_t custom_config_flags = 0; // vm_started only
     DistroArgs distro; // distribution_* only
+    ContainerArgs container; // container_* only
 };
 
 struct HookOutcome {
     int code = 0; // 0, or the negative code the hook returned
     std::optional<std::string> message; // plugin_error's text, only with a failing veto hook
+};
+
+// A process a plugin started in a container session's VM, as the serving loop holds it.
+// Destroyed on that loop (process_release); destroying it kills the process if it still runs.
+class ProcessHandle {
+public:
+    virtual ~ProcessHandle() noexcept(false) = default;
+    // The exit code (or 128 + the signal that ended it); -EBUSY while it runs.
+    virtual kj::Promise<Result<int>> exit_code() = 0;
+};
+
+// What container_create_process hands back: the handle, the plugin's ends of the program's
+// stdin, stdout and stderr, and an fd that polls readable once it exited.
+struct ProcessStart {
+    kj::Own<ProcessHandle> handle;
+    std::array<Fd, 3> stdio;
+    Fd exit;
 };
 
 // What the stubs reach, implemented on one event-loop thread (the host's IPC loop, or the
@@ -83,6 +116,15 @@ public:
     // `distro` empty: the VM's root namespace.
     virtual kj::Promise<Result<Fd>> execute(
         uint32_t session, std::optional<Uuid> distro, std::string path, std::vector<std::string> argv)
+        = 0;
+    // The container-session functions: 0 or a negative code, as the plugin's call returns it.
+    virtual kj::Promise<int> container_mount(
+        uint32_t session, std::string host_path, std::string mountpoint, bool read_only)
+        = 0;
+    virtual kj::Promise<int> container_unmount(uint32_t session, std::string mountpoint) = 0;
+    // `env` empty: the default environment. A program that cannot be executed: -ENOENT and so on.
+    virtual kj::Promise<Result<ProcessStart>> create_process(
+        uint32_t session, std::string executable, std::vector<std::string> argv, std::vector<std::string> env)
         = 0;
 };
 

@@ -128,6 +128,12 @@ namespace {
         kj::Promise<void> vmMount(VmMountContext context) override;
         kj::Promise<void> vmExec(VmExecContext context) override;
         kj::Promise<void> export_(ExportContext context) override;
+        kj::Promise<void> containerSessionCreate(ContainerSessionCreateContext context) override;
+        kj::Promise<void> containerSessionList(ContainerSessionListContext context) override;
+        kj::Promise<void> containerSessionShow(ContainerSessionShowContext context) override;
+        kj::Promise<void> containerSessionTerminate(ContainerSessionTerminateContext context) override;
+        kj::Promise<void> containerSessionExec(ContainerSessionExecContext context) override;
+        kj::Promise<void> containerSessionIdle(ContainerSessionIdleContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -426,6 +432,167 @@ namespace {
                 if (!socket)
                     return fail(context.getResults(), socket.error(), op);
                 context.getResults().setSocket(ipc::wrap_fd(std::move(socket.value())));
+            });
+    }
+
+    void fill_container_session(proto::ContainerSessionInfo::Builder out, const ContainerSessionView& view)
+    {
+        out.setSessionId(view.session_id);
+        out.setName(view.name);
+        out.setUid(view.uid);
+        out.setUserName(view.user_name);
+        out.setApplicationPid(view.application_pid);
+        out.setStorage(view.options.storage);
+        out.setMemoryMb(view.options.memory_mb);
+        out.setCpuMillis(view.options.cpu_millis);
+        out.setHostNetwork(view.options.host_network);
+        out.setIdleTimeoutS(view.options.idle_timeout_s);
+        out.setVmState(vm_state_name(view.state));
+        out.setVmInitPid(view.vm_init_pid);
+    }
+
+    // Memory and CPU bounds a request must stay within before the cgroups judge it.
+    constexpr uint64_t max_memory_mb = 1ULL << 30; // 1 PiB
+    constexpr uint32_t max_cpu_millis = 1024 * 1000;
+
+    kj::Promise<void> Control::containerSessionCreate(ContainerSessionCreateContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/CreateContainerSession";
+        context.allowCancellation(); // ends with its client (see above)
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        auto settings = params.getSettings();
+        ContainerSessionOptions options { text_of(settings.getStoragePath()), settings.getMemoryMb(),
+            settings.getCpuMillis(), settings.getHostNetwork(), settings.getIdleTimeoutS() };
+        if (options.memory_mb > max_memory_mb || options.cpu_millis > max_cpu_millis)
+            return fail(context.getResults(), { -EINVAL, "the memory or CPU limit is out of range" }, op),
+                   kj::READY_NOW;
+        if (options.storage.empty() != !settings.hasStorage())
+            return fail(context.getResults(), { -EINVAL, "the storage folder and its path come together" },
+                       op),
+                   kj::READY_NOW;
+        kj::Promise<Result<Fd>> storage = settings.hasStorage() ? ipc::unwrap_fd(settings.getStorage())
+                                                                : kj::Promise<Result<Fd>>(Result<Fd>(Fd()));
+        SessionIdentity identity = Service::identity_of(owner.value());
+        return storage
+            .then([this, context, identity, options](
+                      Result<Fd> dir) mutable -> kj::Promise<Result<ContainerSessions::Created>> {
+                if (!dir)
+                    return Result<ContainerSessions::Created>(dir.take_error());
+                auto params = context.getParams();
+                return m_service.containers().create(identity, m_caller.pid, text_of(params.getName()),
+                    options, std::move(dir.value()), params.getExclusive(), params.getStartVm());
+            })
+            .then([context](Result<ContainerSessions::Created> created) mutable {
+                if (!created)
+                    return fail(context.getResults(), created.error(), op);
+                fill_container_session(context.getResults().initSession(), created->view);
+                context.getResults().setCreated(created->created);
+            });
+    }
+
+    kj::Promise<void> Control::containerSessionList(ContainerSessionListContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ListContainerSessions";
+        auto owner = target(context.getParams().getTarget());
+        bool everyone = context.getParams().getAll();
+        if (!owner || (everyone && !is_root())) {
+            Error error = owner ? Error { -EPERM, "only root may list every user's container sessions" }
+                                : owner.error();
+            return fail(context.getResults(), error, op), kj::READY_NOW;
+        }
+        auto views = m_service.containers().list(owner.value(), everyone);
+        auto out = context.getResults().initSessions(views.size());
+        for (size_t i = 0; i < views.size(); ++i)
+            fill_container_session(out[i], views[i]);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerSessionShow(ContainerSessionShowContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ShowContainerSession";
+        auto owner = target(context.getParams().getTarget());
+        auto view = owner ? m_service.containers().show(owner.value(), text_of(context.getParams().getName()))
+                          : Result<ContainerSessionView>(owner.take_error());
+        if (!view)
+            return fail(context.getResults(), view.error(), op), kj::READY_NOW;
+        fill_container_session(context.getResults().initSession(), view.value());
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerSessionTerminate(ContainerSessionTerminateContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/TerminateContainerSession";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .terminate(owner.value(), text_of(context.getParams().getName()))
+            .then([context](Status status) mutable {
+                if (!status)
+                    fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::containerSessionExec(ContainerSessionExecContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ExecInContainerSession";
+        context.allowCancellation(); // ends with its client (see above)
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        auto argv = strings_of(params.getArgv(), "arguments");
+        auto env = strings_of(params.getEnv(), "environment entries");
+        if (!owner || !argv || !env || argv->empty()) {
+            Error error = !owner ? owner.error()
+                : !argv          ? argv.error()
+                : !env           ? env.error()
+                                 : Error { -EINVAL, "no program given" };
+            return fail(context.getResults(), error, op), kj::READY_NOW;
+        }
+        ProgramSpec spec { argv->front(), argv.value(), env.value(), "" };
+        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+        fds.add(ipc::unwrap_fd(params.getStdin()));
+        fds.add(ipc::unwrap_fd(params.getStdout()));
+        fds.add(ipc::unwrap_fd(params.getStderr()));
+        return kj::joinPromises(fds.finish())
+            .then([this, context, owner = owner.value(), spec = std::move(spec)](
+                      kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
+                auto params = context.getParams();
+                for (auto& fd : fds) {
+                    if (!fd)
+                        return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
+                }
+                std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
+                    std::move(fds[2].value()) };
+                return m_service.containers()
+                    .exec(owner, text_of(params.getName()), std::move(spec), std::move(stdio),
+                        params.getDetach())
+                    .then([context](Result<int> status) mutable {
+                        if (!status)
+                            return fail(context.getResults(), status.error(), op);
+                        context.getResults().setWaitStatus(status.value());
+                    });
+            });
+    }
+
+    kj::Promise<void> Control::containerSessionIdle(ContainerSessionIdleContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/IdleContainerSession";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner || !is_root())
+            return fail(context.getResults(),
+                       owner ? Error { -EPERM, "only root may idle a container session's VM" }
+                             : owner.error(),
+                       op),
+                   kj::READY_NOW;
+        return m_service.containers()
+            .idle(owner.value(), text_of(context.getParams().getName()))
+            .then([context](Result<bool> was_idle) mutable {
+                if (!was_idle)
+                    return fail(context.getResults(), was_idle.error(), op);
+                context.getResults().setWasIdle(was_idle.value());
             });
     }
 

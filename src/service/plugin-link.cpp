@@ -8,8 +8,10 @@
 #include "plugin/hook-codec.h"
 #include "service/host-cgroup.h"
 
+#include <bulkhead/plugin_api.h>
 #include <fcntl.h>
 #include <proto/plugin_host.capnp.h>
+#include <set>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -40,6 +42,28 @@ namespace {
     constexpr unsigned max_lines_per_second = 1000;
 
     // --- The plugin's calls back: validated, then served by the service ----------------------
+
+    // A process the plugin's host holds: dropping the capability drops the handle, which kills it.
+    class ContainerProcessServer final : public proto::ContainerProcess::Server {
+    public:
+        explicit ContainerProcessServer(kj::Own<host::ProcessHandle> handle)
+            : m_handle(kj::mv(handle))
+        {
+        }
+
+    protected:
+        kj::Promise<void> exitCode(ExitCodeContext context) override
+        {
+            return m_handle->exit_code().then([context](Result<int> code) mutable {
+                if (!code)
+                    return context.getResults().setCode(code.error().code);
+                context.getResults().setExitCode(code.value());
+            });
+        }
+
+    private:
+        kj::Own<host::ProcessHandle> m_handle;
+    };
 
     // A host that sends something malformed is cut off: `violation` kills it and blames it.
     class CallbackServer final : public proto::PluginHostCallback::Server {
@@ -89,6 +113,77 @@ namespace {
                 });
         }
 
+        kj::Promise<void> containerMountFolder(ContainerMountFolderContext context) override
+        {
+            auto params = context.getParams();
+            if (params.getHostPath().size() > max_text || params.getMountpoint().size() > max_text)
+                return reject("a container_mount_folder path longer than 4096 bytes");
+            std::pair<uint32_t, std::string> key { params.getSession(), params.getMountpoint().cStr() };
+            return m_target
+                .container_mount(params.getSession(), params.getHostPath().cStr(),
+                    params.getMountpoint().cStr(), params.getReadOnly())
+                .then([this, context, key](int code) mutable {
+                    if (code == 0)
+                        m_mounts.insert(key);
+                    context.getResults().setCode(code);
+                });
+        }
+
+        // Only what this host mounted: a plugin never takes another's mount (or the session's
+        // storage) away.
+        kj::Promise<void> containerUnmountFolder(ContainerUnmountFolderContext context) override
+        {
+            auto params = context.getParams();
+            if (params.getMountpoint().size() > max_text)
+                return reject("a container_unmount_folder path longer than 4096 bytes");
+            std::pair<uint32_t, std::string> key { params.getSession(), params.getMountpoint().cStr() };
+            if (!m_mounts.contains(key)) {
+                context.getResults().setCode(-ENOENT);
+                return kj::READY_NOW;
+            }
+            return m_target.container_unmount(key.first, key.second)
+                .then([this, context, key](int code) mutable {
+                    if (code == 0 || code == BH_E_SESSION_NOT_FOUND || code == BH_E_VM_NOT_RUNNING)
+                        m_mounts.erase(key);
+                    context.getResults().setCode(code);
+                });
+        }
+
+        // Cancelled with its host: a program started for a host that died meanwhile is dropped,
+        // which kills it.
+        kj::Promise<void> containerCreateProcess(ContainerCreateProcessContext context) override
+        {
+            context.allowCancellation();
+            auto params = context.getParams();
+            if (params.getExecutable().size() > max_text || params.getArgv().size() > max_argv
+                || params.getEnv().size() > max_argv)
+                return reject("a container_create_process executable, argv or envp over the limits");
+            std::vector<std::string> argv, env;
+            for (auto arg : params.getArgv()) {
+                if (arg.size() > max_text)
+                    return reject("a container_create_process argument longer than 4096 bytes");
+                argv.emplace_back(arg.cStr());
+            }
+            for (auto var : params.getEnv()) {
+                if (var.size() > max_text)
+                    return reject("a container_create_process variable longer than 4096 bytes");
+                env.emplace_back(var.cStr());
+            }
+            return m_target
+                .create_process(
+                    params.getSession(), params.getExecutable().cStr(), std::move(argv), std::move(env))
+                .then([context](Result<host::ProcessStart> started) mutable {
+                    auto results = context.getResults();
+                    if (!started)
+                        return results.setCode(started.error().code);
+                    results.setStdin(ipc::wrap_fd(std::move(started->stdio[0])));
+                    results.setStdout(ipc::wrap_fd(std::move(started->stdio[1])));
+                    results.setStderr(ipc::wrap_fd(std::move(started->stdio[2])));
+                    results.setExit(ipc::wrap_fd(std::move(started->exit)));
+                    results.setProcess(kj::heap<ContainerProcessServer>(kj::mv(started->handle)));
+                });
+        }
+
     private:
         kj::Promise<void> reject(std::string why)
         {
@@ -98,6 +193,7 @@ namespace {
 
         host::CallTarget& m_target;
         kj::Function<void(std::string)> m_violation;
+        std::set<std::pair<uint32_t, std::string>> m_mounts; // what this host mounted, by session
     };
 
     // --- stderr forwarding -------------------------------------------------------------------
@@ -249,6 +345,14 @@ namespace {
                 return distro_call(m_client.onDistributionRegisteredRequest(), call);
             case host::Hook::distribution_unregistered:
                 return distro_call(m_client.onDistributionUnregisteredRequest(), call);
+            case host::Hook::container_session_created:
+                return container_call(m_client.onContainerSessionCreatedRequest(), call);
+            case host::Hook::container_session_stopping:
+                return container_call(m_client.onContainerSessionStoppingRequest(), call);
+            case host::Hook::container_vm_started:
+                return container_call(m_client.onContainerVmStartedRequest(), call);
+            case host::Hook::container_vm_stopping:
+                return container_call(m_client.onContainerVmStoppingRequest(), call);
             }
             return KJ_EXCEPTION(FAILED, "unknown hook");
         }
@@ -267,6 +371,13 @@ namespace {
         {
             host::encode_session(call.session, request.initSession());
             host::encode_distro(call.distro, request.initDistribution());
+            return outcome_of(request.send());
+        }
+
+        template<typename Request>
+        kj::Promise<host::HookOutcome> container_call(Request request, const host::HookCall& call)
+        {
+            host::encode_container(call.container, request.initSession());
             return outcome_of(request.send());
         }
 

@@ -93,6 +93,8 @@ Service::Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, Service
     , m_config(std::move(config))
     , m_registry(std::move(registry))
     , m_plugins(kj::heap<PluginManager>(std::move(plugin_env), std::move(plugins), *this))
+    , m_containers(kj::heap<ContainerSessions>(
+          m_env, static_cast<ContainerHooks&>(*this), m_config.limits.container_sessions))
 {
 }
 
@@ -112,17 +114,22 @@ Result<uid_t> Service::target_uid(const Caller& caller, int64_t requested) const
     return static_cast<uid_t>(requested);
 }
 
+SessionIdentity Service::identity_of(uid_t uid)
+{
+    passwd entry {};
+    passwd* found = nullptr;
+    char buffer[4096];
+    gid_t gid = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
+    return { 0, uid, gid, user_name_of(uid) };
+}
+
 Session& Service::session_of(uid_t uid)
 {
     auto it = m_sessions.find(uid);
     if (it == m_sessions.end()) {
         auto session = kj::heap<Session>();
-        passwd entry {};
-        passwd* found = nullptr;
-        char buffer[4096];
-        gid_t gid
-            = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found) == 0 && found ? found->pw_gid : uid;
-        session->identity = { m_next_session_id++, uid, gid, user_name_of(uid) };
+        session->identity = identity_of(uid);
+        session->identity.session_id = m_next_session_id++;
         it = m_sessions.emplace(uid, kj::mv(session)).first;
     }
     return *it->second;
@@ -563,16 +570,21 @@ kj::Promise<Status> Service::shutdown_vm(uid_t owner)
 
 kj::Promise<void> Service::stop_all_vms()
 {
-    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size());
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size() + 1);
     for (auto& [uid, session] : m_sessions)
         stops.add(stop_vm(*session));
+    stops.add(m_containers->terminate_all(false));
     return kj::joinPromises(stops.finish());
 }
 
 kj::Promise<void> Service::shutdown_all()
 {
     m_shutting_down = true;
-    return stop_all_vms().then([this]() { return m_plugins->close(); });
+    auto stops = kj::heapArrayBuilder<kj::Promise<void>>(m_sessions.size() + 1);
+    for (auto& [uid, session] : m_sessions)
+        stops.add(stop_vm(*session));
+    stops.add(m_containers->terminate_all(true));
+    return kj::joinPromises(stops.finish()).then([this]() { return m_plugins->close(); });
 }
 
 kj::Promise<Status> Service::vm_mount(
@@ -688,6 +700,61 @@ kj::Promise<Result<Fd>> Service::execute(
     ProgramSpec spec { std::move(path), std::move(argv),
         { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }, "" };
     return vm_exec(session->identity.uid, std::move(name), std::move(spec));
+}
+
+// --- Container session hooks -------------------------------------------------------------------
+
+host::HookCall Service::container_hook(host::Hook hook, const ContainerSession& session)
+{
+    host::HookCall call { hook };
+    const SessionIdentity& id = session.identity;
+    call.container = { id.session_id, session.name, session.application_pid, id.uid, id.gid, id.user_name };
+    return call;
+}
+
+// Plugins load on first use, as for a VM: a latched fatal plugin error fails the creation here.
+kj::Promise<Status> Service::session_created(const ContainerSession& session)
+{
+    auto call = container_hook(host::Hook::container_session_created, session);
+    return m_plugins->activate().then(
+        [this, call = std::move(call)](Status active) mutable -> kj::Promise<Status> {
+            if (!active)
+                return kj::mv(active);
+            return m_plugins->notify_veto(std::move(call));
+        });
+}
+
+kj::Promise<void> Service::session_stopping(const ContainerSession& session)
+{
+    return m_plugins->notify(container_hook(host::Hook::container_session_stopping, session));
+}
+
+kj::Promise<void> Service::vm_started(const ContainerSession& session)
+{
+    return m_plugins->notify(container_hook(host::Hook::container_vm_started, session));
+}
+
+kj::Promise<void> Service::vm_stopping(const ContainerSession& session)
+{
+    return m_plugins->notify(container_hook(host::Hook::container_vm_stopping, session));
+}
+
+kj::Promise<int> Service::container_mount(
+    uint32_t session, std::string host_path, std::string mountpoint, bool read_only)
+{
+    return m_containers->plugin_mount(session, std::move(host_path), std::move(mountpoint), read_only);
+}
+
+kj::Promise<int> Service::container_unmount(uint32_t session, std::string mountpoint)
+{
+    return m_containers->plugin_unmount(session, std::move(mountpoint));
+}
+
+kj::Promise<Result<host::ProcessStart>> Service::create_process(
+    uint32_t session, std::string executable, std::vector<std::string> argv, std::vector<std::string> env)
+{
+    return m_containers->plugin_create_process(
+        session, std::move(executable), std::move(argv), std::move(env));
 }
 
 } // namespace bh::service

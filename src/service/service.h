@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "ipc/loop-inbox.h"
 #include "plugin/plugin-runtime.h"
+#include "service/container-sessions.h"
 #include "service/plugin-manager.h"
 #include "service/registry.h"
 #include "service/vm-instance.h"
@@ -67,7 +68,7 @@ struct Session {
 // Plugins: hooks are awaited as promises on this same loop, so while a hook runs the loop keeps
 // serving everything else, including the plugin's own calls back (host::CallTarget below).
 // Those calls never wait for a hook, so no cycle of waits can form (docs/design/concurrency.md).
-class Service final : public host::CallTarget, private kj::TaskSet::ErrorHandler {
+class Service final : public host::CallTarget, private ContainerHooks, private kj::TaskSet::ErrorHandler {
 public:
     // `unpack_exe_fd`: an O_PATH fd of bulkhead-unpack, which unpacks every registration's archive.
     Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, ServiceConfig config, Registry registry,
@@ -106,6 +107,10 @@ public:
     std::vector<DistroView> list(uid_t owner, bool everyone) const;
     std::vector<SessionView> sessions(uid_t owner, bool everyone) const;
     std::vector<PluginView> plugins() const { return m_plugins->views(); }
+    // Every user's container sessions (`bulkhead container session ...`).
+    ContainerSessions& containers() { return *m_containers; }
+    // Who `uid` is, for a session of theirs (session_id left 0).
+    static SessionIdentity identity_of(uid_t uid);
     // Each VM's limits and where they are enforced.
     const VmLimitsView& vm_limits() const { return m_env.cgroups.view(); }
 
@@ -114,6 +119,11 @@ public:
         bool read_only, std::string name) override;
     kj::Promise<Result<Fd>> execute(uint32_t session, std::optional<Uuid> distro, std::string path,
         std::vector<std::string> argv) override;
+    kj::Promise<int> container_mount(
+        uint32_t session, std::string host_path, std::string mountpoint, bool read_only) override;
+    kj::Promise<int> container_unmount(uint32_t session, std::string mountpoint) override;
+    kj::Promise<Result<host::ProcessStart>> create_process(uint32_t session, std::string executable,
+        std::vector<std::string> argv, std::vector<std::string> env) override;
 
 private:
     Session& session_of(uid_t uid);
@@ -136,6 +146,12 @@ private:
     kj::Promise<Result<DistroView>> commit_registration(uid_t owner, DistroRecord record,
         std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported);
     void taskFailed(kj::Exception&& exception) override;
+    // ContainerHooks: the container session hooks, delivered through the plugin manager.
+    kj::Promise<Status> session_created(const ContainerSession& session) override;
+    kj::Promise<void> session_stopping(const ContainerSession& session) override;
+    kj::Promise<void> vm_started(const ContainerSession& session) override;
+    kj::Promise<void> vm_stopping(const ContainerSession& session) override;
+    static host::HookCall container_hook(host::Hook hook, const ContainerSession& session);
 
     VmEnvironment m_env;
     int m_unpack_exe_fd;
@@ -148,6 +164,7 @@ private:
     uint32_t m_next_session_id = 1;
     bool m_shutting_down = false; // set by shutdown_all (the process exits): no VM starts after it
     kj::Own<PluginManager> m_plugins;
+    kj::Own<ContainerSessions> m_containers;
     kj::TaskSet m_tasks { *this };
 };
 

@@ -104,8 +104,63 @@ VmCgroups::VmCgroups(const VmLimits& limits)
     m_view.pids = place(m_controllers[0]);
     m_view.memory = place(m_controllers[1]);
     remove_stale_cgroups(m_v2_base, prefix);
-    for (const auto& controller : m_controllers)
-        remove_stale_cgroups(cgroup1_own_dir(controller.name), prefix);
+    for (const char* name : { "pids", "memory", "cpu" })
+        remove_stale_cgroups(cgroup1_own_dir(name), prefix);
+}
+
+std::string VmCgroups::place_cpu()
+{
+    if (m_cpu_problem)
+        return *m_cpu_problem;
+    std::string why = "the cpu controller is neither available in the cgroup2 hierarchy nor a cgroup v1 one";
+    if (!m_v2_base.empty() && lists(read_cgroup_file(m_v2_base, "cgroup.controllers"), "cpu")) {
+        std::string problem = enable_v2_controllers(m_v2_base, "cpu");
+        m_cpu.v2 = problem.empty();
+        if (m_cpu.v2)
+            return *(m_cpu_problem = "");
+        why = problem;
+    }
+    std::string v1 = cgroup1_own_dir("cpu");
+    if (!v1.empty() && writable(v1)) {
+        m_cpu.v1_parent = v1;
+        return *(m_cpu_problem = "");
+    }
+    if (!v1.empty())
+        why = v1 + " is not writable";
+    return *(m_cpu_problem = why);
+}
+
+Status VmCgroups::check(const VmCgroupRequest& request)
+{
+    const Controller& memory = m_controllers[1];
+    if (request.memory_max > 0) {
+        if (!memory.v2 && memory.v1_parent.empty())
+            return Error { -EOPNOTSUPP, "cannot limit the VM's memory: " + m_view.memory };
+        if (memory.limit > 0 && request.memory_max > memory.limit)
+            return Error { -EINVAL,
+                "cannot give the VM " + std::to_string(request.memory_max >> 20)
+                    + " MB of memory: every VM is " + "limited to " + std::to_string(memory.limit >> 20)
+                    + " MB ([limits] vm_memory_max)" };
+    }
+    if (request.cpu_millis > 0)
+        if (std::string problem = place_cpu(); !problem.empty())
+            return Error { -EOPNOTSUPP, "cannot limit the VM's CPUs: " + problem };
+    return {};
+}
+
+// cpu.max (v2) or cpu.cfs_quota_us (v1): `cpu_millis` thousandths of a CPU every 100 ms.
+Status VmCgroups::apply_cpu(VmCgroup& cgroup, const std::string& name, uint32_t cpu_millis)
+{
+    constexpr uint64_t period_us = 100000;
+    uint64_t quota_us = std::max<uint64_t>(1000, period_us * cpu_millis / 1000);
+    if (m_cpu.v2)
+        return write_cgroup_file(
+            cgroup.m_v2, "cpu.max", std::to_string(quota_us) + " " + std::to_string(period_us));
+    std::string dir = m_cpu.v1_parent + "/" + name;
+    BH_TRY(make_directory(dir));
+    cgroup.m_v1.push_back(dir);
+    BH_TRY(write_cgroup_file(dir, "cpu.cfs_period_us", std::to_string(period_us)));
+    return write_cgroup_file(dir, "cpu.cfs_quota_us", std::to_string(quota_us));
 }
 
 // Decides where `controller`'s limit goes and says so; logs (once, here) a limit that cannot be
@@ -140,8 +195,9 @@ Status VmCgroups::apply(const Controller& controller, const std::string& dir, bo
     return write_cgroup_file(dir, limit_file(controller.name, v2), std::to_string(controller.limit));
 }
 
-Result<VmCgroup> VmCgroups::create(uint32_t session_id)
+Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& request)
 {
+    BH_TRY(check(request));
     std::string name = prefix + std::to_string(getpid()) + "-" + std::to_string(session_id) + "-"
         + std::to_string(++m_serial);
     VmCgroup cgroup; // removes what was made if a step below fails
@@ -152,7 +208,9 @@ Result<VmCgroup> VmCgroups::create(uint32_t session_id)
         if (!cgroup.m_v2_fd)
             return Error::from_errno(errno, "cannot open " + cgroup.m_v2);
     }
-    for (const auto& controller : m_controllers) {
+    for (Controller controller : m_controllers) {
+        if (controller.name == std::string("memory") && request.memory_max > 0)
+            controller.limit = request.memory_max;
         if (controller.v2) {
             BH_TRY(apply(controller, cgroup.m_v2, true));
         } else if (!controller.v1_parent.empty()) {
@@ -162,6 +220,8 @@ Result<VmCgroup> VmCgroups::create(uint32_t session_id)
             BH_TRY(apply(controller, dir, false));
         }
     }
+    if (request.cpu_millis > 0)
+        BH_TRY(apply_cpu(cgroup, name, request.cpu_millis));
     return cgroup;
 }
 

@@ -5,6 +5,7 @@
 #include "base/result.h"
 #include "config/config.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,12 @@ private:
     std::vector<std::string> m_v1;
 };
 
+// Limits one VM asks for on top of the admin's (a container session's --memory and --cpus).
+struct VmCgroupRequest {
+    uint64_t memory_max = 0; // bytes; 0: the admin's limit
+    uint32_t cpu_millis = 0; // thousandths of a CPU; 0: no CPU limit
+};
+
 // Makes the VMs' cgroups with the admin's limits. Thread affinity: the service's event loop.
 class VmCgroups {
 public:
@@ -52,9 +59,13 @@ public:
     // the VM cgroups a killed service left, and logs once each limit it cannot enforce.
     explicit VmCgroups(const VmLimits& limits);
     // A controller that is unavailable is skipped (the VM runs without that limit, as logged at
-    // start-up); failing to make a directory or write a limit is an error.
-    Result<VmCgroup> create(uint32_t session_id);
+    // start-up); failing to make a directory or write a limit is an error. What `request` asks
+    // for is never skipped: a memory or CPU limit that cannot be applied is an error saying why,
+    // and a memory limit above the admin's is refused.
+    Result<VmCgroup> create(uint32_t session_id, const VmCgroupRequest& request = {});
     const VmLimitsView& view() const { return m_view; }
+    // Whether `request` can be applied: what create() would refuse, checked before anything is made.
+    Status check(const VmCgroupRequest& request);
 
 private:
     struct Controller {
@@ -65,11 +76,16 @@ private:
     };
     Status apply(const Controller& controller, const std::string& dir, bool v2) const;
     std::string place(Controller& controller);
+    // Where a CPU limit goes, decided the first time one is asked for ("" once placed).
+    std::string place_cpu();
+    Status apply_cpu(VmCgroup& cgroup, const std::string& name, uint32_t cpu_millis);
 
     std::string m_v2_base;
     std::vector<Controller> m_controllers;
     VmLimitsView m_view;
     unsigned m_serial = 0;
+    Controller m_cpu { "cpu", 0 };
+    std::optional<std::string> m_cpu_problem; // unset: not placed yet; "": placed
 };
 
 } // namespace bh::service

@@ -99,9 +99,10 @@ namespace {
     // Spawns `plan` in a new VM cgroup: created in its cgroup2 directory, and moved into its v1
     // ones at once. The VM init runs nothing of the user's before the setup request, so the
     // cgroup counts everything the VM will ever start.
-    Result<SpawnedInit> spawn_in_cgroup(VmCgroups& cgroups, uint32_t session_id, SpawnPlan plan)
+    Result<SpawnedInit> spawn_in_cgroup(
+        VmCgroups& cgroups, uint32_t session_id, const VmCgroupRequest& limits, SpawnPlan plan)
     {
-        auto cgroup = cgroups.create(session_id);
+        auto cgroup = cgroups.create(session_id, limits);
         if (!cgroup)
             return cgroup.take_error();
         plan.cgroup_fd = cgroup->clone_fd();
@@ -153,8 +154,8 @@ StagingMount::~StagingMount()
     ::rmdir(m_path.c_str());
 }
 
-kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
-    VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings)
+kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(VmEnvironment& env,
+    const SessionIdentity& identity, const VmSettings& settings, const VmCgroupRequest& limits)
 {
     auto pair = make_socketpair();
     if (!pair)
@@ -187,7 +188,7 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(
     if (!staging)
         return Result<kj::Own<VmInstance>>(
             Error { staging.error().code, "cannot create the VM: " + staging.error().message });
-    auto spawned = spawn_in_cgroup(env.cgroups, identity.session_id, std::move(plan));
+    auto spawned = spawn_in_cgroup(env.cgroups, identity.session_id, limits, std::move(plan));
     if (!spawned)
         return Result<kj::Own<VmInstance>>(
             Error { spawned.error().code, "cannot create the VM: " + spawned.error().message });
@@ -422,6 +423,43 @@ kj::Promise<Result<int>> VmInstance::spawn_and_wait(
             [process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); });
     });
     return ipc::catch_disconnect<int>(kj::mv(waited), "the agent running the program hung up");
+}
+
+kj::Promise<Result<VmInstance::Spawned>> VmInstance::spawn(ProgramSpec spec, std::array<Fd, 3> stdio)
+{
+    if (m_stopped)
+        return Result<Spawned>(vm_gone("cannot run '" + spec.path + "'"));
+    auto request = m_agent.spawnRequest();
+    fill_spawn_request(request.initRequest(), spec, stdio);
+    auto spawned = request.send().then([](auto response) -> Result<Spawned> {
+        BH_TRY(ipc::to_status(response.getOutcome()));
+        return Spawned { response.getProcess(), response.getPid() };
+    });
+    return guarded(ipc::catch_disconnect<Spawned>(
+        kj::mv(spawned), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING));
+}
+
+kj::Promise<Result<int>> VmInstance::run_detached(ProgramSpec spec, std::array<Fd, 3> stdio)
+{
+    return spawn(std::move(spec), std::move(stdio)).then([this](Result<Spawned> spawned) -> Result<int> {
+        if (!spawned)
+            return spawned.take_error();
+        // The program runs until it exits; holding its Process until then keeps it alive.
+        auto process = kj::mv(spawned->process);
+        m_exec_waits.add(process.waitRequest().send().ignoreResult().attach(kj::mv(process)));
+        return 0;
+    });
+}
+
+kj::Promise<Status> VmInstance::unmount(std::string vm_path)
+{
+    if (m_stopped)
+        return Status(vm_gone("cannot unmount '" + vm_path + "'"));
+    auto request = m_agent.unmountRequest();
+    request.setVmPath(vm_path);
+    auto done = request.send().then([](auto response) { return ipc::to_status(response.getOutcome()); });
+    return guarded_status(ipc::catch_disconnect<void>(
+        kj::mv(done), "the VM stopped during the operation", BH_E_VM_NOT_RUNNING));
 }
 
 kj::Promise<Result<Fd>> VmInstance::exec(const std::string& distro, ProgramSpec spec)

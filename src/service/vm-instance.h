@@ -92,8 +92,9 @@ class VmInstance final : public kj::Refcounted, private kj::TaskSet::ErrorHandle
 public:
     // Spawns the VM's init in new namespaces and its own cgroup, and builds its root. Fails with
     // what went wrong.
-    static kj::Promise<Result<kj::Own<VmInstance>>> start(
-        VmEnvironment& env, const SessionIdentity& identity, const VmSettings& settings);
+    // `limits`: what the VM's cgroup holds beyond the admin's limits (a container session's).
+    static kj::Promise<Result<kj::Own<VmInstance>>> start(VmEnvironment& env, const SessionIdentity& identity,
+        const VmSettings& settings, const VmCgroupRequest& limits = {});
     VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging,
         ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection);
     ~VmInstance();
@@ -113,6 +114,18 @@ public:
     // Runs a program with the given stdio inside a running distribution (or in the VM's root
     // namespace when `distro` is empty); resolves with its wait status.
     kj::Promise<Result<int>> run(const std::string& distro, ProgramSpec spec, std::array<Fd, 3> stdio);
+    // Starts a program with the given stdio in the VM's root namespace and resolves with 0 once it
+    // runs; it lives until it exits or the VM ends.
+    kj::Promise<Result<int>> run_detached(ProgramSpec spec, std::array<Fd, 3> stdio);
+    // Starts a program with the given stdio in the VM's root namespace: its Process capability
+    // (dropping it kills the program) and its pid in the VM.
+    struct Spawned {
+        proto::Process::Client process;
+        int32_t pid = 0;
+    };
+    kj::Promise<Result<Spawned>> spawn(ProgramSpec spec, std::array<Fd, 3> stdio);
+    // Detaches the mount at the absolute `vm_path` of the VM's root namespace.
+    kj::Promise<Status> unmount(std::string vm_path);
     // Runs a program with stdin and stdout connected to the returned socket (stderr discarded).
     kj::Promise<Result<Fd>> exec(const std::string& distro, ProgramSpec spec);
     // Attaches the directory behind `dir` at the absolute `vm_path` of the VM's root namespace.

@@ -328,4 +328,16 @@ kj::Promise<void> Agent::startDistribution(StartDistributionContext context)
     });
 }
 
+kj::Promise<void> Agent::unmount(UnmountContext context)
+{
+    if (m_role != AgentRole::Vm) {
+        fail_outcome(context.getResults().initOutcome(), { -EPERM, "only the VM's init unmounts" });
+        return kj::READY_NOW;
+    }
+    Status status = detach_mount(context.getParams().getVmPath().cStr());
+    if (!status)
+        fail_outcome(context.getResults().initOutcome(), status.error());
+    return kj::READY_NOW;
+}
+
 } // namespace bh::vm

@@ -54,6 +54,7 @@ protected:
     kj::Promise<void> mount(MountContext context) override;
     kj::Promise<void> spawn(SpawnContext context) override;
     kj::Promise<void> startDistribution(StartDistributionContext context) override;
+    kj::Promise<void> unmount(UnmountContext context) override;
 
 private:
     Status setup_vm(proto::VmConfig::Reader config);

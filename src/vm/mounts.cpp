@@ -237,4 +237,13 @@ Status attach_staged(const std::string& name, const std::string& vm_path, bool r
     return {};
 }
 
+Status detach_mount(const std::string& vm_path)
+{
+    if (vm_path.empty() || vm_path.front() != '/')
+        return Error { -EINVAL, "cannot unmount '" + vm_path + "': the path must be absolute" };
+    if (::umount2(vm_path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+        return fail("cannot unmount " + vm_path);
+    return {};
+}
+
 } // namespace bh::vm

@@ -28,5 +28,7 @@ Status build_distribution_root(Fd root_tree);
 
 // Moves the tree the service staged as `name` (digits only) under staged_mounts to `vm_path`.
 Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only);
+// Detaches the mount at the absolute `vm_path` (never following a symlink there).
+Status detach_mount(const std::string& vm_path);
 
 } // namespace bh::vm

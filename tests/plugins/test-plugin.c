@@ -196,6 +196,14 @@ enum mode {
     MODE_ENTRY_HANGS,
     MODE_ENTRY_SPINS,
     MODE_EXECUTE_OUT_OF_FDS,
+    MODE_WSLC_SESSION_REJECTED,
+    MODE_WSLC_VM_NEVER_STARTED,
+    MODE_WSLC_VM_RESTART,
+    MODE_WSLC_VM_STOP_COMMITTED,
+    MODE_PARALLEL_WSLC_WITH_CALLBACKS,
+    MODE_WSLC_ASYNC_CALLBACK_POST_RETURN,
+    MODE_WSLC_PROCESS_API,
+    MODE_WSLC_HOST_CRASH_IN_CREATED,
 };
 
 static const char* const modes[] = {
@@ -240,6 +248,14 @@ static const char* const modes[] = {
     "EntryHangs",
     "EntrySpins",
     "ExecuteOutOfFds",
+    "WslcSessionRejected",
+    "WslcVmNeverStarted",
+    "WslcVmRestart",
+    "WslcVmStopCommitted",
+    "ParallelWslcWithCallbacks",
+    "WslcAsyncCallbackPostReturn",
+    "WslcProcessApi",
+    "WslcHostCrashInCreated",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1384,6 +1400,270 @@ static int on_distribution_unregistered(
 /* ---- configuration and entry point ---- */
 
 /* Copies a configuration value, cutting it at the destination's size (always NUL-terminated). */
+/* ---- Container sessions (tests/integration/plugins-containers.sh) ----
+ *
+ *   Container session created (session_id=S, name=N, application_pid=P, uid=U, gid=G, user_name=N)
+ *   Container session stopping (same fields)
+ *   Container VM started (session_id=S, name=N)
+ *   Container VM stopping (session_id=S, name=N)
+ *   create_process(PATH) -> RESULT [errno=E] [exit=CODE] [output=TEXT]
+ *   mount(MOUNTPOINT) -> RESULT / unmount(MOUNTPOINT) -> RESULT
+ */
+
+/* Runs path with argv/envp in the session's VM: feeds `input` to its stdin, reads its stdout to
+ * EOF, waits for the exit fd and logs "create_process(PATH) -> RESULT errno=E exit=CODE output=TEXT"
+ * under `label`. Returns the create result. */
+static int run_process(bh_container_session_id session, const char* label, const char* const* argv,
+    const char* const* envp, const char* input)
+{
+    struct bh_process* process = NULL;
+    int err = -1, rc, code = -1, fd = -1, exit_fd = -1;
+    char output[512] = "";
+    rc = api->container_create_process(session, argv[0], argv, envp, &process, &err);
+    if (rc != 0) {
+        log_line("%s -> %s errno=%d (process=%s)", label, bh_result_name(rc), err, process ? "set" : "NULL");
+        return rc;
+    }
+    if (api->process_get_fd(process, 0, &fd) == 0) {
+        if (input)
+            (void)!write(fd, input, strlen(input));
+        close(fd);
+    }
+    if (api->process_get_fd(process, 1, &fd) == 0)
+        read_to_eof(fd, output, sizeof(output));
+    if (api->process_get_exit_fd(process, &exit_fd) == 0) {
+        struct pollfd p = { exit_fd, POLLIN, 0 };
+        if (poll(&p, 1, READ_TIMEOUT_MS) != 1)
+            log_line("%s: the exit fd did not poll readable", label);
+        close(exit_fd);
+    }
+    int exit_rc = api->process_get_exit_code(process, &code);
+    api->process_release(process);
+    log_line(
+        "%s -> %s exit=%d (%s) output=%s", label, bh_result_name(rc), code, bh_result_name(exit_rc), output);
+    return rc;
+}
+
+static const char* const true_argv[] = { "/bin/true", NULL };
+
+static void log_container(const char* event, const struct bh_container_session_info* s)
+{
+    log_line(
+        "Container session %s (session_id=%u, name=%s, application_pid=%d, uid=%u, gid=%u, user_name=%s)",
+        event, s->session_id, str(s->display_name), s->application_pid, s->uid, s->gid, str(s->user_name));
+}
+
+/* mount+unmount of the plugin's directory at /restart-mount, and /bin/true, logged as ok or failed. */
+static void restart_calls(bh_container_session_id session, const char* when)
+{
+    int rc = run_process(session, "true", true_argv, NULL, NULL);
+    int mounted = api->container_mount_folder(session, own_dir, "/restart-mount", 1);
+    int unmounted = mounted == 0 ? api->container_unmount_folder(session, "/restart-mount") : 1;
+    log_line("%s: true %s, mount %s, unmount %s", when, rc == 0 ? "ok" : "failed",
+        mounted == 0 ? "ok" : "failed",
+        unmounted == 0       ? "ok"
+            : unmounted == 1 ? "skipped"
+                             : "failed");
+}
+
+/* WslcAsyncCallbackPostReturn: a thread calls 200 ms after on_container_session_created returned. */
+static bh_container_session_id async_session;
+static void* async_container_call(void* unused)
+{
+    (void)unused;
+    usleep(200 * 1000);
+    run_process(async_session, "post-return create_process(/bin/true)", true_argv, NULL, NULL);
+    return NULL;
+}
+
+/* WslcVmStopCommitted */
+static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
+static int stop_window_done, vm_stops;
+static bh_container_session_id stop_session;
+static struct bh_process* leaked;
+static void* stop_window_call(void* unused)
+{
+    int exit_fd = -1, code = -1;
+    (void)unused;
+    run_process(stop_session, "stop-window create_process(/bin/true)", true_argv, NULL, NULL);
+    pthread_mutex_lock(&stop_lock);
+    stop_window_done = 1;
+    pthread_cond_signal(&stop_cond);
+    pthread_mutex_unlock(&stop_lock);
+    if (api->process_get_exit_fd(leaked, &exit_fd) == 0) {
+        struct pollfd p = { exit_fd, POLLIN, 0 };
+        int ready = poll(&p, 1, READ_TIMEOUT_MS);
+        close(exit_fd);
+        int rc = api->process_get_exit_code(leaked, &code);
+        log_line("leaked sleep: exit fd %s, exit code %s %d", ready == 1 ? "readable" : "not readable",
+            bh_result_name(rc), code);
+    }
+    api->process_release(leaked);
+    return NULL;
+}
+
+/* ParallelWslcWithCallbacks: a worker per session waits for its vm_started, then all call at once. */
+#define PARALLEL_SESSIONS 2
+static pthread_mutex_t parallel_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t parallel_cond = PTHREAD_COND_INITIALIZER;
+static bh_container_session_id parallel_started[16];
+static int parallel_started_count, parallel_inside, parallel_max, parallel_ok, parallel_workers;
+static pthread_barrier_t parallel_barrier;
+static void* parallel_worker(void* arg)
+{
+    bh_container_session_id session = (bh_container_session_id)(intptr_t)arg;
+    struct bh_process* process = NULL;
+    int i, found = 0, rc;
+    pthread_mutex_lock(&parallel_lock);
+    while (!found) {
+        for (i = 0; i < parallel_started_count; i++)
+            found |= parallel_started[i] == session;
+        if (!found)
+            pthread_cond_wait(&parallel_cond, &parallel_lock);
+    }
+    pthread_mutex_unlock(&parallel_lock);
+    pthread_barrier_wait(&parallel_barrier);
+    __atomic_add_fetch(&parallel_inside, 1, __ATOMIC_SEQ_CST);
+    int inside = __atomic_load_n(&parallel_inside, __ATOMIC_SEQ_CST);
+    int seen = __atomic_load_n(&parallel_max, __ATOMIC_SEQ_CST);
+    while (inside > seen
+        && !__atomic_compare_exchange_n(
+            &parallel_max, &seen, inside, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) { }
+    rc = api->container_create_process(session, "/bin/true", true_argv, NULL, &process, NULL);
+    /* Still inside until every worker got in: the calls overlapped if the count reached them all. */
+    usleep(100 * 1000);
+    inside = __atomic_load_n(&parallel_inside, __ATOMIC_SEQ_CST);
+    seen = __atomic_load_n(&parallel_max, __ATOMIC_SEQ_CST);
+    while (inside > seen
+        && !__atomic_compare_exchange_n(
+            &parallel_max, &seen, inside, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) { }
+    __atomic_sub_fetch(&parallel_inside, 1, __ATOMIC_SEQ_CST);
+    api->process_release(process);
+    if (rc == 0)
+        __atomic_add_fetch(&parallel_ok, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_add_fetch(&parallel_workers, 1, __ATOMIC_SEQ_CST) == PARALLEL_SESSIONS)
+        log_line("parallel: %d of %d succeeded, max in flight %d",
+            __atomic_load_n(&parallel_ok, __ATOMIC_SEQ_CST), PARALLEL_SESSIONS,
+            __atomic_load_n(&parallel_max, __ATOMIC_SEQ_CST));
+    return NULL;
+}
+
+static void process_api(bh_container_session_id session)
+{
+    struct bh_process* process = NULL;
+    int err = 0, rc, fd = -1, code = -1;
+    const char* const missing[] = { "/does/not/exist", NULL };
+    const char* const sleeper[] = { "/bin/sleep", "5", NULL };
+    const char* const cat[] = { "/bin/cat", NULL };
+    const char* const twelve[] = { "/bin/sh", "-c", "exit 12", NULL };
+    const char* const echo_env[] = { "/bin/sh", "-c", "echo $BH_TEST_VAR", NULL };
+    const char* const env[] = { "BH_TEST_VAR=from-envp", NULL };
+    const char* const touch[] = { "/bin/sh", "-c",
+        "if echo x 2>/dev/null >/ro-mount/written; then echo written; else echo refused; fi", NULL };
+    rc = api->container_create_process(session, missing[0], missing, NULL, &process, &err);
+    log_line("missing executable -> %s errno=%d", bh_result_name(rc), err);
+    rc = api->container_create_process(session, sleeper[0], sleeper, NULL, &process, &err);
+    if (rc == 0) {
+        log_line("process_get_fd(999) -> %s", bh_result_name(api->process_get_fd(process, 999, &fd)));
+        log_line("exit code while running -> %s", bh_result_name(api->process_get_exit_code(process, &code)));
+        api->process_release(process);
+    }
+    run_process(session, "cat", cat, NULL, "fed-through-stdin");
+    run_process(session, "exit 12", twelve, NULL, NULL);
+    run_process(session, "envp", echo_env, env, NULL);
+    log_line("relative mountpoint -> %s",
+        bh_result_name(api->container_mount_folder(session, own_dir, "relative", 0)));
+    log_line("missing host folder -> %s",
+        bh_result_name(api->container_mount_folder(session, "/does/not/exist", "/missing", 0)));
+    log_line("read-only mount -> %s",
+        bh_result_name(api->container_mount_folder(session, own_dir, "/ro-mount", 1)));
+    run_process(session, "write to read-only", touch, NULL, NULL);
+    log_line("unmount of a mount not made -> %s",
+        bh_result_name(api->container_unmount_folder(session, "/storage")));
+    log_line("unmount -> %s", bh_result_name(api->container_unmount_folder(session, "/ro-mount")));
+    log_line("unknown session -> %s",
+        bh_result_name(api->container_create_process(999999, "/bin/true", true_argv, NULL, &process, NULL)));
+}
+
+static int on_container_session_created(const struct bh_container_session_info* session)
+{
+    log_container("created", session);
+    switch (mode) {
+    case MODE_WSLC_SESSION_REJECTED:
+        log_line("vetoing the container session");
+        return -EPERM;
+    case MODE_WSLC_VM_NEVER_STARTED:
+        run_process(session->session_id, "create_process(/bin/true) in created", true_argv, NULL, NULL);
+        break;
+    case MODE_WSLC_ASYNC_CALLBACK_POST_RETURN:
+        async_session = session->session_id;
+        start_detached(async_container_call);
+        break;
+    case MODE_PARALLEL_WSLC_WITH_CALLBACKS: {
+        pthread_t thread;
+        static int barrier_ready;
+        if (!barrier_ready++)
+            pthread_barrier_init(&parallel_barrier, NULL, PARALLEL_SESSIONS);
+        if (pthread_create(&thread, NULL, parallel_worker, (void*)(intptr_t)session->session_id) == 0)
+            pthread_detach(thread);
+        break;
+    }
+    case MODE_WSLC_HOST_CRASH_IN_CREATED:
+        log_line("sending SIGKILL to own process");
+        kill(getpid(), SIGKILL);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_container_session_stopping(const struct bh_container_session_info* session)
+{
+    log_container("stopping", session);
+    return 0;
+}
+
+static int on_container_vm_started(const struct bh_container_session_info* session)
+{
+    log_line(
+        "Container VM started (session_id=%u, name=%s)", session->session_id, str(session->display_name));
+    if (mode == MODE_WSLC_VM_RESTART)
+        restart_calls(session->session_id, "vm_started");
+    if (mode == MODE_WSLC_PROCESS_API)
+        process_api(session->session_id);
+    if (mode == MODE_PARALLEL_WSLC_WITH_CALLBACKS) {
+        pthread_mutex_lock(&parallel_lock);
+        if (parallel_started_count < 16)
+            parallel_started[parallel_started_count++] = session->session_id;
+        pthread_cond_broadcast(&parallel_cond);
+        pthread_mutex_unlock(&parallel_lock);
+    }
+    return 0;
+}
+
+static int on_container_vm_stopping(const struct bh_container_session_info* session)
+{
+    log_line(
+        "Container VM stopping (session_id=%u, name=%s)", session->session_id, str(session->display_name));
+    if (mode == MODE_WSLC_VM_RESTART)
+        restart_calls(session->session_id, "vm_stopping");
+    if (mode == MODE_WSLC_VM_STOP_COMMITTED && vm_stops++ == 0) {
+        const char* const sleeper[] = { "/bin/sleep", "60", NULL };
+        int rc = api->container_create_process(session->session_id, sleeper[0], sleeper, NULL, &leaked, NULL);
+        log_line("kept sleep 60 -> %s", bh_result_name(rc));
+        stop_session = session->session_id;
+        if (rc == 0 && start_detached(stop_window_call) == 0) {
+            pthread_mutex_lock(&stop_lock);
+            while (!stop_window_done)
+                pthread_cond_wait(&stop_cond, &stop_lock);
+            pthread_mutex_unlock(&stop_lock);
+        }
+    }
+    return 0;
+}
+
 static void copy_bounded(char* out, size_t size, const char* in)
 {
     size_t n = strnlen(in, size - 1);
@@ -1540,5 +1820,9 @@ __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
     hooks->on_distribution_stopping = on_distribution_stopping;
     hooks->on_distribution_registered = on_distribution_registered;
     hooks->on_distribution_unregistered = on_distribution_unregistered;
+    hooks->on_container_session_created = on_container_session_created;
+    hooks->on_container_session_stopping = on_container_session_stopping;
+    hooks->on_container_vm_started = on_container_vm_started;
+    hooks->on_container_vm_stopping = on_container_vm_stopping;
     return 0;
 }

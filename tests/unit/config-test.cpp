@@ -33,15 +33,17 @@ TEST(Config, WithNoAdminFileUsersGetNeitherHostNetworkNorTheirOwnInit)
 
 TEST(Config, ReadsPerUserLimits)
 {
-    auto config = parse_service_config("[limits]\nconnections_per_user = 4\ncalls_per_user = 9\n"
-                                       "registrations_per_user = 1\ndistributions_per_user = 3\n"
-                                       "storage_bytes_per_user = 1048576\nstorage_inodes_per_user = 100\n",
+    auto config = parse_service_config(
+        "[limits]\nconnections_per_user = 4\ncalls_per_user = 9\n"
+        "registrations_per_user = 1\ndistributions_per_user = 3\ncontainer_sessions_per_user = 5\n"
+        "storage_bytes_per_user = 1048576\nstorage_inodes_per_user = 100\n",
         "a.toml");
     ASSERT_TRUE(config.ok()) << config.error().message;
     EXPECT_EQ(config->limits.connections, 4u);
     EXPECT_EQ(config->limits.calls, 9u);
     EXPECT_EQ(config->limits.registrations, 1u);
     EXPECT_EQ(config->limits.distributions, 3u);
+    EXPECT_EQ(config->limits.container_sessions, 5u);
     EXPECT_EQ(config->limits.storage_bytes, 1048576u);
     EXPECT_EQ(config->limits.storage_inodes, 100u);
     auto zero = parse_service_config("[limits]\nconnections_per_user = 0\n", "a.toml");

@@ -142,6 +142,22 @@ public:
         ADD_FAILURE() << "unexpected execute";
         return Result<Fd>(Error { -ENOSYS, "no calls" });
     }
+    kj::Promise<int> container_mount(uint32_t, std::string, std::string, bool) override
+    {
+        ADD_FAILURE() << "unexpected container_mount";
+        return -ENOSYS;
+    }
+    kj::Promise<int> container_unmount(uint32_t, std::string) override
+    {
+        ADD_FAILURE() << "unexpected container_unmount";
+        return -ENOSYS;
+    }
+    kj::Promise<Result<host::ProcessStart>> create_process(
+        uint32_t, std::string, std::vector<std::string>, std::vector<std::string>) override
+    {
+        ADD_FAILURE() << "unexpected create_process";
+        return Result<host::ProcessStart>(Error { -ENOSYS, "no calls" });
+    }
 };
 
 host::HookCall hook_call(Hook hook)

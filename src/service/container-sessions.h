@@ -1,0 +1,170 @@
+// ContainerSessions: every user's named container sessions, their VMs, storage and lifecycle hooks.
+#pragma once
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "plugin/plugin-runtime.h"
+#include "service/vm-instance.h"
+
+#include <kj/async.h>
+#include <kj/timer.h>
+#include <map>
+#include <set>
+#include <variant>
+
+namespace bh::service {
+
+// What `bulkhead container session create` asks for.
+struct ContainerSessionOptions {
+    std::string storage; // absolute host folder (for display); empty: a tmpfs that dies with the session
+    uint64_t memory_mb = 0; // 0: the admin's VM memory limit
+    uint32_t cpu_millis = 0; // thousandths of a CPU; 0: no CPU limit
+    bool host_network = false;
+    uint32_t idle_timeout_s = 30; // storage-backed sessions only
+};
+
+// Where a container session's VM is. The one state of a session's lifecycle: every transition is
+// ContainerSession::enter, and what each state holds exists only in that state.
+enum class VmState { idle, starting, running, stopping };
+const char* vm_state_name(VmState state);
+
+// What `list` and `show` print of one session.
+struct ContainerSessionView {
+    uint32_t session_id = 0;
+    std::string name;
+    uid_t uid = 0;
+    std::string user_name;
+    pid_t application_pid = 0;
+    ContainerSessionOptions options;
+    VmState state = VmState::idle;
+    pid_t vm_init_pid = 0; // 0 unless running or stopping
+};
+
+class ContainerSessions;
+
+// One container session. Owned (refcounted) by ContainerSessions' id table from its creation until
+// its on_container_session_stopping hook returned; operations in flight hold references. Thread
+// affinity: the service's event-loop thread.
+class ContainerSession final : public kj::Refcounted {
+public:
+    SessionIdentity identity; // session_id is a bh_container_session_id
+    std::string name;
+    pid_t application_pid = 0;
+    ContainerSessionOptions options;
+    Fd storage; // O_PATH: the --storage folder or the session's tmpfs, mounted at /storage in each VM
+
+    VmState state() const { return static_cast<VmState>(m_vm.index()); }
+    // The VM that serves calls made now: the running one, or the stopping one until its stop is
+    // committed (on_container_vm_stopping is still running). nullptr otherwise.
+    VmInstance* serving_vm();
+    ContainerSessionView view() const;
+
+private:
+    friend class ContainerSessions;
+    struct Idle { };
+    // The VM is being spawned; nothing serves calls yet. Resolves once it runs and every plugin
+    // got on_container_vm_started, or with why it could not start.
+    struct Starting {
+        kj::ForkedPromise<Status> attempt;
+    };
+    struct Running {
+        kj::Own<VmInstance> vm;
+        // on_container_vm_started delivered to every plugin; a stop waits for it first.
+        kj::ForkedPromise<void> announced;
+        kj::Promise<void> watcher = nullptr; // the VM ending on its own
+        kj::Promise<void> idle_timer = nullptr;
+    };
+    struct Stopping {
+        kj::Own<VmInstance> vm;
+        bool committed = false; // on_container_vm_stopping returned: calls fail from now on
+        kj::ForkedPromise<void> done;
+    };
+    using Vm = std::variant<Idle, Starting, Running, Stopping>; // indexed as VmState
+
+    Vm m_vm;
+    unsigned m_active = 0; // control operations using the VM (exec): no idle stop meanwhile
+    bool m_ending = false; // terminate began: no VM starts again
+    std::string m_tmpfs; // the mount point of the session's tmpfs (no --storage); "" otherwise
+    // What plugins mounted in the current VM (only those may be unmounted by a plugin).
+    std::set<std::string> m_plugin_mounts;
+};
+
+// Where the session's lifecycle is announced to plugins (implemented by Service on
+// PluginManager). created may veto; the others only report.
+class ContainerHooks {
+public:
+    virtual ~ContainerHooks() noexcept(false) = default;
+    virtual kj::Promise<Status> session_created(const ContainerSession& session) = 0;
+    virtual kj::Promise<void> session_stopping(const ContainerSession& session) = 0;
+    virtual kj::Promise<void> vm_started(const ContainerSession& session) = 0;
+    virtual kj::Promise<void> vm_stopping(const ContainerSession& session) = 0;
+};
+
+// Every container session. Two tables, on purpose (docs/design/concurrency.md):
+// - by id: every session from the moment on_container_session_created is about to run until
+//   on_container_session_stopping returned. Only plugin calls resolve sessions here.
+// - by (uid, name): the published sessions, listed and opened by users; a session enters it only
+//   once every plugin accepted it, and leaves it when terminate begins.
+// Thread affinity: the service's event-loop thread; every operation returns failures as values.
+class ContainerSessions final : private kj::TaskSet::ErrorHandler {
+public:
+    ContainerSessions(VmEnvironment& env, ContainerHooks& hooks, uint32_t max_per_user);
+    ~ContainerSessions();
+
+    struct Created {
+        ContainerSessionView view;
+        bool created = false; // false: an existing session was opened
+    };
+    // Creates `name` for `owner` (or opens it, unless `exclusive`). `storage`: an fd of the folder
+    // the client opened, or none for a tmpfs.
+    kj::Promise<Result<Created>> create(const SessionIdentity& owner, pid_t application_pid, std::string name,
+        ContainerSessionOptions options, Fd storage, bool exclusive, bool start_vm);
+    std::vector<ContainerSessionView> list(uid_t owner, bool everyone) const;
+    Result<ContainerSessionView> show(uid_t owner, const std::string& name);
+    kj::Promise<Status> terminate(uid_t owner, const std::string& name);
+    // Runs a program in the session VM's root namespace (starting the VM if needed) with `stdio`;
+    // its wait status, or with `detach`, 0 once it started (it lives until it exits or the VM ends).
+    kj::Promise<Result<int>> exec(
+        uid_t owner, const std::string& name, ProgramSpec spec, std::array<Fd, 3> stdio, bool detach);
+    // Stops the session's VM as its idle timer would; true when there was none to stop.
+    kj::Promise<Result<bool>> idle(uid_t owner, const std::string& name);
+    // Ends every session (`shutdown --all`, service exit). With `forever`, none can be created again.
+    kj::Promise<void> terminate_all(bool forever);
+
+    // For plugin calls: the session with this id, published or not yet (nullptr: none).
+    ContainerSession* find_by_id(uint32_t id);
+    // The container-session functions of the plugin API (host::CallTarget), resolved by id
+    // through the id table only, served by serving_vm(): never starting a VM, never waiting for
+    // a hook or a start.
+    kj::Promise<int> plugin_mount(uint32_t id, std::string host_path, std::string mountpoint, bool read_only);
+    kj::Promise<int> plugin_unmount(uint32_t id, std::string mountpoint);
+    kj::Promise<Result<host::ProcessStart>> plugin_create_process(
+        uint32_t id, std::string executable, std::vector<std::string> argv, std::vector<std::string> env);
+
+private:
+    using Key = std::pair<uid_t, std::string>;
+    Result<kj::Own<ContainerSession>> find(uid_t owner, const std::string& name);
+    Status check_new(const SessionIdentity& owner, const std::string& name,
+        const ContainerSessionOptions& options, const Fd& storage) const;
+    kj::Promise<Result<Created>> publish(kj::Own<ContainerSession> session, bool exclusive, bool start_vm);
+    kj::Promise<void> end(kj::Own<ContainerSession> session);
+    kj::Promise<Status> ensure_vm(ContainerSession& session);
+    kj::Promise<Status> start_vm(ContainerSession& session);
+    kj::Promise<Status> adopt_vm(ContainerSession& session, kj::Own<VmInstance> vm);
+    kj::Promise<void> stop_vm(ContainerSession& session);
+    void enter(ContainerSession& session, ContainerSession::Vm next);
+    void arm_idle_timer(ContainerSession& session);
+    Status make_tmpfs(ContainerSession& session);
+    void taskFailed(kj::Exception&& exception) override;
+
+    VmEnvironment& m_env;
+    ContainerHooks& m_hooks;
+    uint32_t m_max_per_user;
+    std::map<uint32_t, kj::Own<ContainerSession>> m_by_id;
+    std::map<Key, kj::Own<ContainerSession>> m_published;
+    uint32_t m_next_id = 1;
+    bool m_closed = false; // the service is exiting: no session is created from now on
+    kj::TaskSet m_tasks { *this };
+};
+
+} // namespace bh::service
