@@ -1466,12 +1466,24 @@ static void restart_calls(bh_container_session_id session, const char* when)
                              : "failed");
 }
 
-/* WslcAsyncCallbackPostReturn: a thread calls 200 ms after on_container_session_created returned. */
+/* WslcAsyncCallbackPostReturn: a thread calls 200 ms after on_container_session_created returned,
+ * and, when the session's VM is being started (--start-vm), not before its on_container_vm_started
+ * (at most 4 s): under ThreadSanitizer a VM takes longer than 200 ms to start, and the case is about
+ * a call after the hook returned, not one racing the VM's start. */
 static bh_container_session_id async_session;
+static pthread_mutex_t async_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t async_cond = PTHREAD_COND_INITIALIZER;
+static int async_vm_started;
 static void* async_container_call(void* unused)
 {
+    struct timespec until;
     (void)unused;
     usleep(200 * 1000);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 4;
+    pthread_mutex_lock(&async_lock);
+    while (!async_vm_started && pthread_cond_timedwait(&async_cond, &async_lock, &until) == 0) { }
+    pthread_mutex_unlock(&async_lock);
     run_process(async_session, "post-return create_process(/bin/true)", true_argv, NULL, NULL);
     return NULL;
 }
@@ -1633,6 +1645,12 @@ static int on_container_vm_started(const struct bh_container_session_info* sessi
         restart_calls(session->session_id, "vm_started");
     if (mode == MODE_WSLC_PROCESS_API)
         process_api(session->session_id);
+    if (mode == MODE_WSLC_ASYNC_CALLBACK_POST_RETURN) {
+        pthread_mutex_lock(&async_lock);
+        async_vm_started = 1;
+        pthread_cond_broadcast(&async_cond);
+        pthread_mutex_unlock(&async_lock);
+    }
     if (mode == MODE_PARALLEL_WSLC_WITH_CALLBACKS) {
         pthread_mutex_lock(&parallel_lock);
         if (parallel_started_count < 16)
