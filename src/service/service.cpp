@@ -98,6 +98,11 @@ Service::Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, Service
 {
 }
 
+Service::~Service()
+{
+    *m_alive = false;
+}
+
 void Service::taskFailed(kj::Exception&& exception)
 {
     log_error(std::string("background task failed: ") + exception.getDescription().cStr());
@@ -254,14 +259,18 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             m_tasks.add(commit.addBranch().ignoreResult());
             return commit.addBranch();
         })
-        .attach(kj::defer([this, owner, name, directory, handed_over = kj::mv(handed_over)]() {
-            if (*handed_over)
-                return;
-            m_registering.erase({ owner, name });
-            m_tasks.add(on_worker_thread<Status>(m_worker_results, [directory]() {
-                return remove_tree(directory);
-            }).ignoreResult());
-        }));
+        // Cap'n Proto keeps a call's promise until the event loop itself goes, after the Service: a
+        // registration cut by the service's exit must not touch it then (its folder, without a
+        // record.json, is removed at the next start).
+        .attach(
+            kj::defer([this, alive = m_alive, owner, name, directory, handed_over = kj::mv(handed_over)]() {
+                if (*handed_over || !*alive)
+                    return;
+                m_registering.erase({ owner, name });
+                m_tasks.add(on_worker_thread<Status>(m_worker_results, [directory]() {
+                    return remove_tree(directory);
+                }).ignoreResult());
+            }));
 }
 
 kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, DistroRecord record,

@@ -73,6 +73,7 @@ public:
     // `unpack_exe_fd`: an O_PATH fd of bulkhead-unpack, which unpacks every registration's archive.
     Service(VmEnvironment env, int unpack_exe_fd, kj::Timer& timer, ServiceConfig config, Registry registry,
         PluginEnvironment plugin_env, std::vector<PluginConfig> plugins);
+    ~Service();
 
     // The uid a call acts on: the caller's own, or (root only) the one it names.
     Result<uid_t> target_uid(const Caller& caller, int64_t requested) const;
@@ -165,6 +166,8 @@ private:
     bool m_shutting_down = false; // set by shutdown_all (the process exits): no VM starts after it
     kj::Own<PluginManager> m_plugins;
     kj::Own<ContainerSessions> m_containers;
+    // False once the Service is destroyed: for what outlives it (a call's promise, held by the event loop).
+    std::shared_ptr<bool> m_alive = std::make_shared<bool>(true);
     kj::TaskSet m_tasks { *this };
 };
 
