@@ -62,6 +62,22 @@ namespace {
         return out;
     }
 
+    // The program a run-like call (run, container session exec) names: its arguments, checked and
+    // not empty, its environment, and who runs it.
+    Result<ProgramSpec> program_of(capnp::List<capnp::Text>::Reader argv_list,
+        capnp::List<capnp::Text>::Reader env_list, std::string user)
+    {
+        auto argv = strings_of(argv_list, "arguments");
+        if (!argv)
+            return argv.take_error();
+        auto env = strings_of(env_list, "environment entries");
+        if (!env)
+            return env.take_error();
+        if (argv->empty())
+            return Error { -EINVAL, "no program given" };
+        return ProgramSpec { argv->front(), argv.value(), env.value(), std::move(user) };
+    }
+
     // A client's folder must come as a directory it opened for reading: an O_PATH fd needs no
     // permission on the folder at all, so it would hand the user a 0700 folder of someone else's.
     Status check_opened_for_reading(int fd)
@@ -237,16 +253,11 @@ namespace {
         context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
-        auto argv = strings_of(params.getArgv(), "arguments");
-        auto env = strings_of(params.getEnv(), "environment entries");
-        if (!owner || !argv || !env || argv->empty()) {
-            Error error = !owner ? owner.error()
-                : !argv          ? argv.error()
-                : !env           ? env.error()
-                                 : Error { -EINVAL, "no program given" };
-            return fail(context.getResults(), error, op), kj::READY_NOW;
-        }
-        ProgramSpec spec { argv->front(), argv.value(), env.value(), text_of(params.getUser()) };
+        auto program = owner ? program_of(params.getArgv(), params.getEnv(), text_of(params.getUser()))
+                             : Result<ProgramSpec>(owner.error());
+        if (!program)
+            return fail(context.getResults(), program.error(), op), kj::READY_NOW;
+        ProgramSpec spec = std::move(program.value());
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
         fds.add(ipc::unwrap_fd(params.getStdin()));
         fds.add(ipc::unwrap_fd(params.getStdout()));
@@ -542,16 +553,11 @@ namespace {
         context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
-        auto argv = strings_of(params.getArgv(), "arguments");
-        auto env = strings_of(params.getEnv(), "environment entries");
-        if (!owner || !argv || !env || argv->empty()) {
-            Error error = !owner ? owner.error()
-                : !argv          ? argv.error()
-                : !env           ? env.error()
-                                 : Error { -EINVAL, "no program given" };
-            return fail(context.getResults(), error, op), kj::READY_NOW;
-        }
-        ProgramSpec spec { argv->front(), argv.value(), env.value(), "" };
+        auto program
+            = owner ? program_of(params.getArgv(), params.getEnv(), "") : Result<ProgramSpec>(owner.error());
+        if (!program)
+            return fail(context.getResults(), program.error(), op), kj::READY_NOW;
+        ProgramSpec spec = std::move(program.value());
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
         fds.add(ipc::unwrap_fd(params.getStdin()));
         fds.add(ipc::unwrap_fd(params.getStdout()));
