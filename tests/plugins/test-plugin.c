@@ -56,7 +56,8 @@
  *   plugin's directory at /concurrent/N and run /bin/true (read to EOF) (success counts these
  *   threads); then, until 4 calls were inside the service at once (at most 50 rounds: on a busy
  *   machine a thread may finish its calls before the last one is scheduled), 4 threads released
- *   by a barrier each run /bin/true again; then 32 threads run /bin/true 100 times each. Each
+ *   by a barrier each run /bin/true again; then 32 threads run /bin/true 100 times each (stress_calls=N
+ *   in fixture.conf: N times each, 1 to 1000). Each
  *   failed call logs "concurrent CALL ... -> RESULT"; then
  *     Concurrent callbacks complete: success=N failures=F maxConcurrent=M
  *     Concurrent rounds: R
@@ -749,6 +750,7 @@ static void join_threads(pthread_t* threads, int count)
 #define CONCURRENT_THREADS 4
 #define STRESS_THREADS 32
 #define STRESS_CALLS 100
+static int stress_calls = STRESS_CALLS;
 
 static bh_session_id concurrent_session;
 static pthread_barrier_t concurrent_barrier;
@@ -818,7 +820,7 @@ static void* stress_worker(void* arg)
     int i;
     char what[64];
     snprintf(what, sizeof(what), "stress thread %d", (int)(intptr_t)arg);
-    for (i = 0; i < STRESS_CALLS; i++)
+    for (i = 0; i < stress_calls; i++)
         __atomic_add_fetch(run_true(concurrent_session, what, 0) == 0 ? &stress_success : &stress_failures, 1,
             __ATOMIC_SEQ_CST);
     return NULL;
@@ -850,7 +852,7 @@ static void concurrent_callbacks(bh_session_id session)
     join_threads(threads, started);
     log_line("Stress complete: success=%d failures=%d", stress_success, stress_failures);
     log_line("Stress elapsed: %ld ms (%d threads x %d execute_binary /bin/true)", elapsed_ms(&start), started,
-        STRESS_CALLS);
+        stress_calls);
 }
 
 /* SlowCallbackDoesNotBlockOthers */
@@ -1768,6 +1770,14 @@ static int read_configuration(void)
             copy_bounded(mode_name, sizeof(mode_name), line + 5);
         else if (strncmp(line, "log=", 4) == 0)
             copy_bounded(log_path, sizeof(log_path), line + 4);
+        else if (strncmp(line, "stress_calls=", 13) == 0) {
+            stress_calls = atoi(line + 13);
+            if (stress_calls < 1 || stress_calls > 1000) {
+                fprintf(stderr, "test-plugin: %s: stress_calls must be 1 to 1000\n", conf);
+                fclose(file);
+                return -EINVAL;
+            }
+        }
     }
     fclose(file);
     for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
