@@ -366,10 +366,10 @@ kj::Promise<Result<int>> ContainerSessions::exec(
             if (!vm)
                 return Result<int>(
                     Error { BH_E_VM_NOT_RUNNING, "the VM stopped before the program started" });
-            auto held = kj::addRef(*vm);
-            if (detach)
-                return held->run_detached(std::move(spec), std::move(stdio)).attach(kj::mv(held));
-            return held->run("", std::move(spec), std::move(stdio)).attach(kj::mv(held));
+            return call_holding(*vm, [&](VmInstance& vm) {
+                return detach ? vm.run_detached(std::move(spec), std::move(stdio))
+                              : vm.run("", std::move(spec), std::move(stdio));
+            });
         })
         .attach(kj::mv(done))
         .attach(kj::mv(session));
@@ -431,19 +431,18 @@ kj::Promise<Status> ContainerSessions::adopt_vm(ContainerSession& session, kj::O
     auto storage = duplicate(session.storage);
     if (!storage) {
         enter(session, ContainerSession::Idle {});
-        return vm->stop().attach(kj::mv(vm)).then([error = storage.take_error()]() mutable {
-            return Status(error);
-        });
+        return call_holding(kj::mv(vm), [](VmInstance& vm) {
+            return vm.stop();
+        }).then([error = storage.take_error()]() mutable { return Status(error); });
     }
     VmInstance& ref = *vm;
     auto mounted = ref.mount(std::move(storage.value()), storage_mountpoint, false, "storage");
     return mounted.then([this, &session, vm = kj::mv(vm)](Status status) mutable -> kj::Promise<Status> {
         if (!status) {
             enter(session, ContainerSession::Idle {});
-            VmInstance& ref = *vm;
-            return ref.stop().attach(kj::mv(vm)).then([status = kj::mv(status)]() mutable {
-                return kj::mv(status);
-            });
+            return call_holding(kj::mv(vm), [](VmInstance& vm) {
+                return vm.stop();
+            }).then([status = kj::mv(status)]() mutable { return kj::mv(status); });
         }
         log_info("VM started for container session '" + session.name + "' (init pid "
             + std::to_string(vm->init_pid()) + ")");
@@ -510,8 +509,7 @@ kj::Promise<void> ContainerSessions::stop_vm(ContainerSession& session)
                      .then([this, &session]() { return m_hooks.vm_stopping(session); })
                      .then([&session, vm = kj::mv(vm)]() mutable {
                          std::get<ContainerSession::Stopping>(session.m_vm).committed = true;
-                         VmInstance& ref = *vm;
-                         return ref.stop().attach(kj::mv(vm));
+                         return call_holding(kj::mv(vm), [](VmInstance& vm) { return vm.stop(); });
                      })
                      .then([this, &session]() {
                          log_info("the VM of container session '" + session.name + "' stopped");
@@ -568,16 +566,15 @@ kj::Promise<int> ContainerSessions::plugin_mount(
     VmInstance* vm = session->serving_vm();
     if (!vm)
         return BH_E_VM_NOT_RUNNING;
-    auto held = kj::addRef(*vm);
     auto ref = kj::addRef(*session);
-    return held->mount(std::move(dir), mountpoint, read_only, "plugin")
-        .attach(kj::mv(held))
-        .then([session = kj::mv(ref), mountpoint](Status status) mutable {
-            if (!status)
-                return status.error().code;
-            session->m_plugin_mounts.insert(mountpoint);
-            return 0;
-        });
+    return call_holding(*vm, [&](VmInstance& vm) {
+        return vm.mount(std::move(dir), mountpoint, read_only, "plugin");
+    }).then([session = kj::mv(ref), mountpoint](Status status) mutable {
+        if (!status)
+            return status.error().code;
+        session->m_plugin_mounts.insert(mountpoint);
+        return 0;
+    });
 }
 
 kj::Promise<int> ContainerSessions::plugin_unmount(uint32_t id, std::string mountpoint)
@@ -592,16 +589,15 @@ kj::Promise<int> ContainerSessions::plugin_unmount(uint32_t id, std::string moun
         return BH_E_VM_NOT_RUNNING;
     if (!session->m_plugin_mounts.contains(mountpoint))
         return -ENOENT; // not a plugin's mount: never the session's storage
-    auto held = kj::addRef(*vm);
     auto ref = kj::addRef(*session);
-    return held->unmount(mountpoint)
-        .attach(kj::mv(held))
-        .then([session = kj::mv(ref), mountpoint](Status status) mutable {
-            if (!status)
-                return status.error().code;
-            session->m_plugin_mounts.erase(mountpoint);
-            return 0;
-        });
+    return call_holding(*vm, [&](VmInstance& vm) {
+        return vm.unmount(mountpoint);
+    }).then([session = kj::mv(ref), mountpoint](Status status) mutable {
+        if (!status)
+            return status.error().code;
+        session->m_plugin_mounts.erase(mountpoint);
+        return 0;
+    });
 }
 
 kj::Promise<Result<host::ProcessStart>> ContainerSessions::plugin_create_process(
@@ -622,9 +618,7 @@ kj::Promise<Result<host::ProcessStart>> ContainerSessions::plugin_create_process
         return Started(Error::from_errno(errno, "cannot create a process's pipes"));
     ProgramSpec spec { std::move(executable), std::move(argv), std::move(env), "" };
     std::array<Fd, 3> theirs { std::move(in->read), std::move(out->write), std::move(err->write) };
-    auto held = kj::addRef(*vm);
-    return held->spawn(std::move(spec), std::move(theirs))
-        .attach(kj::mv(held))
+    return call_holding(*vm, [&](VmInstance& vm) { return vm.spawn(std::move(spec), std::move(theirs)); })
         .then([in = std::move(in.value()), out = std::move(out.value()), err = std::move(err.value()),
                   exit = std::move(exit.value())](Result<VmInstance::Spawned> spawned) mutable -> Started {
             if (!spawned)

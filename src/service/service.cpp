@@ -451,16 +451,14 @@ kj::Promise<void> Service::stop_vm(Session& session)
         return kj::READY_NOW;
     session.stopping = true;
     auto vm = kj::addRef(*session.vm);
-    VmInstance& ref = *vm;
     // The VM stays the session's during the hooks: calls made from them are served by it.
-    auto attempt = deliver_stopping_hooks(session, ref)
+    auto attempt = deliver_stopping_hooks(session, *vm)
                        .then([&session, vm = kj::mv(vm)]() mutable {
                            if (session.vm.get() == vm.get()) {
                                session.vm = nullptr;
                                session.vm_watcher = nullptr;
                            }
-                           VmInstance& ref = *vm;
-                           return ref.stop().attach(kj::mv(vm));
+                           return call_holding(kj::mv(vm), [](VmInstance& vm) { return vm.stop(); });
                        })
                        .then([&session]() { session.stopping = false; });
     auto& forked = session.vm_stopping.emplace(attempt.fork());
@@ -488,14 +486,13 @@ kj::Promise<Status> Service::ensure_distribution(
         if (!session.vm)
             return Status(
                 Error { BH_E_VM_NOT_RUNNING, "the VM stopped while starting '" + record.name + "'" });
-        auto vm = kj::addRef(*session.vm);
-        VmInstance& ref = *vm;
         auto on_started = [this, &session](const RunningDistro& running) {
             return m_plugins->notify_veto(
                 hook_call(host::Hook::distribution_started, session, running.record, &running));
         };
-        return ref.start_distribution(record, m_registry.rootfs_of(record), kj::mv(on_started))
-            .attach(kj::mv(vm));
+        return call_holding(*session.vm, [&](VmInstance& vm) {
+            return vm.start_distribution(record, m_registry.rootfs_of(record), kj::mv(on_started));
+        });
     });
 }
 
@@ -544,9 +541,8 @@ kj::Promise<Result<int>> Service::run(
             if (!session.vm)
                 return Result<int>(
                     Error { BH_E_VM_NOT_RUNNING, "the VM stopped before the program started" });
-            auto vm = kj::addRef(*session.vm);
-            VmInstance& ref = *vm;
-            return ref.run(name, std::move(spec), std::move(stdio)).attach(kj::mv(vm));
+            return call_holding(
+                *session.vm, [&](VmInstance& vm) { return vm.run(name, std::move(spec), std::move(stdio)); });
         })
         .attach(kj::mv(done));
 }
@@ -566,8 +562,7 @@ kj::Promise<Status> Service::terminate_distribution(uid_t owner, std::string nam
             hook_call(host::Hook::distribution_stopping, session, record.value(), running));
     return hooks
         .then([vm = kj::mv(vm), name = record->name]() mutable {
-            VmInstance& ref = *vm;
-            return ref.terminate_distribution(name).attach(kj::mv(vm));
+            return call_holding(kj::mv(vm), [&](VmInstance& vm) { return vm.terminate_distribution(name); });
         })
         .then([]() { return Status(); });
 }
@@ -603,9 +598,9 @@ kj::Promise<Status> Service::vm_mount(
     if (!session.vm || !session.vm->running())
         return Status(
             Error { BH_E_VM_NOT_RUNNING, "cannot mount at '" + vm_path + "': the VM is not running" });
-    auto vm = kj::addRef(*session.vm);
-    VmInstance& ref = *vm;
-    return ref.mount(std::move(dir), std::move(vm_path), read_only, std::move(name)).attach(kj::mv(vm));
+    return call_holding(*session.vm, [&](VmInstance& vm) {
+        return vm.mount(std::move(dir), std::move(vm_path), read_only, std::move(name));
+    });
 }
 
 kj::Promise<Result<Fd>> Service::vm_exec(uid_t owner, std::string distro, ProgramSpec spec)
@@ -614,9 +609,7 @@ kj::Promise<Result<Fd>> Service::vm_exec(uid_t owner, std::string distro, Progra
     if (!session.vm || !session.vm->running())
         return Result<Fd>(
             Error { BH_E_VM_NOT_RUNNING, "cannot run '" + spec.path + "': the VM is not running" });
-    auto vm = kj::addRef(*session.vm);
-    VmInstance& ref = *vm;
-    return ref.exec(distro, std::move(spec)).attach(kj::mv(vm));
+    return call_holding(*session.vm, [&](VmInstance& vm) { return vm.exec(distro, std::move(spec)); });
 }
 
 std::vector<DistroView> Service::list(uid_t owner, bool everyone) const

@@ -177,4 +177,17 @@ private:
     bool m_abandoned = false; // stop() gave up waiting: m_init and m_cgroup went to env.leftovers
 };
 
+// Calls `call(vm)` and keeps the VM alive until the promise it returns is done: its session may
+// drop it (stopped, replaced) while the operation is in flight. Every operation on a session's VM
+// goes through one of these two.
+template<typename Call> auto call_holding(kj::Own<VmInstance> vm, Call&& call)
+{
+    VmInstance& ref = *vm;
+    return call(ref).attach(kj::mv(vm));
+}
+template<typename Call> auto call_holding(VmInstance& vm, Call&& call)
+{
+    return call_holding(kj::addRef(vm), std::forward<Call>(call));
+}
+
 } // namespace bh::service
