@@ -205,6 +205,7 @@ enum mode {
     MODE_WSLC_ASYNC_CALLBACK_POST_RETURN,
     MODE_WSLC_PROCESS_API,
     MODE_WSLC_HOST_CRASH_IN_CREATED,
+    MODE_WSLC_HOST_KILLED_IN_CREATE_PROCESS,
 };
 
 static const char* const modes[] = {
@@ -257,6 +258,7 @@ static const char* const modes[] = {
     "WslcAsyncCallbackPostReturn",
     "WslcProcessApi",
     "WslcHostCrashInCreated",
+    "WslcHostKilledInCreateProcess",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1410,6 +1412,11 @@ static int on_distribution_unregistered(
  *   Container VM stopping (session_id=S, name=N)
  *   create_process(PATH) -> RESULT [errno=E] [exit=CODE] [output=TEXT]
  *   mount(MOUNTPOINT) -> RESULT / unmount(MOUNTPOINT) -> RESULT
+ *
+ *   WslcHostKilledInCreateProcess (on_container_vm_started): 4 threads each keep 4
+ *   `/bin/sleep 987` processes (never released), log "killers: 16 kept" once all are, then call
+ *   container_create_process(/bin/sleep 987) and release it, without pause, until a call fails;
+ *   the test SIGKILLs the host meanwhile, so calls are in flight.
  */
 
 /* Runs path with argv/envp in the session's VM: feeds `input` to its stdin, reads its stdout to
@@ -1514,6 +1521,28 @@ static void* stop_window_call(void* unused)
             bh_result_name(rc), code);
     }
     api->process_release(leaked);
+    return NULL;
+}
+
+/* WslcHostKilledInCreateProcess */
+#define KILLED_THREADS 4
+#define KILLED_KEPT 4
+static bh_container_session_id killed_session;
+static int killed_kept;
+static void* killed_worker(void* unused)
+{
+    const char* const sleeper[] = { "/bin/sleep", "987", NULL };
+    struct bh_process* process = NULL;
+    int i;
+    (void)unused;
+    for (i = 0; i < KILLED_KEPT; i++) {
+        if (api->container_create_process(killed_session, sleeper[0], sleeper, NULL, &process, NULL) != 0)
+            return NULL;
+        if (__atomic_add_fetch(&killed_kept, 1, __ATOMIC_SEQ_CST) == KILLED_THREADS * KILLED_KEPT)
+            log_line("killers: %d kept", KILLED_THREADS * KILLED_KEPT);
+    }
+    while (api->container_create_process(killed_session, sleeper[0], sleeper, NULL, &process, NULL) == 0)
+        api->process_release(process);
     return NULL;
 }
 
@@ -1647,6 +1676,12 @@ static int on_container_vm_started(const struct bh_container_session_info* sessi
         restart_calls(session->session_id, "vm_started");
     if (mode == MODE_WSLC_PROCESS_API)
         process_api(session->session_id);
+    if (mode == MODE_WSLC_HOST_KILLED_IN_CREATE_PROCESS) {
+        int i;
+        killed_session = session->session_id;
+        for (i = 0; i < KILLED_THREADS; i++)
+            start_detached(killed_worker);
+    }
     if (mode == MODE_WSLC_ASYNC_CALLBACK_POST_RETURN) {
         pthread_mutex_lock(&async_lock);
         async_vm_started = 1;
