@@ -108,34 +108,12 @@ VmCgroups::VmCgroups(const VmLimits& limits)
         remove_stale_cgroups(cgroup1_own_dir(name), prefix);
 }
 
-std::string VmCgroups::place_cpu()
-{
-    if (m_cpu_problem)
-        return *m_cpu_problem;
-    std::string why = "the cpu controller is neither available in the cgroup2 hierarchy nor a cgroup v1 one";
-    if (!m_v2_base.empty() && lists(read_cgroup_file(m_v2_base, "cgroup.controllers"), "cpu")) {
-        std::string problem = enable_v2_controllers(m_v2_base, "cpu");
-        m_cpu.v2 = problem.empty();
-        if (m_cpu.v2)
-            return *(m_cpu_problem = "");
-        why = problem;
-    }
-    std::string v1 = cgroup1_own_dir("cpu");
-    if (!v1.empty() && writable(v1)) {
-        m_cpu.v1_parent = v1;
-        return *(m_cpu_problem = "");
-    }
-    if (!v1.empty())
-        why = v1 + " is not writable";
-    return *(m_cpu_problem = why);
-}
-
 Status VmCgroups::check(const VmCgroupRequest& request)
 {
-    const Controller& memory = m_controllers[1];
+    Controller& memory = m_controllers[1];
     if (request.memory_max > 0) {
-        if (!memory.v2 && memory.v1_parent.empty())
-            return Error { -EOPNOTSUPP, "cannot limit the VM's memory: " + m_view.memory };
+        if (std::string problem = locate(memory); !problem.empty())
+            return Error { -EOPNOTSUPP, "cannot limit the VM's memory: " + problem };
         if (memory.limit > 0 && request.memory_max > memory.limit)
             return Error { -EINVAL,
                 "cannot give the VM " + std::to_string(request.memory_max >> 20)
@@ -143,7 +121,7 @@ Status VmCgroups::check(const VmCgroupRequest& request)
                     + " MB ([limits] vm_memory_max)" };
     }
     if (request.cpu_millis > 0)
-        if (std::string problem = place_cpu(); !problem.empty())
+        if (std::string problem = locate(m_cpu); !problem.empty())
             return Error { -EOPNOTSUPP, "cannot limit the VM's CPUs: " + problem };
     return {};
 }
@@ -163,36 +141,46 @@ Status VmCgroups::apply_cpu(VmCgroup& cgroup, const std::string& name, uint32_t 
     return write_cgroup_file(dir, "cpu.cfs_quota_us", std::to_string(quota_us));
 }
 
-// Decides where `controller`'s limit goes and says so; logs (once, here) a limit that cannot be
-// enforced.
+// Decides where the admin's limit of `controller` goes and says so; logs (once, here) a limit that
+// cannot be enforced.
 std::string VmCgroups::place(Controller& controller)
 {
-    std::string name = controller.name;
     if (controller.limit == 0)
         return "not limited";
+    std::string problem = locate(controller);
+    if (problem.empty())
+        return controller.v2 ? "cgroup v2" : "cgroup v1";
+    log_warning("VMs run without a " + std::string(controller.name) + " limit: " + problem);
+    return "unavailable: " + problem;
+}
+
+std::string VmCgroups::locate(Controller& controller)
+{
+    if (controller.problem)
+        return *controller.problem;
+    std::string name = controller.name;
     std::string why
         = "the " + name + " controller is neither available in the cgroup2 hierarchy nor a cgroup v1 one";
     if (!m_v2_base.empty() && lists(read_cgroup_file(m_v2_base, "cgroup.controllers"), name)) {
         std::string problem = enable_v2_controllers(m_v2_base, name);
         controller.v2 = problem.empty();
         if (controller.v2)
-            return "cgroup v2";
+            return *(controller.problem = "");
         why = problem;
     }
     std::string v1 = cgroup1_own_dir(name);
     if (!v1.empty() && writable(v1)) {
         controller.v1_parent = v1;
-        return "cgroup v1";
+        return *(controller.problem = "");
     }
     if (!v1.empty())
         why = v1 + " is not writable";
-    log_warning("VMs run without a " + name + " limit: " + why);
-    return "unavailable: " + why;
+    return *(controller.problem = why);
 }
 
-Status VmCgroups::apply(const Controller& controller, const std::string& dir, bool v2) const
+Status VmCgroups::apply(const Controller& controller, uint64_t limit, const std::string& dir, bool v2) const
 {
-    return write_cgroup_file(dir, limit_file(controller.name, v2), std::to_string(controller.limit));
+    return write_cgroup_file(dir, limit_file(controller.name, v2), std::to_string(limit));
 }
 
 Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& request)
@@ -208,16 +196,19 @@ Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& r
         if (!cgroup.m_v2_fd)
             return Error::from_errno(errno, "cannot open " + cgroup.m_v2);
     }
-    for (Controller controller : m_controllers) {
+    for (const Controller& controller : m_controllers) {
+        uint64_t limit = controller.limit;
         if (controller.name == std::string("memory") && request.memory_max > 0)
-            controller.limit = request.memory_max;
+            limit = request.memory_max;
+        if (limit == 0) // not limited (a controller located only for another VM's request)
+            continue;
         if (controller.v2) {
-            BH_TRY(apply(controller, cgroup.m_v2, true));
+            BH_TRY(apply(controller, limit, cgroup.m_v2, true));
         } else if (!controller.v1_parent.empty()) {
             std::string dir = controller.v1_parent + "/" + name;
             BH_TRY(make_directory(dir));
             cgroup.m_v1.push_back(dir);
-            BH_TRY(apply(controller, dir, false));
+            BH_TRY(apply(controller, limit, dir, false));
         }
     }
     if (request.cpu_millis > 0)

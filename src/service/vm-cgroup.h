@@ -69,15 +69,18 @@ public:
 
 private:
     struct Controller {
-        const char* name; // "pids", "memory"
-        uint64_t limit;
+        const char* name; // "pids", "memory", "cpu"
+        uint64_t limit; // the admin's; 0: none
         std::string v1_parent; // the v1 directory to create in; empty: v2 (or not enforced)
         bool v2 = false;
+        std::optional<std::string> problem; // unset: not located yet; "": located; else why not
     };
-    Status apply(const Controller& controller, const std::string& dir, bool v2) const;
+    Status apply(const Controller& controller, uint64_t limit, const std::string& dir, bool v2) const;
+    // Where the admin's limit goes, for the view; logs a limit that cannot be enforced.
     std::string place(Controller& controller);
-    // Where a CPU limit goes, decided the first time one is asked for ("" once placed).
-    std::string place_cpu();
+    // Where a limit of `controller` goes (v2 or v1), decided the first time one is asked for:
+    // "" once located, else why it cannot be.
+    std::string locate(Controller& controller);
     Status apply_cpu(VmCgroup& cgroup, const std::string& name, uint32_t cpu_millis);
 
     std::string m_v2_base;
@@ -85,7 +88,6 @@ private:
     VmLimitsView m_view;
     unsigned m_serial = 0;
     Controller m_cpu { "cpu", 0 };
-    std::optional<std::string> m_cpu_problem; // unset: not placed yet; "": placed
 };
 
 } // namespace bh::service

@@ -117,6 +117,20 @@ start_service
 bh run -- true
 SERVICE=$SVC_PID
 stop_service
+
+# An admin who limits no VM's memory (vm_memory_max = 0): plain VMs get no memory cgroup, and a
+# container session's --memory still gets its own limit, which was refused before ("cannot limit
+# the VM's memory: not limited").
+printf '[limits]\nvm_memory_max = 0\n' >"$T/cfg/bulkhead.toml"
+start_service
+expect_eq "$(bh status --json | jq -r .vm_limits.memory)" "not limited" "status without a memory limit"
+bh run -- true
+[ "$(cgroup_dir_of "$(vm_init_of 0)" memory)" != */bulkhead-vm-* ] || fail "a memory cgroup for an unlimited VM"
+bh container session create capped --memory 64 --start-vm >/dev/null
+CAPPED=$(cgroup_dir_of "$(bh container session show capped --json | jq -r .vm_init_pid)" memory)
+expect_eq "$(cat "$CAPPED/memory.max" 2>/dev/null || cat "$CAPPED/memory.limit_in_bytes")" "$((64 << 20))" \
+  "the session's --memory without an admin limit"
+stop_service
 [ -z "$(vm_cgroups "$SERVICE")" ] || fail "VM cgroups outlived the service: $(vm_cgroups "$SERVICE")"
 rmdir "$SERVICE_CGROUP/bulkhead-service" 2>/dev/null || true
 rmdir "$SERVICE_CGROUP"
