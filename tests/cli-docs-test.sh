@@ -13,7 +13,11 @@ complain() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 help_words() {
   local section=$1
   shift
-  "$@" --help | awk -v section="$section:" '
+  "$@" --help | section_words "$section"
+}
+# The same of a --help text on stdin.
+section_words() {
+  awk -v section="$1:" '
     $0 == section { on = 1; next }
     /^[A-Z][A-Za-z]*:$/ { on = 0 }
     on && /^  [^ ]/ { n = split($1, names, ","); for (i = 1; i <= n; i++) print names[i] }' \
@@ -24,6 +28,9 @@ help_words() {
 synopsis() { awk '/^# SYNOPSIS/ { on = 1; next } /^# / { on = 0 } on && /^\*\*/' "$1" | tr -d '*'; }
 # The command path of a synopsis line: the lower-case words after the program name.
 line_path() { awk '{ p = ""; for (i = 2; i <= NF && $i ~ /^[a-z][a-z-]*$/; i++) p = p " " $i; print substr(p, 2) }'; }
+# Every synopsis line of PAGE after its command path and a tab, in $paged (one awk per page, not
+# one per line and command).
+index_page() { paged=$(synopsis "$1" | awk '{ p = ""; for (i = 2; i <= NF && $i ~ /^[a-z][a-z-]*$/; i++) p = p " " $i; print substr(p, 2) "\t" $0 }'); }
 # The options on synopsis lines: words starting with - or -- after a space, "[" or "|".
 line_options() { grep -oE '(^|[][ |])--?[a-z][a-z-]*' | sed 's/^[][ |]//' | sort -u || true; }
 
@@ -32,11 +39,11 @@ check() {
   local page=$1 program=$2
   shift 2
   local path="$*" lines subcommands
-  lines=$(synopsis "$page" | while read -r line; do
-    [ "$(line_path <<<"$line")" = "$path" ] && echo "$line"; done || true)
-  subcommands=$(help_words Subcommands "$program" "$@")
-  local want got
-  want=$(help_words Options "$program" "$@")
+  lines=$(awk -F'\t' -v path="$path" '$1 == path { print $2 }' <<<"$paged")
+  local help want got
+  help=$("$program" "$@" --help)
+  subcommands=$(section_words Subcommands <<<"$help")
+  want=$(section_words Options <<<"$help")
   got=$(line_options <<<"$lines")
   if [ -n "$want" ] || [ -z "$subcommands" ]; then
     [ -n "$lines" ] || complain "$(basename "$page"): no synopsis line for '$(basename "$program") $path'"
@@ -48,11 +55,13 @@ check() {
 }
 
 seen=()
+index_page "$src/docs/man/bulkhead.1.md"
 check "$src/docs/man/bulkhead.1.md" "$bin/bulkhead"
 while read -r path; do
   printf '%s\n' "${seen[@]}" | grep -qxF -- "$path" || complain "bulkhead.1.md: a synopsis for '$path', which is no command"
 done < <(synopsis "$src/docs/man/bulkhead.1.md" | line_path | sort -u)
 seen=()
+index_page "$src/docs/man/bulkheadd.8.md"
 check "$src/docs/man/bulkheadd.8.md" "$bin/bulkheadd"
 
 # Completion: every command at its level, every option of a command.
