@@ -93,9 +93,13 @@ interface Control {
   # Runs argv inside the distribution (empty name: the default one) with the given fds as its
   # stdin, stdout and stderr. Returns the raw wait status once the program exits. Dropping the
   # call (the client disconnects) kills the program.
+  # With `terminal`, the program runs on a new pseudo-terminal of the distribution instead (its
+  # session leader, with it as controlling terminal; the std fds are not used), and the client
+  # gets the terminal's master end through terminal.client once the program started: it relays
+  # the user's terminal, sets the window size and sends signals through it (TIOCSIG).
   run @4 (distro :Text, user :Text, argv :List(Text), env :List(Text),
           stdin :Common.Fd, stdout :Common.Fd, stderr :Common.Fd,
-          settings :UserSettings, target :Target)
+          settings :UserSettings, target :Target, terminal :TerminalRequest)
       -> (outcome :Common.Outcome, waitStatus :Int32);
   terminate @5 (name :Text, target :Target) -> (outcome :Common.Outcome);
   shutdown @6 (all :Bool, target :Target) -> (outcome :Common.Outcome);
@@ -157,6 +161,23 @@ struct ContainerSessionSettings {
   cpuMillis @3 :UInt32;
   hostNetwork @4 :Bool;
   idleTimeoutS @5 :UInt32 = 30;
+}
+
+struct TerminalRequest {
+  client @0 :TerminalClient;
+  rows @1 :UInt16;
+  columns @2 :UInt16;
+}
+
+interface TerminalClient {
+  # The master end of the program's pseudo-terminal, and the program; called once.
+  attach @0 (master :Common.Fd, program :RunningProgram) -> ();
+}
+
+interface RunningProgram {
+  # Sends the program (the session leader of its terminal) SIGHUP, SIGINT, SIGQUIT, SIGTERM,
+  # SIGUSR1 or SIGUSR2, as the client received it; fails once the run has ended.
+  signal @0 (signal :Int32) -> (outcome :Common.Outcome);
 }
 
 interface ArchiveProducer {

@@ -29,11 +29,23 @@ struct SpawnRequest {
   stdout @4 :Common.Fd;
   stderr @5 :Common.Fd;
   user @6 :Text;           # empty: root of the VM
+  # Set: the program gets a new pseudo-terminal of the distribution's own devpts as its stdin,
+  # stdout and stderr, leads a new session and has it as controlling terminal; stdin, stdout and
+  # stderr above are not used. The master end comes back in spawn's `terminal`.
+  terminal @7 :TerminalSize;
+}
+
+struct TerminalSize {
+  rows @0 :UInt16;
+  columns @1 :UInt16;
 }
 
 interface Process {
   # Resolves with the raw wait status once the process has exited.
   wait @0 () -> (waitStatus :Int32);
+  # Sends `signal` to the process (through its pidfd: never to a recycled pid); nothing once it
+  # has exited.
+  signal @1 (signal :Int32) -> (outcome :Common.Outcome);
   # Dropping the Process capability kills the process if it still runs.
 }
 
@@ -46,7 +58,8 @@ interface Agent {
   # agent itself would not be locked).
   mount @2 (tree :Common.Fd, vmPath :Text, readOnly :Bool, staged :Text) -> (outcome :Common.Outcome);
   # An execve failure comes back as its negated errno in outcome.code.
-  spawn @3 (request :SpawnRequest) -> (outcome :Common.Outcome, process :Process, pid :Int32);
+  spawn @3 (request :SpawnRequest)
+      -> (outcome :Common.Outcome, process :Process, pid :Int32, terminal :Common.Fd);
   # VM init only: starts a distribution init in its own mount and PID namespaces, pivoted into
   # rootTree, serving this protocol on `channel`.
   startDistribution @4 (name :Text, rootTree :Common.Fd, channel :Common.Fd)

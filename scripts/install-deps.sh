@@ -8,7 +8,7 @@ packages=(
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libarchive-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  busybox-static bubblewrap util-linux procps jq openssl
+  busybox-static bubblewrap util-linux bsdutils procps jq openssl tmux
   systemd go-md2man
 )
 # `make package` and `make package-test` need these too (install-deps.sh package).

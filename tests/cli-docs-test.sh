@@ -32,7 +32,7 @@ line_path() { awk '{ p = ""; for (i = 2; i <= NF && $i ~ /^[a-z][a-z-]*$/; i++) 
 # one per line and command).
 index_page() { paged=$(synopsis "$1" | awk '{ p = ""; for (i = 2; i <= NF && $i ~ /^[a-z][a-z-]*$/; i++) p = p " " $i; print substr(p, 2) "\t" $0 }'); }
 # The options on synopsis lines: words starting with - or -- after a space, "[" or "|".
-line_options() { grep -oE '(^|[][ |])--?[a-z][a-z-]*' | sed 's/^[][ |]//' | sort -u || true; }
+line_options() { grep -oE '(^|[][ |])--?[A-Za-z][a-z-]*' | sed 's/^[][ |]//' | sort -u || true; }
 
 # check PAGE PROGRAM [COMMAND...]: the options of PROGRAM COMMAND... --help against the page.
 check() {

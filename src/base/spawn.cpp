@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -30,6 +31,7 @@ namespace {
         int sync_fd;
         int err_fd;
         const char* cwd;
+        bool controlling_terminal;
         bool become_ns_root;
         const Credentials* run_as;
         bool die_with_parent;
@@ -129,6 +131,8 @@ namespace {
         if (syscall(SYS_close_range, highest_target + 1, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
             child_fail(ctx);
         if (ctx.cwd[0] && syscall(SYS_chdir, ctx.cwd) < 0)
+            child_fail(ctx);
+        if (ctx.controlling_terminal && (syscall(SYS_setsid) < 0 || syscall(SYS_ioctl, 0, TIOCSCTTY, 0) < 0))
             child_fail(ctx);
         uint64_t empty_mask = 0;
         syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof(empty_mask));
@@ -287,8 +291,8 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     auto envp = to_c_array(plan.env);
     ChildContext ctx { plan.path.c_str(), plan.exec_fd, argv.data(), envp.data(), plan.fds.data(),
         plan.fds.size(), first_free, userns ? sync_pipe->read.get() : -1, err_pipe->write.get(),
-        plan.cwd.c_str(), userns, plan.run_as ? &*plan.run_as : nullptr, plan.die_with_parent, getpid(),
-        (plan.namespaces & CLONE_NEWPID) != 0 };
+        plan.cwd.c_str(), plan.controlling_terminal, userns, plan.run_as ? &*plan.run_as : nullptr,
+        plan.die_with_parent, getpid(), (plan.namespaces & CLONE_NEWPID) != 0 };
     ChildStack stack;
     if (!stack.ok())
         return Error::from_errno(errno, "cannot start '" + plan.path + "': no memory for its stack");

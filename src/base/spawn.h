@@ -47,6 +47,9 @@ struct SpawnPlan {
     std::optional<Credentials> run_as;
     // Directory to start in; empty keeps the caller's.
     std::string cwd;
+    // The child leads a new session whose controlling terminal is its fd 0 (a terminal's slave
+    // end, planned in `fds`), as a login shell's is: job control and the terminal's signals work.
+    bool controlling_terminal = false;
     // The child gets SIGKILL when the spawning thread dies. Spawn from a thread that lives as
     // long as the process (the event-loop thread), or the child dies with the thread.
     bool die_with_parent = true;

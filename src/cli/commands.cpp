@@ -1,6 +1,7 @@
 // The bulkhead CLI's commands.
 #include "cli/commands.h"
 
+#include "cli/terminal.h"
 #include "config/config.h"
 #include "ipc/fd-cap.h"
 #include "ipc/loop-inbox.h"
@@ -151,6 +152,59 @@ namespace {
         return 128 + WTERMSIG(wait_status);
     }
 
+    // The CLI's side of a run with a terminal: the relay, and the loop that sends the program
+    // the SIGTERM and SIGHUP the CLI receives. Main thread.
+    struct TerminalSide {
+        explicit TerminalSide(kj::AsyncIoContext& io)
+            : io(io)
+        {
+        }
+        kj::AsyncIoContext& io;
+        TerminalRelay relay;
+        kj::Own<kj::AsyncInputStream> signals;
+        kj::Promise<void> forwarding = nullptr;
+    };
+
+    kj::Promise<void> forward_signals(TerminalSide& side, proto::RunningProgram::Client program)
+    {
+        auto number = kj::heap<unsigned char>(0);
+        auto read = side.signals->tryRead(number.get(), 1, 1);
+        return read.then([&side, program, number = kj::mv(number)](size_t n) mutable -> kj::Promise<void> {
+            if (n == 0)
+                return kj::READY_NOW;
+            auto request = program.signalRequest();
+            request.setSignal(*number);
+            return request.send().ignoreResult().then(
+                [&side, program]() mutable { return forward_signals(side, kj::mv(program)); });
+        });
+    }
+
+    // Takes the master end of the program's pseudo-terminal and starts relaying it.
+    class TerminalAttach final : public proto::TerminalClient::Server {
+    public:
+        explicit TerminalAttach(std::shared_ptr<TerminalSide> side)
+            : m_side(std::move(side))
+        {
+        }
+
+    protected:
+        kj::Promise<void> attach(AttachContext context) override
+        {
+            auto program = context.getParams().getProgram();
+            return ipc::unwrap_fd(context.getParams().getMaster())
+                .then([side = m_side, program](Result<Fd> master) mutable {
+                    if (!master)
+                        return;
+                    side->relay.start(std::move(master.value()));
+                    side->signals = side->io.lowLevelProvider->wrapInputFd(side->relay.forwarded_signals());
+                    side->forwarding = forward_signals(*side, kj::mv(program)).eagerlyEvaluate(nullptr);
+                });
+        }
+
+    private:
+        std::shared_ptr<TerminalSide> m_side;
+    };
+
     int do_run(Client& client, const Invocation& inv, const service::UserOverrides& settings)
     {
         auto request = client.control().runRequest();
@@ -163,13 +217,27 @@ namespace {
         auto env = request.initEnv(term ? 1 : 0);
         if (term)
             env.set(0, std::string("TERM=") + term);
-        // The program gets our own stdin, stdout and stderr: the service copies no bytes.
-        request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
-        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
-        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        std::shared_ptr<TerminalSide> terminal_side; // restores the user's terminal on every way out
+        if (wants_terminal(inv.tty, inv.no_tty)) {
+            terminal_side = std::make_shared<TerminalSide>(client.io());
+            winsize size = terminal_size();
+            auto terminal = request.initTerminal();
+            terminal.setRows(size.ws_row);
+            terminal.setColumns(size.ws_col);
+            terminal.setClient(kj::heap<TerminalAttach>(terminal_side));
+        } else {
+            // The program gets our own stdin, stdout and stderr: the service copies no bytes.
+            request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
+            request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+            request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        }
         fill_settings(request.initSettings(), settings);
         request.initTarget().setUid(inv.uid);
         auto reply = wait_for(client, request.send(), "run");
+        if (terminal_side) {
+            terminal_side->forwarding = nullptr;
+            terminal_side->relay.finish();
+        }
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/RunProgram" });
         Status status = ipc::to_status(reply->getOutcome());
@@ -690,9 +758,14 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
         });
     });
 
-    auto* runc = app.add_subcommand("run", "Run a program inside a distribution with this terminal");
+    auto* runc = app.add_subcommand("run", "Run a program inside a distribution");
     runc->add_option("-d,--distribution", inv.distro, "Distribution (default: the default one)");
     runc->add_option("-u,--user", inv.user, "User inside the distribution (default: root)");
+    auto* tty = runc->add_flag("-t,--tty", inv.tty,
+        "Give the program a pseudo-terminal of the distribution (the default when stdin and stdout are "
+        "terminals)");
+    tty->excludes(runc->add_flag(
+        "-T,--no-tty", inv.no_tty, "Give the program this process's stdin, stdout and stderr as they are"));
     runc->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
     runc->callback([&inv, &run, with_settings]() {
         run = with_settings(

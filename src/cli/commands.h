@@ -37,6 +37,8 @@ struct Invocation {
     bool start_vm = false;
     bool exclusive = false;
     bool detach = false;
+    bool tty = false; // run -t
+    bool no_tty = false; // run -T
     std::vector<std::string> env;
 };
 

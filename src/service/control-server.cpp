@@ -4,6 +4,7 @@
 #include "base/log.h"
 #include "ipc/fd-cap.h"
 
+#include <csignal>
 #include <fcntl.h>
 #include <proto/control.capnp.h>
 #include <sys/socket.h>
@@ -163,6 +164,36 @@ namespace {
         UserUsage& m_usage;
     };
 
+    // What a run's client may send its program: what a terminal's user sends a foreground
+    // program, and the user signals. Not SIGKILL or SIGSTOP: ending a run is dropping it.
+    class RunningProgram final : public proto::RunningProgram::Server {
+    public:
+        explicit RunningProgram(kj::Own<ProgramSignals> program)
+            : m_program(kj::mv(program))
+        {
+        }
+
+    protected:
+        kj::Promise<void> signal(SignalContext context) override
+        {
+            static constexpr const char* op = "Bulkhead/Service/SignalProgram";
+            int signal = context.getParams().getSignal();
+            if (signal != SIGHUP && signal != SIGINT && signal != SIGQUIT && signal != SIGTERM
+                && signal != SIGUSR1 && signal != SIGUSR2)
+                return fail(context.getResults(),
+                           { -EINVAL, "signal " + std::to_string(signal) + " cannot be sent to a program" },
+                           op),
+                       kj::READY_NOW;
+            return m_program->send(signal).then([context](Status sent) mutable {
+                if (!sent)
+                    fail(context.getResults(), sent.error(), op);
+            });
+        }
+
+    private:
+        kj::Own<ProgramSignals> m_program;
+    };
+
     kj::Promise<void> Control::register_(RegisterContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/RegisterDistribution";
@@ -258,10 +289,26 @@ namespace {
         if (!program)
             return fail(context.getResults(), program.error(), op), kj::READY_NOW;
         ProgramSpec spec = std::move(program.value());
+        bool terminal = params.hasTerminal();
+        if (terminal) {
+            auto request = params.getTerminal();
+            auto client = request.getClient();
+            spec.terminal = TerminalSpec { request.getRows(), request.getColumns(),
+                [client](Fd master, kj::Own<ProgramSignals> program) mutable {
+                    auto attach = client.attachRequest();
+                    attach.setMaster(ipc::wrap_fd(std::move(master)));
+                    attach.setProgram(kj::heap<RunningProgram>(kj::mv(program)));
+                    return attach.send().ignoreResult();
+                } };
+        }
+        // With a terminal, the program's stdio is the terminal: the client's fds are not used.
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
-        fds.add(ipc::unwrap_fd(params.getStdin()));
-        fds.add(ipc::unwrap_fd(params.getStdout()));
-        fds.add(ipc::unwrap_fd(params.getStderr()));
+        auto fd_of = [terminal](proto::Fd::Client fd) {
+            return terminal ? kj::Promise<Result<Fd>>(Result<Fd>(Fd())) : ipc::unwrap_fd(kj::mv(fd));
+        };
+        fds.add(fd_of(params.getStdin()));
+        fds.add(fd_of(params.getStdout()));
+        fds.add(fd_of(params.getStderr()));
         return kj::joinPromises(fds.finish())
             .then([this, context, owner = owner.value(), spec = std::move(spec)](
                       kj::Array<Result<Fd>> fds) mutable {

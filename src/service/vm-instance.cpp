@@ -11,10 +11,12 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 
 namespace bh::service {
 
@@ -59,9 +61,28 @@ namespace {
         for (size_t i = 0; i < spec.env.size(); ++i)
             env.set(i, spec.env[i]);
         request.setUser(spec.user);
+        if (spec.terminal) {
+            auto size = request.initTerminal();
+            size.setRows(spec.terminal->rows);
+            size.setColumns(spec.terminal->columns);
+            return;
+        }
         request.setStdin(ipc::wrap_fd(std::move(stdio[0])));
         request.setStdout(ipc::wrap_fd(std::move(stdio[1])));
         request.setStderr(ipc::wrap_fd(std::move(stdio[2])));
+    }
+
+    // The agent's word that `fd` is the master end of the program's pseudo-terminal is not
+    // taken: it must be the ptmx device (5:2), and answer TIOCGPTN as only a master does.
+    Status check_terminal_master(int fd)
+    {
+        struct stat st;
+        unsigned number = 0;
+        if (::fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2
+            || ::ioctl(fd, TIOCGPTN, &number) < 0)
+            return Error { -EPROTO,
+                "the agent answered a terminal that is not a pseudo-terminal's master end" };
+        return {};
     }
 
     // What a tree handed to a VM must carry. A clone of a host mount keeps the host mount's peer
@@ -413,16 +434,53 @@ kj::Promise<Result<int>> VmInstance::spawn_and_wait(
 {
     auto request = agent.spawnRequest();
     fill_spawn_request(request.initRequest(), spec, stdio);
-    auto waited = request.send().then([](auto response) -> kj::Promise<Result<int>> {
-        Status status = ipc::to_status(response.getOutcome());
-        if (!status)
-            return Result<int>(status.take_error());
-        auto process = response.getProcess();
-        // `process` lives in the continuation: dropping it (cancellation) kills the program.
-        return process.waitRequest().send().then(
-            [process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); });
-    });
+    auto terminal = std::move(spec.terminal);
+    auto waited = request.send().then(
+        [terminal = kj::mv(terminal)](auto response) mutable -> kj::Promise<Result<int>> {
+            Status status = ipc::to_status(response.getOutcome());
+            if (!status)
+                return Result<int>(status.take_error());
+            auto process = response.getProcess();
+            // The terminal's master goes to the client before the wait: it relays the program's I/O.
+            kj::Promise<Status> attached = Status();
+            auto signals = kj::refcounted<ProgramSignals>(process);
+            if (terminal)
+                attached = ipc::unwrap_fd(response.getTerminal())
+                               .then([attach = kj::mv(terminal->attach), program = kj::addRef(*signals)](
+                                         Result<Fd> master) mutable -> kj::Promise<Status> {
+                                   if (!master)
+                                       return Status(master.take_error());
+                                   if (Status checked = check_terminal_master(master->get()); !checked)
+                                       return kj::mv(checked);
+                                   return attach(std::move(master.value()), kj::mv(program)).then([]() {
+                                       return Status();
+                                   });
+                               });
+            // Once the run is over (or cancelled), the client's signals reach nothing.
+            auto ended = kj::defer([signals = kj::mv(signals)]() mutable { signals->end(); });
+            // `process` lives in the continuation: dropping it (cancellation) kills the program.
+            return attached
+                .then([process](Status attached) mutable -> kj::Promise<Result<int>> {
+                    if (!attached)
+                        return Result<int>(attached.take_error());
+                    return process.waitRequest().send().then(
+                        [process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); });
+                })
+                .attach(kj::mv(ended));
+        });
     return ipc::catch_disconnect<int>(kj::mv(waited), "the agent running the program hung up");
+}
+
+kj::Promise<Status> ProgramSignals::send(int signal)
+{
+    KJ_IF_MAYBE (process, m_process) {
+        auto request = process->signalRequest();
+        request.setSignal(signal);
+        return ipc::catch_disconnect<void>(
+            request.send().then([](auto reply) { return ipc::to_status(reply.getOutcome()); }),
+            "the agent running the program hung up");
+    }
+    return Status(Error { -ESRCH, "the program has ended" });
 }
 
 kj::Promise<Result<VmInstance::Spawned>> VmInstance::spawn(ProgramSpec spec, std::array<Fd, 3> stdio)

@@ -77,12 +77,37 @@ struct RunningDistro {
     kj::Promise<void> watcher = nullptr; // removes the entry when the distribution dies
 };
 
+// The program of a run with a terminal, for its client's signals: reaches the program while the
+// run lasts and nothing after; holding it never keeps the program alive (dropping the run's
+// Process kills it). Thread affinity: the service's event loop.
+class ProgramSignals final : public kj::Refcounted {
+public:
+    explicit ProgramSignals(proto::Process::Client process)
+        : m_process(kj::mv(process))
+    {
+    }
+    kj::Promise<Status> send(int signal);
+    void end() { m_process = nullptr; }
+
+private:
+    kj::Maybe<proto::Process::Client> m_process;
+};
+
+// A pseudo-terminal for a program of `run`: its size, and who gets its master end (the agent's
+// answer, checked to be a pseudo-terminal's master end) and its signals once the program started.
+struct TerminalSpec {
+    uint16_t rows = 0;
+    uint16_t columns = 0;
+    kj::Function<kj::Promise<void>(Fd master, kj::Own<ProgramSignals> program)> attach;
+};
+
 // What `run` and `exec` start in a VM or distribution.
 struct ProgramSpec {
     std::string path;
     std::vector<std::string> argv;
     std::vector<std::string> env;
     std::string user; // empty: root
+    std::optional<TerminalSpec> terminal; // run only: the program's stdio is this terminal
 };
 
 // One VM. Thread affinity: the service's event-loop thread. Refcounted so that operations in

@@ -5,10 +5,13 @@
 #include "ipc/fd-cap.h"
 #include "vm/mounts.h"
 
+#include <array>
 #include <csignal>
+#include <fcntl.h>
 #include <fstream>
 #include <sched.h>
 #include <sstream>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -106,6 +109,8 @@ namespace {
     }
 
     // A process this agent started; dropping the capability kills it if it still runs.
+    void fail_outcome(proto::Outcome::Builder outcome, const Error& error);
+
     class Process final : public proto::Process::Server {
     public:
         Process(Reaper& reaper, pid_t pid, Fd pidfd)
@@ -129,6 +134,20 @@ namespace {
             context.allowCancellation();
             return m_reaper.wait_for(m_pid).then(
                 [context](int status) mutable { context.getResults().setWaitStatus(status); });
+        }
+
+        kj::Promise<void> signal(SignalContext context) override
+        {
+            int signal = context.getParams().getSignal();
+            if (signal <= 0 || signal > SIGRTMAX)
+                return fail_outcome(context.getResults().initOutcome(),
+                           { -EINVAL, "no signal " + std::to_string(signal) }),
+                       kj::READY_NOW;
+            if (!m_reaper.has_exited(m_pid)
+                && syscall(SYS_pidfd_send_signal, m_pidfd.get(), signal, nullptr, 0) < 0 && errno != ESRCH)
+                fail_outcome(context.getResults().initOutcome(),
+                    Error::from_errno(errno, "cannot signal the program"));
+            return kj::READY_NOW;
         }
 
     private:
@@ -246,13 +265,43 @@ kj::Promise<void> Agent::mount(MountContext context)
     return kj::READY_NOW;
 }
 
+namespace {
+
+    // A new pseudo-terminal of this namespace's devpts (/dev/ptmx), of `size`: its master, and its
+    // slave (opened through the master, no path looked up) owned by `user`, as login makes it.
+    Result<std::array<Fd, 2>> open_terminal(proto::TerminalSize::Reader size, const User& user)
+    {
+        Fd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+        if (!master)
+            return Error::from_errno(errno, "cannot open a pseudo-terminal (/dev/ptmx)");
+        if (::unlockpt(master.get()) < 0)
+            return Error::from_errno(errno, "cannot unlock a pseudo-terminal");
+        Fd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+        if (!slave)
+            return Error::from_errno(errno, "cannot open a pseudo-terminal's terminal end");
+        winsize window {};
+        window.ws_row = size.getRows();
+        window.ws_col = size.getColumns();
+        if (window.ws_row > 0 && window.ws_col > 0 && ::ioctl(master.get(), TIOCSWINSZ, &window) < 0)
+            return Error::from_errno(errno, "cannot set a pseudo-terminal's size");
+        if ((user.uid != 0 || user.gid != 0) && ::fchown(slave.get(), user.uid, user.gid) < 0)
+            return Error::from_errno(errno, "cannot give a pseudo-terminal to " + user.name);
+        return std::array<Fd, 2> { std::move(master), std::move(slave) };
+    }
+
+} // namespace
+
 kj::Promise<void> Agent::spawn(SpawnContext context)
 {
     auto request = context.getParams().getRequest();
     auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
-    fds.add(ipc::unwrap_fd(request.getStdin()));
-    fds.add(ipc::unwrap_fd(request.getStdout()));
-    fds.add(ipc::unwrap_fd(request.getStderr()));
+    // With a terminal, the program's stdio is the terminal: no fds were sent.
+    auto fd_of = [tty = request.hasTerminal()](proto::Fd::Client fd) {
+        return tty ? kj::Promise<Result<Fd>>(Result<Fd>(Fd())) : ipc::unwrap_fd(kj::mv(fd));
+    };
+    fds.add(fd_of(request.getStdin()));
+    fds.add(fd_of(request.getStdout()));
+    fds.add(fd_of(request.getStderr()));
     return kj::joinPromises(fds.finish()).then([this, context](kj::Array<Result<Fd>> stdio) mutable {
         auto request = context.getParams().getRequest();
         for (auto& fd : stdio) {
@@ -278,6 +327,15 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
             .fds = { { stdio[0]->get(), 0 }, { stdio[1]->get(), 1 }, { stdio[2]->get(), 2 } },
             .cwd = ::access(user.home.c_str(), X_OK) == 0 ? user.home : "/",
         };
+        std::array<Fd, 2> terminal; // master, slave; our slave closes once the program has its own
+        if (request.hasTerminal()) {
+            auto opened = open_terminal(request.getTerminal(), user);
+            if (!opened)
+                return fail_outcome(context.getResults().initOutcome(), opened.error());
+            terminal = std::move(opened.value());
+            plan.fds = { { terminal[1].get(), 0 }, { terminal[1].get(), 1 }, { terminal[1].get(), 2 } };
+            plan.controlling_terminal = true;
+        }
         if (user.uid != 0 || user.gid != 0)
             plan.run_as = Credentials { user.uid, user.gid };
         auto child = spawn_process(plan);
@@ -286,6 +344,8 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
         pid_t pid = child->pid();
         m_reaper.watch(pid);
         context.getResults().setPid(pid);
+        if (terminal[0])
+            context.getResults().setTerminal(ipc::wrap_fd(std::move(terminal[0])));
         context.getResults().setProcess(kj::heap<Process>(m_reaper, pid, child->detach()));
     });
 }

@@ -101,9 +101,14 @@ namespace {
             if (::mount(("/dev/" + std::string(node)).c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
                 return fail("cannot bind /dev/" + std::string(node));
         }
+        // Its own devpts instance: the terminals of `run -t` are this namespace's, numbered from 0,
+        // invisible to the host's and other VMs' (no gid=: the tty group may not be mapped here).
+        BH_TRY(make_dir(dev + "/pts", 0755));
+        BH_TRY(
+            mount_fs("devpts", dev + "/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"));
         const std::pair<const char*, const char*> links[]
             = { { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" }, { "/proc/self/fd/1", "stdout" },
-                  { "/proc/self/fd/2", "stderr" } };
+                  { "/proc/self/fd/2", "stderr" }, { "pts/ptmx", "ptmx" } };
         for (auto [target, name] : links) {
             if (::symlink(target, (dev + "/" + name).c_str()) < 0)
                 return fail("cannot create " + dev + "/" + name);
