@@ -92,7 +92,9 @@ interface Control {
       -> (outcome :Common.Outcome, distro :DistroInfo);
   # Runs argv inside the distribution (empty name: the default one) with the given fds as its
   # stdin, stdout and stderr. Returns the raw wait status once the program exits. Dropping the
-  # call (the client disconnects) kills the program.
+  # call (the client disconnects) kills the program. A program whose distribution was terminated
+  # under it died with it: the outcome says so (BH_E_DISTRO_NOT_RUNNING) and waitStatus is set
+  # too, to its SIGKILL death.
   # With `terminal`, the program runs on a new pseudo-terminal of the distribution instead (its
   # session leader, with it as controlling terminal; the std fds are not used), and the client
   # gets the terminal's master end through terminal.client once the program started: it relays

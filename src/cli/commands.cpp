@@ -152,6 +152,17 @@ namespace {
         return 128 + WTERMSIG(wait_status);
     }
 
+    // The exit code of a run: the program's own, or, when it died with its distribution or VM
+    // (an error with a wait status), the error printed and the exit code of its death (137).
+    int program_exit(proto::Outcome::Reader outcome, int wait_status)
+    {
+        Status status = ipc::to_status(outcome);
+        if (status)
+            return exit_code_of(wait_status);
+        int code = report({ status.take_error(), outcome.getOperation().cStr() });
+        return wait_status != 0 ? exit_code_of(wait_status) : code;
+    }
+
     // The CLI's side of a run with a terminal: the relay, and the loop that sends the program
     // the SIGTERM and SIGHUP the CLI receives. Main thread.
     struct TerminalSide {
@@ -240,10 +251,7 @@ namespace {
         }
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/RunProgram" });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        return exit_code_of(reply->getWaitStatus());
+        return program_exit(reply->getOutcome(), reply->getWaitStatus());
     }
 
     // Copies stdin to the socket and the socket to stdout until the program closes it.
@@ -610,10 +618,8 @@ namespace {
         auto reply = wait_for(client, request.send(), "container session exec");
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/ExecInContainerSession" });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        return inv.detach ? 0 : exit_code_of(reply->getWaitStatus());
+        int code = program_exit(reply->getOutcome(), reply->getWaitStatus());
+        return inv.detach && code == 0 ? 0 : code;
     }
 
     int do_container_idle(Client& client, const Invocation& inv)

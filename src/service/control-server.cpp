@@ -110,6 +110,18 @@ namespace {
         ipc::set_outcome(results.initOutcome(), error, operation);
     }
 
+    // A program's end that was not its own: it died with its distribution or VM
+    // (program_orphaned). The error says so, as `code`, and the wait status is the SIGKILL it died
+    // of, for the client's exit code (128 + 9).
+    template<typename Results> void fail_run(Results results, Error error, const char* operation, int code)
+    {
+        if (error.code == program_orphaned) {
+            error.code = code;
+            results.setWaitStatus(SIGKILL);
+        }
+        fail(results, error, operation);
+    }
+
     // One connection's view of the service, bound to its caller.
     class Control final : public proto::Control::Server {
     public:
@@ -324,7 +336,8 @@ namespace {
                         overrides_of(params.getSettings()))
                     .then([context](Result<int> status) mutable {
                         if (!status)
-                            return fail(context.getResults(), status.error(), op);
+                            return fail_run(
+                                context.getResults(), status.take_error(), op, BH_E_DISTRO_NOT_RUNNING);
                         context.getResults().setWaitStatus(status.value());
                     });
             });
@@ -624,7 +637,8 @@ namespace {
                         params.getDetach())
                     .then([context](Result<int> status) mutable {
                         if (!status)
-                            return fail(context.getResults(), status.error(), op);
+                            return fail_run(
+                                context.getResults(), status.take_error(), op, BH_E_VM_NOT_RUNNING);
                         context.getResults().setWaitStatus(status.value());
                     });
             });

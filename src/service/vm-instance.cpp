@@ -426,48 +426,56 @@ kj::Promise<Result<int>> VmInstance::run(const std::string& distro, ProgramSpec 
     auto agent = agent_for(distro);
     if (!agent)
         return Result<int>(agent.take_error());
-    return guarded(spawn_and_wait(agent.value(), std::move(spec), std::move(stdio)));
+    std::string ended = distro.empty() ? "the VM stopped while the program ran"
+                                       : "distribution '" + distro + "' was terminated while the program ran";
+    return guarded(spawn_and_wait(agent.value(), std::move(spec), std::move(stdio), std::move(ended)));
 }
 
 kj::Promise<Result<int>> VmInstance::spawn_and_wait(
-    proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio)
+    proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio, std::string ended)
 {
     auto request = agent.spawnRequest();
     fill_spawn_request(request.initRequest(), spec, stdio);
     auto terminal = std::move(spec.terminal);
-    auto waited = request.send().then(
-        [terminal = kj::mv(terminal)](auto response) mutable -> kj::Promise<Result<int>> {
-            Status status = ipc::to_status(response.getOutcome());
-            if (!status)
-                return Result<int>(status.take_error());
-            auto process = response.getProcess();
-            // The terminal's master goes to the client before the wait: it relays the program's I/O.
-            kj::Promise<Status> attached = Status();
-            auto signals = kj::refcounted<ProgramSignals>(process);
-            if (terminal)
-                attached = ipc::unwrap_fd(response.getTerminal())
-                               .then([attach = kj::mv(terminal->attach), program = kj::addRef(*signals)](
-                                         Result<Fd> master) mutable -> kj::Promise<Status> {
-                                   if (!master)
-                                       return Status(master.take_error());
-                                   if (Status checked = check_terminal_master(master->get()); !checked)
-                                       return kj::mv(checked);
-                                   return attach(std::move(master.value()), kj::mv(program)).then([]() {
-                                       return Status();
-                                   });
+    auto waited = request.send().then([terminal = kj::mv(terminal), ended = std::move(ended)](
+                                          auto response) mutable -> kj::Promise<Result<int>> {
+        Status status = ipc::to_status(response.getOutcome());
+        if (!status)
+            return Result<int>(status.take_error());
+        auto process = response.getProcess();
+        // The terminal's master goes to the client before the wait: it relays the program's I/O.
+        kj::Promise<Status> attached = Status();
+        auto signals = kj::refcounted<ProgramSignals>(process);
+        if (terminal)
+            attached = ipc::unwrap_fd(response.getTerminal())
+                           .then([attach = kj::mv(terminal->attach), program = kj::addRef(*signals)](
+                                     Result<Fd> master) mutable -> kj::Promise<Status> {
+                               if (!master)
+                                   return Status(master.take_error());
+                               if (Status checked = check_terminal_master(master->get()); !checked)
+                                   return kj::mv(checked);
+                               return attach(std::move(master.value()), kj::mv(program)).then([]() {
+                                   return Status();
                                });
-            // Once the run is over (or cancelled), the client's signals reach nothing.
-            auto ended = kj::defer([signals = kj::mv(signals)]() mutable { signals->end(); });
-            // `process` lives in the continuation: dropping it (cancellation) kills the program.
-            return attached
-                .then([process](Status attached) mutable -> kj::Promise<Result<int>> {
-                    if (!attached)
-                        return Result<int>(attached.take_error());
-                    return process.waitRequest().send().then(
-                        [process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); });
-                })
-                .attach(kj::mv(ended));
-        });
+                           });
+        // Once the run is over (or cancelled), the client's signals reach nothing.
+        auto over = kj::defer([signals = kj::mv(signals)]() mutable { signals->end(); });
+        // `process` lives in the continuation: dropping it (cancellation) kills the program.
+        return attached
+            .then([process, ended](Status attached) mutable -> kj::Promise<Result<int>> {
+                if (!attached)
+                    return Result<int>(attached.take_error());
+                // The agent went away while the program ran: the end of its PID namespace
+                // took the program along.
+                return process.waitRequest()
+                    .send()
+                    .then([process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); })
+                    .catch_([ended](kj::Exception&&) -> Result<int> {
+                        return Error { program_orphaned, ended };
+                    });
+            })
+            .attach(kj::mv(over));
+    });
     return ipc::catch_disconnect<int>(kj::mv(waited), "the agent running the program hung up");
 }
 

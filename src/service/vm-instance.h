@@ -101,6 +101,10 @@ struct TerminalSpec {
     kj::Function<kj::Promise<void>(Fd master, kj::Own<ProgramSignals> program)> attach;
 };
 
+// The error code of a `run` whose distribution or VM ended while the program ran: the program
+// died with them (SIGKILL, from the end of its PID namespace). The message names the distribution.
+constexpr int program_orphaned = -EOWNERDEAD;
+
 // What `run` and `exec` start in a VM or distribution.
 struct ProgramSpec {
     std::string path;
@@ -167,8 +171,10 @@ private:
     kj::Promise<Status> run_started_hook(const std::string& name, StartedHook on_started);
     kj::Promise<Status> adopt_distribution(DistroRecord record, Fd service_end,
         capnp::Response<proto::Agent::StartDistributionResults> response);
+    // `ended`: the error's message when the program's distribution or VM ends under it
+    // (program_orphaned).
     kj::Promise<Result<int>> spawn_and_wait(
-        proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio);
+        proto::Agent::Client agent, ProgramSpec spec, std::array<Fd, 3> stdio, std::string ended);
     Result<proto::Agent::Client> agent_for(const std::string& distro);
     template<typename T> kj::Promise<Result<T>> guarded(kj::Promise<Result<T>> promise);
     kj::Promise<Status> guarded_status(kj::Promise<Status> promise);

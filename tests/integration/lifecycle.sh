@@ -24,6 +24,17 @@ pid1=$(bh list --json | jq -r '.[0].init_pid')
 bh terminate alpha
 expect_eq "$(bh list --json | jq -r '.[0].running')" "false" "terminated"
 
+# A distribution terminated under a running program: the CLI says so, in the usual error form,
+# and exits as the program died (128 + SIGKILL).
+bh run -- sh -c 'echo started; exec sleep 100' >"$T/orphan.out" 2>"$T/orphan.err" &
+orphan=$!
+eventually grep -q started "$T/orphan.out"
+bh terminate alpha
+rc=0; wait $orphan || rc=$?
+expect_eq "$rc" 137 "the exit code of a program whose distribution was terminated"
+expect_eq "$(cat "$T/orphan.err")" "distribution 'alpha' was terminated while the program ran
+Error code: Bulkhead/Service/RunProgram/BH_E_DISTRO_NOT_RUNNING" "what the CLI says"
+
 # A second distribution, and the default.
 bh register beta --tar <(cat "$ROOTFS_TAR") >/dev/null
 expect_eq "$(bh run -d beta -- cat /etc/hostname 2>/dev/null || true)" "" "beta has no /etc/hostname"
