@@ -101,8 +101,11 @@ interface Control {
   # the user's terminal, sets the window size and sends signals through it (TIOCSIG).
   run @4 (distro :Text, user :Text, argv :List(Text), env :List(Text),
           stdin :Common.Fd, stdout :Common.Fd, stderr :Common.Fd,
-          settings :UserSettings, target :Target, terminal :TerminalRequest)
+          settings :UserSettings, target :Target, terminal :TerminalRequest,
+          loginShell :Bool, cwd :Text)
       -> (outcome :Common.Outcome, waitStatus :Int32);
+  # loginShell: argv is empty, and the program is the user's login shell (proto/vm.capnp).
+  # cwd: where the program starts (absolute); empty: the user's home.
   terminate @5 (name :Text, target :Target) -> (outcome :Common.Outcome);
   shutdown @6 (all :Bool, target :Target) -> (outcome :Common.Outcome);
   list @7 (target :Target, all :Bool) -> (outcome :Common.Outcome, distros :List(DistroInfo));

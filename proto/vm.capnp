@@ -33,6 +33,11 @@ struct SpawnRequest {
   # stdout and stderr, leads a new session and has it as controlling terminal; stdin, stdout and
   # stderr above are not used. The master end comes back in spawn's `terminal`.
   terminal @7 :TerminalSize;
+  # Set: path and argv are empty, and the program is the user's shell from the distribution's
+  # /etc/passwd (/bin/sh without one), started as a login shell (argv[0] "-" and its name).
+  loginShell @8 :Bool;
+  # The directory to start in (absolute, entered as the user); empty: the user's home, or /.
+  cwd @9 :Text;
 }
 
 struct TerminalSize {

@@ -221,6 +221,8 @@ namespace {
         auto request = client.control().runRequest();
         request.setDistro(inv.distro);
         request.setUser(inv.user);
+        request.setLoginShell(inv.argv.empty());
+        request.setCwd(inv.cwd);
         auto argv = request.initArgv(inv.argv.size());
         for (size_t i = 0; i < inv.argv.size(); ++i)
             argv.set(i, inv.argv[i]);
@@ -772,11 +774,14 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
         "terminals)");
     tty->excludes(runc->add_flag(
         "-T,--no-tty", inv.no_tty, "Give the program this process's stdin, stdout and stderr as they are"));
-    runc->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --)")->required();
-    runc->callback([&inv, &run, with_settings]() {
-        run = with_settings(
-            [&inv](Client& client, const service::UserOverrides& o) { return do_run(client, inv, o); });
-    });
+    runc->add_option(
+        "--cd", inv.cwd, "Start in this directory of the distribution (default: the user's home)");
+    runc->add_option("command", inv.argv, "PROGRAM [ARGS...] (after --; none: the user's login shell)");
+    auto run_program = with_settings(
+        [&inv](Client& client, const service::UserOverrides& o) { return do_run(client, inv, o); });
+    runc->callback([&run, run_program]() { run = run_program; });
+    // `bulkhead` alone: the login shell of the default distribution's default user.
+    run = run_program;
 
     auto* term = app.add_subcommand("terminate", "Stop a running distribution");
     term->add_option("name", inv.name, "Distribution name")->required();

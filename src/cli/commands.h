@@ -39,6 +39,7 @@ struct Invocation {
     bool detach = false;
     bool tty = false; // run -t
     bool no_tty = false; // run -T
+    std::string cwd; // run --cd
     std::vector<std::string> env;
 };
 

@@ -11,7 +11,7 @@ int main(int argc, char** argv)
     const char* env_dir = std::getenv("BULKHEAD_RUNTIME_DIR");
     inv.runtime_dir = env_dir && *env_dir ? env_dir : "/run/bulkhead";
     CLI::App app { "bulkhead: run Linux distributions in your own lightweight VM" };
-    app.require_subcommand(1);
+    app.require_subcommand(0, 1); // none: your login shell in the default distribution, as `wsl` does
     app.add_option(
         "--runtime-dir", inv.runtime_dir, "The service's runtime directory (env BULKHEAD_RUNTIME_DIR)");
     app.add_option("--uid", inv.uid, "Act on this user's session (root only)");

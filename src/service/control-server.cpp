@@ -65,8 +65,9 @@ namespace {
 
     // The program a run-like call (run, container session exec) names: its arguments, checked and
     // not empty, its environment, and who runs it.
+    // `login_shell`: no program may be given; the agent starts the user's login shell.
     Result<ProgramSpec> program_of(capnp::List<capnp::Text>::Reader argv_list,
-        capnp::List<capnp::Text>::Reader env_list, std::string user)
+        capnp::List<capnp::Text>::Reader env_list, std::string user, bool login_shell = false)
     {
         auto argv = strings_of(argv_list, "arguments");
         if (!argv)
@@ -74,6 +75,13 @@ namespace {
         auto env = strings_of(env_list, "environment entries");
         if (!env)
             return env.take_error();
+        if (login_shell) {
+            if (!argv->empty())
+                return Error { -EINVAL, "a program was given with the login shell" };
+            ProgramSpec spec { "", {}, env.value(), std::move(user) };
+            spec.login_shell = true;
+            return spec;
+        }
         if (argv->empty())
             return Error { -EINVAL, "no program given" };
         return ProgramSpec { argv->front(), argv.value(), env.value(), std::move(user) };
@@ -296,11 +304,17 @@ namespace {
         context.allowCancellation(); // ends with its client (see above)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
-        auto program = owner ? program_of(params.getArgv(), params.getEnv(), text_of(params.getUser()))
-                             : Result<ProgramSpec>(owner.error());
+        auto program = owner
+            ? program_of(params.getArgv(), params.getEnv(), text_of(params.getUser()), params.getLoginShell())
+            : Result<ProgramSpec>(owner.error());
         if (!program)
             return fail(context.getResults(), program.error(), op), kj::READY_NOW;
         ProgramSpec spec = std::move(program.value());
+        spec.cwd = text_of(params.getCwd());
+        if (!spec.cwd.empty() && spec.cwd.front() != '/')
+            return fail(context.getResults(), { -EINVAL, "--cd '" + spec.cwd + "' is not an absolute path" },
+                       op),
+                   kj::READY_NOW;
         bool terminal = params.hasTerminal();
         if (terminal) {
             auto request = params.getTerminal();

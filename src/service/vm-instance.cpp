@@ -61,6 +61,8 @@ namespace {
         for (size_t i = 0; i < spec.env.size(); ++i)
             env.set(i, spec.env[i]);
         request.setUser(spec.user);
+        request.setLoginShell(spec.login_shell);
+        request.setCwd(spec.cwd);
         if (spec.terminal) {
             auto size = request.initTerminal();
             size.setRows(spec.terminal->rows);

@@ -112,6 +112,8 @@ struct ProgramSpec {
     std::vector<std::string> env;
     std::string user; // empty: root
     std::optional<TerminalSpec> terminal; // run only: the program's stdio is this terminal
+    bool login_shell = false; // path and argv empty: the user's login shell
+    std::string cwd; // empty: the user's home
 };
 
 // One VM. Thread affinity: the service's event-loop thread. Refcounted so that operations in

@@ -28,6 +28,7 @@ namespace {
         gid_t gid = 0;
         std::string name = "root";
         std::string home = "/root";
+        std::string shell; // empty: none given
     };
 
     // Finds `wanted` (a name or a numeric uid) in this root's /etc/passwd.
@@ -69,7 +70,8 @@ namespace {
             char* end = nullptr;
             unsigned long uid = std::strtoul(fields[2].c_str(), &end, 10);
             unsigned long gid = std::strtoul(fields[3].c_str(), nullptr, 10);
-            return User { static_cast<uid_t>(uid), static_cast<gid_t>(gid), fields[0], fields[5] };
+            return User { static_cast<uid_t>(uid), static_cast<gid_t>(gid), fields[0], fields[5],
+                fields.size() > 6 ? fields[6] : "" };
         }
         return Error { -ENOENT, "no user '" + wanted + "' in the distribution's /etc/passwd" };
     }
@@ -317,15 +319,39 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
             if (Status mapped = check_mapped(user); !mapped)
                 return fail_outcome(context.getResults().initOutcome(), mapped.error());
         }
-        auto program = resolve_program(request.getPath().cStr());
+        std::string path = request.getPath().cStr();
+        std::vector<std::string> argv = to_strings(request.getArgv());
+        if (request.getLoginShell()) {
+            if (user.shell.empty())
+                if (auto named = lookup_user(user.name))
+                    user.shell = named->shell;
+            path = user.shell.empty() ? "/bin/sh" : user.shell;
+            argv = { "-" + path.substr(path.rfind('/') + 1) };
+        }
+        std::string cwd = request.getCwd().cStr();
+        if (!cwd.empty() && cwd.front() != '/')
+            return fail_outcome(context.getResults().initOutcome(),
+                { -EINVAL, "the directory '" + cwd + "' is not absolute" });
+        if (!cwd.empty()) {
+            struct stat st;
+            if (::stat(cwd.c_str(), &st) < 0)
+                return fail_outcome(context.getResults().initOutcome(),
+                    Error::from_errno(errno, "cannot start in '" + cwd + "'"));
+            if (!S_ISDIR(st.st_mode))
+                return fail_outcome(context.getResults().initOutcome(),
+                    { -ENOTDIR, "cannot start in '" + cwd + "': not a directory" });
+        }
+        auto program = resolve_program(path);
         if (!program)
             return fail_outcome(context.getResults().initOutcome(), program.error());
         SpawnPlan plan {
             .path = program.value(),
-            .argv = to_strings(request.getArgv()),
+            .argv = std::move(argv),
             .env = environment_for(user, request.getEnv()),
             .fds = { { stdio[0]->get(), 0 }, { stdio[1]->get(), 1 }, { stdio[2]->get(), 2 } },
-            .cwd = ::access(user.home.c_str(), X_OK) == 0 ? user.home : "/",
+            .cwd = !cwd.empty()                          ? cwd
+                : ::access(user.home.c_str(), X_OK) == 0 ? user.home
+                                                         : "/",
         };
         std::array<Fd, 2> terminal; // master, slave; our slave closes once the program has its own
         if (request.hasTerminal()) {

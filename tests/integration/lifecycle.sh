@@ -16,6 +16,15 @@ rc=0; bh run -- sh -c 'kill -9 $$' || rc=$?
 expect_eq "$rc" "137" "death by signal"
 expect_eq "$(echo piped | bh run -- cat)" "piped" "stdin is the caller's"
 expect_eq "$(bh run -u alice -- id -u)" "1000" "run -u"
+# No program: the user's login shell (from the distribution's /etc/passwd), in their home; so is
+# `bulkhead` alone, in the default distribution, as `wsl` is.
+rc=0; out=$(echo 'echo $0 $PWD; exit 6' | bh run -u alice) || rc=$?
+expect_eq "$out $rc" "-sh /home/alice 6" "run without a program"
+rc=0; out=$(echo 'echo $0 $PWD; exit 6' | bh) || rc=$?
+expect_eq "$out $rc" "-sh /root 6" "bulkhead alone"
+expect_eq "$(bh run --cd /etc -- pwd)" "/etc" "run --cd"
+expect_error EINVAL "--cd 'etc' is not an absolute path" bh run --cd etc -- true
+expect_error ENOENT "cannot start in '/nonexistent': No such file or directory" bh run --cd /nonexistent -- true
 expect_eq "$(bh list --running --json | jq length)" "1" "running"
 
 bh start alpha
