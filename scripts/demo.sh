@@ -77,6 +77,18 @@ echo "host: hostname=$(hostname), pid 1 is $(cat /proc/1/comm)"
 bh run -- sh -c 'echo "distribution: hostname=$(hostname), pid 1 is $(cat /proc/1/cmdline | tr "\0" " ")"; echo "its mounts:"; cut -d" " -f5 /proc/self/mountinfo | sed "s/^/  /"'
 bh run -- sh -c 'grep PRETTY /etc/os-release; id'
 
+step "At a terminal, a program gets a pseudo-terminal of the distribution's own (script(1) types here)"
+echo "\$ bulkhead run -- sh     # with a terminal, as 'bulkhead' alone gives your login shell"
+# One line every half second, so each is typed at the shell's prompt as a person would.
+{
+  sleep 1
+  for line in 'tty' 'stty size' 'sleep 30 &' 'jobs' 'kill %1' 'exit 3'; do
+    printf '%s\r' "$line"
+    sleep 0.5
+  done
+} | timeout 30 script -qec "stty rows 24 cols 80; $bin/bulkhead run -- env 'PS1=demo# ' sh; echo \"(bulkhead exited with \$?)\"" /dev/null |
+  sed 's/\r$//; s/\x1b\[6n//g' # busybox sh asks the terminal where its cursor is: not for this page
+
 step "The folder-share plugin mounted $dir/plugin-share read-only into the VM when it started"
 bh vm exec -- /bin/ls -l /mnt/folder-share
 # `vm exec` connects only the program's stdin and stdout (as the plugin API's execute_binary does)
