@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <iostream>
+#include <kj/debug.h>
 #include <kj/thread.h>
 #include <nlohmann/json.hpp>
 #include <poll.h>
@@ -204,8 +205,8 @@ namespace {
             auto program = context.getParams().getProgram();
             return ipc::unwrap_fd(context.getParams().getMaster())
                 .then([side = m_side, program](Result<Fd> master) mutable {
-                    if (!master)
-                        return;
+                    // Failing the attach makes the service drop the run, which kills the program.
+                    KJ_REQUIRE(master.ok(), "cannot take the program's terminal", master.error().message);
                     side->relay.start(std::move(master.value()));
                     side->signals = side->io.lowLevelProvider->wrapInputFd(side->relay.forwarded_signals());
                     side->forwarding = forward_signals(*side, kj::mv(program)).eagerlyEvaluate(nullptr);
@@ -770,7 +771,8 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     runc->add_option("-d,--distribution", inv.distro, "Distribution (default: the default one)");
     runc->add_option("-u,--user", inv.user, "User inside the distribution (default: root)");
     auto* tty = runc->add_flag("-t,--tty", inv.tty,
-        "Give the program a pseudo-terminal of the distribution (the default when stdin and stdout are "
+        "Give the program a pseudo-terminal of the distribution (the default when stdin, stdout and stderr "
+        "are "
         "terminals)");
     tty->excludes(runc->add_flag(
         "-T,--no-tty", inv.no_tty, "Give the program this process's stdin, stdout and stderr as they are"));

@@ -9,6 +9,7 @@
 #include <string>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace bh::cli {
@@ -45,7 +46,7 @@ bool wants_terminal(bool force_on, bool force_off)
 {
     if (force_off)
         return false;
-    return force_on || (::isatty(0) && ::isatty(1));
+    return force_on || (::isatty(0) && ::isatty(1) && ::isatty(2));
 }
 
 winsize terminal_size()
@@ -59,9 +60,6 @@ winsize terminal_size()
 
 TerminalRelay::TerminalRelay()
 {
-    sigset_t set = relayed_signals();
-    pthread_sigmask(SIG_BLOCK, &set, &m_old_mask);
-    m_signals = Fd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     m_stop = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     int forward[2];
     if (::pipe2(forward, O_CLOEXEC | O_NONBLOCK) == 0) {
@@ -80,6 +78,12 @@ void TerminalRelay::start(Fd master)
     if (m_master || m_finished)
         return;
     m_master = std::move(master);
+    // Until now (a VM starting, hooks running) the signals kept their default actions: Ctrl-C in
+    // the still cooked terminal ends the CLI, and with it the run.
+    sigset_t set = relayed_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &m_old_mask);
+    m_blocked = true;
+    m_signals = Fd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     ::fcntl(m_master.get(), F_SETFL, ::fcntl(m_master.get(), F_GETFL) | O_NONBLOCK);
     termios settings;
     if (::tcgetattr(0, &settings) == 0) {
@@ -106,6 +110,8 @@ void TerminalRelay::finish()
     }
     if (m_saved)
         ::tcsetattr(0, TCSADRAIN, &*m_saved);
+    if (!m_blocked)
+        return;
     // Signals that came meanwhile are dropped, not delivered with their default action (which
     // for SIGWINCH is nothing, and for the others would end us before we report the status).
     sigset_t set = relayed_signals();
@@ -119,11 +125,20 @@ void TerminalRelay::relay()
     char buffer[16384];
     std::string to_master; // read from stdin, not yet taken by the pseudo-terminal
     bool input_open = true, output_open = true;
+    int terms = 0; // SIGTERMs received: the second hangs up (a login shell ignores SIGTERM)
+    // Closing the master hangs the terminal up: the kernel sends its session SIGHUP, as when a
+    // user's terminal goes away.
+    auto hang_up = [&]() {
+        m_master.reset();
+        output_open = false;
+        to_master.clear();
+    };
     for (;;) {
         // An fd with nothing to wait for is left out (-1): a hung-up one would report POLLHUP
         // even without events, and spin.
-        short master_events
-            = static_cast<short>((output_open ? POLLIN : 0) | (to_master.empty() ? 0 : POLLOUT));
+        short master_events = m_master
+            ? static_cast<short>((output_open ? POLLIN : 0) | (to_master.empty() ? 0 : POLLOUT))
+            : 0;
         bool reading = input_open && to_master.empty();
         pollfd fds[4] = {
             { master_events ? m_master.get() : -1, master_events, 0 },
@@ -137,10 +152,16 @@ void TerminalRelay::relay()
             return;
         }
         if (fds[2].revents) {
-            // The program exited: what it wrote is in the pseudo-terminal already; take it all.
+            // The program exited: what it wrote is in the pseudo-terminal already; take it, but
+            // not forever (a background process that ignored SIGHUP may keep writing).
+            timespec start, now;
+            clock_gettime(CLOCK_MONOTONIC, &start);
             while (output_open) {
                 ssize_t n = ::read(m_master.get(), buffer, sizeof(buffer));
                 if (n <= 0 || !write_all(1, buffer, static_cast<size_t>(n)))
+                    break;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > 200)
                     break;
             }
             return;
@@ -149,7 +170,7 @@ void TerminalRelay::relay()
             ssize_t n = ::read(m_master.get(), buffer, sizeof(buffer));
             if (n > 0) {
                 if (!write_all(1, buffer, static_cast<size_t>(n)))
-                    output_open = false;
+                    hang_up(); // our output is gone (run -t | head): so is the program's terminal
             } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
                 output_open = false; // EIO: every terminal end closed (the program is gone)
             }
@@ -177,13 +198,18 @@ void TerminalRelay::relay()
             while (::read(m_signals.get(), &info, sizeof(info)) == sizeof(info)) {
                 if (info.ssi_signo == SIGWINCH) {
                     winsize size = terminal_size();
-                    if (size.ws_row > 0)
+                    if (size.ws_row > 0 && m_master)
                         ::ioctl(m_master.get(), TIOCSWINSZ, &size);
                 } else if (info.ssi_signo == SIGINT || info.ssi_signo == SIGQUIT) {
-                    ::ioctl(m_master.get(), TIOCSIG, static_cast<int>(info.ssi_signo));
+                    if (m_master)
+                        ::ioctl(m_master.get(), TIOCSIG, static_cast<int>(info.ssi_signo));
+                } else if (info.ssi_signo == SIGTERM && ++terms > 1) {
+                    hang_up();
                 } else {
                     char number = static_cast<char>(info.ssi_signo);
                     (void)!::write(m_forward_write.get(), &number, 1);
+                    if (info.ssi_signo == SIGHUP)
+                        hang_up();
                 }
             }
         }

@@ -204,7 +204,15 @@ namespace {
                            { -EINVAL, "signal " + std::to_string(signal) + " cannot be sent to a program" },
                            op),
                        kj::READY_NOW;
-            return m_program->send(signal).then([context](Status sent) mutable {
+            // One at a time: these calls are not counted against calls_per_user, and the agent
+            // (the user's) may never answer, so calls piling up would be the service's memory.
+            if (*m_sending)
+                return fail(context.getResults(),
+                           { -EBUSY, "the program's previous signal is still being delivered" }, op),
+                       kj::READY_NOW;
+            *m_sending = true;
+            return m_program->send(signal).then([sending = m_sending, context](Status sent) mutable {
+                *sending = false;
                 if (!sent)
                     fail(context.getResults(), sent.error(), op);
             });
@@ -212,6 +220,7 @@ namespace {
 
     private:
         kj::Own<ProgramSignals> m_program;
+        std::shared_ptr<bool> m_sending = std::make_shared<bool>(false);
     };
 
     kj::Promise<void> Control::register_(RegisterContext context)

@@ -472,8 +472,12 @@ kj::Promise<Result<int>> VmInstance::spawn_and_wait(
                 return process.waitRequest()
                     .send()
                     .then([process](auto reply) mutable -> Result<int> { return reply.getWaitStatus(); })
-                    .catch_([ended](kj::Exception&&) -> Result<int> {
-                        return Error { program_orphaned, ended };
+                    .catch_([ended](kj::Exception&& e) -> Result<int> {
+                        if (e.getType() == kj::Exception::Type::DISCONNECTED)
+                            return Error { program_orphaned, ended };
+                        return Error { -EPROTO,
+                            std::string("the agent's answer about the program: ")
+                                + e.getDescription().cStr() };
                     });
             })
             .attach(kj::mv(over));

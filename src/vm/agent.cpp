@@ -286,7 +286,9 @@ namespace {
         window.ws_col = size.getColumns();
         if (window.ws_row > 0 && window.ws_col > 0 && ::ioctl(master.get(), TIOCSWINSZ, &window) < 0)
             return Error::from_errno(errno, "cannot set a pseudo-terminal's size");
-        if ((user.uid != 0 || user.gid != 0) && ::fchown(slave.get(), user.uid, user.gid) < 0)
+        // The user's alone (0600): not writable by the group, as devpts' mode=0620 would leave it.
+        if (((user.uid != 0 || user.gid != 0) && ::fchown(slave.get(), user.uid, user.gid) < 0)
+            || ::fchmod(slave.get(), 0600) < 0)
             return Error::from_errno(errno, "cannot give a pseudo-terminal to " + user.name);
         return std::array<Fd, 2> { std::move(master), std::move(slave) };
     }

@@ -35,6 +35,16 @@ script -qfec "$BIN/bulkhead run -t -- sh -c 'trap \"echo got-term; exit 9\" TERM
 DEADLINE=20 eventually grep -q cli-exit "$T/term.out"
 expect_eq "$(tr -d '\r' <"$T/term.out" | grep -v ready | tr '\n' ' ')" "got-term cli-exit=9 " "SIGTERM forwarded to the program"
 
+# A program that ignores SIGTERM (a login shell does): a second SIGTERM hangs its terminal up, and
+# the hangup's SIGHUP ends it (128 + 1).
+script -qfec "$BIN/bulkhead run -t -- sh -c 'trap \"\" TERM; echo ready; sleep 100' &
+  cli=\$!; while ! grep -q ready $T/hup.out; do sleep 0.05; done; kill -TERM \$cli; sleep 0.5; kill -TERM \$cli; wait \$cli; echo cli-exit=\$?" \
+  /dev/null <&7 >"$T/hup.out" &
+DEADLINE=20 eventually grep -q cli-exit "$T/hup.out"
+expect_eq "$(tr -d '\r' <"$T/hup.out" | grep cli-exit)" "cli-exit=129" "a second SIGTERM hangs the terminal up"
+# Redirected stderr keeps the program's stderr apart: no terminal then either.
+expect_eq "$(on_terminal "$BIN/bulkhead run -- sh -c 'tty || true' 2>/dev/null")" "not a tty" "stderr redirected"
+
 # --- In tmux: a shell, typed at ---
 TMUX_SOCKET=$T/tmux.sock
 tm() { tmux -S "$TMUX_SOCKET" "$@"; }
