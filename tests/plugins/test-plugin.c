@@ -78,7 +78,8 @@
  *
  *   CallbacksDuringTermination: on_distribution_started starts 4 threads that run /bin/true in
  *   the distribution every millisecond (reading to EOF) until on_vm_stopping, 200 ms after it was
- *   called, stops and joins them:
+ *   called, stops and joins them (worker_rounds=N in fixture.conf: only on the first N distribution
+ *   starts; default: on every one):
  *     Termination call results: total=N NAME=COUNT...       (NAME by bh_result_name)
  *
  *   TwoSessionsAtOnce (on_vm_started): counts the hooks inside it; "overlap (session_id=S,
@@ -753,6 +754,7 @@ static void join_threads(pthread_t* threads, int count)
 #define STRESS_THREADS 32
 #define STRESS_CALLS 100
 static int stress_calls = STRESS_CALLS;
+static int worker_rounds; /* CallbacksDuringTermination: distribution starts that get workers; 0: all */
 
 static bh_session_id concurrent_session;
 static pthread_barrier_t concurrent_barrier;
@@ -1333,9 +1335,12 @@ static int on_distribution_started(
     case MODE_ASYNC_API_CALL_FROM_WORKER:
         start_distribution_workers(session, distribution, async_worker, 1);
         break;
-    case MODE_CALLBACKS_DURING_TERMINATION:
-        start_distribution_workers(session, distribution, termination_worker, TERMINATION_THREADS);
+    case MODE_CALLBACKS_DURING_TERMINATION: {
+        static int rounds;
+        if (worker_rounds == 0 || rounds++ < worker_rounds)
+            start_distribution_workers(session, distribution, termination_worker, TERMINATION_THREADS);
         break;
+    }
     case MODE_HAMMER_THROUGH_SHUTDOWN:
         start_hammer(session, distribution);
         break;
@@ -1805,6 +1810,8 @@ static int read_configuration(void)
             copy_bounded(mode_name, sizeof(mode_name), line + 5);
         else if (strncmp(line, "log=", 4) == 0)
             copy_bounded(log_path, sizeof(log_path), line + 4);
+        else if (strncmp(line, "worker_rounds=", 14) == 0)
+            worker_rounds = atoi(line + 14);
         else if (strncmp(line, "stress_calls=", 13) == 0) {
             stress_calls = atoi(line + 13);
             if (stress_calls < 1 || stress_calls > 1000) {
