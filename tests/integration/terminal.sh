@@ -61,26 +61,25 @@ type_line() {
   DEADLINE=20 eventually prompt_after "$before"
 }
 prompt_after() { [ "$(prompts)" -gt "$1" ]; }
+# Runs COMMAND in the foreground, then types KEY (C-c, C-z) at it and waits for the next prompt.
+key_at() {
+  tm send-keys -t bh -l "$1"
+  tm send-keys -t bh Enter
+  sleep 0.3
+  local before; before=$(prompts)
+  tm send-keys -t bh "$2"
+  DEADLINE=10 eventually prompt_after "$before"
+}
 
 tm -f /dev/null new-session -d -s bh -x 100 -y 30 \
   "stty -g >$T/before; BULKHEAD_RUNTIME_DIR=$T/run HOME=$T/home $BIN/bulkhead run -- env 'PS1=bh# ' sh; echo cli-exit=\$?; stty -g >$T/after; sleep 600"
 wait_screen '^bh#'
 # Ctrl-C interrupts the foreground sleep, and the shell lives on.
-tm send-keys -t bh -l 'sleep 100'
-tm send-keys -t bh Enter
-sleep 0.3
-type_before=$(prompts)
-tm send-keys -t bh C-c
-DEADLINE=10 eventually prompt_after "$type_before"
+key_at 'sleep 100' C-c
 type_line 'echo interrupted=$?'
 on_screen '^interrupted=130$' || fail "Ctrl-C did not interrupt sleep with SIGINT: $(screen)"
 # Job control: Ctrl-Z stops a job, jobs lists it, bg and fg move it, and it is ended.
-tm send-keys -t bh -l 'sleep 200'
-tm send-keys -t bh Enter
-sleep 0.3
-type_before=$(prompts)
-tm send-keys -t bh C-z
-DEADLINE=10 eventually prompt_after "$type_before"
+key_at 'sleep 200' C-z
 type_line 'jobs'
 screen | grep -qE '^\[1\]\+? +Stopped +sleep 200' || fail "Ctrl-Z did not stop the job: $(screen)"
 type_line 'bg'
