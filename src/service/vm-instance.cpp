@@ -42,7 +42,9 @@ namespace {
 
     int namespaces_for(const SessionIdentity& identity, const VmSettings& settings)
     {
-        int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+        // A cgroup namespace too: the VM sees its own cgroup as the root of the cgroup2 tree it
+        // mounts (what crun needs to run containers there), never the host's paths.
+        int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
         if (!settings.host_network)
             flags |= CLONE_NEWNET;
         if (identity.uid != 0)
