@@ -10,7 +10,7 @@ using Common = import "common.capnp";
 # Versioning: a host refuses an initialize() whose major version differs from its own, and the
 # service refuses a host answering with another major. Minor versions only add fields/methods.
 const pluginHostMajor :UInt32 = 2;
-const pluginHostMinor :UInt32 = 1;
+const pluginHostMinor :UInt32 = 2;
 
 struct Version {
   major @0 :UInt32;
@@ -78,6 +78,14 @@ interface PluginHost {
   onContainerSessionStopping @8 (session :ContainerSessionInfo) -> (result :HookResult);
   onContainerVmStarted @9 (session :ContainerSessionInfo) -> (result :HookResult);
   onContainerVmStopping @10 (session :ContainerSessionInfo) -> (result :HookResult);
+  # 2.2: the container and image hooks. text: the inspect JSON (onContainerStarted,
+  # onImageCreated) or the container's or image's Id (onContainerStopping, onImageDeleted), at most
+  # 1 MiB. The service never sends them to a host that answered initialize with minor < 2: it
+  # clears their bits from that host's hook mask.
+  onContainerStarted @11 (session :ContainerSessionInfo, text :Text) -> (result :HookResult);
+  onContainerStopping @12 (session :ContainerSessionInfo, text :Text) -> (result :HookResult);
+  onImageCreated @13 (session :ContainerSessionInfo, text :Text) -> (result :HookResult);
+  onImageDeleted @14 (session :ContainerSessionInfo, text :Text) -> (result :HookResult);
 }
 
 # A process a plugin started in a container session's VM. Dropping the capability (process_release,

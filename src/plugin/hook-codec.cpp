@@ -38,6 +38,15 @@ ContainerArgs decode_container(proto::ContainerSessionInfo::Reader in)
         in.getGid(), text_of(in.getUserName()) };
 }
 
+Result<std::string> decode_hook_text(capnp::Text::Reader in)
+{
+    if (in.size() > max_hook_text)
+        return Error { -EPROTO,
+            "a hook's text is " + std::to_string(in.size()) + " bytes, over "
+                + std::to_string(max_hook_text) };
+    return std::string(in.cStr(), in.size());
+}
+
 void encode_session(const SessionArgs& session, proto::SessionInfo::Builder out)
 {
     out.setSessionId(session.session_id);

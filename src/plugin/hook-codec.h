@@ -18,6 +18,11 @@ Result<DistroArgs> decode_distro(proto::DistributionInfo::Reader in);
 void encode_container(const ContainerArgs& session, proto::ContainerSessionInfo::Builder out);
 ContainerArgs decode_container(proto::ContainerSessionInfo::Reader in);
 
+// The text of the container and image hooks (HookCall::text): the inspect JSON or an Id. Longer
+// than max_hook_text is a protocol violation: an Error (never cut, which would break the JSON).
+inline constexpr size_t max_hook_text = 1 << 20;
+Result<std::string> decode_hook_text(capnp::Text::Reader in);
+
 void encode_outcome(const HookOutcome& outcome, proto::HookResult::Builder out);
 HookOutcome decode_outcome(proto::HookResult::Reader in);
 

@@ -125,6 +125,18 @@ template<typename Context> kj::Promise<void> HostServer::run_container_hook(Hook
     return run(std::move(call), context.getResults().initResult());
 }
 
+template<typename Context> kj::Promise<void> HostServer::run_text_hook(Hook hook, Context context)
+{
+    auto params = context.getParams();
+    auto text = decode_hook_text(params.getText());
+    if (!text)
+        return KJ_EXCEPTION(FAILED, text.error().message);
+    HookCall call { hook };
+    call.container = decode_container(params.getSession());
+    call.text = std::move(text.value());
+    return run(std::move(call), context.getResults().initResult());
+}
+
 kj::Promise<void> HostServer::onContainerSessionCreated(OnContainerSessionCreatedContext context)
 {
     return run_container_hook(Hook::container_session_created, context);
@@ -143,6 +155,26 @@ kj::Promise<void> HostServer::onContainerVmStarted(OnContainerVmStartedContext c
 kj::Promise<void> HostServer::onContainerVmStopping(OnContainerVmStoppingContext context)
 {
     return run_container_hook(Hook::container_vm_stopping, context);
+}
+
+kj::Promise<void> HostServer::onContainerStarted(OnContainerStartedContext context)
+{
+    return run_text_hook(Hook::container_started, context);
+}
+
+kj::Promise<void> HostServer::onContainerStopping(OnContainerStoppingContext context)
+{
+    return run_text_hook(Hook::container_stopping, context);
+}
+
+kj::Promise<void> HostServer::onImageCreated(OnImageCreatedContext context)
+{
+    return run_text_hook(Hook::image_created, context);
+}
+
+kj::Promise<void> HostServer::onImageDeleted(OnImageDeletedContext context)
+{
+    return run_text_hook(Hook::image_deleted, context);
 }
 
 kj::Promise<int> HostServer::mount_folder(

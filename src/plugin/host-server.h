@@ -42,10 +42,16 @@ protected:
     kj::Promise<void> onContainerSessionStopping(OnContainerSessionStoppingContext context) override;
     kj::Promise<void> onContainerVmStarted(OnContainerVmStartedContext context) override;
     kj::Promise<void> onContainerVmStopping(OnContainerVmStoppingContext context) override;
+    kj::Promise<void> onContainerStarted(OnContainerStartedContext context) override;
+    kj::Promise<void> onContainerStopping(OnContainerStoppingContext context) override;
+    kj::Promise<void> onImageCreated(OnImageCreatedContext context) override;
+    kj::Promise<void> onImageDeleted(OnImageDeletedContext context) override;
 
 private:
     template<typename Context> kj::Promise<void> run_distro_hook(Hook hook, Context context);
     template<typename Context> kj::Promise<void> run_container_hook(Hook hook, Context context);
+    // A container hook that also carries a text (the container and image hooks).
+    template<typename Context> kj::Promise<void> run_text_hook(Hook hook, Context context);
     kj::Promise<void> run(HookCall call, proto::HookResult::Builder result);
 
     kj::UnixEventPort& m_port;

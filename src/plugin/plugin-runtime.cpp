@@ -317,6 +317,14 @@ const char* hook_name(Hook hook)
         return "on_container_session_created";
     case Hook::container_session_stopping:
         return "on_container_session_stopping";
+    case Hook::container_started:
+        return "on_container_started";
+    case Hook::container_stopping:
+        return "on_container_stopping";
+    case Hook::image_created:
+        return "on_image_created";
+    case Hook::image_deleted:
+        return "on_image_deleted";
     case Hook::container_vm_started:
         return "on_container_vm_started";
     case Hook::container_vm_stopping:
@@ -328,7 +336,7 @@ const char* hook_name(Hook hook)
 bool is_veto(Hook hook)
 {
     return hook == Hook::vm_started || hook == Hook::distribution_started
-        || hook == Hook::container_session_created;
+        || hook == Hook::container_session_created || hook == Hook::container_started;
 }
 
 // Shared by the runtime and its thread, so a thread outliving its runtime (a plugin stuck in a
@@ -452,6 +460,15 @@ namespace {
             return hooks.on_container_session_created ? hooks.on_container_session_created(&container) : 0;
         case Hook::container_session_stopping:
             return hooks.on_container_session_stopping ? hooks.on_container_session_stopping(&container) : 0;
+        case Hook::container_started:
+            return hooks.on_container_started ? hooks.on_container_started(&container, call.text.c_str()) : 0;
+        case Hook::container_stopping:
+            return hooks.on_container_stopping ? hooks.on_container_stopping(&container, call.text.c_str())
+                                               : 0;
+        case Hook::image_created:
+            return hooks.on_image_created ? hooks.on_image_created(&container, call.text.c_str()) : 0;
+        case Hook::image_deleted:
+            return hooks.on_image_deleted ? hooks.on_image_deleted(&container, call.text.c_str()) : 0;
         case Hook::container_vm_started:
             return hooks.on_container_vm_started ? hooks.on_container_vm_started(&container) : 0;
         case Hook::container_vm_stopping:

@@ -32,6 +32,10 @@ enum class Hook : uint32_t {
     distribution_unregistered = 5,
     container_session_created = 6,
     container_session_stopping = 7,
+    container_started = 8,
+    container_stopping = 9,
+    image_created = 10,
+    image_deleted = 11,
     container_vm_started = 12,
     container_vm_stopping = 13,
 };
@@ -79,7 +83,10 @@ struct HookCall {
     SessionArgs session;
     uint32_t custom_config_flags = 0; // vm_started only
     DistroArgs distro; // distribution_* only
-    ContainerArgs container; // container_* only
+    ContainerArgs container; // container_* and image_* only
+    // container_started and image_created: the inspect JSON; container_stopping and
+    // image_deleted: the container's or image's Id.
+    std::string text;
 };
 
 struct HookOutcome {

@@ -9,6 +9,7 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <variant>
 
@@ -41,6 +42,29 @@ struct ContainerSessionView {
 };
 
 class ContainerSessions;
+
+// An image of a container session (container-images.cpp): its files are images/HEX in the
+// session's storage; `inspect` is the object the hooks get (the spec's "The JSON handed to
+// hooks"), its RepoTags kept current.
+struct ImageRecord {
+    std::string id; // "sha256:" + 64 hex digits
+    nlohmann::json inspect;
+    std::vector<std::string> tags() const;
+};
+
+// A container of a container session: created, running under its `crun run` in the VM, or
+// exited. Owned by the session's table; the monitor lives as long as the record.
+struct ContainerRecord {
+    enum class Status { created, running, exited };
+    std::string id; // 64 hex digits
+    std::string name;
+    std::string image_id;
+    Status status = Status::created;
+    bool stopping_announced = false; // on_container_stopping ran (once per container)
+    nlohmann::json inspect;
+    // Resolves with the wait status of `crun run` (the container's process) once it ended.
+    kj::Maybe<kj::ForkedPromise<int>> exited;
+};
 
 // One container session. Owned (refcounted) by ContainerSessions' id table from its creation until
 // its on_container_session_stopping hook returned; operations in flight hold references. Thread
@@ -87,6 +111,23 @@ private:
     std::string m_tmpfs; // the mount point of the session's tmpfs (no --storage); "" otherwise
     // What plugins mounted in the current VM (only those may be unmounted by a plugin).
     std::set<std::string> m_plugin_mounts;
+    // Images and containers (container-images.cpp). The store's steps run one at a time
+    // (m_store_tail); a container's life runs beside them.
+    std::map<std::string, ImageRecord> m_images; // by id
+    std::map<std::string, std::string> m_tags; // reference -> image id
+    std::map<std::string, ContainerRecord> m_containers; // by id
+    kj::Maybe<kj::ForkedPromise<void>> m_store_tail;
+    kj::TaskSet* m_monitors = nullptr; // ContainerSessions' tasks, for the containers' monitors
+};
+
+// What `bulkhead container run` asks for.
+struct ContainerRunSpec {
+    std::string image; // a reference or an image id
+    std::string name; // empty: one is made from the id
+    std::vector<std::string> command; // empty: the image's
+    std::vector<std::string> env; // K=V, after the image's
+    bool network_none = false; // its own network namespace (loopback only); else the VM's
+    bool detach = false;
 };
 
 // Where the session's lifecycle is announced to plugins (implemented by Service on
@@ -98,6 +139,13 @@ public:
     virtual kj::Promise<void> session_stopping(const ContainerSession& session) = 0;
     virtual kj::Promise<void> vm_started(const ContainerSession& session) = 0;
     virtual kj::Promise<void> vm_stopping(const ContainerSession& session) = 0;
+    // The image and container hooks (../shared/spec/plugin-api.md, "The JSON handed to hooks"):
+    // `inspect_json` is the object the spec describes, `id` its Id. container_started may veto.
+    virtual kj::Promise<Status> container_started(const ContainerSession& session, std::string inspect_json)
+        = 0;
+    virtual kj::Promise<void> container_stopping(const ContainerSession& session, std::string id) = 0;
+    virtual kj::Promise<void> image_created(const ContainerSession& session, std::string inspect_json) = 0;
+    virtual kj::Promise<void> image_deleted(const ContainerSession& session, std::string id) = 0;
 };
 
 // Every container session. Two tables, on purpose (docs/design/concurrency.md):
@@ -131,6 +179,25 @@ public:
     // Ends every session (`shutdown --all`, service exit). With `forever`, none can be created again.
     kj::Promise<void> terminate_all(bool forever);
 
+    // Images and containers (container-images.cpp). Each starts the session's VM when needed;
+    // results are the JSON objects the hooks get (lists of them for ls).
+    kj::Promise<Result<nlohmann::json>> image_load(uid_t owner, const std::string& name, Fd archive);
+    Result<nlohmann::json> image_list(uid_t owner, const std::string& name);
+    Result<nlohmann::json> image_inspect(uid_t owner, const std::string& name, const std::string& ref);
+    // Removes a tag, and the image with its last one. Prints (as JSON lines) what it did.
+    kj::Promise<Result<nlohmann::json>> image_remove(
+        uid_t owner, const std::string& name, const std::string& ref, bool force);
+    // The container's id and, unless detached, its process's wait status.
+    kj::Promise<Result<std::pair<std::string, int>>> container_run(
+        uid_t owner, const std::string& name, ContainerRunSpec spec, std::array<Fd, 3> stdio);
+    Result<nlohmann::json> container_list(uid_t owner, const std::string& name, bool all);
+    Result<nlohmann::json> container_inspect(uid_t owner, const std::string& name, const std::string& ref);
+    // Sends `signal`; with a timeout, waits that long for the end, then sends SIGKILL and waits.
+    kj::Promise<Status> container_stop(uid_t owner, const std::string& name, const std::string& ref,
+        int signal, std::optional<uint32_t> timeout_s);
+    kj::Promise<Status> container_remove(
+        uid_t owner, const std::string& name, const std::string& ref, bool force);
+
     // For plugin calls: the session with this id, published or not yet (nullptr: none).
     ContainerSession* find_by_id(uint32_t id);
     // The container-session functions of the plugin API (host::CallTarget), resolved by id
@@ -156,6 +223,13 @@ private:
     void arm_idle_timer(ContainerSession& session);
     Status make_tmpfs(ContainerSession& session);
     void taskFailed(kj::Exception&& exception) override;
+    // container-images.cpp
+    kj::Promise<Result<std::string>> run_tool(
+        ContainerSession& session, std::vector<std::string> args, Fd input, std::string what);
+    template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
+    kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio);
+    kj::Promise<void> end_container(ContainerSession& session, std::string id, int signal);
+    kj::Promise<Status> delete_container(ContainerSession& session, std::string id);
 
     VmEnvironment& m_env;
     ContainerHooks& m_hooks;

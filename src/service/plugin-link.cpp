@@ -33,6 +33,12 @@ namespace {
         return memfd;
     }
     constexpr size_t max_argv = 4096;
+    // The hooks a host reaches through methods added in protocol 2.2 (the container and image
+    // hooks): a host answering initialize with an older minor lacks them, so they are never sent.
+    constexpr uint32_t hooks_since_minor_2 = (1u << static_cast<uint32_t>(host::Hook::container_started))
+        | (1u << static_cast<uint32_t>(host::Hook::container_stopping))
+        | (1u << static_cast<uint32_t>(host::Hook::image_created))
+        | (1u << static_cast<uint32_t>(host::Hook::image_deleted));
     // A host whose connection broke gets this long to exit by itself before we SIGKILL it, so a
     // crash is reported with its own signal rather than ours.
     constexpr auto exit_grace = 2 * kj::SECONDS;
@@ -319,7 +325,8 @@ namespace {
                     return Error { -EPROTONOSUPPORT,
                         "the plugin host speaks protocol " + std::to_string(reply.getMajor())
                             + ".x, the service " + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
-                return reply.getHooks();
+                uint32_t hooks = reply.getHooks();
+                return reply.getMinor() < 2 ? hooks & ~hooks_since_minor_2 : hooks;
             });
         }
 
@@ -353,6 +360,14 @@ namespace {
                 return container_call(m_client.onContainerVmStartedRequest(), call);
             case host::Hook::container_vm_stopping:
                 return container_call(m_client.onContainerVmStoppingRequest(), call);
+            case host::Hook::container_started:
+                return text_call(m_client.onContainerStartedRequest(), call);
+            case host::Hook::container_stopping:
+                return text_call(m_client.onContainerStoppingRequest(), call);
+            case host::Hook::image_created:
+                return text_call(m_client.onImageCreatedRequest(), call);
+            case host::Hook::image_deleted:
+                return text_call(m_client.onImageDeletedRequest(), call);
             }
             return KJ_EXCEPTION(FAILED, "unknown hook");
         }
@@ -378,6 +393,14 @@ namespace {
         kj::Promise<host::HookOutcome> container_call(Request request, const host::HookCall& call)
         {
             host::encode_container(call.container, request.initSession());
+            return outcome_of(request.send());
+        }
+
+        template<typename Request>
+        kj::Promise<host::HookOutcome> text_call(Request request, const host::HookCall& call)
+        {
+            host::encode_container(call.container, request.initSession());
+            request.setText(call.text);
             return outcome_of(request.send());
         }
 

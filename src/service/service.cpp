@@ -706,11 +706,12 @@ kj::Promise<Result<Fd>> Service::execute(
 
 // --- Container session hooks -------------------------------------------------------------------
 
-host::HookCall Service::container_hook(host::Hook hook, const ContainerSession& session)
+host::HookCall Service::container_hook(host::Hook hook, const ContainerSession& session, std::string text)
 {
     host::HookCall call { hook };
     const SessionIdentity& id = session.identity;
     call.container = { id.session_id, session.name, session.application_pid, id.uid, id.gid, id.user_name };
+    call.text = std::move(text);
     return call;
 }
 
@@ -739,6 +740,28 @@ kj::Promise<void> Service::vm_started(const ContainerSession& session)
 kj::Promise<void> Service::vm_stopping(const ContainerSession& session)
 {
     return m_plugins->notify(container_hook(host::Hook::container_vm_stopping, session));
+}
+
+// A veto fails the start with the plugin-named message; the caller stops and removes the container.
+kj::Promise<Status> Service::container_started(const ContainerSession& session, std::string inspect_json)
+{
+    return m_plugins->notify_veto(
+        container_hook(host::Hook::container_started, session, std::move(inspect_json)));
+}
+
+kj::Promise<void> Service::container_stopping(const ContainerSession& session, std::string id)
+{
+    return m_plugins->notify(container_hook(host::Hook::container_stopping, session, std::move(id)));
+}
+
+kj::Promise<void> Service::image_created(const ContainerSession& session, std::string inspect_json)
+{
+    return m_plugins->notify(container_hook(host::Hook::image_created, session, std::move(inspect_json)));
+}
+
+kj::Promise<void> Service::image_deleted(const ContainerSession& session, std::string id)
+{
+    return m_plugins->notify(container_hook(host::Hook::image_deleted, session, std::move(id)));
 }
 
 kj::Promise<int> Service::container_mount(

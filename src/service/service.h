@@ -152,7 +152,13 @@ private:
     kj::Promise<void> session_stopping(const ContainerSession& session) override;
     kj::Promise<void> vm_started(const ContainerSession& session) override;
     kj::Promise<void> vm_stopping(const ContainerSession& session) override;
-    static host::HookCall container_hook(host::Hook hook, const ContainerSession& session);
+    kj::Promise<Status> container_started(const ContainerSession& session, std::string inspect_json) override;
+    kj::Promise<void> container_stopping(const ContainerSession& session, std::string id) override;
+    kj::Promise<void> image_created(const ContainerSession& session, std::string inspect_json) override;
+    kj::Promise<void> image_deleted(const ContainerSession& session, std::string id) override;
+    // `text`: HookCall::text, for the container and image hooks.
+    static host::HookCall container_hook(
+        host::Hook hook, const ContainerSession& session, std::string text = {});
 
     VmEnvironment m_env;
     int m_unpack_exe_fd;

@@ -207,6 +207,7 @@ enum mode {
     MODE_WSLC_PROCESS_API,
     MODE_WSLC_HOST_CRASH_IN_CREATED,
     MODE_WSLC_HOST_KILLED_IN_CREATE_PROCESS,
+    MODE_WSLC_CONTAINER_REJECTED,
 };
 
 static const char* const modes[] = {
@@ -260,6 +261,7 @@ static const char* const modes[] = {
     "WslcProcessApi",
     "WslcHostCrashInCreated",
     "WslcHostKilledInCreateProcess",
+    "WslcContainerRejected",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1417,6 +1419,15 @@ static int on_distribution_unregistered(
  *   Container VM stopping (session_id=S, name=N)
  *   create_process(PATH) -> RESULT [errno=E] [exit=CODE] [output=TEXT]
  *   mount(MOUNTPOINT) -> RESULT / unmount(MOUNTPOINT) -> RESULT
+ *   Image created (id=ID, name=TAG)                   Id and RepoTags[0] of the inspect JSON
+ *   Image deleted (id=ID)
+ *   Container started (name=N, image=I, state=S)      Name, Image and State.Status of the JSON
+ *   Container stopping (id=ID)
+ *   (a member missing from the JSON, or not a string, prints as "?")
+ *
+ *   WslcContainerRejected (on_container_started): after its usual line, logs "vetoing the
+ *   container", calls plugin_error("container rejected by test-plugin") (the usual plugin_error
+ *   line) and returns -EPERM.
  *
  *   WslcHostKilledInCreateProcess (on_container_vm_started): 4 threads each keep 4
  *   `/bin/sleep 987` processes (never released), log "killers: 16 kept" once all are, then call
@@ -1459,6 +1470,195 @@ static int run_process(bh_container_session_id session, const char* label, const
 }
 
 static const char* const true_argv[] = { "/bin/true", NULL };
+
+/* ---- A small JSON reader: what a plugin needs to read members of the inspect JSON ----
+ *
+ * Each function takes a pointer into the text and returns the position after what it read, or NULL
+ * when the text is not what it expects. Values are never built, only skipped or copied. */
+
+#define JSON_MAX_DEPTH 64
+
+static const char* json_space(const char* p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static int json_hex(const char* p, unsigned* out)
+{
+    unsigned value = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+        value <<= 4;
+        if (c >= '0' && c <= '9')
+            value |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            value |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            value |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+/* Appends `c` to out[*used] if it still fits (one byte is kept for the NUL). */
+static void json_put(char* out, size_t size, size_t* used, char c)
+{
+    if (out && *used + 1 < size)
+        out[(*used)++] = c;
+}
+
+static void json_put_utf8(char* out, size_t size, size_t* used, unsigned code)
+{
+    if (code < 0x80) {
+        json_put(out, size, used, (char)code);
+    } else if (code < 0x800) {
+        json_put(out, size, used, (char)(0xc0 | (code >> 6)));
+        json_put(out, size, used, (char)(0x80 | (code & 0x3f)));
+    } else if (code < 0x10000) {
+        json_put(out, size, used, (char)(0xe0 | (code >> 12)));
+        json_put(out, size, used, (char)(0x80 | ((code >> 6) & 0x3f)));
+        json_put(out, size, used, (char)(0x80 | (code & 0x3f)));
+    } else {
+        json_put(out, size, used, (char)(0xf0 | (code >> 18)));
+        json_put(out, size, used, (char)(0x80 | ((code >> 12) & 0x3f)));
+        json_put(out, size, used, (char)(0x80 | ((code >> 6) & 0x3f)));
+        json_put(out, size, used, (char)(0x80 | (code & 0x3f)));
+    }
+}
+
+/* The string at `p` (its opening quote), unescaped into `out` (cut to `size`, NUL-terminated; `out`
+ * NULL: only skipped). */
+static const char* json_string(const char* p, char* out, size_t size)
+{
+    size_t used = 0;
+    if (*p != '"')
+        return NULL;
+    for (p++; *p != '"'; p++) {
+        unsigned code;
+        if ((unsigned char)*p < 0x20)
+            return NULL; /* the NUL that ends the text, or a raw control character */
+        if (*p != '\\') {
+            json_put(out, size, &used, *p);
+            continue;
+        }
+        switch (*++p) {
+        case '"':
+        case '\\':
+        case '/':
+            json_put(out, size, &used, *p);
+            break;
+        case 'b':
+            json_put(out, size, &used, '\b');
+            break;
+        case 'f':
+            json_put(out, size, &used, '\f');
+            break;
+        case 'n':
+            json_put(out, size, &used, '\n');
+            break;
+        case 'r':
+            json_put(out, size, &used, '\r');
+            break;
+        case 't':
+            json_put(out, size, &used, '\t');
+            break;
+        case 'u':
+            if (json_hex(p + 1, &code) != 0)
+                return NULL;
+            p += 4;
+            if (code >= 0xd800 && code < 0xdc00) { /* a high surrogate: its low one follows */
+                unsigned low;
+                if (p[1] != '\\' || p[2] != 'u' || json_hex(p + 3, &low) != 0 || low < 0xdc00 || low > 0xdfff)
+                    return NULL;
+                code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+                p += 6;
+            } else if (code >= 0xdc00 && code <= 0xdfff) {
+                return NULL;
+            }
+            json_put_utf8(out, size, &used, code);
+            break;
+        default:
+            return NULL; /* an unknown escape, or the end of the text */
+        }
+    }
+    if (out && size)
+        out[used] = '\0';
+    return p + 1;
+}
+
+/* Skips the value at `p`: an object or array with everything nested in it, a string, or a number or
+ * literal. Brackets must match. */
+static const char* json_skip(const char* p)
+{
+    char open[JSON_MAX_DEPTH];
+    int depth = 0;
+    p = json_space(p);
+    do {
+        if (*p == '"') {
+            p = json_string(p, NULL, 0);
+            if (!p)
+                return NULL;
+        } else if (*p == '{' || *p == '[') {
+            if (depth == JSON_MAX_DEPTH)
+                return NULL;
+            open[depth++] = *p++;
+        } else if (*p == '}' || *p == ']') {
+            if (depth == 0 || open[depth - 1] != (*p == '}' ? '{' : '['))
+                return NULL;
+            depth--;
+            p++;
+        } else if (*p == '\0') {
+            return NULL;
+        } else if (depth == 0) { /* a number or literal standing alone */
+            const char* start = p;
+            while (*p && !strchr(",}] \t\n\r", *p))
+                p++;
+            return p == start ? NULL : p;
+        } else {
+            p++; /* separators, numbers and literals inside a container */
+        }
+    } while (depth > 0);
+    return p;
+}
+
+/* The value of the member `name` of the object at `p`, or NULL when it has none. */
+static const char* json_member(const char* p, const char* name)
+{
+    char key[256];
+    if (!p || *(p = json_space(p)) != '{')
+        return NULL;
+    p = json_space(p + 1);
+    if (*p == '}')
+        return NULL;
+    for (;;) {
+        p = json_string(p, key, sizeof(key));
+        if (!p || *(p = json_space(p)) != ':')
+            return NULL;
+        p = json_space(p + 1);
+        if (strcmp(key, name) == 0)
+            return p;
+        p = json_skip(p);
+        if (!p || *(p = json_space(p)) != ',')
+            return NULL; /* '}': the object ended without it */
+        p = json_space(p + 1);
+    }
+}
+
+/* The string `value` (a string, or an array whose first element is one) copied to `out`; "?" when
+ * there is none. */
+static const char* json_text(const char* value, char* out, size_t size)
+{
+    if (value && *value == '[')
+        value = json_space(value + 1);
+    if (!value || !json_string(value, out, size))
+        return "?";
+    return out;
+}
 
 static void log_container(const char* event, const struct bh_container_session_info* s)
 {
@@ -1724,6 +1924,45 @@ static int on_container_vm_stopping(const struct bh_container_session_info* sess
     return 0;
 }
 
+static int on_image_created(const struct bh_container_session_info* session, const char* inspect_json)
+{
+    char id[256], name[1024];
+    (void)session;
+    log_line("Image created (id=%s, name=%s)", json_text(json_member(inspect_json, "Id"), id, sizeof(id)),
+        json_text(json_member(inspect_json, "RepoTags"), name, sizeof(name)));
+    return 0;
+}
+
+static int on_image_deleted(const struct bh_container_session_info* session, const char* image_id)
+{
+    (void)session;
+    log_line("Image deleted (id=%s)", str(image_id));
+    return 0;
+}
+
+static int on_container_started(const struct bh_container_session_info* session, const char* inspect_json)
+{
+    char name[1024], image[1024], state[256];
+    (void)session;
+    log_line("Container started (name=%s, image=%s, state=%s)",
+        json_text(json_member(inspect_json, "Name"), name, sizeof(name)),
+        json_text(json_member(inspect_json, "Image"), image, sizeof(image)),
+        json_text(json_member(json_member(inspect_json, "State"), "Status"), state, sizeof(state)));
+    if (mode == MODE_WSLC_CONTAINER_REJECTED) {
+        log_line("vetoing the container");
+        error_and_log("container rejected by test-plugin");
+        return -EPERM;
+    }
+    return 0;
+}
+
+static int on_container_stopping(const struct bh_container_session_info* session, const char* container_id)
+{
+    (void)session;
+    log_line("Container stopping (id=%s)", str(container_id));
+    return 0;
+}
+
 static void copy_bounded(char* out, size_t size, const char* in)
 {
     size_t n = strnlen(in, size - 1);
@@ -1894,5 +2133,9 @@ __attribute__((visibility("default"))) int BH_PLUGIN_ENTRY_V1(
     hooks->on_container_session_stopping = on_container_session_stopping;
     hooks->on_container_vm_started = on_container_vm_started;
     hooks->on_container_vm_stopping = on_container_vm_stopping;
+    hooks->on_container_started = on_container_started;
+    hooks->on_container_stopping = on_container_stopping;
+    hooks->on_image_created = on_image_created;
+    hooks->on_image_deleted = on_image_deleted;
     return 0;
 }

@@ -33,6 +33,7 @@ struct FakePlugin {
     int starts = 0;
     bool terminated = false;
     std::vector<Hook> calls; // every hook it received, in order
+    std::vector<std::string> texts; // HookCall::text of each, in the same order
     kj::Maybe<kj::Own<kj::PromiseFulfiller<Result<uint32_t>>>> load;
     std::deque<kj::Own<kj::PromiseFulfiller<host::HookOutcome>>> pending; // unanswered, oldest first
     kj::Maybe<kj::Own<kj::PromiseFulfiller<std::string>>> death;
@@ -90,6 +91,7 @@ public:
     kj::Promise<host::HookOutcome> call(host::HookCall call) override
     {
         m_plugin.calls.push_back(call.hook);
+        m_plugin.texts.push_back(call.text);
         auto paf = kj::newPromiseAndFulfiller<host::HookOutcome>();
         m_plugin.pending.push_back(kj::mv(paf.fulfiller));
         return kj::mv(paf.promise);
@@ -474,6 +476,50 @@ TEST_F(PluginManagerTest, UntrustedPluginIsNeverStarted)
     EXPECT_EQ(plugin("a").starts, 0);
     EXPECT_EQ(view("a").state, PluginState::failed_to_load);
     EXPECT_EQ(view("a").cause, "/fake/a.so is not owned by root");
+}
+
+TEST_F(PluginManagerTest, ContainerAndImageHooksCarryTheirTextAndOnlyContainerStartedVetoes)
+{
+    EXPECT_TRUE(host::is_veto(Hook::container_started));
+    for (Hook hook : { Hook::container_stopping, Hook::image_created, Hook::image_deleted })
+        EXPECT_FALSE(host::is_veto(hook)) << host::hook_name(hook);
+    EXPECT_STREQ(host::hook_name(Hook::container_started), "on_container_started");
+    EXPECT_STREQ(host::hook_name(Hook::container_stopping), "on_container_stopping");
+    EXPECT_STREQ(host::hook_name(Hook::image_created), "on_image_created");
+    EXPECT_STREQ(host::hook_name(Hook::image_deleted), "on_image_deleted");
+
+    // "a" set every hook but on_image_created (bit 10 of bh_plugin_hooks_v1), "b" every hook.
+    configure({ "a", "b" });
+    auto activation = manager->activate();
+    settle();
+    plugin("a").finish_load(every_hook & ~(1u << 10));
+    plugin("b").finish_load(every_hook);
+    auto activated = ready(activation);
+    ASSERT_TRUE(activated && *activated);
+
+    auto created = hook_call(Hook::image_created);
+    created.text = R"({"Id":"sha256:00","RepoTags":["debian:latest"]})";
+    auto notified = manager->notify(std::move(created));
+    settle();
+    EXPECT_TRUE(plugin("a").calls.empty()) << "a hook the plugin left NULL was sent";
+    plugin("b").answer(0);
+    EXPECT_TRUE(ready(notified));
+    EXPECT_EQ(
+        plugin("b").texts, std::vector<std::string> { R"({"Id":"sha256:00","RepoTags":["debian:latest"]})" });
+
+    auto started = hook_call(Hook::container_started);
+    started.text = R"({"Name":"web"})";
+    auto veto = manager->notify_veto(std::move(started));
+    settle();
+    plugin("a").answer(-EPERM, "container rejected");
+    auto status = ready(veto);
+    ASSERT_TRUE(status);
+    ASSERT_FALSE(*status);
+    EXPECT_EQ(status->error().code, -EPERM);
+    EXPECT_EQ(status->error().message,
+        "A fatal error was returned by plugin 'a'. Error message: 'container rejected'");
+    EXPECT_EQ(plugin("a").texts, std::vector<std::string> { R"({"Name":"web"})" });
+    EXPECT_EQ(plugin("b").calls.size(), 1u) << "the veto went on past a refusal";
 }
 
 } // namespace
