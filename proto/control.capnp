@@ -142,6 +142,43 @@ interface Control {
       -> (outcome :Common.Outcome, waitStatus :Int32);
   # Root only: stops the session's VM as its idle timer would; wasIdle when it had none.
   containerSessionIdle @17 (name :Text, target :Target) -> (outcome :Common.Outcome, wasIdle :Bool);
+
+  # Images and containers of a container session (`session`), each starting its VM when needed.
+  # Results are JSON text: the objects plugins get (../shared/spec/plugin-api.md, "The JSON handed
+  # to hooks"), arrays of them for lists.
+  # load: `archive` is a docker-archive the client opened; the result lists {Id, Tag} loaded.
+  containerImageLoad @18 (session :Text, archive :Common.Fd, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  containerImageList @19 (session :Text, target :Target) -> (outcome :Common.Outcome, json :Text);
+  containerImageInspect @20 (session :Text, reference :Text, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  # Removes the tag `reference` names, and the image with its last tag (or when named by id);
+  # the result lists {Untagged} and {Deleted} steps.
+  containerImageRemove @21 (session :Text, reference :Text, force :Bool, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  # Runs a container; unless `detach`, returns when its process ended, with its wait status,
+  # stdio attached to the given fds (absent with `detach`: its output goes to its log).
+  containerRun @22 (session :Text, spec :ContainerSpec, stdin :Common.Fd, stdout :Common.Fd,
+                    stderr :Common.Fd, target :Target)
+      -> (outcome :Common.Outcome, id :Text, waitStatus :Int32);
+  containerList @23 (session :Text, all :Bool, target :Target) -> (outcome :Common.Outcome, json :Text);
+  containerInspect @24 (session :Text, container :Text, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  # Sends `signal` to the container's process; with `timeoutS` above 0 (stop), waits that long
+  # for it to end, then kills it. kill (timeoutS 0) waits only for SIGKILL.
+  containerStop @25 (session :Text, container :Text, signal :Int32, timeoutS :UInt32, target :Target)
+      -> (outcome :Common.Outcome);
+  containerRemove @26 (session :Text, container :Text, force :Bool, target :Target)
+      -> (outcome :Common.Outcome);
+}
+
+struct ContainerSpec {
+  image @0 :Text;
+  name @1 :Text;              # empty: made from the id
+  command @2 :List(Text);     # empty: the image's
+  env @3 :List(Text);         # KEY=VALUE, after the image's
+  networkNone @4 :Bool;       # a network namespace of its own; else the session VM's
+  detach @5 :Bool;
 }
 
 struct ContainerSessionInfo {

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   busybox-static bubblewrap util-linux bsdutils procps jq openssl tmux
   systemd go-md2man
+  crun skopeo umoci
 )
 # `make package` and `make package-test` need these too (install-deps.sh package).
 if [ "${1:-}" = package ]; then

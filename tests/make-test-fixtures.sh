@@ -2,6 +2,7 @@
 # Builds the read-only fixtures every integration test of a run shares, into DIR (replaced whole):
 #   DIR/rootfs        the busybox distribution root (tests/rootfs/make-test-rootfs.sh)
 #   DIR/rootfs.tar    the same as a tar archive, readable by everyone
+#   DIR/image.tar     an OCI image of that root as a docker-archive named debian:latest
 #   DIR/keys/NAME.pem        Ed25519 private keys "team" and "stranger" (only root reads them)
 #   DIR/keys/NAME.pub.pem    their public halves
 # ctest runs it once per run (the "fixtures" test); lib.sh runs it when DIR is missing (a test run
@@ -14,6 +15,7 @@ trap 'rm -rf "$new"' EXIT
 chmod 755 "$new"
 "$here/rootfs/make-test-rootfs.sh" "$new/rootfs" "$new/rootfs.tar"
 chmod 644 "$new/rootfs.tar"
+"$here/make-test-image.sh" "$new/rootfs" debian:latest "$new/image.tar"
 mkdir -m 700 "$new/keys"
 for key in team stranger; do
   openssl genpkey -algorithm ed25519 -out "$new/keys/$key.pem" 2>/dev/null

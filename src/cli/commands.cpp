@@ -640,6 +640,390 @@ namespace {
         return 0;
     }
 
+    // --- images and containers -----------------------------------------------------------------
+
+    // The default session is made on first use (network none, no storage), as a tool would;
+    // another session must exist.
+    Status open_session(Client& client, const Invocation& inv)
+    {
+        if (inv.session != "bulkhead-cli")
+            return {};
+        auto request = client.control().containerSessionCreateRequest();
+        request.setName(inv.session);
+        request.initSettings();
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container session create");
+        if (!reply)
+            return reply.take_error();
+        return ipc::to_status(reply->getOutcome());
+    }
+
+    // Runs `send` (a request made with the session filled in) once the session is open; the
+    // reply, or 0 after printing its error.
+    template<typename Reply> int json_reply(Reply& reply, nlohmann::json& out)
+    {
+        Status status = ipc::to_status(reply.getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply.getOutcome().getOperation().cStr() });
+        out = nlohmann::json::parse(std::string(reply.getJson().cStr()), nullptr, false);
+        if (out.is_discarded())
+            return report({ Error { -EPROTO, "the service sent invalid JSON" }, "Bulkhead/Cli/ReadReply" });
+        return 0;
+    }
+
+    std::string short_id(const std::string& id)
+    {
+        std::string hex = id.rfind("sha256:", 0) == 0 ? id.substr(7) : id;
+        return hex.substr(0, 12);
+    }
+
+    std::string human_size(uint64_t bytes)
+    {
+        const char* units[] = { "B", "kB", "MB", "GB", "TB" };
+        double value = static_cast<double>(bytes);
+        int unit = 0;
+        while (value >= 1000 && unit < 4) {
+            value /= 1000;
+            ++unit;
+        }
+        char text[32];
+        std::snprintf(text, sizeof(text), unit == 0 ? "%.0f%s" : "%.3g%s", value, units[unit]);
+        return text;
+    }
+
+    Result<int> parse_signal(const std::string& text)
+    {
+        static const std::pair<const char*, int> names[] = { { "HUP", SIGHUP }, { "INT", SIGINT },
+            { "QUIT", SIGQUIT }, { "KILL", SIGKILL }, { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 },
+            { "TERM", SIGTERM }, { "STOP", SIGSTOP }, { "CONT", SIGCONT } };
+        std::string name = text.rfind("SIG", 0) == 0 ? text.substr(3) : text;
+        for (auto& [n, number] : names) {
+            if (name == n)
+                return number;
+        }
+        if (!name.empty() && name.size() <= 2 && name.find_first_not_of("0123456789") == std::string::npos) {
+            int number = std::stoi(name);
+            if (number >= 1 && number <= 64)
+                return number;
+        }
+        return Error { -EINVAL, "unknown signal '" + text + "'" };
+    }
+
+    int do_image_load(Client& client, const Invocation& inv)
+    {
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!archive)
+            return report({ Error::from_errno(errno, "cannot open the image archive " + inv.file),
+                "Bulkhead/Cli/LoadImage" });
+        auto request = client.control().containerImageLoadRequest();
+        request.setSession(inv.session);
+        request.setArchive(ipc::wrap_fd(std::move(archive)));
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image load");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/LoadImage" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        for (auto& image : out) {
+            std::string tag = image.value("Tag", "");
+            if (tag.empty())
+                std::cout << "Loaded image ID: " << image.value("Id", "") << std::endl;
+            else
+                std::cout << "Loaded image: " << tag << std::endl;
+        }
+        return 0;
+    }
+
+    int do_image_list(Client& client, const Invocation& inv)
+    {
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        auto request = client.control().containerImageListRequest();
+        request.setSession(inv.session);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image list");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ListImages" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::printf("%-40s %-14s %-32s %s\n", "REFERENCE", "IMAGE ID", "CREATED", "SIZE");
+        for (auto& image : out) {
+            std::vector<std::string> tags;
+            for (auto& tag : image["RepoTags"])
+                tags.push_back(tag.get<std::string>());
+            if (tags.empty())
+                tags.push_back("<none>");
+            for (auto& tag : tags)
+                std::printf("%-40s %-14s %-32s %s\n", tag.c_str(), short_id(image.value("Id", "")).c_str(),
+                    image.value("Created", "").c_str(), human_size(image.value("Size", uint64_t(0))).c_str());
+        }
+        return 0;
+    }
+
+    int do_image_inspect(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerImageInspectRequest();
+        request.setSession(inv.session);
+        request.setReference(inv.reference);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image inspect");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/InspectImage" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        std::cout << out.dump(2) << std::endl;
+        return 0;
+    }
+
+    int do_image_remove(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerImageRemoveRequest();
+        request.setSession(inv.session);
+        request.setReference(inv.reference);
+        request.setForce(inv.force);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image rm");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/RemoveImage" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        for (auto& step : out) {
+            for (auto& [what, value] : step.items())
+                std::cout << what << ": " << value.get<std::string>() << std::endl;
+        }
+        return 0;
+    }
+
+    int do_container_run(Client& client, const Invocation& inv)
+    {
+        if (inv.network != "none" && inv.network != "host")
+            return report({ Error { -EINVAL, "--network must be none or host, not '" + inv.network + "'" },
+                "Bulkhead/Cli/RunContainer" });
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        auto request = client.control().containerRunRequest();
+        request.setSession(inv.session);
+        auto spec = request.initSpec();
+        spec.setImage(inv.reference);
+        spec.setName(inv.container_name);
+        auto command = spec.initCommand(inv.argv.size());
+        for (size_t i = 0; i < inv.argv.size(); ++i)
+            command.set(i, inv.argv[i]);
+        auto env = spec.initEnv(inv.env.size());
+        for (size_t i = 0; i < inv.env.size(); ++i)
+            env.set(i, inv.env[i]);
+        spec.setNetworkNone(inv.network == "none");
+        spec.setDetach(inv.detach);
+        if (!inv.detach) {
+            request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
+            request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+            request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        }
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container run");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/RunContainer" });
+        if (inv.detach) {
+            Status status = ipc::to_status(reply->getOutcome());
+            if (!status)
+                return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+            std::cout << reply->getId().cStr() << std::endl;
+            return 0;
+        }
+        return program_exit(reply->getOutcome(), reply->getWaitStatus());
+    }
+
+    int do_container_ls(Client& client, const Invocation& inv)
+    {
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        auto request = client.control().containerListRequest();
+        request.setSession(inv.session);
+        request.setAll(inv.all);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container ls");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ListContainers" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        if (inv.json) {
+            std::cout << out.dump(2) << std::endl;
+            return 0;
+        }
+        std::printf("%-14s %-24s %-24s %-10s %s\n", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAME");
+        for (auto& c : out) {
+            std::string command;
+            for (const char* part : { "Entrypoint", "Cmd" }) {
+                if (c["Config"][part].is_array())
+                    for (auto& arg : c["Config"][part])
+                        command += (command.empty() ? "" : " ") + arg.get<std::string>();
+            }
+            if (command.size() > 22)
+                command = command.substr(0, 21) + "…";
+            std::string status = c["State"].value("Status", "");
+            if (status == "exited")
+                status += " (" + std::to_string(c["State"].value("ExitCode", 0)) + ")";
+            std::printf("%-14s %-24s %-24s %-10s %s\n", short_id(c.value("Id", "")).c_str(),
+                c.value("Image", "").c_str(), ("\"" + command + "\"").c_str(), status.c_str(),
+                c.value("Name", "").c_str());
+        }
+        return 0;
+    }
+
+    int do_container_inspect(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerInspectRequest();
+        request.setSession(inv.session);
+        request.setContainer(inv.reference);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container inspect");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/InspectContainer" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        std::cout << out.dump(2) << std::endl;
+        return 0;
+    }
+
+    // stop (--time) and kill: the signal, then for stop the wait and SIGKILL.
+    int do_container_stop(Client& client, const Invocation& inv, bool kill)
+    {
+        const char* op = kill ? "Bulkhead/Cli/KillContainer" : "Bulkhead/Cli/StopContainer";
+        auto signal = parse_signal(inv.signal.empty() ? (kill ? "KILL" : "TERM") : inv.signal);
+        if (!signal)
+            return report({ signal.take_error(), op });
+        if (!kill && (inv.time_s < 0 || inv.time_s > 3600))
+            return report({ Error { -EINVAL, "--time must be 0 to 3600 seconds" }, op });
+        auto request = client.control().containerStopRequest();
+        request.setSession(inv.session);
+        request.setContainer(inv.reference);
+        request.setSignal(signal.value());
+        // stop --time 0 is an immediate SIGKILL after the signal.
+        request.setTimeoutS(kill ? 0 : std::max<int64_t>(inv.time_s, 1) * (inv.time_s > 0));
+        if (!kill && inv.time_s == 0)
+            request.setSignal(SIGKILL);
+        request.initTarget().setUid(inv.uid);
+        int code = finish(client, request.send(), op);
+        if (code == 0)
+            std::cout << inv.reference << std::endl;
+        return code;
+    }
+
+    int do_container_rm(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerRemoveRequest();
+        request.setSession(inv.session);
+        request.setContainer(inv.reference);
+        request.setForce(inv.force);
+        request.initTarget().setUid(inv.uid);
+        int code = finish(client, request.send(), "Bulkhead/Cli/RemoveContainer");
+        if (code == 0)
+            std::cout << inv.reference << std::endl;
+        return code;
+    }
+
+    void add_image_and_container_commands(
+        CLI::App* container, Invocation& inv, std::function<int(Client&)>& run)
+    {
+        auto session_option = [&inv](CLI::App* command) {
+            command->add_option(
+                "-s,--session", inv.session, "Container session (default: bulkhead-cli, made on first use)");
+        };
+        auto on = [&run, &inv](CLI::App* command, int (*body)(Client&, const Invocation&)) {
+            command->callback(
+                [&run, &inv, body]() { run = [&inv, body](Client& client) { return body(client, inv); }; });
+        };
+        auto* image = container->add_subcommand(
+            "image", "Images of a container session: load, list, inspect, remove");
+        image->require_subcommand(1);
+        auto* load
+            = image->add_subcommand("load", "Load the images of a docker-archive (docker save's format)");
+        load->add_option("file", inv.file, "The archive")->required();
+        session_option(load);
+        load->add_flag("--json", inv.json, "Machine-readable output");
+        on(load, do_image_load);
+        auto* ls = image->add_subcommand("ls", "List the session's images");
+        ls->alias("list");
+        session_option(ls);
+        ls->add_flag("--json", inv.json, "Machine-readable output: the objects plugins get");
+        on(ls, do_image_list);
+        auto* inspect = image->add_subcommand("inspect", "Show an image as JSON (the object plugins get)");
+        inspect->add_option("reference", inv.reference, "Reference (name[:tag]) or image id")->required();
+        session_option(inspect);
+        on(inspect, do_image_inspect);
+        auto* rm = image->add_subcommand("rm", "Remove a tag, and the image with its last one");
+        rm->add_option("reference", inv.reference, "Reference (name[:tag]) or image id")->required();
+        rm->add_flag("-f,--force", inv.force, "Also when stopped containers use it");
+        session_option(rm);
+        on(rm, do_image_remove);
+
+        auto* run_cmd = container->add_subcommand("run", "Run a container from an image");
+        run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
+        run_cmd->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
+        run_cmd->add_option("-e,--env", inv.env, "K=V added to its environment")->allow_extra_args(false);
+        run_cmd->add_option(
+            "--network", inv.network, "none (default: loopback only) or host (the session VM's)");
+        session_option(run_cmd);
+        run_cmd
+            ->add_option("image", inv.reference,
+                "Image reference or id, then COMMAND [ARGS...] (default: the image's)")
+            ->required();
+        // Everything after the image is the container's command, options included (sh -c ...).
+        run_cmd->prefix_command();
+        run_cmd->callback([&run, &inv, run_cmd]() {
+            inv.argv = run_cmd->remaining();
+            run = [&inv](Client& client) { return do_container_run(client, inv); };
+        });
+        auto* cls = container->add_subcommand("ls", "List the session's containers");
+        cls->alias("list");
+        cls->add_flag("-a,--all", inv.all, "Also those that exited");
+        cls->add_flag("--json", inv.json, "Machine-readable output: the objects plugins get");
+        session_option(cls);
+        on(cls, do_container_ls);
+        auto* cinspect
+            = container->add_subcommand("inspect", "Show a container as JSON (the object plugins get)");
+        cinspect->add_option("container", inv.reference, "Name or id")->required();
+        session_option(cinspect);
+        on(cinspect, do_container_inspect);
+        auto* stop
+            = container->add_subcommand("stop", "Stop a container: its signal, then SIGKILL after --time");
+        stop->add_option("container", inv.reference, "Name or id")->required();
+        stop->add_option("--signal", inv.signal, "Signal to send first (default TERM)");
+        stop->add_option("-t,--time", inv.time_s, "Seconds to wait before SIGKILL (default 10)");
+        session_option(stop);
+        stop->callback([&run, &inv]() {
+            run = [&inv](Client& client) { return do_container_stop(client, inv, false); };
+        });
+        auto* kill = container->add_subcommand("kill", "Send a container's process a signal (default KILL)");
+        kill->add_option("container", inv.reference, "Name or id")->required();
+        kill->add_option("-s,--signal", inv.signal, "Signal (default KILL)");
+        kill->add_option("--session", inv.session, "Container session (default: bulkhead-cli)");
+        kill->callback([&run, &inv]() {
+            run = [&inv](Client& client) { return do_container_stop(client, inv, true); };
+        });
+        auto* crm = container->add_subcommand("rm", "Remove a container");
+        crm->add_option("container", inv.reference, "Name or id")->required();
+        crm->add_flag("-f,--force", inv.force, "Kill it first if it runs");
+        session_option(crm);
+        on(crm, do_container_rm);
+    }
+
     void add_container_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& run)
     {
         auto* container
@@ -696,6 +1080,7 @@ namespace {
         idle->add_option("name", inv.name, "Session name")->required();
         idle->callback(
             [&inv, &run]() { run = [&inv](Client& client) { return do_container_idle(client, inv); }; });
+        add_image_and_container_commands(container, inv, run);
     }
 
 } // namespace

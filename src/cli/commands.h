@@ -41,6 +41,13 @@ struct Invocation {
     bool no_tty = false; // run -T
     std::string cwd; // run --cd
     std::vector<std::string> env;
+    // images and containers
+    std::string session = "bulkhead-cli"; // -s; this default one is created on first use
+    std::string reference; // an image reference, or a container's name or id
+    std::string container_name; // run --name
+    bool force = false;
+    std::string signal; // stop (TERM), kill (KILL)
+    int64_t time_s = 10; // stop --time
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

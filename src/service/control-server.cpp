@@ -171,6 +171,15 @@ namespace {
         kj::Promise<void> containerSessionTerminate(ContainerSessionTerminateContext context) override;
         kj::Promise<void> containerSessionExec(ContainerSessionExecContext context) override;
         kj::Promise<void> containerSessionIdle(ContainerSessionIdleContext context) override;
+        kj::Promise<void> containerImageLoad(ContainerImageLoadContext context) override;
+        kj::Promise<void> containerImageList(ContainerImageListContext context) override;
+        kj::Promise<void> containerImageInspect(ContainerImageInspectContext context) override;
+        kj::Promise<void> containerImageRemove(ContainerImageRemoveContext context) override;
+        kj::Promise<void> containerRun(ContainerRunContext context) override;
+        kj::Promise<void> containerList(ContainerListContext context) override;
+        kj::Promise<void> containerInspect(ContainerInspectContext context) override;
+        kj::Promise<void> containerStop(ContainerStopContext context) override;
+        kj::Promise<void> containerRemove(ContainerRemoveContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -664,6 +673,199 @@ namespace {
                                 context.getResults(), status.take_error(), op, BH_E_VM_NOT_RUNNING);
                         context.getResults().setWaitStatus(status.value());
                     });
+            });
+    }
+
+    // --- Images and containers: JSON text out, the objects the hooks get ----------------------
+
+    template<typename Context> void set_json(Context& context, Result<nlohmann::json> result, const char* op)
+    {
+        if (!result)
+            return fail(context.getResults(), result.error(), op);
+        context.getResults().setJson(result.value().dump());
+    }
+
+    // An archive must be a regular file the client opened for reading.
+    Status check_archive(int fd)
+    {
+        int flags = fcntl(fd, F_GETFL);
+        struct stat st;
+        if (flags < 0 || fstat(fd, &st) < 0)
+            return Error::from_errno(errno, "cannot inspect the archive sent by the client");
+        if (!S_ISREG(st.st_mode))
+            return Error { -EINVAL, "the image archive is not a regular file" };
+        if ((flags & O_PATH) || (flags & O_ACCMODE) == O_WRONLY)
+            return Error { -EACCES, "the image archive was not opened for reading" };
+        return {};
+    }
+
+    kj::Promise<void> Control::containerImageLoad(ContainerImageLoadContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/LoadImage";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return ipc::unwrap_fd(context.getParams().getArchive())
+            .then([this, context, owner = owner.value()](Result<Fd> archive) mutable -> kj::Promise<void> {
+                if (!archive)
+                    return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
+                if (Status ok = check_archive(archive->get()); !ok)
+                    return fail(context.getResults(), ok.error(), op), kj::READY_NOW;
+                return m_service.containers()
+                    .image_load(owner, text_of(context.getParams().getSession()), std::move(archive.value()))
+                    .then(
+                        [context](Result<nlohmann::json> loaded) mutable { set_json(context, loaded, op); });
+            });
+    }
+
+    kj::Promise<void> Control::containerImageList(ContainerImageListContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ListImages";
+        auto owner = target(context.getParams().getTarget());
+        set_json(context,
+            owner
+                ? m_service.containers().image_list(owner.value(), text_of(context.getParams().getSession()))
+                : Result<nlohmann::json>(owner.take_error()),
+            op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerImageInspect(ContainerImageInspectContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/InspectImage";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        set_json(context,
+            owner ? m_service.containers().image_inspect(
+                owner.value(), text_of(params.getSession()), text_of(params.getReference()))
+                  : Result<nlohmann::json>(owner.take_error()),
+            op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerImageRemove(ContainerImageRemoveContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/RemoveImage";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .image_remove(owner.value(), text_of(params.getSession()), text_of(params.getReference()),
+                params.getForce())
+            .then([context](Result<nlohmann::json> removed) mutable { set_json(context, removed, op); });
+    }
+
+    kj::Promise<void> Control::containerRun(ContainerRunContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/RunContainer";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        auto spec_in = params.getSpec();
+        auto command = strings_of(spec_in.getCommand(), "arguments");
+        auto env = strings_of(spec_in.getEnv(), "environment entries");
+        if (!owner || !command || !env)
+            return fail(context.getResults(),
+                       !owner         ? owner.error()
+                           : !command ? command.error()
+                                      : env.error(),
+                       op),
+                   kj::READY_NOW;
+        ContainerRunSpec spec { text_of(spec_in.getImage()), text_of(spec_in.getName()),
+            std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(),
+            spec_in.getDetach() };
+        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+        if (spec.detach) {
+            for (int i = 0; i < 3; ++i)
+                fds.add(Result<Fd>(Fd()));
+        } else {
+            fds.add(ipc::unwrap_fd(params.getStdin()));
+            fds.add(ipc::unwrap_fd(params.getStdout()));
+            fds.add(ipc::unwrap_fd(params.getStderr()));
+        }
+        return kj::joinPromises(fds.finish())
+            .then([this, context, owner = owner.value(), spec = std::move(spec)](
+                      kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
+                for (auto& fd : fds) {
+                    if (!fd)
+                        return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
+                }
+                std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
+                    std::move(fds[2].value()) };
+                return m_service.containers()
+                    .container_run(
+                        owner, text_of(context.getParams().getSession()), std::move(spec), std::move(stdio))
+                    .then([context](Result<std::pair<std::string, int>> ran) mutable {
+                        if (!ran)
+                            return fail(context.getResults(), ran.error(), op);
+                        context.getResults().setId(ran->first);
+                        context.getResults().setWaitStatus(ran->second);
+                    });
+            });
+    }
+
+    kj::Promise<void> Control::containerList(ContainerListContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ListContainers";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        set_json(context,
+            owner ? m_service.containers().container_list(
+                owner.value(), text_of(params.getSession()), params.getAll())
+                  : Result<nlohmann::json>(owner.take_error()),
+            op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerInspect(ContainerInspectContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/InspectContainer";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        set_json(context,
+            owner ? m_service.containers().container_inspect(
+                owner.value(), text_of(params.getSession()), text_of(params.getContainer()))
+                  : Result<nlohmann::json>(owner.take_error()),
+            op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerStop(ContainerStopContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/StopContainer";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        int signal = params.getSignal();
+        if (!owner || signal < 1 || signal > 64)
+            return fail(context.getResults(),
+                       owner ? Error { -EINVAL, "invalid signal " + std::to_string(signal) } : owner.error(),
+                       op),
+                   kj::READY_NOW;
+        std::optional<uint32_t> timeout;
+        if (params.getTimeoutS() > 0)
+            timeout = std::min<uint32_t>(params.getTimeoutS(), 3600);
+        return m_service.containers()
+            .container_stop(
+                owner.value(), text_of(params.getSession()), text_of(params.getContainer()), signal, timeout)
+            .then([context](Status stopped) mutable {
+                if (!stopped)
+                    fail(context.getResults(), stopped.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::containerRemove(ContainerRemoveContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/RemoveContainer";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .container_remove(owner.value(), text_of(params.getSession()), text_of(params.getContainer()),
+                params.getForce())
+            .then([context](Status removed) mutable {
+                if (!removed)
+                    fail(context.getResults(), removed.error(), op);
             });
     }
 

@@ -1,0 +1,101 @@
+# bulkhead-oci: the image and container steps of a container session, run by the service inside
+# the session's VM (as its root, that is as the session's user) with `sh -c`; the service embeds
+# this file (container-images.cpp). The tools are Debian's: skopeo moves images, umoci unpacks
+# them, crun runs containers. Their errors go to stderr verbatim; the service reads stdout only
+# where a verb prints something, as hostile input.
+#
+# The store, in the session's storage (/storage in the VM):
+#   images/HEX/oci       one OCI image layout per image id (sha256:HEX), its only tag "img"
+#   images/HEX/bundle    the image unpacked (bundle/rootfs), made on first use
+#   containers/ID/       a container: rootfs (overlay on the image, or a copy), config.json
+#   tmp/                 staging: a load is moved into images/ only once complete
+# crun's state lives in the VM's /tmp: it dies with the VM, as the containers do.
+set -eu
+store=/storage
+crun_root=/tmp/crun
+export TMPDIR="$store/tmp"
+mkdir -p "$store/images" "$store/containers" "$TMPDIR"
+
+verb=${1:?verb}
+shift
+case "$verb" in
+load)
+  # stdin: a docker-archive. Prints one JSON line per image: tag ("" when it has none), the
+  # manifest and the config. Nothing reaches images/ unless every image of the archive loaded.
+  stage=$(mktemp -d "$TMPDIR/load.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  skopeo --insecure-policy list-tags docker-archive:/dev/stdin >"$stage/tags.json"
+  jq -r '.Tags[]' "$stage/tags.json" >"$stage/tags"
+  [ -s "$stage/tags" ] || echo >"$stage/tags"
+  n=0
+  while IFS= read -r tag <&4; do
+    n=$((n + 1))
+    src=docker-archive:/dev/stdin
+    [ -z "$tag" ] || src="$src:$tag"
+    mkdir "$stage/$n"
+    skopeo --insecure-policy copy --quiet "$src" "oci:$stage/$n/oci:img" >&2
+    skopeo --insecure-policy inspect --raw "oci:$stage/$n/oci:img" >"$stage/$n/manifest.json"
+    skopeo --insecure-policy inspect --config --raw "oci:$stage/$n/oci:img" >"$stage/$n/config.json"
+    jq -c -n --arg tag "$tag" --slurpfile m "$stage/$n/manifest.json" --slurpfile c "$stage/$n/config.json" \
+      '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
+  done 4<"$stage/tags" # stdin stays the archive
+  i=0
+  while [ "$i" -lt "$n" ]; do
+    i=$((i + 1))
+    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
+    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
+    [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
+  done
+  cat "$stage/out"
+  ;;
+create)
+  # create ID HEX; stdin: the container's config.json. Unpacks the image once, then gives the
+  # container an overlay of it (a copy where overlay cannot be mounted) and a fifo its poststart
+  # hook writes to once the process started.
+  id=$1 hex=$2
+  image="$store/images/$hex"
+  if [ ! -d "$image/bundle" ]; then
+    rm -rf "$image/unpack"
+    mkdir "$image/unpack"
+    umoci raw unpack --rootless --image "$image/oci:img" "$image/unpack/rootfs" >&2
+    mv "$image/unpack" "$image/bundle"
+  fi
+  dir="$store/containers/$id"
+  mkdir "$dir"
+  mkdir "$dir/upper" "$dir/work" "$dir/rootfs"
+  if ! mount -t overlay overlay -o "lowerdir=$image/bundle/rootfs,upperdir=$dir/upper,workdir=$dir/work" \
+    "$dir/rootfs" 2>/dev/null; then
+    cp -a "$image/bundle/rootfs/." "$dir/rootfs/"
+  fi
+  cat >"$dir/config.json"
+  mkfifo "$dir/started"
+  ;;
+run)
+  # run ID [log]: the container's process, under crun; with "log", its output goes to the
+  # container's log file (a detached container).
+  [ "${2:-}" != log ] || exec >>"$store/containers/$1/log" 2>&1 </dev/null
+  exec crun --root "$crun_root" --cgroup-manager=disabled run --bundle "$store/containers/$1" "$1"
+  ;;
+started)
+  # Returns once the poststart hook wrote its line. The fifo is opened read-write, so the hook's
+  # open never waits for this side, and its line stays in the pipe until read.
+  exec 3<>"$store/containers/$1/started"
+  read -r line <&3
+  ;;
+kill)
+  exec crun --root "$crun_root" kill "$1" "$2"
+  ;;
+delete)
+  dir="$store/containers/$1"
+  crun --root "$crun_root" delete --force "$1" 2>/dev/null || true
+  umount "$dir/rootfs" 2>/dev/null || true
+  rm -rf "$dir"
+  ;;
+rmi)
+  rm -rf "$store/images/$1"
+  ;;
+*)
+  echo "bulkhead-oci: unknown verb '$verb'" >&2
+  exit 2
+  ;;
+esac
