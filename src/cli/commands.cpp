@@ -915,8 +915,10 @@ namespace {
         request.setContainer(inv.reference);
         request.setSignal(signal.value());
         // stop --time 0 is an immediate SIGKILL after the signal.
-        request.setTimeoutS(kill ? 0 : std::max<int64_t>(inv.time_s, 1) * (inv.time_s > 0));
-        if (!kill && inv.time_s == 0)
+        // stop --time 0 is kill's SIGKILL.
+        bool at_once = kill || inv.time_s == 0;
+        request.setTimeoutS(at_once ? 0 : inv.time_s);
+        if (!kill && at_once)
             request.setSignal(SIGKILL);
         request.initTarget().setUid(inv.uid);
         int code = finish(client, request.send(), op);
@@ -1012,8 +1014,8 @@ namespace {
         });
         auto* kill = container->add_subcommand("kill", "Send a container's process a signal (default KILL)");
         kill->add_option("container", inv.reference, "Name or id")->required();
-        kill->add_option("-s,--signal", inv.signal, "Signal (default KILL)");
-        kill->add_option("--session", inv.session, "Container session (default: bulkhead-cli)");
+        kill->add_option("--signal", inv.signal, "Signal (default KILL)");
+        session_option(kill);
         kill->callback([&run, &inv]() {
             run = [&inv](Client& client) { return do_container_stop(client, inv, true); };
         });

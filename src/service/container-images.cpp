@@ -402,11 +402,11 @@ namespace {
                 return found;
         }
         auto normal = normalize_reference(ref);
-        if (normal) {
-            auto it = tags.find(normal.value());
-            if (it != tags.end())
-                return it->second;
-        }
+        if (!normal)
+            return normal.take_error();
+        auto it = tags.find(normal.value());
+        if (it != tags.end())
+            return it->second;
         return Error { -ENOENT, "no such image: '" + ref + "'" };
     }
 
@@ -653,7 +653,8 @@ namespace {
                 json { { "poststart",
                     json::array({ json { { "path", "/bin/sh" },
                         { "args",
-                            json::array({ "sh", "-c", "echo started >\"$0\"", started_fifo }) } } }) } } },
+                            json::array({ "sh", "-c", "touch \"$0.flag\"; echo started >\"$0\"",
+                                started_fifo }) } } }) } } },
             { "linux",
                 json { { "namespaces", namespaces },
                     { "maskedPaths",
@@ -840,7 +841,15 @@ kj::Promise<Status> ContainerSessions::start_container(
     record.exited = kj::mv(exited);
     auto started_first = run_tool(s, { "started", id }, Fd(), "cannot learn whether the container started")
                              .then([](Result<std::string> said) { return said.ok(); });
+    // A process that ends at once can end before the waiter saw the hook's line: then the flag
+    // the hook left says whether it started.
     return started_first.exclusiveJoin(kj::mv(ended_first))
+        .then([this, &s, id](bool started) -> kj::Promise<bool> {
+            if (started)
+                return true;
+            return run_tool(s, { "has-started", id }, Fd(), "cannot learn whether the container started")
+                .then([](Result<std::string> said) { return said.ok(); });
+        })
         .then([this, &s, id](bool started) -> kj::Promise<Status> {
             auto it = s.m_containers.find(id);
             if (it == s.m_containers.end())

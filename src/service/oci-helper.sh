@@ -82,6 +82,10 @@ started)
   exec 3<>"$store/containers/$1/started"
   read -r line <&3
   ;;
+has-started)
+  # For a container that already ended: did its poststart hook run?
+  [ -e "$store/containers/$1/started.flag" ]
+  ;;
 kill)
   exec crun --root "$crun_root" kill "$1" "$2"
   ;;

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Images and containers in container sessions, seen by users and by plugins: the Wslc* image and
+# container cases of the plugin catalog, translated, against a fresh service each, the same
+# expected logs in both isolation modes. skopeo, umoci and crun run for real in the session's VM;
+# the image is the fixtures' busybox root as a docker-archive named debian:latest.
+#
+#   plugins-images.sh ISOLATION [CASE...]     ISOLATION: process or none; default: every case
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+CASES=(WslcSuccess WslcContainerRejected ImageTagsAndErrors ContainerStopAndEnd NonRootContainers)
+
+if [ "${1:-}" != --case ]; then
+  isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
+  shift
+  exec "$HERE/plugins-run-cases.sh" "$0" "$isolation" "${@:-${CASES[@]}}"
+fi
+
+ISOLATION=$2
+CASE=$3
+source "$HERE/lib.sh"
+trap '__rc=$?; set +e; shrink_daemon_log; (exit $__rc); cleanup' EXIT
+
+IMAGE_TAR=$FIXTURES/image.tar
+FATAL="A fatal error was returned by plugin 'test-plugin'"
+
+setup() {
+  install_test_plugin "$1" test-plugin "$ISOLATION"
+  start_service
+}
+cs() { bh container session "$@"; }
+ctr() { bh container "$@"; }
+# What the session's VM holds in its store (seen from inside it): image directories, staging.
+store_entries() { cs exec "$1" -- sh -c "ls /storage/$2 | wc -l"; }
+# Host processes of a container: they run `sleep SECONDS` (a number no other test uses).
+sleepers() { pgrep -f "^sleep $1\$" | wc -l; }
+
+# WslcSuccess: a session with 4 CPUs, 4096 MB and no network; loading starts its VM, where the
+# plugin's checks of on_container_vm_started run (WslcProcessApi's); a container runs from the
+# image, is killed, and the image is force-removed; the hooks come in the catalog's order.
+case_WslcSuccess() {
+  setup WslcProcessApi
+  cs create wslc --cpus 4 --memory 4096 >/dev/null
+  expect_eq "$(ctr image load -s wslc "$IMAGE_TAR")" "Loaded image: debian:latest" "load"
+  local image_id; image_id=$(ctr image inspect -s wslc debian:latest | jq -r .Id)
+  [[ $image_id =~ ^sha256:[0-9a-f]{64}$ ]] || fail "image id '$image_id'"
+  local id; id=$(ctr run -s wslc -d --name wslc-plugin-container debian:latest sleep 120)
+  [[ $id =~ ^[0-9a-f]{64}$ ]] || fail "container id '$id'"
+  expect_eq "$(ctr ls -s wslc --json | jq -r '.[].Name')" "wslc-plugin-container" "listed"
+  expect_eq "$(ctr inspect -s wslc wslc-plugin-container | jq -c '[.State.Status, .HostConfig.NanoCpus, .HostConfig.Memory, .HostConfig.NetworkMode]')" \
+    '["running",4000000000,4294967296,"none"]' "its inspect JSON"
+  ctr kill -s wslc wslc-plugin-container >/dev/null
+  expect_eq "$(ctr inspect -s wslc "${id:0:12}" | jq -c '[.State.Status, .State.ExitCode]')" '["exited",137]' "killed"
+  ctr image rm -s wslc -f debian:latest >/dev/null
+  cs terminate wslc
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=WslcProcessApi, api_version=*)
+Container session created (session_id=1, name=wslc, application_pid=*, uid=0, gid=0, user_name=root)
+Container VM started (session_id=1, name=wslc)
+missing executable -> ENOENT errno=2
+process_get_fd(999) -> EINVAL
+exit code while running -> EBUSY
+cat -> OK exit=0 (OK) output=fed-through-stdin
+exit 12 -> OK exit=12 (OK) output=
+envp -> OK exit=0 (OK) output=from-envp
+relative mountpoint -> EINVAL
+missing host folder -> ENOENT
+read-only mount -> OK
+write to read-only -> OK exit=0 (OK) output=refused
+unmount of a mount not made -> ENOENT
+unmount -> OK
+unknown session -> BH_E_SESSION_NOT_FOUND
+Image created (id=$image_id, name=debian:latest)
+Container started (name=wslc-plugin-container, image=debian:latest, state=running)
+Container stopping (id=$id)
+Image deleted (id=$image_id)
+Container VM stopping (session_id=1, name=wslc)
+Container session stopping (session_id=1, name=wslc, application_pid=*, uid=0, gid=0, user_name=root)
+EOF
+  [ ! -e "$T/plugins/written" ] || fail "a write went through the read-only mount"
+}
+
+# WslcContainerRejected: the plugin vetoes the container in on_container_started: the run fails
+# with its message, the container is stopped and removed, with no on_container_stopping.
+case_WslcContainerRejected() {
+  setup WslcContainerRejected
+  ctr image load "$IMAGE_TAR" >/dev/null
+  expect_failure_output "$FATAL. Error message: 'container rejected by test-plugin'" \
+    "Error code: Bulkhead/Service/RunContainer/EPERM" ctr run --name vetoed debian:latest sleep 987
+  expect_eq "$(ctr ls -a --json | jq length)" "0" "the vetoed container is gone"
+  expect_eq "$(store_entries bulkhead-cli containers)" "0" "and so are its files"
+  DEADLINE=10 eventually [ "$(sleepers 987)" = 0 ]
+  cs terminate bulkhead-cli
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=WslcContainerRejected, api_version=*)
+Container session created (session_id=1, name=bulkhead-cli, application_pid=*, uid=0, gid=0, user_name=root)
+Container VM started (session_id=1, name=bulkhead-cli)
+Image created (id=sha256:*, name=debian:latest)
+Container started (name=vetoed, image=debian:latest, state=running)
+vetoing the container
+plugin_error(message=container rejected by test-plugin) -> OK
+Container VM stopping (session_id=1, name=bulkhead-cli)
+Container session stopping (session_id=1, name=bulkhead-cli, application_pid=*, uid=0, gid=0, user_name=root)
+EOF
+}
+
+# A load creates one image per tag it brings (one hook each); removing one of two tags deletes
+# nothing; ids survive; bad archives and references fail clearly and leave nothing in the store.
+case_ImageTagsAndErrors() {
+  setup Success
+  skopeo --insecure-policy copy --quiet "docker-archive:$IMAGE_TAR" "docker-archive:$T/two.tar:debian:stable" \
+    --additional-tag debian:latest
+  ctr image load "$T/two.tar" >"$T/loaded"
+  expect_eq "$(sort "$T/loaded" | tr '\n' ' ')" "Loaded image: debian:latest Loaded image: debian:stable " "two tags loaded"
+  local id; id=$(ctr image inspect debian:stable | jq -r .Id)
+  expect_eq "$(ctr image inspect debian:latest | jq -r .Id)" "$id" "one image, two tags"
+  expect_eq "$(ctr image ls --json | jq -c '[.[].RepoTags | sort]')" '[["debian:latest","debian:stable"]]' "listed once"
+  expect_eq "$(ctr image rm debian:stable)" "Untagged: debian:stable" "one tag of two"
+  expect_eq "$(ctr image inspect "${id:7:12}" | jq -c .RepoTags)" '["debian:latest"]' "by short id"
+  # Loading the same archive again creates nothing new (the tags point where they did).
+  ctr image load "$IMAGE_TAR" >/dev/null
+  expect_eq "$(ctr image ls --json | jq -r '.[].Id')" "$id" "the id survived a second load"
+
+  head -c 100000 "$IMAGE_TAR" >"$T/truncated.tar"
+  expect_error EIO "cannot load the image archive" ctr image load "$T/truncated.tar"
+  head -c 50000 /dev/urandom >"$T/garbage.tar"
+  expect_error EIO "cannot load the image archive" ctr image load "$T/garbage.tar"
+  expect_error EINVAL "not a regular file" ctr image load /dev/null
+  expect_error ENOENT "cannot open the image archive" ctr image load "$T/missing.tar"
+  expect_error ENOENT "no such image: 'debian:unknown'" ctr run debian:unknown true
+  expect_error ENOENT "no such image" ctr image rm nothing:here
+  expect_error EINVAL "invalid image reference" ctr image inspect 'Bad Ref!'
+  expect_eq "$(store_entries bulkhead-cli images)" "1" "failed loads left no image"
+  expect_eq "$(store_entries bulkhead-cli tmp)" "0" "nor anything staged"
+  expect_eq "$(ctr image ls --json | jq length)" "1" "the index holds the one image"
+  expect_eq "$(grep -c '^Image created' "$PLUGIN_LOG")" "2" "one hook per tag created, none for the rest"
+
+  # A container uses the image: removal needs -f, and never of a running one.
+  ctr run -d --name user debian:latest sleep 986 >/dev/null
+  expect_error EBUSY "used by the running container 'user'" ctr image rm -f debian:latest
+  expect_error EBUSY "is running" ctr rm user
+  expect_error EEXIST "exists already" ctr run -d --name user debian:latest true
+  expect_error EINVAL "invalid container name" ctr run --name '-x' debian:latest true
+  ctr rm -f user >/dev/null
+  expect_eq "$(grep -c '^Container stopping' "$PLUGIN_LOG")" "1" "rm -f announced the stop"
+  ctr image rm debian:latest >/dev/null
+  expect_eq "$(grep -c '^Image deleted' "$PLUGIN_LOG")" "1" "deleted once"
+  expect_eq "$(store_entries bulkhead-cli images)" "0" "the image's files are gone"
+}
+
+# Exit statuses come back; a process that ignores SIGTERM is killed after --time; a container
+# left running dies with its session, and every container with a SIGKILLed service.
+case_ContainerStopAndEnd() {
+  setup Success
+  ctr image load "$IMAGE_TAR" >/dev/null
+  local rc=0
+  ctr run debian:latest sh -c 'echo out; echo err >&2; read line; echo "got $line"; exit 7' \
+    <<<"fed" >"$T/out" 2>"$T/err" || rc=$?
+  expect_eq "$rc" "7" "the container's exit status; stderr: $(cat "$T/err")"
+  expect_eq "$(cat "$T/out")" $'out\ngot fed' "its stdout and stdin"
+  expect_eq "$(cat "$T/err")" "err" "its stderr"
+  expect_eq "$(ctr run -e GREETING=hi debian:latest sh -c 'echo $GREETING $PATH')" \
+    "hi /usr/sbin:/usr/bin:/sbin:/bin" "the image's environment and -e"
+
+  ctr run -d --name stubborn debian:latest sh -c 'trap "" TERM; while :; do sleep 1; done' >/dev/null
+  local start; start=$(now_ms)
+  ctr stop --time 2 stubborn >/dev/null
+  local took=$(($(now_ms) - start))
+  [ "$took" -ge 2000 ] || fail "stop returned after $took ms, before its --time"
+  expect_eq "$(ctr inspect stubborn | jq -c '[.State.Status, .State.ExitCode]')" '["exited",137]' "killed after --time"
+
+  ctr run -d debian:latest sleep 985 >/dev/null
+  ctr run -d --network host debian:latest sleep 985 >/dev/null
+  DEADLINE=10 eventually [ "$(sleepers 985)" = 2 ]
+  cs terminate bulkhead-cli
+  DEADLINE=10 eventually [ "$(sleepers 985)" = 0 ]
+  expect_eq "$(grep -c '^Container stopping' "$PLUGIN_LOG")" "1" "only the stop announced one"
+
+  ctr image load "$IMAGE_TAR" >/dev/null
+  ctr run -d debian:latest sleep 984 >/dev/null
+  DEADLINE=10 eventually [ "$(sleepers 984)" = 1 ]
+  kill -KILL "$SVC_PID"
+  DEADLINE=10 eventually [ "$(sleepers 984)" = 0 ]
+  SVC_PID=
+}
+
+# A user's containers run as that user on the host, in the user's own session.
+case_NonRootContainers() {
+  setup Success
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  expect_eq "$(bh_other container run debian:latest id -u)" "0" "root inside the container"
+  bh_other container run -d debian:latest sleep 983 >/dev/null
+  DEADLINE=10 eventually [ "$(sleepers 983)" = 1 ]
+  expect_eq "$(ps -o uid= -p "$(pgrep -f '^sleep 983$')" | tr -d ' ')" "$OTHER_UID" "the user's own uid on the host"
+  expect_error ENOENT "no such image" ctr run debian:latest true
+  expect_eq "$(bh container image ls --json | jq length)" "0" "root's session is not the user's"
+  bh_other container session terminate bulkhead-cli
+  DEADLINE=10 eventually [ "$(sleepers 983)" = 0 ]
+}
+
+"case_$CASE"
