@@ -170,6 +170,22 @@ interface Control {
       -> (outcome :Common.Outcome);
   containerRemove @26 (session :Text, container :Text, force :Bool, target :Target)
       -> (outcome :Common.Outcome);
+  # Another reference to an image; fires no hook. The result is {Id, Tag}.
+  containerImageTag @27 (session :Text, source :Text, reference :Text, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  # From and to a registry; `insecure` (plain HTTP) is refused unless the registry is on the
+  # session's loopback. pull's result is load's.
+  containerImagePull @28 (session :Text, reference :Text, insecure :Bool, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
+  containerImagePush @29 (session :Text, reference :Text, insecure :Bool, target :Target)
+      -> (outcome :Common.Outcome);
+  # A program in a running container, with the given fds; its wait status.
+  containerExec @30 (session :Text, container :Text, command :List(Text), stdin :Common.Fd,
+                     stdout :Common.Fd, stderr :Common.Fd, target :Target)
+      -> (outcome :Common.Outcome, waitStatus :Int32);
+  # What a detached container wrote, copied to `stdout`.
+  containerLogs @31 (session :Text, container :Text, stdout :Common.Fd, target :Target)
+      -> (outcome :Common.Outcome);
 }
 
 struct ContainerSpec {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a private service in a temporary directory, a test distribution, its isolation, a
-# plugin sharing a folder with the VM, and a crashing plugin contained in its own process.
+# plugin sharing a folder with the VM, images and containers watched by a plugin, and a crashing
+# plugin contained in its own process.
 set -euo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
@@ -60,11 +61,12 @@ plugin_log() { grep -F "plugin $1:" "$dir/service.log" | sed 's/^/  /' || echo "
 step "Configure the folder-share example plugin, then start bulkheadd with private directories under $dir"
 mkdir -p "$dir/cfg/plugins.d" "$dir/state" "$dir/plugins" "$dir/plugin-share"
 # The plugin reads folder-share.conf beside its .so, so it gets a private copy next to its own config.
-cp "$plugins/folder-share.so" "$plugins/crash-on-start.so" "$dir/plugins/"
+cp "$plugins/folder-share.so" "$plugins/crash-on-start.so" "$plugins/container-audit.so" "$dir/plugins/"
 printf 'folder=%s\nmountpoint=/mnt/folder-share\n' "$dir/plugin-share" >"$dir/plugins/folder-share.conf"
 echo "shared by the folder-share plugin" >"$dir/plugin-share/README"
 echo "$dir/plugins/folder-share.conf:"; sed 's/^/  /' "$dir/plugins/folder-share.conf"
 plugin 10-folder-share folder-share "$dir/plugins/folder-share.so"
+plugin 15-container-audit container-audit "$dir/plugins/container-audit.so"
 start_service
 
 step "Build a tiny distribution from busybox and register it"
@@ -98,6 +100,22 @@ grep -q "shared by the folder-share plugin" "$dir/out" || die "the plugin's fold
 bh vm exec -- /bin/sh -c 'touch /mnt/folder-share/new-file 2>&1'
 echo "the plugin's lines in the service log:"
 plugin_log folder-share
+
+step "Images and containers, with the container-audit plugin watching (it refuses untrusted-* names)"
+# An OCI image of the busybox root, made here with umoci and skopeo (offline), as docker save would.
+"$(dirname "$0")/../tests/make-test-image.sh" "$dir/rootfs" debian:latest "$dir/image.tar"
+bh container image load "$dir/image.tar"
+bh container image ls
+bh container run debian sh -c 'echo "hello from container $(hostname), pid $$"; exit 3' || echo "(exit status $?)"
+bh container run -d --name web debian sleep 600
+bh container ls
+bh container run --name untrusted-1 debian true || true
+bh container stop --time 1 web
+bh container ls -a
+bh container image rm -f debian
+bh container session terminate bulkhead-cli
+echo "the container-audit plugin's lines in the service log:"
+plugin_log container-audit
 
 step "Mount a host folder into the VM and read it back through the VM"
 mkdir -p "$dir/share" && echo "hello from the host" > "$dir/share/greeting"

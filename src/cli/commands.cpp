@@ -808,6 +808,81 @@ namespace {
         return 0;
     }
 
+    int do_image_tag(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerImageTagRequest();
+        request.setSession(inv.session);
+        request.setSource(inv.reference);
+        request.setReference(inv.target);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image tag");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/TagImage" });
+        nlohmann::json out;
+        return json_reply(*reply, out);
+    }
+
+    int do_image_pull(Client& client, const Invocation& inv)
+    {
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        auto request = client.control().containerImagePullRequest();
+        request.setSession(inv.session);
+        request.setReference(inv.reference);
+        request.setInsecure(inv.insecure);
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "image pull");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/PullImage" });
+        nlohmann::json out;
+        if (int code = json_reply(*reply, out))
+            return code;
+        for (auto& image : out)
+            std::cout << "Pulled image: " << image.value("Tag", "") << " (" << image.value("Id", "") << ")"
+                      << std::endl;
+        return 0;
+    }
+
+    int do_image_push(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerImagePushRequest();
+        request.setSession(inv.session);
+        request.setReference(inv.reference);
+        request.setInsecure(inv.insecure);
+        request.initTarget().setUid(inv.uid);
+        return finish(client, request.send(), "Bulkhead/Cli/PushImage");
+    }
+
+    int do_container_exec_in(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerExecRequest();
+        request.setSession(inv.session);
+        request.setContainer(inv.reference);
+        auto command = request.initCommand(inv.argv.size());
+        for (size_t i = 0; i < inv.argv.size(); ++i)
+            command.set(i, inv.argv[i]);
+        Fd in = inv.interactive ? Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))
+                                : Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        request.setStdin(ipc::wrap_fd(std::move(in)));
+        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        request.initTarget().setUid(inv.uid);
+        auto reply = wait_for(client, request.send(), "container exec");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/ExecInContainer" });
+        return program_exit(reply->getOutcome(), reply->getWaitStatus());
+    }
+
+    int do_container_logs(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().containerLogsRequest();
+        request.setSession(inv.session);
+        request.setContainer(inv.reference);
+        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+        request.initTarget().setUid(inv.uid);
+        return finish(client, request.send(), "Bulkhead/Cli/ContainerLogs");
+    }
+
     int do_container_run(Client& client, const Invocation& inv)
     {
         if (inv.network != "none" && inv.network != "host")
@@ -975,6 +1050,25 @@ namespace {
         session_option(rm);
         on(rm, do_image_remove);
 
+        auto* tag = image->add_subcommand("tag", "Give an image another reference (fires no hook)");
+        tag->add_option("source", inv.reference, "Reference or image id")->required();
+        tag->add_option("reference", inv.target, "The new reference")->required();
+        session_option(tag);
+        on(tag, do_image_tag);
+        auto* pull = image->add_subcommand("pull", "Pull an image from a registry");
+        pull->add_option("reference", inv.reference, "registry/name[:tag]")->required();
+        pull->add_flag(
+            "--insecure", inv.insecure, "Plain HTTP: only for a registry on the session's loopback");
+        session_option(pull);
+        on(pull, do_image_pull);
+        auto* push = image->add_subcommand("push", "Push an image to a registry");
+        push->add_option("reference", inv.reference, "registry/name[:tag], a reference of the image")
+            ->required();
+        push->add_flag(
+            "--insecure", inv.insecure, "Plain HTTP: only for a registry on the session's loopback");
+        session_option(push);
+        on(push, do_image_push);
+
         auto* run_cmd = container->add_subcommand("run", "Run a container from an image");
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
         run_cmd->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
@@ -1019,6 +1113,19 @@ namespace {
         kill->callback([&run, &inv]() {
             run = [&inv](Client& client) { return do_container_stop(client, inv, true); };
         });
+        auto* cexec = container->add_subcommand("exec", "Run a program in a running container");
+        cexec->add_flag("-i,--interactive", inv.interactive, "Connect stdin (otherwise /dev/null)");
+        session_option(cexec);
+        cexec->add_option("container", inv.reference, "Name or id, then PROGRAM [ARGS...]")->required();
+        cexec->prefix_command();
+        cexec->callback([&run, &inv, cexec]() {
+            inv.argv = cexec->remaining();
+            run = [&inv](Client& client) { return do_container_exec_in(client, inv); };
+        });
+        auto* logs = container->add_subcommand("logs", "Print what a detached container wrote");
+        logs->add_option("container", inv.reference, "Name or id")->required();
+        session_option(logs);
+        on(logs, do_container_logs);
         auto* crm = container->add_subcommand("rm", "Remove a container");
         crm->add_option("container", inv.reference, "Name or id")->required();
         crm->add_flag("-f,--force", inv.force, "Kill it first if it runs");

@@ -48,6 +48,9 @@ struct Invocation {
     bool force = false;
     std::string signal; // stop (TERM), kill (KILL)
     int64_t time_s = 10; // stop --time
+    std::string target; // image tag: the new reference
+    bool insecure = false; // pull, push: a plain-HTTP registry on the session's loopback
+    bool interactive = false; // container exec -i
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

@@ -174,6 +174,20 @@ namespace {
         return ref;
     }
 
+    // Whether a reference names a registry on this VM's loopback: localhost, 127.0.0.0/8 or
+    // [::1], with any port. Only those may be reached without TLS (--insecure).
+    bool is_loopback_registry(const std::string& ref)
+    {
+        size_t slash = ref.find('/');
+        if (slash == std::string::npos)
+            return false;
+        std::string host = ref.substr(0, slash);
+        if (host.rfind("[::1]", 0) == 0)
+            return host.size() == 5 || host[5] == ':';
+        host = host.substr(0, host.find(':'));
+        return host == "localhost" || host.rfind("127.", 0) == 0;
+    }
+
     bool is_valid_container_name(const std::string& name)
     {
         if (name.empty() || name.size() > 64 || !std::isalnum(static_cast<unsigned char>(name[0])))
@@ -425,85 +439,88 @@ kj::Promise<Result<json>> ContainerSessions::image_load(uid_t owner, const std::
         arm_idle_timer(ref);
     });
     return ensure_vm(ref)
-        .then([this, &ref, archive = std::move(archive)](
-                  Status started) mutable -> kj::Promise<Result<json>> {
-            if (!started)
-                return Result<json>(started.take_error());
-            return in_store<json>(ref, [this, &ref, archive = std::move(archive)]() mutable {
-                return run_tool(ref, { "load" }, std::move(archive), "cannot load the image archive")
-                    .then([this, &ref](Result<std::string> printed) -> kj::Promise<Result<json>> {
-                        if (!printed)
-                            return Result<json>(printed.take_error());
-                        std::vector<LoadedImage> loaded;
-                        std::string_view rest = printed.value();
-                        while (!rest.empty()) {
-                            size_t end = rest.find('\n');
-                            std::string line(rest.substr(0, end));
-                            rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-                            if (line.empty())
-                                continue;
-                            if (loaded.size() == max_images_per_load)
-                                return Result<json>(Error { -E2BIG,
-                                    "the archive holds more than " + std::to_string(max_images_per_load)
-                                        + " images" });
-                            auto image = parse_loaded(line);
-                            if (!image)
-                                return Result<json>(image.take_error());
-                            loaded.push_back(std::move(image.value()));
-                        }
-                        if (loaded.empty())
-                            return Result<json>(Error { -EINVAL, "the archive holds no image" });
-                        // The index changes only now, all at once; the hooks follow, in order.
-                        json result = json::array();
-                        std::vector<std::string> created; // inspect JSON, one per tag or image created
-                        for (LoadedImage& image : loaded) {
-                            std::string id = image.inspect["Id"];
-                            bool is_new = !ref.m_images.count(id);
-                            if (is_new && ref.m_images.size() >= max_images)
-                                return Result<json>(Error { -ENOSPC,
-                                    "the session holds " + std::to_string(max_images) + " images already" });
-                            ImageRecord& record = ref.m_images[id];
-                            if (is_new)
-                                record = ImageRecord { id, image.inspect };
-                            bool tag_created = false;
-                            if (!image.tag.empty()) {
-                                auto old = ref.m_tags.find(image.tag);
-                                if (old == ref.m_tags.end() || old->second != id) {
-                                    if (old != ref.m_tags.end()) {
-                                        json& tags = ref.m_images[old->second].inspect["RepoTags"];
-                                        tags.erase(std::remove(tags.begin(), tags.end(), json(image.tag)),
-                                            tags.end());
-                                    }
-                                    ref.m_tags[image.tag] = id;
-                                    record.inspect["RepoTags"].push_back(image.tag);
-                                    tag_created = true;
-                                }
-                            }
-                            if (is_new || tag_created) {
-                                json announced = record.inspect;
-                                if (!image.tag.empty()) { // the reference the load named first
-                                    json tags = json::array({ image.tag });
-                                    for (const json& tag : record.inspect["RepoTags"])
-                                        if (tag != image.tag)
-                                            tags.push_back(tag);
-                                    announced["RepoTags"] = tags;
-                                }
-                                created.push_back(announced.dump());
-                            }
-                            result.push_back(json { { "Id", id }, { "Tag", image.tag } });
-                        }
-                        kj::Promise<void> hooks = kj::READY_NOW;
-                        for (std::string& text : created)
-                            hooks = hooks.then([this, &ref, text = std::move(text)]() mutable {
-                                return m_hooks.image_created(ref, std::move(text));
-                            });
-                        return hooks.then([result = std::move(result)]() mutable {
-                            return Result<json>(std::move(result));
+        .then(
+            [this, &ref, archive = std::move(archive)](Status started) mutable -> kj::Promise<Result<json>> {
+                if (!started)
+                    return Result<json>(started.take_error());
+                return in_store<json>(ref, [this, &ref, archive = std::move(archive)]() mutable {
+                    return run_tool(ref, { "load" }, std::move(archive), "cannot load the image archive")
+                        .then([this, &ref](Result<std::string> printed) -> kj::Promise<Result<json>> {
+                            if (!printed)
+                                return Result<json>(printed.take_error());
+                            return index_images(ref, std::move(printed.value()));
                         });
-                    });
-            });
-        })
+                });
+            })
         .attach(kj::mv(done), kj::mv(session));
+}
+
+// Records what a load or pull printed (one line per image it kept), then fires on_image_created
+// for each image and each tag it created, in order.
+kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref, std::string printed)
+{
+    std::vector<LoadedImage> loaded;
+    std::string_view rest = printed;
+    while (!rest.empty()) {
+        size_t end = rest.find('\n');
+        std::string line(rest.substr(0, end));
+        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+        if (line.empty())
+            continue;
+        if (loaded.size() == max_images_per_load)
+            return Result<json>(Error {
+                -E2BIG, "the archive holds more than " + std::to_string(max_images_per_load) + " images" });
+        auto image = parse_loaded(line);
+        if (!image)
+            return Result<json>(image.take_error());
+        loaded.push_back(std::move(image.value()));
+    }
+    if (loaded.empty())
+        return Result<json>(Error { -EINVAL, "the archive holds no image" });
+    // The index changes only now, all at once; the hooks follow, in order.
+    json result = json::array();
+    std::vector<std::string> created; // inspect JSON, one per tag or image created
+    for (LoadedImage& image : loaded) {
+        std::string id = image.inspect["Id"];
+        bool is_new = !ref.m_images.count(id);
+        if (is_new && ref.m_images.size() >= max_images)
+            return Result<json>(
+                Error { -ENOSPC, "the session holds " + std::to_string(max_images) + " images already" });
+        ImageRecord& record = ref.m_images[id];
+        if (is_new)
+            record = ImageRecord { id, image.inspect };
+        bool tag_created = false;
+        if (!image.tag.empty()) {
+            auto old = ref.m_tags.find(image.tag);
+            if (old == ref.m_tags.end() || old->second != id) {
+                if (old != ref.m_tags.end()) {
+                    json& tags = ref.m_images[old->second].inspect["RepoTags"];
+                    tags.erase(std::remove(tags.begin(), tags.end(), json(image.tag)), tags.end());
+                }
+                ref.m_tags[image.tag] = id;
+                record.inspect["RepoTags"].push_back(image.tag);
+                tag_created = true;
+            }
+        }
+        if (is_new || tag_created) {
+            json announced = record.inspect;
+            if (!image.tag.empty()) { // the reference the load named first
+                json tags = json::array({ image.tag });
+                for (const json& tag : record.inspect["RepoTags"])
+                    if (tag != image.tag)
+                        tags.push_back(tag);
+                announced["RepoTags"] = tags;
+            }
+            created.push_back(announced.dump());
+        }
+        result.push_back(json { { "Id", id }, { "Tag", image.tag } });
+    }
+    kj::Promise<void> hooks = kj::READY_NOW;
+    for (std::string& text : created)
+        hooks = hooks.then([this, &ref, text = std::move(text)]() mutable {
+            return m_hooks.image_created(ref, std::move(text));
+        });
+    return hooks.then([result = std::move(result)]() mutable { return Result<json>(std::move(result)); });
 }
 
 Result<json> ContainerSessions::image_list(uid_t owner, const std::string& name)
@@ -1033,6 +1050,186 @@ kj::Promise<Status> ContainerSessions::container_remove(
             if (!ready)
                 return kj::mv(ready);
             return delete_container(s, id);
+        })
+        .attach(kj::mv(done), kj::mv(session));
+}
+
+// --- registries, exec, logs ---------------------------------------------------------------------
+
+Result<json> ContainerSessions::image_tag(
+    uid_t owner, const std::string& name, const std::string& source, const std::string& target)
+{
+    auto session = find(owner, name);
+    if (!session)
+        return session.take_error();
+    ContainerSession& s = *session.value();
+    auto id = resolve_image(s, source, s.m_images, s.m_tags);
+    if (!id)
+        return id.take_error();
+    auto tag = normalize_reference(target);
+    if (!tag)
+        return tag.take_error();
+    auto old = s.m_tags.find(tag.value());
+    if (old != s.m_tags.end() && old->second != id.value()) {
+        json& tags = s.m_images.at(old->second).inspect["RepoTags"];
+        tags.erase(std::remove(tags.begin(), tags.end(), json(tag.value())), tags.end());
+    }
+    if (old == s.m_tags.end() || old->second != id.value()) {
+        s.m_tags[tag.value()] = id.value();
+        s.m_images.at(id.value()).inspect["RepoTags"].push_back(tag.value());
+    }
+    return json { { "Id", id.value() }, { "Tag", tag.value() } };
+}
+
+kj::Promise<Result<json>> ContainerSessions::image_pull(
+    uid_t owner, const std::string& name, const std::string& ref, bool insecure)
+{
+    auto found = find(owner, name);
+    if (!found)
+        return Result<json>(found.take_error());
+    auto normal = normalize_reference(ref);
+    if (!normal)
+        return Result<json>(normal.take_error());
+    if (insecure && !is_loopback_registry(normal.value()))
+        return Result<json>(Error { -EINVAL,
+            "--insecure is only for a registry on the session's loopback (localhost, 127.0.0.0/8, [::1]), "
+            "not '"
+                + normal.value() + "'" });
+    kj::Own<ContainerSession> session = kj::mv(found.value());
+    ContainerSession& s = *session;
+    ++s.m_active;
+    auto done = kj::defer([this, &s]() {
+        --s.m_active;
+        arm_idle_timer(s);
+    });
+    std::string tls = insecure ? "false" : "true";
+    return ensure_vm(s)
+        .then([this, &s, ref = normal.value(), tls](Status started) -> kj::Promise<Result<json>> {
+            if (!started)
+                return Result<json>(started.take_error());
+            return in_store<json>(s, [this, &s, ref, tls]() {
+                return run_tool(s, { "pull", ref, tls }, Fd(), "cannot pull " + ref)
+                    .then([this, &s](Result<std::string> printed) -> kj::Promise<Result<json>> {
+                        if (!printed)
+                            return Result<json>(printed.take_error());
+                        return index_images(s, std::move(printed.value()));
+                    });
+            });
+        })
+        .attach(kj::mv(done), kj::mv(session));
+}
+
+kj::Promise<Status> ContainerSessions::image_push(
+    uid_t owner, const std::string& name, const std::string& ref, bool insecure)
+{
+    auto found = find(owner, name);
+    if (!found)
+        return Status(found.take_error());
+    kj::Own<ContainerSession> session = kj::mv(found.value());
+    ContainerSession& s = *session;
+    auto id = resolve_image(s, ref, s.m_images, s.m_tags);
+    if (!id)
+        return Status(id.take_error());
+    auto normal = normalize_reference(ref);
+    if (!normal || !s.m_tags.count(normal.value()))
+        return Status(
+            Error { -EINVAL, "push needs a reference of the form registry/name[:tag], not '" + ref + "'" });
+    if (insecure && !is_loopback_registry(normal.value()))
+        return Status(Error { -EINVAL,
+            "--insecure is only for a registry on the session's loopback (localhost, 127.0.0.0/8, [::1]), "
+            "not '"
+                + normal.value() + "'" });
+    ++s.m_active;
+    auto done = kj::defer([this, &s]() {
+        --s.m_active;
+        arm_idle_timer(s);
+    });
+    std::vector<std::string> args { "push", id.value().substr(7), normal.value(),
+        insecure ? "false" : "true" };
+    std::string what = "cannot push " + normal.value();
+    return ensure_vm(s)
+        .then([this, &s, args = std::move(args), what](Status started) mutable -> kj::Promise<Status> {
+            if (!started)
+                return kj::mv(started);
+            return run_tool(s, std::move(args), Fd(), what).then([](Result<std::string> pushed) {
+                return pushed ? Status() : Status(pushed.take_error());
+            });
+        })
+        .attach(kj::mv(done), kj::mv(session));
+}
+
+// The helper with the caller's stdio (a container's own, or what exec and logs attach).
+kj::Promise<Result<int>> ContainerSessions::run_in_vm(
+    ContainerSession& s, std::vector<std::string> args, std::array<Fd, 3> stdio)
+{
+    VmInstance* vm = s.serving_vm();
+    if (!vm)
+        return Result<int>(Error { BH_E_VM_NOT_RUNNING, "the session's VM is not running" });
+    for (Fd& fd : stdio) {
+        if (fd)
+            continue;
+        fd = Fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!fd)
+            return Result<int>(Error::from_errno(errno, "cannot open /dev/null"));
+    }
+    std::vector<std::string> argv { "sh", "-c", oci_helper, "bulkhead-oci" };
+    argv.insert(argv.end(), args.begin(), args.end());
+    ProgramSpec spec { "/bin/sh", std::move(argv), { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp" },
+        "" };
+    spec.cwd = "/";
+    return call_holding(*vm, [&](VmInstance& vm) { return vm.run("", std::move(spec), std::move(stdio)); });
+}
+
+kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const std::string& name,
+    const std::string& ref, std::vector<std::string> command, std::array<Fd, 3> stdio)
+{
+    auto found = find(owner, name);
+    if (!found)
+        return Result<int>(found.take_error());
+    kj::Own<ContainerSession> session = kj::mv(found.value());
+    ContainerSession& s = *session;
+    auto container = resolve_container(s.m_containers, ref);
+    if (!container)
+        return Result<int>(container.take_error());
+    if (container.value()->status != ContainerRecord::Status::running)
+        return Result<int>(Error { -EINVAL, "container '" + container.value()->name + "' is not running" });
+    if (command.empty() || command.size() > max_args)
+        return Result<int>(Error { -EINVAL, "exec needs a program (and at most 4096 arguments)" });
+    std::vector<std::string> args { "exec", container.value()->id };
+    args.insert(args.end(), command.begin(), command.end());
+    return run_in_vm(s, std::move(args), std::move(stdio)).attach(kj::mv(session));
+}
+
+kj::Promise<Status> ContainerSessions::container_logs(
+    uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio)
+{
+    auto found = find(owner, name);
+    if (!found)
+        return Status(found.take_error());
+    kj::Own<ContainerSession> session = kj::mv(found.value());
+    ContainerSession& s = *session;
+    auto container = resolve_container(s.m_containers, ref);
+    if (!container)
+        return Status(container.take_error());
+    stdio[0] = Fd();
+    std::string id = container.value()->id;
+    ++s.m_active;
+    auto done = kj::defer([this, &s]() {
+        --s.m_active;
+        arm_idle_timer(s);
+    });
+    return ensure_vm(s)
+        .then([this, &s, id, stdio = std::move(stdio)](Status started) mutable -> kj::Promise<Status> {
+            if (!started)
+                return kj::mv(started);
+            return run_in_vm(s, { "logs", id }, std::move(stdio)).then([](Result<int> status) {
+                if (!status)
+                    return Status(status.take_error());
+                if (status.value() != 0)
+                    return Status(
+                        Error { -ENOENT, "the container has no log (only a detached container has one)" });
+                return Status();
+            });
         })
         .attach(kj::mv(done), kj::mv(session));
 }

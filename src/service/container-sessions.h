@@ -187,6 +187,20 @@ public:
     // Removes a tag, and the image with its last one. Prints (as JSON lines) what it did.
     kj::Promise<Result<nlohmann::json>> image_remove(
         uid_t owner, const std::string& name, const std::string& ref, bool force);
+    // Another reference to an image (moved from the image it named before, if any); no hook.
+    Result<nlohmann::json> image_tag(
+        uid_t owner, const std::string& name, const std::string& source, const std::string& target);
+    // From and to a registry; `insecure` (plain HTTP, no TLS check) only for a loopback registry.
+    kj::Promise<Result<nlohmann::json>> image_pull(
+        uid_t owner, const std::string& name, const std::string& ref, bool insecure);
+    kj::Promise<Status> image_push(
+        uid_t owner, const std::string& name, const std::string& ref, bool insecure);
+    // A program in a running container (crun exec) with `stdio`; its wait status.
+    kj::Promise<Result<int>> container_exec(uid_t owner, const std::string& name, const std::string& ref,
+        std::vector<std::string> command, std::array<Fd, 3> stdio);
+    // What a detached container wrote, to `stdio` (stdin unused).
+    kj::Promise<Status> container_logs(
+        uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio);
     // The container's id and, unless detached, its process's wait status.
     kj::Promise<Result<std::pair<std::string, int>>> container_run(
         uid_t owner, const std::string& name, ContainerRunSpec spec, std::array<Fd, 3> stdio);
@@ -228,6 +242,9 @@ private:
         ContainerSession& session, std::vector<std::string> args, Fd input, std::string what);
     template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
     kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio);
+    kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
+    kj::Promise<Result<int>> run_in_vm(
+        ContainerSession& session, std::vector<std::string> args, std::array<Fd, 3> stdio);
     kj::Promise<void> end_container(ContainerSession& session, std::string id, int signal);
     kj::Promise<Status> delete_container(ContainerSession& session, std::string id);
 

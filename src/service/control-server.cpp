@@ -180,6 +180,11 @@ namespace {
         kj::Promise<void> containerInspect(ContainerInspectContext context) override;
         kj::Promise<void> containerStop(ContainerStopContext context) override;
         kj::Promise<void> containerRemove(ContainerRemoveContext context) override;
+        kj::Promise<void> containerImageTag(ContainerImageTagContext context) override;
+        kj::Promise<void> containerImagePull(ContainerImagePullContext context) override;
+        kj::Promise<void> containerImagePush(ContainerImagePushContext context) override;
+        kj::Promise<void> containerExec(ContainerExecContext context) override;
+        kj::Promise<void> containerLogs(ContainerLogsContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -866,6 +871,105 @@ namespace {
             .then([context](Status removed) mutable {
                 if (!removed)
                     fail(context.getResults(), removed.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::containerImageTag(ContainerImageTagContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/TagImage";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        set_json(context,
+            owner ? m_service.containers().image_tag(owner.value(), text_of(params.getSession()),
+                text_of(params.getSource()), text_of(params.getReference()))
+                  : Result<nlohmann::json>(owner.take_error()),
+            op);
+        return kj::READY_NOW;
+    }
+
+    kj::Promise<void> Control::containerImagePull(ContainerImagePullContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/PullImage";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .image_pull(owner.value(), text_of(params.getSession()), text_of(params.getReference()),
+                params.getInsecure())
+            .then([context](Result<nlohmann::json> pulled) mutable { set_json(context, pulled, op); });
+    }
+
+    kj::Promise<void> Control::containerImagePush(ContainerImagePushContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/PushImage";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .image_push(owner.value(), text_of(params.getSession()), text_of(params.getReference()),
+                params.getInsecure())
+            .then([context](Status pushed) mutable {
+                if (!pushed)
+                    fail(context.getResults(), pushed.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::containerExec(ContainerExecContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ExecInContainer";
+        context.allowCancellation(); // ends with its client: dropping it kills the program
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        auto command = strings_of(params.getCommand(), "arguments");
+        if (!owner || !command)
+            return fail(context.getResults(), !owner ? owner.error() : command.error(), op), kj::READY_NOW;
+        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+        fds.add(ipc::unwrap_fd(params.getStdin()));
+        fds.add(ipc::unwrap_fd(params.getStdout()));
+        fds.add(ipc::unwrap_fd(params.getStderr()));
+        return kj::joinPromises(fds.finish())
+            .then([this, context, owner = owner.value(), command = std::move(command.value())](
+                      kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
+                for (auto& fd : fds) {
+                    if (!fd)
+                        return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
+                }
+                std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
+                    std::move(fds[2].value()) };
+                auto params = context.getParams();
+                return m_service.containers()
+                    .container_exec(owner, text_of(params.getSession()), text_of(params.getContainer()),
+                        std::move(command), std::move(stdio))
+                    .then([context](Result<int> status) mutable {
+                        if (!status)
+                            return fail(context.getResults(), status.error(), op);
+                        context.getResults().setWaitStatus(status.value());
+                    });
+            });
+    }
+
+    kj::Promise<void> Control::containerLogs(ContainerLogsContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ContainerLogs";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return ipc::unwrap_fd(params.getStdout())
+            .then([this, context, owner = owner.value()](Result<Fd> out) mutable -> kj::Promise<void> {
+                if (!out)
+                    return fail(context.getResults(), out.error(), op), kj::READY_NOW;
+                auto params = context.getParams();
+                std::array<Fd, 3> stdio { Fd(), std::move(out.value()), Fd() };
+                return m_service.containers()
+                    .container_logs(
+                        owner, text_of(params.getSession()), text_of(params.getContainer()), std::move(stdio))
+                    .then([context](Status shown) mutable {
+                        if (!shown)
+                            fail(context.getResults(), shown.error(), op);
+                    });
             });
     }
 

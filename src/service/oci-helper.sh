@@ -16,6 +16,27 @@ crun_root=/tmp/crun
 export TMPDIR="$store/tmp"
 mkdir -p "$store/images" "$store/containers" "$TMPDIR"
 
+# describe DIR TAG: the line the service reads for the image staged in DIR/oci.
+describe() {
+  skopeo --insecure-policy inspect --raw "oci:$1/oci:img" >"$1/manifest.json"
+  skopeo --insecure-policy inspect --config --raw "oci:$1/oci:img" >"$1/config.json"
+  jq -c -n --arg tag "$2" --slurpfile m "$1/manifest.json" --slurpfile c "$1/config.json" \
+    '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
+}
+
+# keep N: moves the N images staged in $stage into images/ (an id already there is kept as it
+# was), then prints their lines. Only reached once every image of the step was staged.
+keep() {
+  i=0
+  while [ "$i" -lt "$1" ]; do
+    i=$((i + 1))
+    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
+    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
+    [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
+  done
+  cat "$stage/out"
+}
+
 verb=${1:?verb}
 shift
 case "$verb" in
@@ -34,19 +55,31 @@ load)
     [ -z "$tag" ] || src="$src:$tag"
     mkdir "$stage/$n"
     skopeo --insecure-policy copy --quiet "$src" "oci:$stage/$n/oci:img" >&2
-    skopeo --insecure-policy inspect --raw "oci:$stage/$n/oci:img" >"$stage/$n/manifest.json"
-    skopeo --insecure-policy inspect --config --raw "oci:$stage/$n/oci:img" >"$stage/$n/config.json"
-    jq -c -n --arg tag "$tag" --slurpfile m "$stage/$n/manifest.json" --slurpfile c "$stage/$n/config.json" \
-      '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
+    describe "$stage/$n" "$tag"
   done 4<"$stage/tags" # stdin stays the archive
-  i=0
-  while [ "$i" -lt "$n" ]; do
-    i=$((i + 1))
-    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
-    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
-    [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
-  done
-  cat "$stage/out"
+  keep "$n"
+  ;;
+pull)
+  # pull REF TLS-VERIFY: one image from a registry, printed as load prints it.
+  stage=$(mktemp -d "$TMPDIR/pull.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  mkdir "$stage/1"
+  skopeo --insecure-policy copy --quiet --src-tls-verify="$2" "docker://$1" "oci:$stage/1/oci:img" >&2
+  describe "$stage/1" "$1"
+  keep 1
+  ;;
+push)
+  # push HEX REF TLS-VERIFY
+  exec skopeo --insecure-policy copy --quiet --dest-tls-verify="$3" "oci:$store/images/$1/oci:img" "docker://$2" >&2
+  ;;
+exec)
+  # exec ID PROGRAM [ARGS...]: in the running container, with this process's stdio.
+  id=$1
+  shift
+  exec crun --root "$crun_root" exec "$id" "$@"
+  ;;
+logs)
+  exec cat "$store/containers/$1/log"
   ;;
 create)
   # create ID HEX; stdin: the container's config.json. Unpacks the image once, then gives the

@@ -8,7 +8,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(WslcSuccess WslcContainerRejected ImageTagsAndErrors ContainerStopAndEnd NonRootContainers)
+CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification ImageTagsAndErrors ContainerStopAndEnd
+  ContainerExecAndLogs NonRootContainers)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -104,6 +105,47 @@ Container session stopping (session_id=1, name=bulkhead-cli, application_pid=*, 
 EOF
 }
 
+# WslcPullImageNotification: a registry (Debian's docker-registry) runs as a container on the
+# session's loopback; tag, push and untag fire nothing; pulling the pushed image back fires one
+# on_image_created with the pulled reference, and the id survives the round trip. The registry
+# left running gets no on_container_stopping when the session ends.
+case_WslcPullImageNotification() {
+  if [ ! -f "$FIXTURES/registry.tar" ]; then
+    echo "note: SKIPPED: no registry image (Debian's docker-registry could not be downloaded)"
+    return 0
+  fi
+  setup Success
+  ctr image load "$IMAGE_TAR" >/dev/null
+  ctr image load "$FIXTURES/registry.tar" >/dev/null
+  local id rid; id=$(ctr image inspect debian:latest | jq -r .Id); rid=$(ctr image inspect registry:2 | jq -r .Id)
+  ctr run -d --network host --name registry registry:2 >/dev/null
+  DEADLINE=30 eventually cs exec bulkhead-cli -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null
+  local remote=127.0.0.1:5000/debian:latest
+  ctr image tag debian:latest "$remote"
+  expect_error EIO "cannot push $remote: .*HTTP" ctr image push "$remote"
+  expect_error EINVAL "only for a registry on the session's loopback" ctr image push --insecure debian:latest
+  expect_error EINVAL "only for a registry on the session's loopback" ctr image pull --insecure example.com/x:1
+  ctr image push --insecure "$remote"
+  expect_eq "$(ctr image rm "$remote")" "Untagged: $remote" "untag only"
+  expect_eq "$(ctr image pull --insecure "$remote")" "Pulled image: $remote ($id)" "pulled back, same id"
+  expect_eq "$(ctr image inspect "$remote" | jq -r .Id)" "$id" "the id survived load, push and pull"
+  expect_error EIO "cannot pull 127.0.0.1:5000/nothing:here" ctr image pull --insecure 127.0.0.1:5000/nothing:here
+  expect_error EIO "cannot pull 127.0.0.1:5001/debian:latest" ctr image pull --insecure 127.0.0.1:5001/debian:latest
+  expect_eq "$(store_entries bulkhead-cli images)" "2" "failed pulls left no image"
+  cs terminate bulkhead-cli
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=Success, api_version=*)
+Container session created (session_id=1, name=bulkhead-cli, application_pid=*, uid=0, gid=0, user_name=root)
+Container VM started (session_id=1, name=bulkhead-cli)
+Image created (id=$id, name=debian:latest)
+Image created (id=$rid, name=registry:2)
+Container started (name=registry, image=registry:2, state=running)
+Image created (id=$id, name=$remote)
+Container VM stopping (session_id=1, name=bulkhead-cli)
+Container session stopping (session_id=1, name=bulkhead-cli, application_pid=*, uid=0, gid=0, user_name=root)
+EOF
+}
+
 # A load creates one image per tag it brings (one hook each); removing one of two tags deletes
 # nothing; ids survive; bad archives and references fail clearly and leave nothing in the store.
 case_ImageTagsAndErrors() {
@@ -182,6 +224,23 @@ case_ContainerStopAndEnd() {
   kill -KILL "$SVC_PID"
   DEADLINE=10 eventually [ "$(sleepers 984)" = 0 ]
   SVC_PID=
+}
+
+# exec runs a program in a running container (stdin only with -i); logs prints what a detached
+# container wrote.
+case_ContainerExecAndLogs() {
+  setup Success
+  ctr image load "$IMAGE_TAR" >/dev/null
+  ctr run -d --name talker debian:latest sh -c 'echo said-this; echo and-that >&2; sleep 982' >/dev/null
+  expect_eq "$(ctr exec talker sh -c 'echo in $(hostname); cat')" "in talker" "exec, stdin not connected"
+  expect_eq "$(echo fed | ctr exec -i talker cat)" "fed" "exec -i"
+  local rc=0; ctr exec talker sh -c 'exit 5' || rc=$?
+  expect_eq "$rc" "5" "exec's exit status"
+  DEADLINE=10 eventually [ "$(ctr logs talker | wc -l)" = 2 ]
+  expect_eq "$(ctr logs talker | sort | tr '\n' ' ')" "and-that said-this " "logs"
+  ctr kill talker >/dev/null
+  expect_error EINVAL "is not running" ctr exec talker true
+  expect_error ENOENT "no such container" ctr logs nobody
 }
 
 # A user's containers run as that user on the host, in the user's own session.
