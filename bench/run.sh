@@ -23,6 +23,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ $smoke -eq 1 ]; then
   out="$build/bench-smoke"
   args=(--benchmark_min_time=0.001)
+  export BULKHEAD_BENCH_SMOKE=1 # bench-containers: an 8 MB image instead of 100 MB
 else
   out="$here"
   args=()

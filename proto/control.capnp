@@ -195,6 +195,7 @@ struct ContainerSpec {
   env @3 :List(Text);         # KEY=VALUE, after the image's
   networkNone @4 :Bool;       # a network namespace of its own; else the session VM's
   detach @5 :Bool;
+  remove @6 :Bool;            # removed once its process ended (not with detach)
 }
 
 struct ContainerSessionInfo {

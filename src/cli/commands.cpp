@@ -903,6 +903,7 @@ namespace {
             env.set(i, inv.env[i]);
         spec.setNetworkNone(inv.network == "none");
         spec.setDetach(inv.detach);
+        spec.setRemove(inv.remove);
         if (!inv.detach) {
             request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
             request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
@@ -1072,6 +1073,7 @@ namespace {
         auto* run_cmd = container->add_subcommand("run", "Run a container from an image");
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
         run_cmd->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
+        run_cmd->add_flag("--rm", inv.remove, "Remove it once it ended");
         run_cmd->add_option("-e,--env", inv.env, "K=V added to its environment")->allow_extra_args(false);
         run_cmd->add_option(
             "--network", inv.network, "none (default: loopback only) or host (the session VM's)");

@@ -51,6 +51,7 @@ struct Invocation {
     std::string target; // image tag: the new reference
     bool insecure = false; // pull, push: a plain-HTTP registry on the session's loopback
     bool interactive = false; // container exec -i
+    bool remove = false; // container run --rm
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

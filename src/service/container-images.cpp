@@ -724,6 +724,9 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
             return Outcome(
                 Error { -EINVAL, "invalid environment entry '" + entry + "': it must be KEY=VALUE" });
     }
+    if (spec.remove && spec.detach)
+        return Outcome(
+            Error { -EINVAL, "--rm with -d is not supported yet: remove the container once it ended" });
     if (!spec.name.empty() && !is_valid_container_name(spec.name))
         return Outcome(Error { -EINVAL,
             "invalid container name '" + spec.name
@@ -778,6 +781,7 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
     json runtime = runtime_config(record, dir + "/rootfs", dir + "/started", spec.network_none);
     s.m_containers.emplace(id, std::move(record));
     bool detach = spec.detach;
+    bool remove = spec.remove;
 
     ++s.m_active;
     auto done = kj::defer([this, &s]() {
@@ -808,14 +812,20 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
             }
             return start_container(s, id, std::move(stdio));
         })
-        .then([&s, id, detach](Status started) -> kj::Promise<Outcome> {
+        .then([this, &s, id, detach, remove](Status started) -> kj::Promise<Outcome> {
             if (!started)
                 return Outcome(started.take_error());
             auto it = s.m_containers.find(id);
             if (detach || it == s.m_containers.end())
                 return Outcome(std::make_pair(id, 0));
-            KJ_IF_MAYBE (exited, it->second.exited)
-                return exited->addBranch().then([id](int ws) { return Outcome(std::make_pair(id, ws)); });
+            KJ_IF_MAYBE (exited, it->second.exited) {
+                return exited->addBranch().then([this, &s, id, remove](int ws) -> kj::Promise<Outcome> {
+                    if (!remove)
+                        return Outcome(std::make_pair(id, ws));
+                    return delete_container(s, id).then(
+                        [id, ws](Status) { return Outcome(std::make_pair(id, ws)); });
+                });
+            }
             return Outcome(std::make_pair(id, 0));
         })
         .attach(kj::mv(done), kj::mv(session));

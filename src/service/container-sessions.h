@@ -128,6 +128,7 @@ struct ContainerRunSpec {
     std::vector<std::string> env; // K=V, after the image's
     bool network_none = false; // its own network namespace (loopback only); else the VM's
     bool detach = false;
+    bool remove = false; // removed once it ended (attached runs only)
 };
 
 // Where the session's lifecycle is announced to plugins (implemented by Service on

@@ -777,8 +777,8 @@ namespace {
                        op),
                    kj::READY_NOW;
         ContainerRunSpec spec { text_of(spec_in.getImage()), text_of(spec_in.getName()),
-            std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(),
-            spec_in.getDetach() };
+            std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(), spec_in.getDetach(),
+            spec_in.getRemove() };
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
         if (spec.detach) {
             for (int i = 0; i < 3; ++i)
