@@ -10,6 +10,7 @@
 #include "base/log.h"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <bulkhead/plugin_api.h>
 #include <csignal>
 #include <ctime>
@@ -34,6 +35,14 @@ namespace {
     constexpr size_t max_images_per_load = 64;
     constexpr size_t max_images = 1024; // per session
     constexpr size_t max_containers = 256; // per session, every state
+    // What the index holds lives in the service's memory, and lists go back in one message of
+    // at most 2 MiB: one image's or container's JSON is at most 64 KiB, one image has at most 64
+    // tags, and a user's images and containers take at most 1.5 MiB of JSON over all their
+    // sessions (a few thousand ordinary images). Each tag counts as its longest form.
+    constexpr size_t max_record_json = 64u << 10;
+    constexpr size_t max_tags_per_image = 64;
+    constexpr size_t tag_bytes = 256;
+    constexpr size_t max_index_bytes_per_user = 1536u << 10;
     constexpr size_t max_args = 4096; // command and environment entries of a container
     constexpr const char* never = "0001-01-01T00:00:00Z"; // a time that has not happened
 
@@ -182,10 +191,17 @@ namespace {
         if (slash == std::string::npos)
             return false;
         std::string host = ref.substr(0, slash);
-        if (host.rfind("[::1]", 0) == 0)
-            return host.size() == 5 || host[5] == ':';
-        host = host.substr(0, host.find(':'));
-        return host == "localhost" || host.rfind("127.", 0) == 0;
+        size_t colon = host.find(':');
+        if (colon != std::string::npos) {
+            std::string port = host.substr(colon + 1);
+            if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+                return false;
+            host.resize(colon);
+        }
+        struct in_addr address;
+        if (::inet_pton(AF_INET, host.c_str(), &address) == 1)
+            return (ntohl(address.s_addr) >> 24) == 127;
+        return host == "localhost";
     }
 
     bool is_valid_container_name(const std::string& name)
@@ -294,6 +310,11 @@ namespace {
             { "Architecture", string_or_empty(config, "architecture") },
             { "Os", string_or_empty(config, "os") }, { "Size", size }, { "Config", config_view(config) },
             { "RootFS", json { { "Type", rootfs_type }, { "Layers", layers } } } };
+        size_t size_of = out.inspect.dump().size();
+        if (size_of > max_record_json)
+            return Error { -E2BIG,
+                "image " + id + " has a config of " + std::to_string(size_of)
+                    + " bytes (labels, environment, layers): at most 64 KiB is kept" };
         return out;
     }
 
@@ -460,7 +481,33 @@ kj::Promise<Result<json>> ContainerSessions::image_load(uid_t owner, const std::
 kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref, std::string printed)
 {
     std::vector<LoadedImage> loaded;
+    std::string stage; // where the helper left the images for our verdict
     std::string_view rest = printed;
+    // The stage's name comes last; find it first, so that every refusal can discard it.
+    size_t last = printed.find_last_not_of('\n');
+    if (last != std::string::npos) {
+        size_t begin = printed.rfind('\n', last);
+        begin = begin == std::string::npos ? 0 : begin + 1;
+        json line = json::parse(printed.substr(begin, last + 1 - begin), nullptr, false);
+        if (line.is_object() && line.size() == 1 && line.contains("stage") && line["stage"].is_string()) {
+            std::string name = line["stage"];
+            if ((name.rfind("load.", 0) == 0 || name.rfind("pull.", 0) == 0) && name.size() == 11
+                && name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 5)
+                    == std::string::npos)
+                stage = name;
+            rest = std::string_view(printed).substr(0, begin);
+        }
+    }
+    if (stage.empty())
+        return Result<json>(Error { -EINVAL, "the image store named no valid stage for what it loaded" });
+    // A refusal removes what was staged: nothing of a refused load or pull stays in the store.
+    auto refuse = [this, &ref, stage](Error error) -> kj::Promise<Result<json>> {
+        if (stage.empty())
+            return Result<json>(std::move(error));
+        return run_tool(ref, { "discard", stage }, Fd(), "cannot discard " + stage)
+            .then([error = std::move(error)](
+                      Result<std::string>) mutable { return Result<json>(std::move(error)); });
+    };
     while (!rest.empty()) {
         size_t end = rest.find('\n');
         std::string line(rest.substr(0, end));
@@ -468,59 +515,100 @@ kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref,
         if (line.empty())
             continue;
         if (loaded.size() == max_images_per_load)
-            return Result<json>(Error {
+            return refuse(Error {
                 -E2BIG, "the archive holds more than " + std::to_string(max_images_per_load) + " images" });
         auto image = parse_loaded(line);
         if (!image)
-            return Result<json>(image.take_error());
+            return refuse(image.take_error());
         loaded.push_back(std::move(image.value()));
     }
     if (loaded.empty())
-        return Result<json>(Error { -EINVAL, "the archive holds no image" });
-    // The index changes only now, all at once; the hooks follow, in order.
-    json result = json::array();
-    std::vector<std::string> created; // inspect JSON, one per tag or image created
+        return refuse(Error { -EINVAL, "the archive holds no image" });
+    // Every limit is checked before anything changes: then the index changes all at once, and
+    // the hooks follow, in order.
+    size_t new_images = 0, new_bytes = 0;
+    std::map<std::string, size_t> tags_of; // image id -> its tags once this step is done
     for (LoadedImage& image : loaded) {
         std::string id = image.inspect["Id"];
-        bool is_new = !ref.m_images.count(id);
-        if (is_new && ref.m_images.size() >= max_images)
-            return Result<json>(
-                Error { -ENOSPC, "the session holds " + std::to_string(max_images) + " images already" });
-        ImageRecord& record = ref.m_images[id];
-        if (is_new)
-            record = ImageRecord { id, image.inspect };
-        bool tag_created = false;
-        if (!image.tag.empty()) {
-            auto old = ref.m_tags.find(image.tag);
-            if (old == ref.m_tags.end() || old->second != id) {
-                if (old != ref.m_tags.end()) {
-                    json& tags = ref.m_images[old->second].inspect["RepoTags"];
-                    tags.erase(std::remove(tags.begin(), tags.end(), json(image.tag)), tags.end());
-                }
-                ref.m_tags[image.tag] = id;
-                record.inspect["RepoTags"].push_back(image.tag);
-                tag_created = true;
-            }
+        auto known = ref.m_images.find(id);
+        if (!tags_of.count(id))
+            tags_of[id] = known == ref.m_images.end() ? 0 : known->second.tags().size();
+        if (known == ref.m_images.end()) {
+            ++new_images;
+            new_bytes += image.inspect.dump().size();
         }
-        if (is_new || tag_created) {
-            json announced = record.inspect;
-            if (!image.tag.empty()) { // the reference the load named first
-                json tags = json::array({ image.tag });
-                for (const json& tag : record.inspect["RepoTags"])
-                    if (tag != image.tag)
-                        tags.push_back(tag);
-                announced["RepoTags"] = tags;
-            }
-            created.push_back(announced.dump());
+        if (!image.tag.empty() && !(ref.m_tags.count(image.tag) && ref.m_tags.at(image.tag) == id)) {
+            new_bytes += tag_bytes;
+            if (++tags_of[id] > max_tags_per_image)
+                return Result<json>(Error { -ENOSPC, "image " + id + " would have more than 64 tags" });
         }
-        result.push_back(json { { "Id", id }, { "Tag", image.tag } });
     }
-    kj::Promise<void> hooks = kj::READY_NOW;
-    for (std::string& text : created)
-        hooks = hooks.then([this, &ref, text = std::move(text)]() mutable {
-            return m_hooks.image_created(ref, std::move(text));
+    if (ref.m_images.size() + new_images > max_images)
+        return refuse(
+            Error { -ENOSPC, "the session holds " + std::to_string(max_images) + " images already" });
+    if (index_bytes(ref.identity.uid) + new_bytes > max_index_bytes_per_user)
+        return refuse(Error { -ENOSPC,
+            "your images and containers would take more than 1.5 MiB of the service's index: remove some" });
+    return run_tool(ref, { "keep", stage }, Fd(), "cannot keep the images")
+        .then([this, &ref, loaded = std::move(loaded), refuse](
+                  Result<std::string> kept) mutable -> kj::Promise<Result<json>> {
+            if (!kept)
+                return refuse(kept.take_error());
+            json result = json::array();
+            std::vector<std::string> created; // inspect JSON, one per tag or image created
+            for (LoadedImage& image : loaded) {
+                std::string id = image.inspect["Id"];
+                bool is_new = !ref.m_images.count(id);
+                ImageRecord& record = ref.m_images[id];
+                if (is_new)
+                    record = ImageRecord { id, image.inspect, image.inspect.dump().size() };
+                bool tag_created = false;
+                if (!image.tag.empty()) {
+                    auto old = ref.m_tags.find(image.tag);
+                    if (old == ref.m_tags.end() || old->second != id) {
+                        if (old != ref.m_tags.end()) {
+                            json& tags = ref.m_images[old->second].inspect["RepoTags"];
+                            tags.erase(std::remove(tags.begin(), tags.end(), json(image.tag)), tags.end());
+                        }
+                        ref.m_tags[image.tag] = id;
+                        record.inspect["RepoTags"].push_back(image.tag);
+                        tag_created = true;
+                    }
+                }
+                if (is_new || tag_created) {
+                    json announced = record.inspect;
+                    if (!image.tag.empty()) { // the reference the load named first
+                        json tags = json::array({ image.tag });
+                        for (const json& tag : record.inspect["RepoTags"])
+                            if (tag != image.tag)
+                                tags.push_back(tag);
+                        announced["RepoTags"] = tags;
+                    }
+                    created.push_back(announced.dump());
+                }
+                result.push_back(json { { "Id", id }, { "Tag", image.tag } });
+            }
+            kj::Promise<void> hooks = kj::READY_NOW;
+            for (std::string& text : created)
+                hooks = hooks.then([this, &ref, text = std::move(text)]() mutable {
+                    return m_hooks.image_created(ref, std::move(text));
+                });
+            return hooks.then(
+                [result = std::move(result)]() mutable { return Result<json>(std::move(result)); });
         });
-    return hooks.then([result = std::move(result)]() mutable { return Result<json>(std::move(result)); });
+}
+
+size_t ContainerSessions::index_bytes(uid_t owner) const
+{
+    size_t total = 0;
+    for (auto it = m_published.lower_bound({ owner, std::string() });
+         it != m_published.end() && it->first.first == owner; ++it) {
+        for (auto& [id, image] : it->second->m_images)
+            total += image.bytes + tag_bytes * image.inspect["RepoTags"].size();
+        for (auto& [id, container] : it->second->m_containers)
+            total += container.bytes;
+    }
+    return total;
 }
 
 Result<json> ContainerSessions::image_list(uid_t owner, const std::string& name)
@@ -773,9 +861,16 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
                 { "Memory", s.options.memory_mb << 20 },
                 { "NanoCpus", uint64_t(s.options.cpu_millis) * 1000000 } } },
         { "Mounts", json::array() } };
-    // Plugin hosts refuse hook text above 1 MiB (plugin/hook-codec.h): what a plugin gets must fit.
-    if (record.inspect.dump().size() > max_image_json / 2)
-        return Outcome(Error { -E2BIG, "the container's command and environment are larger than 512 KiB" });
+    // What plugins get must stay small (plugin hosts refuse hook text above 1 MiB), and so must
+    // what the index keeps.
+    record.bytes = record.inspect.dump().size();
+    if (record.bytes > max_record_json)
+        return Outcome(Error { -E2BIG,
+            "the container's description (its image's config, command and environment) takes "
+                + std::to_string(record.bytes) + " bytes: at most 64 KiB" });
+    if (index_bytes(owner) + record.bytes > max_index_bytes_per_user)
+        return Outcome(
+            Error { -ENOSPC, "your images and containers take 1.5 MiB of the service's index: remove some" });
     std::string id = record.id;
     std::string dir = std::string("/storage/containers/") + id;
     json runtime = runtime_config(record, dir + "/rootfs", dir + "/started", spec.network_none);
@@ -1080,6 +1175,12 @@ Result<json> ContainerSessions::image_tag(
     if (!tag)
         return tag.take_error();
     auto old = s.m_tags.find(tag.value());
+    bool adds = old == s.m_tags.end() || old->second != id.value();
+    if (adds && s.m_images.at(id.value()).tags().size() >= max_tags_per_image)
+        return Error { -ENOSPC, "image " + id.value() + " has 64 tags already" };
+    if (adds && index_bytes(owner) + tag_bytes > max_index_bytes_per_user)
+        return Error { -ENOSPC,
+            "your images and containers take 1.5 MiB of the service's index: remove some" };
     if (old != s.m_tags.end() && old->second != id.value()) {
         json& tags = s.m_images.at(old->second).inspect["RepoTags"];
         tags.erase(std::remove(tags.begin(), tags.end(), json(tag.value())), tags.end());

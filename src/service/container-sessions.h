@@ -49,6 +49,7 @@ class ContainerSessions;
 struct ImageRecord {
     std::string id; // "sha256:" + 64 hex digits
     nlohmann::json inspect;
+    size_t bytes = 0; // its inspect JSON's size without tags: what it counts against the user's budget
     std::vector<std::string> tags() const;
 };
 
@@ -62,6 +63,7 @@ struct ContainerRecord {
     Status status = Status::created;
     bool stopping_announced = false; // on_container_stopping ran (once per container)
     nlohmann::json inspect;
+    size_t bytes = 0; // its inspect JSON's size, counted against the user's budget
     // Resolves with the wait status of `crun run` (the container's process) once it ended.
     kj::Maybe<kj::ForkedPromise<int>> exited;
 };
@@ -244,6 +246,8 @@ private:
     template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
     kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio);
     kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
+    // What the user's images and containers take in the index, over every session of theirs.
+    size_t index_bytes(uid_t owner) const;
     kj::Promise<Result<int>> run_in_vm(
         ContainerSession& session, std::vector<std::string> args, std::array<Fd, 3> stdio);
     kj::Promise<void> end_container(ContainerSession& session, std::string id, int signal);

@@ -8,7 +8,8 @@
 #   images/HEX/oci       one OCI image layout per image id (sha256:HEX), its only tag "img"
 #   images/HEX/bundle    the image unpacked (bundle/rootfs), made on first use
 #   containers/ID/       a container: rootfs (overlay on the image, or a copy), config.json
-#   tmp/                 staging: a load is moved into images/ only once complete
+#   tmp/                 staging: a load or pull is moved into images/ only once complete and
+#                        accepted by the service (keep), or removed (discard)
 # crun's state lives in the VM's /tmp: it dies with the VM, as the containers do.
 set -eu
 store=/storage
@@ -24,17 +25,13 @@ describe() {
     '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
 }
 
-# keep N: moves the N images staged in $stage into images/ (an id already there is kept as it
-# was), then prints their lines. Only reached once every image of the step was staged.
-keep() {
-  i=0
-  while [ "$i" -lt "$1" ]; do
-    i=$((i + 1))
-    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
-    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
-    [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
-  done
+# staged N: prints the lines of the N images staged in $stage, then the stage's name; the stage
+# stays for the service's verdict (keep or discard). Only reached once every image was staged.
+staged() {
+  echo "$1" >"$stage/count"
   cat "$stage/out"
+  printf '{"stage":"%s"}\n' "$(basename "$stage")"
+  trap - EXIT
 }
 
 verb=${1:?verb}
@@ -57,7 +54,7 @@ load)
     skopeo --insecure-policy copy --quiet "$src" "oci:$stage/$n/oci:img" >&2
     describe "$stage/$n" "$tag"
   done 4<"$stage/tags" # stdin stays the archive
-  keep "$n"
+  staged "$n"
   ;;
 pull)
   # pull REF TLS-VERIFY: one image from a registry, printed as load prints it.
@@ -66,7 +63,24 @@ pull)
   mkdir "$stage/1"
   skopeo --insecure-policy copy --quiet --src-tls-verify="$2" "docker://$1" "oci:$stage/1/oci:img" >&2
   describe "$stage/1" "$1"
-  keep 1
+  staged 1
+  ;;
+keep)
+  # keep STAGE: the service accepted what a load or pull staged: its images move into images/
+  # (an id already there stays as it was).
+  stage="$TMPDIR/$1"
+  n=$(cat "$stage/count")
+  i=0
+  while [ "$i" -lt "$n" ]; do
+    i=$((i + 1))
+    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
+    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
+    [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
+  done
+  rm -rf "$stage"
+  ;;
+discard)
+  rm -rf "${TMPDIR:?}/$1"
   ;;
 push)
   # push HEX REF TLS-VERIFY

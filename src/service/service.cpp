@@ -2,6 +2,7 @@
 #include "service/service.h"
 
 #include "base/log.h"
+#include "plugin/hook-codec.h"
 #include "service/subordinate-ids.h"
 #include "service/unpack-process.h"
 #include "unpack/rootfs-tree.h"
@@ -742,11 +743,24 @@ kj::Promise<void> Service::vm_stopping(const ContainerSession& session)
     return m_plugins->notify(container_hook(host::Hook::container_vm_stopping, session));
 }
 
+// Text a host would refuse (and be killed for) is never sent: the service made it, so the
+// service is at fault. ContainerSessions keeps it far below this; this is the last line.
+static bool hook_text_fits(const host::HookCall& call)
+{
+    if (call.text.size() <= host::max_hook_text)
+        return true;
+    log_warning(std::string(host::hook_name(call.hook)) + " not sent: its text has "
+        + std::to_string(call.text.size()) + " bytes, over the hosts' limit");
+    return false;
+}
+
 // A veto fails the start with the plugin-named message; the caller stops and removes the container.
 kj::Promise<Status> Service::container_started(const ContainerSession& session, std::string inspect_json)
 {
-    return m_plugins->notify_veto(
-        container_hook(host::Hook::container_started, session, std::move(inspect_json)));
+    auto call = container_hook(host::Hook::container_started, session, std::move(inspect_json));
+    if (!hook_text_fits(call))
+        return Status(Error { -E2BIG, "the container's description is too large for plugins" });
+    return m_plugins->notify_veto(std::move(call));
 }
 
 kj::Promise<void> Service::container_stopping(const ContainerSession& session, std::string id)
@@ -756,7 +770,10 @@ kj::Promise<void> Service::container_stopping(const ContainerSession& session, s
 
 kj::Promise<void> Service::image_created(const ContainerSession& session, std::string inspect_json)
 {
-    return m_plugins->notify(container_hook(host::Hook::image_created, session, std::move(inspect_json)));
+    auto call = container_hook(host::Hook::image_created, session, std::move(inspect_json));
+    if (!hook_text_fits(call))
+        return kj::READY_NOW;
+    return m_plugins->notify(std::move(call));
 }
 
 kj::Promise<void> Service::image_deleted(const ContainerSession& session, std::string id)

@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification ImageTagsAndErrors ContainerStopAndEnd
-  ContainerExecAndLogs NonRootContainers)
+  ContainerExecAndLogs NonRootContainers IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -255,6 +255,37 @@ case_NonRootContainers() {
   expect_eq "$(bh container image ls --json | jq length)" "0" "root's session is not the user's"
   bh_other container session terminate bulkhead-cli
   DEADLINE=10 eventually [ "$(sleepers 983)" = 0 ]
+}
+
+# What a user can make the service hold is bounded (the attacks of a review, as uid 4242): an
+# image may have 64 tags (4,500 long ones once made a hook's JSON too large for the plugin host,
+# which was killed for it, failing every user's container sessions); an image's JSON is at most
+# 64 KiB (images with ~1 MB of labels once took the service to 900 MB); --insecure is only for
+# loopback addresses, not for names that merely start with 127.
+case_IndexLimits() {
+  setup Success
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  local i
+  for i in $(seq 2 64); do bh_other container image tag debian:latest "debian:t$i"; done
+  expect_error ENOSPC "has 64 tags already" bh_other container image tag debian:latest debian:t65
+  expect_eq "$(bh_other container image inspect debian:latest | jq '.RepoTags | length')" "64" "64 tags"
+
+  # An image whose config carries ~100 KB of labels (umoci makes it, skopeo saves it).
+  local work=$T/labels labels=()
+  umoci init --layout "$work"
+  umoci new --image "$work:base"
+  for i in $(seq 1 100); do labels+=(--config.label "label$i=$(printf '%01000d' "$i")"); done
+  umoci config --image "$work:base" --tag big --config.cmd /bin/sh "${labels[@]}"
+  skopeo --insecure-policy copy --quiet "oci:$work:big" "docker-archive:$T/labels.tar:labels:big"
+  chmod 644 "$T/labels.tar"
+  expect_error E2BIG "at most 64 KiB is kept" bh_other container image load "$T/labels.tar"
+  expect_eq "$(bh_other container session exec bulkhead-cli -- sh -c 'ls /storage/images | wc -l; ls /storage/tmp | wc -l' | tr '\n' ' ')" \
+    "1 0 " "the refused image left nothing in the store"
+  expect_eq "$(grep -c '^Image created' "$PLUGIN_LOG")" "1" "no hook for the refused image, nor for tags"
+
+  expect_error EINVAL "only for a registry on the session's loopback" \
+    bh_other container image pull --insecure 127.0.0.1.nip.io/library/x:1
+  expect_eq "$(plugin_jq state)" "running" "the plugin host is alive"
 }
 
 "case_$CASE"
