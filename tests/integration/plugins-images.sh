@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Images and containers in container sessions, seen by users and by plugins: the Wslc* image and
 # container cases of the plugin catalog, translated, against a fresh service each, the same
-# expected logs in both isolation modes. skopeo, umoci and crun run for real in the session's VM;
+# expected logs in both isolation modes; then the rest, with process isolation. skopeo, umoci and crun run for real in the session's VM;
 # the image is the fixtures' busybox root as a docker-archive named debian:latest.
 #
 #   plugins-images.sh ISOLATION [CASE...]     ISOLATION: process or none; default: every case
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification ImageTagsAndErrors ContainerStopAndEnd
-  ContainerExecAndLogs NonRootContainers IndexLimits)
+# The catalog's cases run in both isolation modes; the rest are about images and containers
+# themselves, which the isolation mode does not change: they run with process isolation only.
+CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
+PROCESS_CASES=(ImageTagsAndErrors ContainerStopAndEnd ContainerExecAndLogs NonRootContainers IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
   shift
-  exec "$HERE/plugins-run-cases.sh" "$0" "$isolation" "${@:-${CASES[@]}}"
+  cases=("${@:-${CASES[@]}}")
+  [ "$isolation" = none ] || [ $# -gt 0 ] || cases+=("${PROCESS_CASES[@]}")
+  exec "$HERE/plugins-run-cases.sh" "$0" "$isolation" "${cases[@]}"
 fi
 
 ISOLATION=$2
