@@ -671,6 +671,17 @@ namespace {
         return 0;
     }
 
+    // Sends a request whose reply carries JSON, and parses it into `out`: 0, or the exit code
+    // after printing the error.
+    template<typename Request>
+    int json_call(Client& client, Request& request, const char* what, const char* op, nlohmann::json& out)
+    {
+        auto reply = wait_for(client, request.send(), what);
+        if (!reply)
+            return report({ reply.take_error(), op });
+        return json_reply(*reply, out);
+    }
+
     std::string short_id(const std::string& id)
     {
         std::string hex = id.rfind("sha256:", 0) == 0 ? id.substr(7) : id;
@@ -721,11 +732,8 @@ namespace {
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image load");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/LoadImage" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "image load", "Bulkhead/Cli/LoadImage", out))
             return code;
         if (inv.json) {
             std::cout << out.dump(2) << std::endl;
@@ -748,11 +756,8 @@ namespace {
         auto request = client.control().containerImageListRequest();
         request.setSession(inv.session);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image list");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/ListImages" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "image list", "Bulkhead/Cli/ListImages", out))
             return code;
         if (inv.json) {
             std::cout << out.dump(2) << std::endl;
@@ -778,11 +783,8 @@ namespace {
         request.setSession(inv.session);
         request.setReference(inv.reference);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image inspect");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/InspectImage" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "image inspect", "Bulkhead/Cli/InspectImage", out))
             return code;
         std::cout << out.dump(2) << std::endl;
         return 0;
@@ -795,11 +797,8 @@ namespace {
         request.setReference(inv.reference);
         request.setForce(inv.force);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image rm");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/RemoveImage" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "image rm", "Bulkhead/Cli/RemoveImage", out))
             return code;
         for (auto& step : out) {
             for (auto& [what, value] : step.items())
@@ -815,11 +814,8 @@ namespace {
         request.setSource(inv.reference);
         request.setReference(inv.target);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image tag");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/TagImage" });
         nlohmann::json out;
-        return json_reply(*reply, out);
+        return json_call(client, request, "image tag", "Bulkhead/Cli/TagImage", out);
     }
 
     int do_image_pull(Client& client, const Invocation& inv)
@@ -831,11 +827,8 @@ namespace {
         request.setReference(inv.reference);
         request.setInsecure(inv.insecure);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "image pull");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/PullImage" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "image pull", "Bulkhead/Cli/PullImage", out))
             return code;
         for (auto& image : out)
             std::cout << "Pulled image: " << image.value("Tag", "") << " (" << image.value("Id", "") << ")"
@@ -931,11 +924,8 @@ namespace {
         request.setSession(inv.session);
         request.setAll(inv.all);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "container ls");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/ListContainers" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "container ls", "Bulkhead/Cli/ListContainers", out))
             return code;
         if (inv.json) {
             std::cout << out.dump(2) << std::endl;
@@ -967,11 +957,8 @@ namespace {
         request.setSession(inv.session);
         request.setContainer(inv.reference);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "container inspect");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/InspectContainer" });
         nlohmann::json out;
-        if (int code = json_reply(*reply, out))
+        if (int code = json_call(client, request, "container inspect", "Bulkhead/Cli/InspectContainer", out))
             return code;
         std::cout << out.dump(2) << std::endl;
         return 0;

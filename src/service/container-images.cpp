@@ -796,6 +796,18 @@ namespace {
 
 } // namespace
 
+Result<ContainerSessions::FoundContainer> ContainerSessions::find_container(
+    uid_t owner, const std::string& name, const std::string& ref)
+{
+    auto session = find(owner, name);
+    if (!session)
+        return session.take_error();
+    auto container = resolve_container(session.value()->m_containers, ref);
+    if (!container)
+        return container.take_error();
+    return FoundContainer { kj::mv(session.value()), container.value() };
+}
+
 kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_run(
     uid_t owner, const std::string& name, ContainerRunSpec spec, std::array<Fd, 3> stdio)
 {
@@ -1069,27 +1081,21 @@ Result<json> ContainerSessions::container_list(uid_t owner, const std::string& n
 Result<json> ContainerSessions::container_inspect(
     uid_t owner, const std::string& name, const std::string& ref)
 {
-    auto session = find(owner, name);
-    if (!session)
-        return session.take_error();
-    auto container = resolve_container(session.value()->m_containers, ref);
-    if (!container)
-        return container.take_error();
-    return container.value()->inspect;
+    auto found = find_container(owner, name, ref);
+    if (!found)
+        return found.take_error();
+    return found->container->inspect;
 }
 
 kj::Promise<Status> ContainerSessions::container_stop(uid_t owner, const std::string& name,
     const std::string& ref, int signal, std::optional<uint32_t> timeout_s)
 {
-    auto found = find(owner, name);
+    auto found = find_container(owner, name, ref);
     if (!found)
         return Status(found.take_error());
-    kj::Own<ContainerSession> session = kj::mv(found.value());
+    kj::Own<ContainerSession> session = kj::mv(found->session);
     ContainerSession& s = *session;
-    auto container = resolve_container(s.m_containers, ref);
-    if (!container)
-        return Status(container.take_error());
-    ContainerRecord& record = *container.value();
+    ContainerRecord& record = *found->container;
     if (record.status != ContainerRecord::Status::running)
         return Status(); // stopping a stopped container is done already
     std::string id = record.id;
@@ -1124,15 +1130,12 @@ kj::Promise<Status> ContainerSessions::container_stop(uid_t owner, const std::st
 kj::Promise<Status> ContainerSessions::container_remove(
     uid_t owner, const std::string& name, const std::string& ref, bool force)
 {
-    auto found = find(owner, name);
+    auto found = find_container(owner, name, ref);
     if (!found)
         return Status(found.take_error());
-    kj::Own<ContainerSession> session = kj::mv(found.value());
+    kj::Own<ContainerSession> session = kj::mv(found->session);
     ContainerSession& s = *session;
-    auto container = resolve_container(s.m_containers, ref);
-    if (!container)
-        return Status(container.take_error());
-    ContainerRecord& record = *container.value();
+    ContainerRecord& record = *found->container;
     if (record.status == ContainerRecord::Status::running && !force)
         return Status(
             Error { -EBUSY, "container '" + record.name + "' is running: stop it first, or use -f" });
@@ -1294,19 +1297,17 @@ kj::Promise<Result<int>> ContainerSessions::run_in_vm(
 kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const std::string& name,
     const std::string& ref, std::vector<std::string> command, std::array<Fd, 3> stdio)
 {
-    auto found = find(owner, name);
+    auto found = find_container(owner, name, ref);
     if (!found)
         return Result<int>(found.take_error());
-    kj::Own<ContainerSession> session = kj::mv(found.value());
+    kj::Own<ContainerSession> session = kj::mv(found->session);
     ContainerSession& s = *session;
-    auto container = resolve_container(s.m_containers, ref);
-    if (!container)
-        return Result<int>(container.take_error());
-    if (container.value()->status != ContainerRecord::Status::running)
-        return Result<int>(Error { -EINVAL, "container '" + container.value()->name + "' is not running" });
+    ContainerRecord* container = found->container;
+    if (container->status != ContainerRecord::Status::running)
+        return Result<int>(Error { -EINVAL, "container '" + container->name + "' is not running" });
     if (command.empty() || command.size() > max_args)
         return Result<int>(Error { -EINVAL, "exec needs a program (and at most 4096 arguments)" });
-    std::vector<std::string> args { "exec", container.value()->id };
+    std::vector<std::string> args { "exec", container->id };
     args.insert(args.end(), command.begin(), command.end());
     return run_in_vm(s, std::move(args), std::move(stdio)).attach(kj::mv(session));
 }
@@ -1314,16 +1315,13 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
 kj::Promise<Status> ContainerSessions::container_logs(
     uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio)
 {
-    auto found = find(owner, name);
+    auto found = find_container(owner, name, ref);
     if (!found)
         return Status(found.take_error());
-    kj::Own<ContainerSession> session = kj::mv(found.value());
+    kj::Own<ContainerSession> session = kj::mv(found->session);
     ContainerSession& s = *session;
-    auto container = resolve_container(s.m_containers, ref);
-    if (!container)
-        return Status(container.take_error());
     stdio[0] = Fd();
-    std::string id = container.value()->id;
+    std::string id = found->container->id;
     ++s.m_active;
     auto done = kj::defer([this, &s]() {
         --s.m_active;

@@ -246,6 +246,12 @@ private:
     template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
     kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio);
     kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
+    struct FoundContainer {
+        kj::Own<ContainerSession> session;
+        ContainerRecord* container;
+    };
+    // The session `name` of `owner` and its container `ref` (a name, an id or a prefix of one).
+    Result<FoundContainer> find_container(uid_t owner, const std::string& name, const std::string& ref);
     // What the user's images and containers take in the index, over every session of theirs.
     size_t index_bytes(uid_t owner) const;
     kj::Promise<Result<int>> run_in_vm(

@@ -192,6 +192,9 @@ namespace {
             return m_service.target_uid(m_caller, target.getUid());
         }
         bool is_root() const { return m_caller.uid == 0; }
+        // A query answered at once with JSON: query(owner, params) for the target user.
+        template<typename Context, typename Query>
+        kj::Promise<void> json_query(Context context, const char* op, Query query);
 
         Service& m_service;
         Caller m_caller;
@@ -690,6 +693,16 @@ namespace {
         context.getResults().setJson(result.value().dump());
     }
 
+    template<typename Context, typename Query>
+    kj::Promise<void> Control::json_query(Context context, const char* op, Query query)
+    {
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        set_json(
+            context, owner ? query(owner.value(), params) : Result<nlohmann::json>(owner.take_error()), op);
+        return kj::READY_NOW;
+    }
+
     // An archive must be a regular file the client opened for reading.
     Status check_archive(int fd)
     {
@@ -725,27 +738,17 @@ namespace {
 
     kj::Promise<void> Control::containerImageList(ContainerImageListContext context)
     {
-        static constexpr const char* op = "Bulkhead/Service/ListImages";
-        auto owner = target(context.getParams().getTarget());
-        set_json(context,
-            owner
-                ? m_service.containers().image_list(owner.value(), text_of(context.getParams().getSession()))
-                : Result<nlohmann::json>(owner.take_error()),
-            op);
-        return kj::READY_NOW;
+        return json_query(context, "Bulkhead/Service/ListImages", [this](uid_t owner, auto params) {
+            return m_service.containers().image_list(owner, text_of(params.getSession()));
+        });
     }
 
     kj::Promise<void> Control::containerImageInspect(ContainerImageInspectContext context)
     {
-        static constexpr const char* op = "Bulkhead/Service/InspectImage";
-        auto params = context.getParams();
-        auto owner = target(params.getTarget());
-        set_json(context,
-            owner ? m_service.containers().image_inspect(
-                owner.value(), text_of(params.getSession()), text_of(params.getReference()))
-                  : Result<nlohmann::json>(owner.take_error()),
-            op);
-        return kj::READY_NOW;
+        return json_query(context, "Bulkhead/Service/InspectImage", [this](uid_t owner, auto params) {
+            return m_service.containers().image_inspect(
+                owner, text_of(params.getSession()), text_of(params.getReference()));
+        });
     }
 
     kj::Promise<void> Control::containerImageRemove(ContainerImageRemoveContext context)
@@ -811,28 +814,18 @@ namespace {
 
     kj::Promise<void> Control::containerList(ContainerListContext context)
     {
-        static constexpr const char* op = "Bulkhead/Service/ListContainers";
-        auto params = context.getParams();
-        auto owner = target(params.getTarget());
-        set_json(context,
-            owner ? m_service.containers().container_list(
-                owner.value(), text_of(params.getSession()), params.getAll())
-                  : Result<nlohmann::json>(owner.take_error()),
-            op);
-        return kj::READY_NOW;
+        return json_query(context, "Bulkhead/Service/ListContainers", [this](uid_t owner, auto params) {
+            return m_service.containers().container_list(
+                owner, text_of(params.getSession()), params.getAll());
+        });
     }
 
     kj::Promise<void> Control::containerInspect(ContainerInspectContext context)
     {
-        static constexpr const char* op = "Bulkhead/Service/InspectContainer";
-        auto params = context.getParams();
-        auto owner = target(params.getTarget());
-        set_json(context,
-            owner ? m_service.containers().container_inspect(
-                owner.value(), text_of(params.getSession()), text_of(params.getContainer()))
-                  : Result<nlohmann::json>(owner.take_error()),
-            op);
-        return kj::READY_NOW;
+        return json_query(context, "Bulkhead/Service/InspectContainer", [this](uid_t owner, auto params) {
+            return m_service.containers().container_inspect(
+                owner, text_of(params.getSession()), text_of(params.getContainer()));
+        });
     }
 
     kj::Promise<void> Control::containerStop(ContainerStopContext context)
@@ -876,15 +869,10 @@ namespace {
 
     kj::Promise<void> Control::containerImageTag(ContainerImageTagContext context)
     {
-        static constexpr const char* op = "Bulkhead/Service/TagImage";
-        auto params = context.getParams();
-        auto owner = target(params.getTarget());
-        set_json(context,
-            owner ? m_service.containers().image_tag(owner.value(), text_of(params.getSession()),
-                text_of(params.getSource()), text_of(params.getReference()))
-                  : Result<nlohmann::json>(owner.take_error()),
-            op);
-        return kj::READY_NOW;
+        return json_query(context, "Bulkhead/Service/TagImage", [this](uid_t owner, auto params) {
+            return m_service.containers().image_tag(owner, text_of(params.getSession()),
+                text_of(params.getSource()), text_of(params.getReference()));
+        });
     }
 
     kj::Promise<void> Control::containerImagePull(ContainerImagePullContext context)
