@@ -449,6 +449,26 @@ shrink_daemon_log() {
 # What the fixture's Success mode logs from on_vm_started of session SID: its own folder mounted
 # read-only, a file written from the host and read back in the VM, the mount proven read-only,
 # and stdin echoed through the exec socket.
+# The lines the fixture's WslcProcessApi mode logs from on_container_vm_started (the catalog's
+# checks of the container-session process and mount API).
+process_api_lines() {
+  cat <<EOF
+missing executable -> ENOENT errno=2
+process_get_fd(999) -> EINVAL
+exit code while running -> EBUSY
+cat -> OK exit=0 (OK) output=fed-through-stdin
+exit 12 -> OK exit=12 (OK) output=
+envp -> OK exit=0 (OK) output=from-envp
+relative mountpoint -> EINVAL
+missing host folder -> ENOENT
+read-only mount -> OK
+write to read-only -> OK exit=0 (OK) output=refused
+unmount of a mount not made -> ENOENT
+unmount -> OK
+unknown session -> BH_E_SESSION_NOT_FOUND
+EOF
+}
+
 success_vm_started_lines() {
   local sid=$1
   cat <<EOF

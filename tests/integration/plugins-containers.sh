@@ -162,19 +162,7 @@ case_WslcProcessApi() {
 Plugin loaded (mode=WslcProcessApi, api_version=0.2.0)
 Container session created (session_id=1, name=api, application_pid=*, uid=0, gid=0, user_name=root)
 Container VM started (session_id=1, name=api)
-missing executable -> ENOENT errno=2
-process_get_fd(999) -> EINVAL
-exit code while running -> EBUSY
-cat -> OK exit=0 (OK) output=fed-through-stdin
-exit 12 -> OK exit=12 (OK) output=
-envp -> OK exit=0 (OK) output=from-envp
-relative mountpoint -> EINVAL
-missing host folder -> ENOENT
-read-only mount -> OK
-write to read-only -> OK exit=0 (OK) output=refused
-unmount of a mount not made -> ENOENT
-unmount -> OK
-unknown session -> BH_E_SESSION_NOT_FOUND
+$(process_api_lines)
 EOF
   [ ! -e "$T/plugins/written" ] || fail "a write went through the read-only mount"
 }

@@ -62,19 +62,7 @@ case_WslcSuccess() {
 Plugin loaded (mode=WslcProcessApi, api_version=*)
 Container session created (session_id=1, name=wslc, application_pid=*, uid=0, gid=0, user_name=root)
 Container VM started (session_id=1, name=wslc)
-missing executable -> ENOENT errno=2
-process_get_fd(999) -> EINVAL
-exit code while running -> EBUSY
-cat -> OK exit=0 (OK) output=fed-through-stdin
-exit 12 -> OK exit=12 (OK) output=
-envp -> OK exit=0 (OK) output=from-envp
-relative mountpoint -> EINVAL
-missing host folder -> ENOENT
-read-only mount -> OK
-write to read-only -> OK exit=0 (OK) output=refused
-unmount of a mount not made -> ENOENT
-unmount -> OK
-unknown session -> BH_E_SESSION_NOT_FOUND
+$(process_api_lines)
 Image created (id=$image_id, name=debian:latest)
 Container started (name=wslc-plugin-container, image=debian:latest, state=running)
 Container stopping (id=$id)
