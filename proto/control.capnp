@@ -196,6 +196,14 @@ struct ContainerSpec {
   networkNone @4 :Bool;       # a network namespace of its own; else the session VM's
   detach @5 :Bool;
   remove @6 :Bool;            # removed once its process ended (not with detach)
+  volumes @7 :List(Volume);   # host folders bound into the container
+}
+
+struct Volume {
+  folder @0 :Common.Fd;       # opened by the client for reading, with its rights
+  hostPath @1 :Text;          # as the user named it (for inspect)
+  containerPath @2 :Text;     # absolute
+  readOnly @3 :Bool;
 }
 
 struct ContainerSessionInfo {

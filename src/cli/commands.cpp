@@ -897,6 +897,28 @@ namespace {
         spec.setNetworkNone(inv.network == "none");
         spec.setDetach(inv.detach);
         spec.setRemove(inv.remove);
+        // -v HOST:CONTAINER[:ro|:rw]: each folder opened here, with this user's rights.
+        auto volumes = spec.initVolumes(inv.volumes.size());
+        for (size_t i = 0; i < inv.volumes.size(); ++i) {
+            const std::string& text = inv.volumes[i];
+            size_t first = text.find(':');
+            size_t second = first == std::string::npos ? first : text.find(':', first + 1);
+            std::string host = text.substr(0, first);
+            std::string inside = first == std::string::npos ? "" : text.substr(first + 1, second - first - 1);
+            std::string mode = second == std::string::npos ? "rw" : text.substr(second + 1);
+            if (host.empty() || host[0] != '/' || inside.empty() || (mode != "ro" && mode != "rw"))
+                return report({ Error { -EINVAL,
+                                    "invalid volume '" + text + "': use /HOST/FOLDER:/CONTAINER/PATH[:ro]" },
+                    "Bulkhead/Cli/RunContainer" });
+            Fd folder(::open(host.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!folder)
+                return report({ Error::from_errno(errno, "cannot open the volume's folder " + host),
+                    "Bulkhead/Cli/RunContainer" });
+            volumes[i].setFolder(ipc::wrap_fd(std::move(folder)));
+            volumes[i].setHostPath(host);
+            volumes[i].setContainerPath(inside);
+            volumes[i].setReadOnly(mode == "ro");
+        }
         if (!inv.detach) {
             request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
             request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
@@ -1061,6 +1083,8 @@ namespace {
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
         run_cmd->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
         run_cmd->add_flag("--rm", inv.remove, "Remove it once it ended");
+        run_cmd->add_option("-v,--volume", inv.volumes, "HOST-FOLDER:CONTAINER-PATH[:ro] bound into it")
+            ->allow_extra_args(false);
         run_cmd->add_option("-e,--env", inv.env, "K=V added to its environment")->allow_extra_args(false);
         run_cmd->add_option(
             "--network", inv.network, "none (default: loopback only) or host (the session VM's)");

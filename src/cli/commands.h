@@ -52,6 +52,7 @@ struct Invocation {
     bool insecure = false; // pull, push: a plain-HTTP registry on the session's loopback
     bool interactive = false; // container exec -i
     bool remove = false; // container run --rm
+    std::vector<std::string> volumes; // container run -v HOST:CTR[:ro]
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

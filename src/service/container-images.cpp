@@ -714,6 +714,13 @@ namespace {
         const std::string& started_fifo, bool network_none)
     {
         const json& config = container.inspect["Config"];
+        // Its volumes: bound from where the service mounted each host folder in the VM.
+        json volume_mounts = json::array();
+        const json& mounts = container.inspect["Mounts"];
+        for (size_t i = 0; i < mounts.size(); ++i)
+            volume_mounts.push_back(json { { "destination", mounts[i]["Destination"] }, { "type", "bind" },
+                { "source", container.volume_mounts.at(i) },
+                { "options", json::array({ "rbind", mounts[i]["RW"].get<bool>() ? "rw" : "ro" }) } });
         json args = json::array();
         if (config["Entrypoint"].is_array())
             for (const json& arg : config["Entrypoint"])
@@ -729,7 +736,7 @@ namespace {
         if (network_none)
             namespaces.push_back(json { { "type", "network" } });
         std::string cwd = config["WorkingDir"].get<std::string>();
-        return json {
+        json out = json {
             { "ociVersion", "1.0.2" },
             { "hostname", container.name },
             { "root", json { { "path", rootfs }, { "readonly", false } } },
@@ -769,6 +776,26 @@ namespace {
                         json::array({ "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                             "/proc/sysrq-trigger" }) } } },
         };
+        for (json& mount : volume_mounts)
+            out["mounts"].push_back(std::move(mount));
+        return out;
+    }
+
+    // A container path a volume may be bound at: absolute, normalized, not the root.
+    bool is_valid_container_path(const std::string& path)
+    {
+        if (path.size() < 2 || path.size() > 4096 || path[0] != '/' || path.back() == '/')
+            return false;
+        for (size_t start = 1; start < path.size();) {
+            size_t end = path.find('/', start);
+            std::string part = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+            if (part.empty() || part == "." || part == "..")
+                return false;
+            if (end == std::string::npos)
+                break;
+            start = end + 1;
+        }
+        return path.find('\0') == std::string::npos;
     }
 
     Result<ContainerRecord*> resolve_container(
@@ -858,8 +885,19 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
     if (args == 0)
         return Outcome(Error { -EINVAL, "image '" + spec.image + "' has no command; name one" });
 
+    json mounts = json::array();
+    for (const ContainerVolume& volume : spec.volumes) {
+        if (!is_valid_container_path(volume.container_path))
+            return Outcome(Error { -EINVAL,
+                "invalid volume destination '" + volume.container_path
+                    + "': it must be an absolute path, not /, without . or .." });
+        mounts.push_back(json { { "Source", volume.host_path }, { "Destination", volume.container_path },
+            { "RW", !volume.read_only } });
+    }
     ContainerRecord record;
     record.id = random_hex(32);
+    for (size_t i = 0; i < spec.volumes.size(); ++i)
+        record.volume_mounts.push_back("/volumes/" + record.id + "/" + std::to_string(i));
     record.name = spec.name.empty() ? record.id.substr(0, 12) : spec.name;
     record.image_id = image_id.value();
     record.inspect = json { { "Id", record.id }, { "Name", record.name }, { "Created", now_rfc3339() },
@@ -872,7 +910,7 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
             json { { "NetworkMode", spec.network_none ? "none" : "host" },
                 { "Memory", s.options.memory_mb << 20 },
                 { "NanoCpus", uint64_t(s.options.cpu_millis) * 1000000 } } },
-        { "Mounts", json::array() } };
+        { "Mounts", mounts } };
     // What plugins get must stay small (plugin hosts refuse hook text above 1 MiB), and so must
     // what the index keeps.
     record.bytes = record.inspect.dump().size();
@@ -896,6 +934,12 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
         arm_idle_timer(s);
     });
     return ensure_vm(s)
+        .then(
+            [this, &s, id, volumes = std::move(spec.volumes)](Status started) mutable -> kj::Promise<Status> {
+                if (!started)
+                    return kj::mv(started);
+                return mount_volumes(s, id, std::move(volumes));
+            })
         .then([this, &s, id, runtime = runtime.dump()](Status started) mutable -> kj::Promise<Status> {
             if (!started)
                 return kj::mv(started);
@@ -993,18 +1037,20 @@ kj::Promise<Status> ContainerSessions::start_container(
             ++s.m_active;
             KJ_IF_MAYBE (exited, record.exited) {
                 m_tasks.add(exited->addBranch()
-                                .then([this, &s, id](int ws) {
+                                .then([this, &s, id](int ws) -> kj::Promise<void> {
                                     --s.m_active;
-                                    auto it = s.m_containers.find(id);
-                                    if (it != s.m_containers.end()) {
-                                        json& state = it->second.inspect["State"];
-                                        it->second.status = ContainerRecord::Status::exited;
-                                        state["Status"] = "exited";
-                                        state["Running"] = false;
-                                        state["ExitCode"] = exit_code_of(ws);
-                                        state["FinishedAt"] = now_rfc3339();
-                                    }
                                     arm_idle_timer(s);
+                                    auto it = s.m_containers.find(id);
+                                    if (it == s.m_containers.end())
+                                        return kj::READY_NOW;
+                                    json& state = it->second.inspect["State"];
+                                    it->second.status = ContainerRecord::Status::exited;
+                                    state["Status"] = "exited";
+                                    state["Running"] = false;
+                                    state["ExitCode"] = exit_code_of(ws);
+                                    state["FinishedAt"] = now_rfc3339();
+                                    // Its volumes are mounted only while it runs.
+                                    return release_volumes(s, id);
                                 })
                                 .attach(kj::addRef(s)));
             }
@@ -1052,8 +1098,59 @@ kj::Promise<void> ContainerSessions::end_container(ContainerSession& s, std::str
         });
 }
 
-// Removes the container's runtime state, mount and files, then its record.
+// Mounts each volume's host folder in the VM (read-only ones locked so), where the container's
+// config binds it from.
+kj::Promise<Status> ContainerSessions::mount_volumes(
+    ContainerSession& s, std::string id, std::vector<ContainerVolume> volumes)
+{
+    kj::Promise<Status> chain = Status();
+    for (size_t i = 0; i < volumes.size(); ++i) {
+        chain = chain.then(
+            [this, &s, id, i, volume = std::move(volumes[i])](Status ok) mutable -> kj::Promise<Status> {
+                if (!ok)
+                    return kj::mv(ok);
+                VmInstance* vm = s.serving_vm();
+                auto it = s.m_containers.find(id);
+                if (!vm || it == s.m_containers.end())
+                    return Status(Error {
+                        BH_E_VM_NOT_RUNNING, "the session's VM stopped before the volumes were mounted" });
+                std::string path = it->second.volume_mounts.at(i);
+                std::string what = "cannot mount the volume " + volume.host_path;
+                return call_holding(*vm, [&](VmInstance& vm) {
+                    return vm.mount(std::move(volume.folder), path, volume.read_only, "volume");
+                }).then([what](Status mounted) {
+                    return mounted
+                        ? Status()
+                        : Status(Error { mounted.error().code, what + ": " + mounted.error().message });
+                });
+            });
+    }
+    return chain;
+}
+
+// Unmounts the container's volumes from the VM (once it ended, or before it goes); the VM's own
+// end takes them too.
+kj::Promise<void> ContainerSessions::release_volumes(ContainerSession& s, std::string id)
+{
+    auto it = s.m_containers.find(id);
+    if (it == s.m_containers.end() || it->second.volume_mounts.empty())
+        return kj::READY_NOW;
+    std::vector<std::string> paths = std::exchange(it->second.volume_mounts, {});
+    VmInstance* vm = s.serving_vm();
+    if (!vm)
+        return kj::READY_NOW;
+    auto unmounts = kj::heapArrayBuilder<kj::Promise<void>>(paths.size());
+    for (const std::string& path : paths)
+        unmounts.add(call_holding(*vm, [&](VmInstance& vm) { return vm.unmount(path); }).ignoreResult());
+    return kj::joinPromises(unmounts.finish());
+}
+
+// Removes the container's volumes' mounts, runtime state, mount and files, then its record.
 kj::Promise<Status> ContainerSessions::delete_container(ContainerSession& s, std::string id)
+{
+    return release_volumes(s, id).then([this, &s, id]() { return delete_container_files(s, id); });
+}
+kj::Promise<Status> ContainerSessions::delete_container_files(ContainerSession& s, std::string id)
 {
     return in_store<bool>(s, [this, &s, id]() {
         return run_tool(s, { "delete", id }, Fd(), "cannot delete the container")

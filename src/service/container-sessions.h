@@ -62,6 +62,7 @@ struct ContainerRecord {
     std::string image_id;
     Status status = Status::created;
     bool stopping_announced = false; // on_container_stopping ran (once per container)
+    std::vector<std::string> volume_mounts; // where its volumes are mounted in the VM
     nlohmann::json inspect;
     size_t bytes = 0; // its inspect JSON's size, counted against the user's budget
     // Resolves with the wait status of `crun run` (the container's process) once it ended.
@@ -122,6 +123,14 @@ private:
     kj::TaskSet* m_monitors = nullptr; // ContainerSessions' tasks, for the containers' monitors
 };
 
+// A host folder bound into a container (run -v), opened by the client.
+struct ContainerVolume {
+    Fd folder;
+    std::string host_path; // as the user named it
+    std::string container_path;
+    bool read_only = false;
+};
+
 // What `bulkhead container run` asks for.
 struct ContainerRunSpec {
     std::string image; // a reference or an image id
@@ -131,6 +140,7 @@ struct ContainerRunSpec {
     bool network_none = false; // its own network namespace (loopback only); else the VM's
     bool detach = false;
     bool remove = false; // removed once it ended (attached runs only)
+    std::vector<ContainerVolume> volumes;
 };
 
 // Where the session's lifecycle is announced to plugins (implemented by Service on
@@ -258,6 +268,10 @@ private:
         ContainerSession& session, std::vector<std::string> args, std::array<Fd, 3> stdio);
     kj::Promise<void> end_container(ContainerSession& session, std::string id, int signal);
     kj::Promise<Status> delete_container(ContainerSession& session, std::string id);
+    kj::Promise<Status> delete_container_files(ContainerSession& session, std::string id);
+    kj::Promise<void> release_volumes(ContainerSession& session, std::string id);
+    kj::Promise<Status> mount_volumes(
+        ContainerSession& session, std::string id, std::vector<ContainerVolume> volumes);
 
     VmEnvironment& m_env;
     ContainerHooks& m_hooks;

@@ -782,7 +782,15 @@ namespace {
         ContainerRunSpec spec { text_of(spec_in.getImage()), text_of(spec_in.getName()),
             std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(), spec_in.getDetach(),
             spec_in.getRemove() };
-        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
+        auto volumes = spec_in.getVolumes();
+        if (volumes.size() > 32)
+            return fail(context.getResults(), { -E2BIG, "a container takes at most 32 volumes" }, op),
+                   kj::READY_NOW;
+        for (auto volume : volumes)
+            spec.volumes.push_back({ Fd(), text_of(volume.getHostPath()), text_of(volume.getContainerPath()),
+                volume.getReadOnly() });
+        // The program's stdio, then each volume's folder.
+        auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3 + volumes.size());
         if (spec.detach) {
             for (int i = 0; i < 3; ++i)
                 fds.add(Result<Fd>(Fd()));
@@ -791,12 +799,20 @@ namespace {
             fds.add(ipc::unwrap_fd(params.getStdout()));
             fds.add(ipc::unwrap_fd(params.getStderr()));
         }
+        for (auto volume : volumes)
+            fds.add(ipc::unwrap_fd(volume.getFolder()));
         return kj::joinPromises(fds.finish())
             .then([this, context, owner = owner.value(), spec = std::move(spec)](
                       kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
                 for (auto& fd : fds) {
                     if (!fd)
                         return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
+                }
+                for (size_t i = 0; i < spec.volumes.size(); ++i) {
+                    Fd& folder = fds[3 + i].value();
+                    if (Status readable = check_opened_for_reading(folder.get()); !readable)
+                        return fail(context.getResults(), readable.error(), op), kj::READY_NOW;
+                    spec.volumes[i].folder = std::move(folder);
                 }
                 std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
                     std::move(fds[2].value()) };

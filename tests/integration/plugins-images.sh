@@ -11,7 +11,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # The catalog's cases run in both isolation modes; the rest are about images and containers
 # themselves, which the isolation mode does not change: they run with process isolation only.
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
-PROCESS_CASES=(ImageTagsAndErrors ContainerStopAndEnd ContainerExecAndLogs NonRootContainers IndexLimits)
+PROCESS_CASES=(ImageTagsAndErrors ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes NonRootContainers
+  IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -233,6 +234,34 @@ case_ContainerExecAndLogs() {
   ctr kill talker >/dev/null
   expect_error EINVAL "is not running" ctr exec talker true
   expect_error ENOENT "no such container" ctr logs nobody
+}
+
+# -v binds a host folder the user may read (read-write, or read-only with :ro) and inspect lists
+# it; a folder the user may not open is refused by the CLI's own open, a bad destination by the
+# service; the VM's mounts go with the container.
+case_ContainerVolumes() {
+  setup Success
+  mkdir -m 777 "$T/shared" && echo "from the host" >"$T/shared/note"
+  mkdir -m 700 "$T/private"
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  expect_eq "$(bh_other container run -v "$T/shared:/data" debian:latest sh -c 'cat /data/note; echo back >/data/reply')" \
+    "from the host" "a read-write volume"
+  expect_eq "$(cat "$T/shared/reply")" "back" "written through it"
+  expect_eq "$(stat -c %u "$T/shared/reply")" "$OTHER_UID" "as the user"
+  local rc=0
+  bh_other container run -v "$T/shared:/data:ro" debian:latest sh -c 'echo x >/data/other' 2>/dev/null || rc=$?
+  [ "$rc" -ne 0 ] || fail "a write went through a read-only volume"
+  [ ! -e "$T/shared/other" ] || fail "the read-only volume was written"
+  bh_other container run -d --name keeper -v "$T/shared:/data:ro" debian:latest sleep 981 >/dev/null
+  expect_eq "$(bh_other container inspect keeper | jq -c '.Mounts')" "[{\"Destination\":\"/data\",\"RW\":false,\"Source\":\"$T/shared\"}]" "inspect lists it"
+  expect_error EACCES "cannot open the volume's folder" bh_other container run -v "$T/private:/data" debian:latest true
+  expect_error EINVAL "invalid volume destination" bh_other container run -v "$T/shared:/a/../etc" debian:latest true
+  expect_error EINVAL "invalid volume" bh_other container run -v "relative:/data" debian:latest true
+  local mounts; mounts=$(bh_other container session exec bulkhead-cli -- sh -c 'grep -c " /volumes/" /proc/self/mountinfo || true')
+  expect_eq "$mounts" "1" "only the running container's volume stays mounted in the VM"
+  bh_other container rm -f keeper >/dev/null
+  mounts=$(bh_other container session exec bulkhead-cli -- sh -c 'grep -c " /volumes/" /proc/self/mountinfo || true')
+  expect_eq "$mounts" "0" "and it went with it"
 }
 
 # A user's containers run as that user on the host, in the user's own session.
