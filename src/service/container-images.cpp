@@ -1141,7 +1141,12 @@ kj::Promise<void> ContainerSessions::release_volumes(ContainerSession& s, std::s
         return kj::READY_NOW;
     auto unmounts = kj::heapArrayBuilder<kj::Promise<void>>(paths.size());
     for (const std::string& path : paths)
-        unmounts.add(call_holding(*vm, [&](VmInstance& vm) { return vm.unmount(path); }).ignoreResult());
+        unmounts.add(call_holding(*vm, [&](VmInstance& vm) {
+            return vm.unmount(path);
+        }).then([path](Status done) {
+            if (!done)
+                log_warning("cannot unmount the volume at " + path + " in the VM: " + done.error().message);
+        }));
     return kj::joinPromises(unmounts.finish());
 }
 
