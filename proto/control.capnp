@@ -186,6 +186,8 @@ interface Control {
   # What a detached container wrote, copied to `stdout`.
   containerLogs @31 (session :Text, container :Text, stdout :Common.Fd, target :Target)
       -> (outcome :Common.Outcome);
+  # Starts a created container, detached (its output goes to its log).
+  containerStart @32 (session :Text, container :Text, target :Target) -> (outcome :Common.Outcome);
 }
 
 struct ContainerSpec {
@@ -197,6 +199,7 @@ struct ContainerSpec {
   detach @5 :Bool;
   remove @6 :Bool;            # removed once its process ended (not with detach)
   volumes @7 :List(Volume);   # host folders bound into the container
+  createOnly @8 :Bool;        # create it (with detach): `containerStart` starts it later
 }
 
 struct Volume {

@@ -897,6 +897,7 @@ namespace {
         spec.setNetworkNone(inv.network == "none");
         spec.setDetach(inv.detach);
         spec.setRemove(inv.remove);
+        spec.setCreateOnly(inv.create_only);
         // -v HOST:CONTAINER[:ro|:rw]: each folder opened here, with this user's rights.
         auto volumes = spec.initVolumes(inv.volumes.size());
         for (size_t i = 0; i < inv.volumes.size(); ++i) {
@@ -1079,25 +1080,48 @@ namespace {
         session_option(push);
         on(push, do_image_push);
 
+        // run and create: what a container is made of.
+        auto container_options = [&](CLI::App* command, bool create) {
+            command->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
+            command->add_option("-v,--volume", inv.volumes, "HOST-FOLDER:CONTAINER-PATH[:ro] bound into it")
+                ->allow_extra_args(false);
+            command->add_option("-e,--env", inv.env, "K=V added to its environment")->allow_extra_args(false);
+            command->add_option(
+                "--network", inv.network, "none (default: loopback only) or host (the session VM's)");
+            session_option(command);
+            command
+                ->add_option("image", inv.reference,
+                    "Image reference or id, then COMMAND [ARGS...] (default: the image's)")
+                ->required();
+            // Everything after the image is the container's command, options included (sh -c ...).
+            command->prefix_command();
+            command->callback([&run, &inv, command, create]() {
+                inv.argv = command->remaining();
+                if (create)
+                    inv.detach = inv.create_only = true;
+                run = [&inv](Client& client) { return do_container_run(client, inv); };
+            });
+        };
         auto* run_cmd = container->add_subcommand("run", "Run a container from an image");
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
-        run_cmd->add_option("--name", inv.container_name, "Its name (default: the start of its id)");
         run_cmd->add_flag("--rm", inv.remove, "Remove it once it ended");
-        run_cmd->add_option("-v,--volume", inv.volumes, "HOST-FOLDER:CONTAINER-PATH[:ro] bound into it")
-            ->allow_extra_args(false);
-        run_cmd->add_option("-e,--env", inv.env, "K=V added to its environment")->allow_extra_args(false);
-        run_cmd->add_option(
-            "--network", inv.network, "none (default: loopback only) or host (the session VM's)");
-        session_option(run_cmd);
-        run_cmd
-            ->add_option("image", inv.reference,
-                "Image reference or id, then COMMAND [ARGS...] (default: the image's)")
-            ->required();
-        // Everything after the image is the container's command, options included (sh -c ...).
-        run_cmd->prefix_command();
-        run_cmd->callback([&run, &inv, run_cmd]() {
-            inv.argv = run_cmd->remaining();
-            run = [&inv](Client& client) { return do_container_run(client, inv); };
+        container_options(run_cmd, false);
+        auto* create = container->add_subcommand("create", "Create a container from an image, to start later");
+        container_options(create, true);
+        auto* start = container->add_subcommand("start", "Start a created container (its output goes to its log)");
+        start->add_option("container", inv.reference, "Name or id")->required();
+        session_option(start);
+        start->callback([&run, &inv]() {
+            run = [&inv](Client& client) {
+                auto request = client.control().containerStartRequest();
+                request.setSession(inv.session);
+                request.setContainer(inv.reference);
+                request.initTarget().setUid(inv.uid);
+                int code = finish(client, request.send(), "Bulkhead/Cli/StartContainer");
+                if (code == 0)
+                    std::cout << inv.reference << std::endl;
+                return code;
+            };
         });
         auto* cls = container->add_subcommand("ls", "List the session's containers");
         cls->alias("list");

@@ -53,6 +53,7 @@ struct Invocation {
     bool interactive = false; // container exec -i
     bool remove = false; // container run --rm
     std::vector<std::string> volumes; // container run -v HOST:CTR[:ro]
+    bool create_only = false; // container create
 };
 
 // Registers every subcommand on `app`; the chosen one stores its runner in `run`.

@@ -851,6 +851,8 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
             return Outcome(
                 Error { -EINVAL, "invalid environment entry '" + entry + "': it must be KEY=VALUE" });
     }
+    if (spec.create_only && (!spec.detach || spec.remove))
+        return Outcome(Error { -EINVAL, "create makes a detached container, without --rm" });
     if (spec.remove && spec.detach)
         return Outcome(
             Error { -EINVAL, "--rm with -d is not supported yet: remove the container once it ended" });
@@ -955,12 +957,18 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
                     });
             }).then([](Result<bool> made) { return made ? Status() : Status(made.take_error()); });
         })
-        .then([this, &s, id, stdio = std::move(stdio)](Status created) mutable -> kj::Promise<Status> {
+        .then([this, &s, id, stdio = std::move(stdio), create_only = spec.create_only](
+                  Status created) mutable -> kj::Promise<Status> {
             if (!created) {
                 // Nothing of it may stay: its directory went with the failed step or goes now.
                 return delete_container(s, id).then(
                     [created = kj::mv(created)](Status) mutable { return kj::mv(created); });
             }
+            auto it = s.m_containers.find(id);
+            if (it != s.m_containers.end() && s.serving_vm())
+                it->second.vm_init_pid = s.serving_vm()->init_pid();
+            if (create_only)
+                return Status();
             return start_container(s, id, std::move(stdio));
         })
         .then([this, &s, id, detach, remove](Status started) -> kj::Promise<Outcome> {
@@ -1412,6 +1420,32 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
     std::vector<std::string> args { "exec", container->id };
     args.insert(args.end(), command.begin(), command.end());
     return run_in_vm(s, std::move(args), std::move(stdio)).attach(kj::mv(session));
+}
+
+kj::Promise<Status> ContainerSessions::container_start(uid_t owner, const std::string& name, const std::string& ref)
+{
+    auto found = find_container(owner, name, ref);
+    if (!found)
+        return Status(found.take_error());
+    kj::Own<ContainerSession> session = kj::mv(found->session);
+    ContainerSession& s = *session;
+    ContainerRecord& record = *found->container;
+    if (record.status != ContainerRecord::Status::created)
+        return Status(Error { -EINVAL,
+            "container '" + record.name + "' is " + (record.status == ContainerRecord::Status::running ? "running" : "exited")
+                + ": only a created container starts (restarting an exited one is not supported yet)" });
+    VmInstance* vm = s.serving_vm();
+    if (!vm || vm->init_pid() != record.vm_init_pid)
+        return Status(Error { BH_E_VM_NOT_RUNNING,
+            "the session's VM stopped since container '" + record.name + "' was created: remove it and create it again" });
+    if (record.exited != nullptr)
+        return Status(Error { -EBUSY, "container '" + record.name + "' is being started already" });
+    ++s.m_active;
+    auto done = kj::defer([this, &s]() {
+        --s.m_active;
+        arm_idle_timer(s);
+    });
+    return start_container(s, record.id, {}).attach(kj::mv(done), kj::mv(session));
 }
 
 kj::Promise<Status> ContainerSessions::container_logs(

@@ -63,6 +63,7 @@ struct ContainerRecord {
     Status status = Status::created;
     bool stopping_announced = false; // on_container_stopping ran (once per container)
     std::vector<std::string> volume_mounts; // where its volumes are mounted in the VM
+    pid_t vm_init_pid = 0; // the VM it was created in: a created container starts only there
     nlohmann::json inspect;
     size_t bytes = 0; // its inspect JSON's size, counted against the user's budget
     // Resolves with the wait status of `crun run` (the container's process) once it ended.
@@ -140,6 +141,7 @@ struct ContainerRunSpec {
     bool network_none = false; // its own network namespace (loopback only); else the VM's
     bool detach = false;
     bool remove = false; // removed once it ended (attached runs only)
+    bool create_only = false; // created, not started (with detach): container_start starts it
     std::vector<ContainerVolume> volumes;
 };
 
@@ -211,6 +213,8 @@ public:
     // A program in a running container (crun exec) with `stdio`; its wait status.
     kj::Promise<Result<int>> container_exec(uid_t owner, const std::string& name, const std::string& ref,
         std::vector<std::string> command, std::array<Fd, 3> stdio);
+    // Starts a created container, detached.
+    kj::Promise<Status> container_start(uid_t owner, const std::string& name, const std::string& ref);
     // What a detached container wrote, to `stdio` (stdin unused).
     kj::Promise<Status> container_logs(
         uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio);

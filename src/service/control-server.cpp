@@ -185,6 +185,7 @@ namespace {
         kj::Promise<void> containerImagePush(ContainerImagePushContext context) override;
         kj::Promise<void> containerExec(ContainerExecContext context) override;
         kj::Promise<void> containerLogs(ContainerLogsContext context) override;
+        kj::Promise<void> containerStart(ContainerStartContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -782,6 +783,7 @@ namespace {
         ContainerRunSpec spec { text_of(spec_in.getImage()), text_of(spec_in.getName()),
             std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(), spec_in.getDetach(),
             spec_in.getRemove() };
+        spec.create_only = spec_in.getCreateOnly();
         auto volumes = spec_in.getVolumes();
         if (volumes.size() > 32)
             return fail(context.getResults(), { -E2BIG, "a container takes at most 32 volumes" }, op),
@@ -951,6 +953,21 @@ namespace {
                             return fail(context.getResults(), status.error(), op);
                         context.getResults().setWaitStatus(status.value());
                     });
+            });
+    }
+
+    kj::Promise<void> Control::containerStart(ContainerStartContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/StartContainer";
+        auto params = context.getParams();
+        auto owner = target(params.getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return m_service.containers()
+            .container_start(owner.value(), text_of(params.getSession()), text_of(params.getContainer()))
+            .then([context](Status started) mutable {
+                if (!started)
+                    fail(context.getResults(), started.error(), op);
             });
     }
 

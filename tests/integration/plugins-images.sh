@@ -233,6 +233,15 @@ case_ContainerExecAndLogs() {
   expect_eq "$(ctr logs talker | sort | tr '\n' ' ')" "and-that said-this " "logs"
   ctr kill talker >/dev/null
   expect_error EINVAL "is not running" ctr exec talker true
+
+  # create, then start: created until started, detached once started, started once only.
+  ctr create --name later -e WORD=later debian:latest sh -c 'echo $WORD; sleep 980' >/dev/null
+  expect_eq "$(ctr inspect later | jq -r .State.Status)" "created" "created, not started"
+  expect_eq "$(pgrep -fc '^sleep 980$' || true)" "0" "nothing runs yet"
+  expect_eq "$(ctr start later)" "later" "start"
+  DEADLINE=10 eventually [ "$(ctr logs later)" = "later" ]
+  expect_eq "$(ctr inspect later | jq -r .State.Status)" "running" "running"
+  expect_error EINVAL "only a created container starts" ctr start later
   expect_error ENOENT "no such container" ctr logs nobody
 }
 
