@@ -1106,9 +1106,11 @@ namespace {
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
         run_cmd->add_flag("--rm", inv.remove, "Remove it once it ended");
         container_options(run_cmd, false);
-        auto* create = container->add_subcommand("create", "Create a container from an image, to start later");
+        auto* create
+            = container->add_subcommand("create", "Create a container from an image, to start later");
         container_options(create, true);
-        auto* start = container->add_subcommand("start", "Start a created container (its output goes to its log)");
+        auto* start
+            = container->add_subcommand("start", "Start a created container (its output goes to its log)");
         start->add_option("container", inv.reference, "Name or id")->required();
         session_option(start);
         start->callback([&run, &inv]() {

@@ -1422,7 +1422,8 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
     return run_in_vm(s, std::move(args), std::move(stdio)).attach(kj::mv(session));
 }
 
-kj::Promise<Status> ContainerSessions::container_start(uid_t owner, const std::string& name, const std::string& ref)
+kj::Promise<Status> ContainerSessions::container_start(
+    uid_t owner, const std::string& name, const std::string& ref)
 {
     auto found = find_container(owner, name, ref);
     if (!found)
@@ -1432,12 +1433,14 @@ kj::Promise<Status> ContainerSessions::container_start(uid_t owner, const std::s
     ContainerRecord& record = *found->container;
     if (record.status != ContainerRecord::Status::created)
         return Status(Error { -EINVAL,
-            "container '" + record.name + "' is " + (record.status == ContainerRecord::Status::running ? "running" : "exited")
+            "container '" + record.name + "' is "
+                + (record.status == ContainerRecord::Status::running ? "running" : "exited")
                 + ": only a created container starts (restarting an exited one is not supported yet)" });
     VmInstance* vm = s.serving_vm();
     if (!vm || vm->init_pid() != record.vm_init_pid)
         return Status(Error { BH_E_VM_NOT_RUNNING,
-            "the session's VM stopped since container '" + record.name + "' was created: remove it and create it again" });
+            "the session's VM stopped since container '" + record.name
+                + "' was created: remove it and create it again" });
     if (record.exited != nullptr)
         return Status(Error { -EBUSY, "container '" + record.name + "' is being started already" });
     ++s.m_active;
