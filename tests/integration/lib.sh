@@ -168,6 +168,11 @@ eventually() {
   done
 }
 
+# For eventually: succeeds when CMD's output is EXPECTED. `eventually [ "$(cmd)" = x ]` would
+# run cmd once, when eventually's arguments are expanded; `eventually output_is x cmd` runs it
+# on every poll.
+output_is() { [ "$("${@:2}")" = "$1" ]; }
+
 # A value from `bulkhead status --json`: status_field JQ-FILTER [JQ-OPTION...], e.g. .pid
 status_field() {
   local filter=$1

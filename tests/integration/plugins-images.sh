@@ -40,6 +40,7 @@ ctr() { bh container "$@"; }
 store_entries() { cs exec "$1" -- sh -c "ls /storage/$2 | wc -l"; }
 # Host processes of a container: they run `sleep SECONDS` (a number no other test uses).
 sleepers() { pgrep -f "^sleep $1\$" | wc -l; }
+log_lines() { ctr logs "$1" | wc -l; }
 
 # WslcSuccess: a session with 4 CPUs, 4096 MB and no network; loading starts its VM, where the
 # plugin's checks of on_container_vm_started run (WslcProcessApi's); a container runs from the
@@ -83,7 +84,7 @@ case_WslcContainerRejected() {
     "Error code: Bulkhead/Service/RunContainer/EPERM" ctr run --name vetoed debian:latest sleep 987
   expect_eq "$(ctr ls -a --json | jq length)" "0" "the vetoed container is gone"
   expect_eq "$(store_entries bulkhead-cli containers)" "0" "and so are its files"
-  DEADLINE=10 eventually [ "$(sleepers 987)" = 0 ]
+  DEADLINE=10 eventually output_is 0 sleepers 987
   cs terminate bulkhead-cli
   expect_log "$PLUGIN_LOG" <<EOF
 Plugin loaded (mode=WslcContainerRejected, api_version=*)
@@ -206,16 +207,16 @@ case_ContainerStopAndEnd() {
 
   ctr run -d debian:latest sleep 985 >/dev/null
   ctr run -d --network host debian:latest sleep 985 >/dev/null
-  DEADLINE=10 eventually [ "$(sleepers 985)" = 2 ]
+  DEADLINE=10 eventually output_is 2 sleepers 985
   cs terminate bulkhead-cli
-  DEADLINE=10 eventually [ "$(sleepers 985)" = 0 ]
+  DEADLINE=10 eventually output_is 0 sleepers 985
   expect_eq "$(grep -c '^Container stopping' "$PLUGIN_LOG")" "1" "only the stop announced one"
 
   ctr image load "$IMAGE_TAR" >/dev/null
   ctr run -d debian:latest sleep 984 >/dev/null
-  DEADLINE=10 eventually [ "$(sleepers 984)" = 1 ]
+  DEADLINE=10 eventually output_is 1 sleepers 984
   kill -KILL "$SVC_PID"
-  DEADLINE=10 eventually [ "$(sleepers 984)" = 0 ]
+  DEADLINE=10 eventually output_is 0 sleepers 984
   SVC_PID=
 }
 
@@ -229,7 +230,7 @@ case_ContainerExecAndLogs() {
   expect_eq "$(echo fed | ctr exec -i talker cat)" "fed" "exec -i"
   local rc=0; ctr exec talker sh -c 'exit 5' || rc=$?
   expect_eq "$rc" "5" "exec's exit status"
-  DEADLINE=10 eventually [ "$(ctr logs talker | wc -l)" = 2 ]
+  DEADLINE=10 eventually output_is 2 log_lines talker
   expect_eq "$(ctr logs talker | sort | tr '\n' ' ')" "and-that said-this " "logs"
   ctr kill talker >/dev/null
   expect_error EINVAL "is not running" ctr exec talker true
@@ -239,7 +240,7 @@ case_ContainerExecAndLogs() {
   expect_eq "$(ctr inspect later | jq -r .State.Status)" "created" "created, not started"
   expect_eq "$(pgrep -fc '^sleep 980$' || true)" "0" "nothing runs yet"
   expect_eq "$(ctr start later)" "later" "start"
-  DEADLINE=10 eventually [ "$(ctr logs later)" = "later" ]
+  DEADLINE=10 eventually output_is later ctr logs later
   expect_eq "$(ctr inspect later | jq -r .State.Status)" "running" "running"
   expect_error EINVAL "only a created container starts" ctr start later
   expect_error ENOENT "no such container" ctr logs nobody
@@ -281,12 +282,12 @@ case_NonRootContainers() {
   bh_other container image load "$IMAGE_TAR" >/dev/null
   expect_eq "$(bh_other container run debian:latest id -u)" "0" "root inside the container"
   bh_other container run -d debian:latest sleep 983 >/dev/null
-  DEADLINE=10 eventually [ "$(sleepers 983)" = 1 ]
+  DEADLINE=10 eventually output_is 1 sleepers 983
   expect_eq "$(ps -o uid= -p "$(pgrep -f '^sleep 983$')" | tr -d ' ')" "$OTHER_UID" "the user's own uid on the host"
   expect_error ENOENT "no such image" ctr run debian:latest true
   expect_eq "$(bh container image ls --json | jq length)" "0" "root's session is not the user's"
   bh_other container session terminate bulkhead-cli
-  DEADLINE=10 eventually [ "$(sleepers 983)" = 0 ]
+  DEADLINE=10 eventually output_is 0 sleepers 983
 }
 
 # What a user can make the service hold is bounded (the attacks of a review, as uid 4242): an
