@@ -183,11 +183,16 @@ interface Control {
   containerExec @30 (session :Text, container :Text, command :List(Text), stdin :Common.Fd,
                      stdout :Common.Fd, stderr :Common.Fd, target :Target)
       -> (outcome :Common.Outcome, waitStatus :Int32);
-  # What a detached container wrote, copied to `stdout`.
-  containerLogs @31 (session :Text, container :Text, stdout :Common.Fd, target :Target)
+  # What a detached container wrote, copied to `stdout`; with `follow`, then what it writes until
+  # its process ends (or the call is dropped).
+  containerLogs @31 (session :Text, container :Text, stdout :Common.Fd, target :Target, follow :Bool)
       -> (outcome :Common.Outcome);
   # Starts a created container, detached (its output goes to its log).
   containerStart @32 (session :Text, container :Text, target :Target) -> (outcome :Common.Outcome);
+  # A tar of a root filesystem (plain, gzip, xz or zstd; a regular file the client opened) made a
+  # one-layer image named `reference`; the result is load's.
+  containerImageImport @33 (session :Text, archive :Common.Fd, reference :Text, target :Target)
+      -> (outcome :Common.Outcome, json :Text);
 }
 
 struct ContainerSpec {

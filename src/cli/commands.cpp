@@ -749,6 +749,30 @@ namespace {
         return 0;
     }
 
+    int do_image_import(Client& client, const Invocation& inv)
+    {
+        if (Status open = open_session(client, inv); !open)
+            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
+        Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!archive)
+            return report({ Error::from_errno(errno, "cannot open the archive " + inv.file),
+                "Bulkhead/Cli/ImportImage" });
+        auto request = client.control().containerImageImportRequest();
+        request.setSession(inv.session);
+        request.setArchive(ipc::wrap_fd(std::move(archive)));
+        request.setReference(inv.reference);
+        request.initTarget().setUid(inv.uid);
+        nlohmann::json out;
+        if (int code = json_call(client, request, "image import", "Bulkhead/Cli/ImportImage", out))
+            return code;
+        if (inv.json)
+            std::cout << out.dump(2) << std::endl;
+        else
+            for (auto& image : out)
+                std::cout << image.value("Id", "") << std::endl;
+        return 0;
+    }
+
     int do_image_list(Client& client, const Invocation& inv)
     {
         if (Status open = open_session(client, inv); !open)
@@ -872,6 +896,7 @@ namespace {
         request.setSession(inv.session);
         request.setContainer(inv.reference);
         request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
+        request.setFollow(inv.follow);
         request.initTarget().setUid(inv.uid);
         return finish(client, request.send(), "Bulkhead/Cli/ContainerLogs");
     }
@@ -1038,7 +1063,7 @@ namespace {
                 [&run, &inv, body]() { run = [&inv, body](Client& client) { return body(client, inv); }; });
         };
         auto* image = container->add_subcommand(
-            "image", "Images of a container session: load, list, inspect, remove");
+            "image", "Images of a container session: load, import, pull, push, tag, list, inspect, remove");
         image->require_subcommand(1);
         auto* load
             = image->add_subcommand("load", "Load the images of a docker-archive (docker save's format)");
@@ -1046,6 +1071,13 @@ namespace {
         session_option(load);
         load->add_flag("--json", inv.json, "Machine-readable output");
         on(load, do_image_load);
+        auto* import = image->add_subcommand(
+            "import", "Make a one-layer image of a root filesystem tar (plain, .gz, .xz or .zst)");
+        import->add_option("file", inv.file, "The tar")->required();
+        import->add_option("reference", inv.reference, "The new image's name[:tag]")->required();
+        session_option(import);
+        import->add_flag("--json", inv.json, "Machine-readable output");
+        on(import, do_image_import);
         auto* ls = image->add_subcommand("ls", "List the session's images");
         ls->alias("list");
         session_option(ls);
@@ -1163,6 +1195,7 @@ namespace {
         });
         auto* logs = container->add_subcommand("logs", "Print what a detached container wrote");
         logs->add_option("container", inv.reference, "Name or id")->required();
+        logs->add_flag("-f,--follow", inv.follow, "Then what it writes, until its process ends");
         session_option(logs);
         on(logs, do_container_logs);
         auto* crm = container->add_subcommand("rm", "Remove a container");

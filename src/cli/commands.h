@@ -37,6 +37,7 @@ struct Invocation {
     bool start_vm = false;
     bool exclusive = false;
     bool detach = false;
+    bool follow = false; // container logs -f
     bool tty = false; // run -t
     bool no_tty = false; // run -T
     std::string cwd; // run --cd

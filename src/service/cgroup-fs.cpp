@@ -10,6 +10,7 @@
 #include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace bh::service {
 
@@ -97,6 +98,27 @@ namespace {
                 ::kill(pid, SIGKILL);
     }
 
+    // Removes the cgroups below `dir` (a delegated VM cgroup has some), deepest first, then
+    // `dir`; fails as rmdir does where one is still busy. A delegate may nest only two deep
+    // (VmCgroups::delegate); the depth bound keeps the recursion finite whatever is found.
+    int remove_tree(const std::string& dir, int depth = 0)
+    {
+        if (depth < 8) {
+            if (DIR* listing = opendir(dir.c_str())) {
+                std::vector<std::string> children;
+                while (dirent* entry = readdir(listing)) {
+                    std::string name = entry->d_name;
+                    if (entry->d_type == DT_DIR && name != "." && name != "..")
+                        children.push_back(dir + "/" + name);
+                }
+                closedir(listing);
+                for (const std::string& child : children)
+                    (void)remove_tree(child, depth + 1);
+            }
+        }
+        return rmdir(dir.c_str());
+    }
+
 } // namespace
 
 std::string cgroup_dir_in(
@@ -167,8 +189,8 @@ Status kill_and_remove_cgroup(const std::string& dir)
 {
     // Killing is asynchronous: the processes leave the cgroup a moment later (bounded wait).
     for (int attempt = 0; attempt < 100; ++attempt) {
-        kill_all(dir);
-        if (rmdir(dir.c_str()) == 0 || errno == ENOENT)
+        kill_all(dir); // cgroup.kill reaches the cgroups below too
+        if (remove_tree(dir) == 0 || errno == ENOENT)
             return {};
         if (errno != EBUSY)
             break;
@@ -188,7 +210,7 @@ void remove_stale_cgroups(const std::string& parent, const std::string& prefix)
             continue;
         pid_t owner = atoi(name.c_str() + prefix.size());
         if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH)
-            (void)rmdir((parent + "/" + name).c_str()); // only empty ones go
+            (void)remove_tree(parent + "/" + name); // only empty ones go
     }
     closedir(dir);
 }

@@ -447,11 +447,21 @@ namespace {
 
 } // namespace
 
-kj::Promise<Result<json>> ContainerSessions::image_load(uid_t owner, const std::string& name, Fd archive)
+kj::Promise<Result<json>> ContainerSessions::image_load(
+    uid_t owner, const std::string& name, Fd archive, const std::string& import_as)
 {
     auto found = find(owner, name);
     if (!found)
         return Result<json>(found.take_error());
+    std::vector<std::string> verb { "load" };
+    std::string what = "cannot load the image archive";
+    if (!import_as.empty()) {
+        auto normal = normalize_reference(import_as);
+        if (!normal)
+            return Result<json>(normal.take_error());
+        verb = { "import", normal.value() };
+        what = "cannot import the archive as " + normal.value();
+    }
     kj::Own<ContainerSession> session = kj::mv(found.value());
     ContainerSession& ref = *session;
     ++ref.m_active;
@@ -460,19 +470,21 @@ kj::Promise<Result<json>> ContainerSessions::image_load(uid_t owner, const std::
         arm_idle_timer(ref);
     });
     return ensure_vm(ref)
-        .then(
-            [this, &ref, archive = std::move(archive)](Status started) mutable -> kj::Promise<Result<json>> {
-                if (!started)
-                    return Result<json>(started.take_error());
-                return in_store<json>(ref, [this, &ref, archive = std::move(archive)]() mutable {
-                    return run_tool(ref, { "load" }, std::move(archive), "cannot load the image archive")
+        .then([this, &ref, archive = std::move(archive), verb = std::move(verb), what = std::move(what)](
+                  Status started) mutable -> kj::Promise<Result<json>> {
+            if (!started)
+                return Result<json>(started.take_error());
+            return in_store<json>(ref,
+                [this, &ref, archive = std::move(archive), verb = std::move(verb),
+                    what = std::move(what)]() mutable {
+                    return run_tool(ref, std::move(verb), std::move(archive), std::move(what))
                         .then([this, &ref](Result<std::string> printed) -> kj::Promise<Result<json>> {
                             if (!printed)
                                 return Result<json>(printed.take_error());
                             return index_images(ref, std::move(printed.value()));
                         });
                 });
-            })
+        })
         .attach(kj::mv(done), kj::mv(session));
 }
 
@@ -877,6 +889,11 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
     json env = config["Env"].is_array() ? config["Env"] : json::array();
     for (const std::string& entry : spec.env)
         env.push_back(entry);
+    // An image without a PATH (an imported one, say) gets the one Docker and podman give it.
+    if (std::none_of(env.begin(), env.end(), [](const json& entry) {
+            return entry.is_string() && entry.get<std::string>().rfind("PATH=", 0) == 0;
+        }))
+        env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     config["Env"] = env;
     std::string user = config["User"];
     if (!user.empty() && user != "0" && user != "root" && user != "0:0")
@@ -1452,7 +1469,7 @@ kj::Promise<Status> ContainerSessions::container_start(
 }
 
 kj::Promise<Status> ContainerSessions::container_logs(
-    uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio)
+    uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio, bool follow)
 {
     auto found = find_container(owner, name, ref);
     if (!found)
@@ -1467,18 +1484,22 @@ kj::Promise<Status> ContainerSessions::container_logs(
         arm_idle_timer(s);
     });
     return ensure_vm(s)
-        .then([this, &s, id, stdio = std::move(stdio)](Status started) mutable -> kj::Promise<Status> {
-            if (!started)
-                return kj::mv(started);
-            return run_in_vm(s, { "logs", id }, std::move(stdio)).then([](Result<int> status) {
-                if (!status)
-                    return Status(status.take_error());
-                if (status.value() != 0)
-                    return Status(
-                        Error { -ENOENT, "the container has no log (only a detached container has one)" });
-                return Status();
-            });
-        })
+        .then(
+            [this, &s, id, stdio = std::move(stdio), follow](Status started) mutable -> kj::Promise<Status> {
+                if (!started)
+                    return kj::mv(started);
+                std::vector<std::string> args { "logs", id };
+                if (follow)
+                    args.push_back("follow");
+                return run_in_vm(s, std::move(args), std::move(stdio)).then([](Result<int> status) {
+                    if (!status)
+                        return Status(status.take_error());
+                    if (status.value() != 0)
+                        return Status(Error {
+                            -ENOENT, "the container has no log (only a detached container has one)" });
+                    return Status();
+                });
+            })
         .attach(kj::mv(done), kj::mv(session));
 }
 

@@ -411,8 +411,11 @@ kj::Promise<Status> ContainerSessions::start_vm(ContainerSession& session)
     VmSettings settings;
     settings.host_network = session.options.host_network;
     settings.idle_timeout_s = 0; // ours, not VmInstance's
-    auto attempt = VmInstance::start(
-        m_env, session.identity, settings, { session.options.memory_mb << 20, session.options.cpu_millis })
+    // The VM's cgroup is delegated to its root (the session's user): each container gets a
+    // cgroup of its own below it (oci-helper.sh).
+    VmCgroupRequest limits { session.options.memory_mb << 20, session.options.cpu_millis,
+        session.identity.uid };
+    auto attempt = VmInstance::start(m_env, session.identity, settings, limits)
                        .then([this, &session](Result<kj::Own<VmInstance>> vm) -> kj::Promise<Status> {
                            if (!vm) {
                                enter(session, ContainerSession::Idle {});

@@ -196,7 +196,10 @@ public:
 
     // Images and containers (container-images.cpp). Each starts the session's VM when needed;
     // results are the JSON objects the hooks get (lists of them for ls).
-    kj::Promise<Result<nlohmann::json>> image_load(uid_t owner, const std::string& name, Fd archive);
+    // `archive` a docker-archive; with `import_as`, a tar of a root filesystem (plain, gzip, xz or
+    // zstd) made a one-layer image with that reference.
+    kj::Promise<Result<nlohmann::json>> image_load(
+        uid_t owner, const std::string& name, Fd archive, const std::string& import_as = {});
     Result<nlohmann::json> image_list(uid_t owner, const std::string& name);
     Result<nlohmann::json> image_inspect(uid_t owner, const std::string& name, const std::string& ref);
     // Removes a tag, and the image with its last one. Prints (as JSON lines) what it did.
@@ -215,9 +218,10 @@ public:
         std::vector<std::string> command, std::array<Fd, 3> stdio);
     // Starts a created container, detached.
     kj::Promise<Status> container_start(uid_t owner, const std::string& name, const std::string& ref);
-    // What a detached container wrote, to `stdio` (stdin unused).
+    // What a detached container wrote, to `stdio` (stdin unused); with `follow`, then what it
+    // writes until its process ends.
     kj::Promise<Status> container_logs(
-        uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio);
+        uid_t owner, const std::string& name, const std::string& ref, std::array<Fd, 3> stdio, bool follow);
     // The container's id and, unless detached, its process's wait status.
     kj::Promise<Result<std::pair<std::string, int>>> container_run(
         uid_t owner, const std::string& name, ContainerRunSpec spec, std::array<Fd, 3> stdio);

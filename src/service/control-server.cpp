@@ -105,7 +105,8 @@ namespace {
     }
 
     // Which calls end when their client goes away (Cap'n Proto 0.9 cancels a call on disconnect
-    // only when it called allowCancellation()): register, start, run, vmMount and vmExec, whose
+    // only when it called allowCancellation()): register, export, start, run, vmMount, vmExec,
+    // containerSessionCreate, containerSessionExec, containerExec and containerLogs, whose
     // promises own everything they hold, so dropping them at any point is clean. A `run` dropped
     // that way drops its program's Process capability, and the agent kills the program; a
     // register dropped that way stops its import (see Service::register_distribution).
@@ -186,6 +187,7 @@ namespace {
         kj::Promise<void> containerExec(ContainerExecContext context) override;
         kj::Promise<void> containerLogs(ContainerLogsContext context) override;
         kj::Promise<void> containerStart(ContainerStartContext context) override;
+        kj::Promise<void> containerImageImport(ContainerImageImportContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -737,6 +739,31 @@ namespace {
             });
     }
 
+    kj::Promise<void> Control::containerImageImport(ContainerImageImportContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/ImportImage";
+        auto owner = target(context.getParams().getTarget());
+        if (!owner)
+            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        return ipc::unwrap_fd(context.getParams().getArchive())
+            .then([this, context, owner = owner.value()](Result<Fd> archive) mutable -> kj::Promise<void> {
+                if (!archive)
+                    return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
+                if (Status ok = check_archive(archive->get()); !ok)
+                    return fail(context.getResults(), ok.error(), op), kj::READY_NOW;
+                auto params = context.getParams();
+                std::string reference = text_of(params.getReference());
+                if (reference.empty())
+                    return fail(context.getResults(),
+                               Error { -EINVAL, "an import needs a reference to name the image" }, op),
+                           kj::READY_NOW;
+                return m_service.containers()
+                    .image_load(owner, text_of(params.getSession()), std::move(archive.value()), reference)
+                    .then(
+                        [context](Result<nlohmann::json> loaded) mutable { set_json(context, loaded, op); });
+            });
+    }
+
     kj::Promise<void> Control::containerImageList(ContainerImageListContext context)
     {
         return json_query(context, "Bulkhead/Service/ListImages", [this](uid_t owner, auto params) {
@@ -974,6 +1001,7 @@ namespace {
     kj::Promise<void> Control::containerLogs(ContainerLogsContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/ContainerLogs";
+        context.allowCancellation(); // ends with its client: dropping it ends the copy (follow)
         auto params = context.getParams();
         auto owner = target(params.getTarget());
         if (!owner)
@@ -985,8 +1013,8 @@ namespace {
                 auto params = context.getParams();
                 std::array<Fd, 3> stdio { Fd(), std::move(out.value()), Fd() };
                 return m_service.containers()
-                    .container_logs(
-                        owner, text_of(params.getSession()), text_of(params.getContainer()), std::move(stdio))
+                    .container_logs(owner, text_of(params.getSession()), text_of(params.getContainer()),
+                        std::move(stdio), params.getFollow())
                     .then([context](Status shown) mutable {
                         if (!shown)
                             fail(context.getResults(), shown.error(), op);

@@ -17,6 +17,19 @@ crun_root=/tmp/crun
 export TMPDIR="$store/tmp"
 mkdir -p "$store/images" "$store/containers" "$TMPDIR"
 
+# enter_cgroup ID [create]: moves this shell (and so what it execs) into the container's own
+# cgroup, below the VM's. The service delegates a container session VM's cgroup to its root; where
+# it could not (no cgroup2 directory for VMs), containers share the VM's.
+cgroups=/sys/fs/cgroup
+enter_cgroup() {
+  [ -w "$cgroups/cgroup.procs" ] || return 0
+  if [ "${2:-}" = create ]; then
+    [ -d "$cgroups/$1" ] || mkdir "$cgroups/$1" || { echo "cannot make the cgroup of container $1" >&2; exit 1; }
+  fi
+  [ -d "$cgroups/$1" ] || return 0
+  echo $$ >"$cgroups/$1/cgroup.procs"
+}
+
 # describe DIR TAG: the line the service reads for the image staged in DIR/oci.
 describe() {
   skopeo --insecure-policy inspect --raw "oci:$1/oci:img" >"$1/manifest.json"
@@ -56,6 +69,36 @@ load)
   done 4<"$stage/tags" # stdin stays the archive
   staged "$n"
   ;;
+import)
+  # import REF: stdin a tar of a root filesystem (plain, or compressed with gzip, xz or zstd).
+  # Stages a one-layer image tagged REF, printed as load prints it.
+  stage=$(mktemp -d "$TMPDIR/load.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  mkdir "$stage/1"
+  umoci init --layout "$stage/1/oci" >&2
+  umoci new --image "$stage/1/oci:img" >&2
+  magic=$(head -c 6 /dev/stdin | od -An -tx1 | tr -d ' \n')
+  case "$magic" in
+  1f8b*) unpack="gzip -dc" ;;
+  fd377a585a00) unpack="xz -dc" ;;
+  28b52ffd*) unpack="zstd -dcq" ;;
+  *) unpack=cat ;;
+  esac
+  command -v "${unpack%% *}" >/dev/null || { echo "${unpack%% *} is not installed: cannot decompress the archive" >&2; exit 1; }
+  # Two passes, each reopening stdin (a regular file) from its start: tar checks the archive
+  # (umoci adds a layer verbatim), then umoci adds it. dash has no pipefail: a failed
+  # decompression leaves a mark.
+  tar_failed=
+  { $unpack </dev/stdin 2>"$stage/unpack-errors" || : >"$stage/unpack-failed"; } |
+    tar -t >/dev/null 2>"$stage/tar-errors" || tar_failed=1
+  [ ! -e "$stage/unpack-failed" ] ||
+    { echo "cannot decompress the archive: $(tail -n 1 "$stage/unpack-errors")" >&2; exit 1; }
+  [ -z "$tar_failed" ] || { echo "the archive is not a valid tar: $(tail -n 1 "$stage/tar-errors")" >&2; exit 1; }
+  $unpack </dev/stdin | umoci raw add-layer --image "$stage/1/oci:img" \
+    --history.created_by "bulkhead container image import" /dev/stdin >&2
+  describe "$stage/1" "$1"
+  staged 1
+  ;;
 pull)
   # pull REF TLS-VERIFY: one image from a registry, printed as load prints it.
   stage=$(mktemp -d "$TMPDIR/pull.XXXXXX")
@@ -90,10 +133,19 @@ exec)
   # exec ID PROGRAM [ARGS...]: in the running container, with this process's stdio.
   id=$1
   shift
+  enter_cgroup "$id"
   exec crun --root "$crun_root" exec "$id" "$@"
   ;;
 logs)
-  exec cat "$store/containers/$1/log"
+  # logs ID [follow]: the log of a detached container; with "follow", then what it writes until
+  # its process ends.
+  log="$store/containers/$1/log"
+  [ -e "$log" ] || exit 3
+  if [ "${2:-}" = follow ]; then
+    pid=$(crun --root "$crun_root" state "$1" 2>/dev/null | jq -r 'select(.status == "running") | .pid') || pid=
+    [ -z "$pid" ] || exec tail -n +1 -f --pid="$pid" "$log"
+  fi
+  exec cat "$log"
   ;;
 create)
   # create ID HEX; stdin: the container's config.json. Unpacks the image once, then gives the
@@ -118,9 +170,10 @@ create)
   mkfifo "$dir/started"
   ;;
 run)
-  # run ID [log]: the container's process, under crun; with "log", its output goes to the
-  # container's log file (a detached container).
+  # run ID [log]: the container's process, under crun, in a cgroup of its own; with "log", its
+  # output goes to the container's log file (a detached container).
   [ "${2:-}" != log ] || exec >>"$store/containers/$1/log" 2>&1 </dev/null
+  enter_cgroup "$1" create
   exec crun --root "$crun_root" --cgroup-manager=disabled run --bundle "$store/containers/$1" "$1"
   ;;
 started)
@@ -139,6 +192,15 @@ kill)
 delete)
   dir="$store/containers/$1"
   crun --root "$crun_root" delete --force "$1" 2>/dev/null || true
+  cgroup="$cgroups/$1"
+  if [ -d "$cgroup" ]; then
+    echo 1 >"$cgroup/cgroup.kill" 2>/dev/null || true
+    i=0 # its last processes leave it a moment after the kill
+    while ! rmdir "$cgroup" 2>/dev/null && [ -d "$cgroup" ] && [ "$i" -lt 50 ]; do
+      i=$((i + 1))
+      sleep 0.1
+    done
+  fi
   umount "$dir/rootfs" 2>/dev/null || true
   rm -rf "$dir"
   ;;

@@ -183,6 +183,19 @@ Status VmCgroups::apply(const Controller& controller, uint64_t limit, const std:
     return write_cgroup_file(dir, limit_file(controller.name, v2), std::to_string(limit));
 }
 
+Status VmCgroups::delegate(VmCgroup& cgroup, uid_t uid)
+{
+    // Bounds first, in files that stay root's: then the directory and the three files a delegate
+    // writes (cgroup v2's "Delegation Containment") become the VM root's.
+    BH_TRY(write_cgroup_file(cgroup.m_v2, "cgroup.max.descendants", std::to_string(max_delegated_cgroups)));
+    BH_TRY(write_cgroup_file(cgroup.m_v2, "cgroup.max.depth", "2"));
+    for (const char* name : { ".", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" })
+        if (::fchownat(cgroup.m_v2_fd.get(), name, uid, static_cast<gid_t>(-1), AT_SYMLINK_NOFOLLOW) < 0)
+            return Error::from_errno(
+                errno, "cannot delegate " + cgroup.m_v2 + "/" + name + " to uid " + std::to_string(uid));
+    return {};
+}
+
 Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& request)
 {
     BH_TRY(check(request));
@@ -195,6 +208,8 @@ Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& r
         cgroup.m_v2_fd = Fd(::open(cgroup.m_v2.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!cgroup.m_v2_fd)
             return Error::from_errno(errno, "cannot open " + cgroup.m_v2);
+        if (request.delegate_to)
+            BH_TRY(delegate(cgroup, *request.delegate_to));
     }
     for (const Controller& controller : m_controllers) {
         uint64_t limit = controller.limit;

@@ -50,7 +50,14 @@ private:
 struct VmCgroupRequest {
     uint64_t memory_max = 0; // bytes; 0: the admin's limit
     uint32_t cpu_millis = 0; // thousandths of a CPU; 0: no CPU limit
+    // The cgroup2 directory is delegated to this host uid (the VM's root), as systemd's
+    // Delegate= does: it may make up to max_delegated_cgroups cgroups below it, two deep, and
+    // move its processes among them (a container session gives each container one). The limit
+    // files stay root's.
+    std::optional<uid_t> delegate_to;
 };
+
+inline constexpr unsigned max_delegated_cgroups = 512;
 
 // Makes the VMs' cgroups with the admin's limits. Thread affinity: the service's event loop.
 class VmCgroups {
@@ -82,6 +89,7 @@ private:
     // "" once located, else why it cannot be.
     std::string locate(Controller& controller);
     Status apply_cpu(VmCgroup& cgroup, const std::string& name, uint32_t cpu_millis);
+    static Status delegate(VmCgroup& cgroup, uid_t uid);
 
     std::string m_v2_base;
     std::vector<Controller> m_controllers;

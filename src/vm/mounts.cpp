@@ -197,13 +197,16 @@ Status build_vm_root(const VmRootConfig& config)
     BH_TRY(make_dir(root + "/proc", 0555));
     BH_TRY(mount_fs("proc", root + "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
     BH_TRY(build_dev(root));
-    // The VM's own cgroup as a read-only cgroup2 tree (its cgroup namespace's root): container
-    // runtimes look there to learn the cgroup layout. Best effort: a host without cgroup2, or a
-    // VM not in a cgroup2 directory of its own, runs without it.
+    // The VM's own cgroup as its cgroup2 tree (its cgroup namespace's root): container runtimes
+    // look there to learn the cgroup layout. Mounted writable, and writable where the service
+    // delegated the VM's cgroup to the VM's root (a container session's, VmCgroupRequest): other
+    // VMs' cgroup files belong to a uid their user namespace does not map, so their root cannot
+    // write them. Best effort: a host without cgroup2, or a VM not in a cgroup2 directory of its
+    // own, runs without it.
     BH_TRY(make_dir(root + "/sys", 0555));
     BH_TRY(make_dir(root + "/sys/fs", 0555));
     BH_TRY(make_dir(root + "/sys/fs/cgroup", 0555));
-    (void)mount_fs("cgroup2", root + "/sys/fs/cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr);
+    (void)mount_fs("cgroup2", root + "/sys/fs/cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
     BH_TRY(make_dir(root + "/tmp", 01777));
     if (::chmod((root + "/tmp").c_str(), 01777) < 0)
         return fail("cannot set the mode of /tmp");

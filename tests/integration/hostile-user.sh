@@ -39,6 +39,18 @@ case_MountsStayInTheVm() {
   [[ $out == *nosuid* && $out == *nodev* ]] || fail "a user's folder is mounted without nosuid,nodev: $out"
 }
 
+# The VM's cgroup2 tree is mounted writable (a container session's is delegated to its root),
+# but a distribution VM's cgroup files stay the host root's: its root can make no cgroup there,
+# nor move processes, nor touch a limit.
+case_VmCgroupStaysRoots() {
+  bh_other vm exec -- /bin/sh -c 'test -e /sys/fs/cgroup/cgroup.procs' || { echo "no cgroup2 in the VM"; return 0; }
+  local out
+  out=$(bh_other vm exec -- /bin/sh -c 'mkdir /sys/fs/cgroup/mine 2>/dev/null && echo made;
+    echo $$ 2>/dev/null >/sys/fs/cgroup/cgroup.procs && echo moved;
+    echo 1 2>/dev/null >/sys/fs/cgroup/cgroup.max.depth && echo raised; true')
+  expect_eq "$out" "" "what the user did to their distribution VM's cgroup"
+}
+
 # A folder reaches the VM locked: VM root can neither unmount a submount to see what the host hid
 # under it, nor make a read-only folder writable. Nothing of the staging stays behind.
 case_MountsArriveLocked() {
@@ -277,7 +289,7 @@ bh_other register mine --tar "$T/rootfs.tar" >/dev/null
 bh register rootdist --rootfs "$T/rootfs" >/dev/null
 bh_other run -- true
 
-for name in MountsStayInTheVm MountsArriveLocked UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
+for name in MountsStayInTheVm VmCgroupStaysRoots MountsArriveLocked UnreadableFolder OversizedMessage RunEndsWithItsClient InitsHoldNoServiceFd \
   StalledRegistrationsEnd UnpackerIsConfined DirectoryAsArchive ArchiveBomb DistributionsPerUser ConnectionsPerUser CallsPerUser StuckVmIsAbandoned; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   started=${EPOCHREALTIME/./}

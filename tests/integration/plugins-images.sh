@@ -11,8 +11,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # The catalog's cases run in both isolation modes; the rest are about images and containers
 # themselves, which the isolation mode does not change: they run with process isolation only.
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
-PROCESS_CASES=(ImageTagsAndErrors ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes NonRootContainers
-  IndexLimits)
+PROCESS_CASES=(ImageTagsAndErrors ImageImport ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes
+  ContainerCgroups NonRootContainers IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -40,7 +40,14 @@ ctr() { bh container "$@"; }
 store_entries() { cs exec "$1" -- sh -c "ls /storage/$2 | wc -l"; }
 # Host processes of a container: they run `sleep SECONDS` (a number no other test uses).
 sleepers() { pgrep -f "^sleep $1\$" | wc -l; }
+# Ends a CLI started with `ctr ... &` (a subshell running it; SIGINT is ignored there).
+stop_background() {
+  pkill -TERM -P "$1" || true
+  wait "$1" || true
+}
 log_lines() { ctr logs "$1" | wc -l; }
+# `tail` processes in the session's VM (logs -f).
+vm_tails() { cs exec bulkhead-cli -- sh -c 'pgrep -c "^tail" || true'; }
 
 # WslcSuccess: a session with 4 CPUs, 4096 MB and no network; loading starts its VM, where the
 # plugin's checks of on_container_vm_started run (WslcProcessApi's); a container runs from the
@@ -184,6 +191,44 @@ case_ImageTagsAndErrors() {
   expect_eq "$(store_entries bulkhead-cli images)" "0" "the image's files are gone"
 }
 
+# import makes a one-layer image of a root filesystem tar, plain or compressed, device nodes and
+# all (an mmdebstrap tarball has /dev/console); a bad archive is a clear error and leaves nothing.
+case_ImageImport() {
+  setup Success
+  mkdir -p "$T/devs/dev"
+  mknod "$T/devs/dev/console" c 5 1
+  cp "$FIXTURES/rootfs.tar" "$T/rootfs.tar"
+  tar -rf "$T/rootfs.tar" -C "$T/devs" ./dev/console
+  gzip -c "$T/rootfs.tar" >"$T/rootfs.tar.gz"
+  xz -T1 -c "$T/rootfs.tar" >"$T/rootfs.tar.xz"
+  zstd -q -c "$T/rootfs.tar" >"$T/rootfs.tar.zst"
+  chmod 644 "$T"/rootfs.tar*
+  local id; id=$(bh_other container image import "$T/rootfs.tar.gz" imported:gz)
+  expect_eq "$(bh_other container image inspect imported:gz | jq -r .Id)" "$id" "import prints the new id"
+  expect_eq "$(grep -c "^Image created (id=$id, name=imported:gz)" "$PLUGIN_LOG")" "1" "on_image_created"
+  expect_eq "$(bh_other container run imported:gz sh -c 'echo imported; id -u')" $'imported\n0' "a container of it"
+  expect_error EINVAL "has no command; name one" bh_other container run imported:gz
+  local suffix tag
+  for suffix in .xz .zst ""; do
+    tag=${suffix:-.plain}
+    bh_other container image import "$T/rootfs.tar$suffix" "imported:${tag#.}" >/dev/null
+    expect_eq "$(bh_other container run "imported:${tag#.}" echo "$tag")" "$tag" "imported from rootfs.tar$suffix"
+  done
+  expect_eq "$(bh_other container image ls --json | jq -c '[.[].RepoTags[]] | sort')" \
+    '["imported:gz","imported:plain","imported:xz","imported:zst"]' "one image per import"
+
+  head -c 300000 "$T/rootfs.tar.gz" >"$T/truncated.tar.gz"
+  head -c 50000 /dev/urandom >"$T/garbage.tar"
+  chmod 644 "$T/truncated.tar.gz" "$T/garbage.tar"
+  expect_error EIO "cannot decompress the archive" bh_other container image import "$T/truncated.tar.gz" bad:1
+  expect_error EIO "the archive is not a valid tar" bh_other container image import "$T/garbage.tar" bad:2
+  expect_error EINVAL "invalid image reference" bh_other container image import "$T/rootfs.tar" 'Bad Ref!'
+  expect_error EINVAL "not a regular file" bh_other container image import /dev/null bad:3
+  expect_eq "$(bh_other container session exec bulkhead-cli -- sh -c 'ls /storage/images | wc -l; ls /storage/tmp | wc -l' | tr '\n' ' ')" \
+    "4 0 " "failed imports left nothing in the store"
+  expect_eq "$(grep -c '^Image created' "$PLUGIN_LOG")" "4" "no hook for a failed import"
+}
+
 # Exit statuses come back; a process that ignores SIGTERM is killed after --time; a container
 # left running dies with its session, and every container with a SIGKILLed service.
 case_ContainerStopAndEnd() {
@@ -244,6 +289,74 @@ case_ContainerExecAndLogs() {
   expect_eq "$(ctr inspect later | jq -r .State.Status)" "running" "running"
   expect_error EINVAL "only a created container starts" ctr start later
   expect_error ENOENT "no such container" ctr logs nobody
+
+  # logs -f: what was written, then what comes, until the process ends.
+  ctr run -d --name ticker debian:latest sh -c 'echo one; until [ -e /go ]; do sleep 0.1; done; echo two' >/dev/null
+  ctr logs -f ticker >"$T/followed" &
+  local follower=$!
+  DEADLINE=10 eventually output_is one cat "$T/followed"
+  # The exec ends with the container's PID namespace if the container ends first: 137 then.
+  rc=0; ctr exec ticker touch /go || rc=$?
+  [ "$rc" = 0 ] || [ "$rc" = 137 ] || fail "exec touch /go: exit status $rc"
+  wait "$follower" || fail "logs -f failed"
+  expect_eq "$(cat "$T/followed")" $'one\ntwo' "logs -f followed to the end"
+  expect_eq "$(ctr logs -f ticker)" $'one\ntwo' "logs -f of an ended container returns"
+  # A follower dropped by its user ends in the VM too.
+  ctr run -d --name quiet debian:latest sleep 977 >/dev/null
+  ctr logs -f quiet >/dev/null &
+  follower=$!
+  DEADLINE=10 eventually output_is 1 vm_tails
+  stop_background "$follower"
+  DEADLINE=10 eventually output_is 0 vm_tails
+}
+
+# Each container has a cgroup of its own below its session VM's (delegated to the VM's root, the
+# session's user), exec'd programs too; the user cannot raise the VM's bounds through it, nor nest
+# deeper than allowed; nothing of it survives terminate or a SIGKILLed service.
+case_ContainerCgroups() {
+  setup Success
+  local mnt; mnt=$(findmnt -n -t cgroup2 -o TARGET | head -n 1)
+  [ -n "$mnt" ] || { echo "no cgroup2 mount: nothing to check"; return 0; }
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  bh_other container run -d --name grouped debian:latest sleep 976 >/dev/null
+  local id; id=$(bh_other container inspect grouped | jq -r .Id)
+  DEADLINE=10 eventually output_is 1 sleepers 976
+  local path; path=$(sed -n 's/^0:://p' "/proc/$(pgrep -f '^sleep 976$')/cgroup")
+  expect_eq "$(basename "$path")" "$id" "the container's own cgroup"
+  local vm=$mnt$(dirname "$path")
+  case "$(basename "$vm")" in bulkhead-vm-*) ;; *) fail "not below a VM's cgroup: $path" ;; esac
+  bh_other container exec grouped sleep 975 &
+  local execer=$!
+  DEADLINE=10 eventually output_is 1 sleepers 975
+  expect_eq "$(sed -n 's/^0:://p' "/proc/$(pgrep -f '^sleep 975$')/cgroup")" "$path" "exec joins it"
+  stop_background "$execer"
+
+  # The bounds stay root's; two levels below the VM's cgroup, no more.
+  local rc=0
+  bh_other container session exec bulkhead-cli -- sh -c 'echo max >/sys/fs/cgroup/cgroup.max.descendants' 2>/dev/null || rc=$?
+  [ "$rc" -ne 0 ] || fail "the user raised the VM's cgroup bound"
+  expect_eq "$(cat "$vm/cgroup.max.descendants")" "512" "the bound held"
+  bh_other container session exec bulkhead-cli -- mkdir -p /sys/fs/cgroup/a/b
+  rc=0
+  bh_other container session exec bulkhead-cli -- mkdir /sys/fs/cgroup/a/b/c 2>/dev/null || rc=$?
+  [ "$rc" -ne 0 ] || fail "a third level was made"
+
+  bh_other container rm -f grouped >/dev/null
+  DEADLINE=10 eventually [ ! -d "$vm/$id" ]
+  bh_other container session terminate bulkhead-cli
+  DEADLINE=10 eventually [ ! -d "$vm" ]
+
+  # A SIGKILLed service leaves the VM's cgroups (a user's below them too) to its next start.
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  bh_other container run -d debian:latest sleep 974 >/dev/null
+  DEADLINE=10 eventually output_is 1 sleepers 974
+  vm=$mnt$(dirname "$(sed -n 's/^0:://p' "/proc/$(pgrep -f '^sleep 974$')/cgroup")")
+  bh_other container session exec bulkhead-cli -- mkdir -p /sys/fs/cgroup/a/b
+  kill -KILL "$SVC_PID"
+  SVC_PID=
+  DEADLINE=10 eventually output_is 0 sleepers 974
+  start_service
+  DEADLINE=10 eventually [ ! -d "$vm" ]
 }
 
 # -v binds a host folder the user may read (read-write, or read-only with :ro) and inspect lists
