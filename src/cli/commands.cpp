@@ -1,6 +1,7 @@
 // The bulkhead CLI's commands.
 #include "cli/commands.h"
 
+#include "cli/progress.h"
 #include "cli/terminal.h"
 #include "config/config.h"
 #include "ipc/fd-cap.h"
@@ -50,10 +51,27 @@ namespace {
         out.setInit(in.init.value_or(""));
     }
 
-    // Finishes a request whose only answer is an Outcome; returns the exit code.
-    template<typename Promise> int finish(Client& client, Promise&& promise, const std::string& operation)
+    // What a long request shows on a terminal while it runs (Progress).
+    struct Shown {
+        std::string what;
+        const struct stat* archive = nullptr;
+    };
+
+    // wait_for, with the progress of `shown` on a terminal, cleared before anything is printed.
+    template<typename Promise>
+    auto wait_showing(Client& client, Promise&& promise, const std::string& operation, const Shown* shown)
     {
-        auto reply = wait_for(client, kj::mv(promise), operation);
+        std::optional<Progress> progress;
+        if (shown)
+            progress.emplace(client.io().provider->getTimer(), shown->what, shown->archive);
+        return wait_for(client, kj::mv(promise), operation);
+    }
+
+    // Finishes a request whose only answer is an Outcome; returns the exit code.
+    template<typename Promise>
+    int finish(Client& client, Promise&& promise, const std::string& operation, const Shown* shown = nullptr)
+    {
+        auto reply = wait_showing(client, kj::mv(promise), operation, shown);
         if (!reply)
             return report({ reply.take_error(), operation });
         Status status = ipc::to_status(reply->getOutcome());
@@ -674,9 +692,10 @@ namespace {
     // Sends a request whose reply carries JSON, and parses it into `out`: 0, or the exit code
     // after printing the error.
     template<typename Request>
-    int json_call(Client& client, Request& request, const char* what, const char* op, nlohmann::json& out)
+    int json_call(Client& client, Request& request, const char* what, const char* op, nlohmann::json& out,
+        const Shown* shown = nullptr)
     {
-        auto reply = wait_for(client, request.send(), what);
+        auto reply = wait_showing(client, request.send(), what, shown);
         if (!reply)
             return report({ reply.take_error(), op });
         return json_reply(*reply, out);
@@ -686,20 +705,6 @@ namespace {
     {
         std::string hex = id.rfind("sha256:", 0) == 0 ? id.substr(7) : id;
         return hex.substr(0, 12);
-    }
-
-    std::string human_size(uint64_t bytes)
-    {
-        const char* units[] = { "B", "kB", "MB", "GB", "TB" };
-        double value = static_cast<double>(bytes);
-        int unit = 0;
-        while (value >= 1000 && unit < 4) {
-            value /= 1000;
-            ++unit;
-        }
-        char text[32];
-        std::snprintf(text, sizeof(text), unit == 0 ? "%.0f%s" : "%.3g%s", value, units[unit]);
-        return text;
     }
 
     Result<int> parse_signal(const std::string& text)
@@ -725,7 +730,8 @@ namespace {
         if (Status open = open_session(client, inv); !open)
             return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
         Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        if (!archive)
+        struct stat st { };
+        if (!archive || ::fstat(archive.get(), &st) < 0)
             return report({ Error::from_errno(errno, "cannot open the image archive " + inv.file),
                 "Bulkhead/Cli/LoadImage" });
         auto request = client.control().containerImageLoadRequest();
@@ -733,7 +739,8 @@ namespace {
         request.setArchive(ipc::wrap_fd(std::move(archive)));
         request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        if (int code = json_call(client, request, "image load", "Bulkhead/Cli/LoadImage", out))
+        Shown shown { "Loading " + inv.file, &st };
+        if (int code = json_call(client, request, "image load", "Bulkhead/Cli/LoadImage", out, &shown))
             return code;
         if (inv.json) {
             std::cout << out.dump(2) << std::endl;
@@ -754,7 +761,8 @@ namespace {
         if (Status open = open_session(client, inv); !open)
             return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
         Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        if (!archive)
+        struct stat st { };
+        if (!archive || ::fstat(archive.get(), &st) < 0)
             return report({ Error::from_errno(errno, "cannot open the archive " + inv.file),
                 "Bulkhead/Cli/ImportImage" });
         auto request = client.control().containerImageImportRequest();
@@ -763,7 +771,8 @@ namespace {
         request.setReference(inv.reference);
         request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        if (int code = json_call(client, request, "image import", "Bulkhead/Cli/ImportImage", out))
+        Shown shown { "Importing " + inv.file, &st }; // read twice: checked, then added as a layer
+        if (int code = json_call(client, request, "image import", "Bulkhead/Cli/ImportImage", out, &shown))
             return code;
         if (inv.json)
             std::cout << out.dump(2) << std::endl;
@@ -852,7 +861,8 @@ namespace {
         request.setInsecure(inv.insecure);
         request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        if (int code = json_call(client, request, "image pull", "Bulkhead/Cli/PullImage", out))
+        Shown shown { "Pulling " + inv.reference };
+        if (int code = json_call(client, request, "image pull", "Bulkhead/Cli/PullImage", out, &shown))
             return code;
         for (auto& image : out)
             std::cout << "Pulled image: " << image.value("Tag", "") << " (" << image.value("Id", "") << ")"
@@ -867,7 +877,8 @@ namespace {
         request.setReference(inv.reference);
         request.setInsecure(inv.insecure);
         request.initTarget().setUid(inv.uid);
-        return finish(client, request.send(), "Bulkhead/Cli/PushImage");
+        Shown shown { "Pushing " + inv.reference };
+        return finish(client, request.send(), "Bulkhead/Cli/PushImage", &shown);
     }
 
     int do_container_exec_in(Client& client, const Invocation& inv)

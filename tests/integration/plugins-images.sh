@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # The catalog's cases run in both isolation modes; the rest are about images and containers
 # themselves, which the isolation mode does not change: they run with process isolation only.
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
-PROCESS_CASES=(ImageTagsAndErrors ImageImport ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes
+PROCESS_CASES=(ImageTagsAndErrors ImageImport ProgressOnATerminal ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes
   ContainerCgroups NonRootContainers IndexLimits)
 
 if [ "${1:-}" != --case ]; then
@@ -227,6 +227,19 @@ case_ImageImport() {
   expect_eq "$(bh_other container session exec bulkhead-cli -- sh -c 'ls /storage/images | wc -l; ls /storage/tmp | wc -l' | tr '\n' ' ')" \
     "4 0 " "failed imports left nothing in the store"
   expect_eq "$(grep -c '^Image created' "$PLUGIN_LOG")" "4" "no hook for a failed import"
+}
+
+# Long work shows progress on a terminal (script(1) gives the CLI one), and nothing otherwise.
+case_ProgressOnATerminal() {
+  setup Success
+  ctr image load "$IMAGE_TAR" >"$T/out" 2>"$T/err"
+  expect_eq "$(cat "$T/out")" "Loaded image: debian:latest" "without a terminal"
+  expect_eq "$(cat "$T/err")" "" "nothing on stderr without a terminal"
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" \
+    script -qec "$BIN/bulkhead container image load $IMAGE_TAR" /dev/null >"$T/tty"
+  grep -qF "Loading $IMAGE_TAR: " "$T/tty" || fail "no progress line: $(cat -v "$T/tty")"
+  grep -qE "of 2\.14MB.* \([0-9]+ s\)" "$T/tty" || fail "no size in the progress line: $(cat -v "$T/tty")"
+  grep -qF $'\r\e[KLoaded image: debian:latest' "$T/tty" || fail "the line was not cleared: $(cat -v "$T/tty")"
 }
 
 # Exit statuses come back; a process that ignores SIGTERM is killed after --time; a container
