@@ -54,7 +54,7 @@ namespace {
     // What a long request shows on a terminal while it runs (Progress).
     struct Shown {
         std::string what;
-        const struct stat* archive = nullptr;
+        Position position;
     };
 
     // wait_for, with the progress of `shown` on a terminal, cleared before anything is printed.
@@ -63,7 +63,7 @@ namespace {
     {
         std::optional<Progress> progress;
         if (shown)
-            progress.emplace(client.io().provider->getTimer(), shown->what, shown->archive);
+            progress.emplace(client.io().provider->getTimer(), shown->what, shown->position);
         return wait_for(client, kj::mv(promise), operation);
     }
 
@@ -125,11 +125,13 @@ namespace {
         kj::Own<kj::Thread> writer;
         auto result = inbox.expect<Status>();
         kj::ForkedPromise<Status> produced = kj::mv(result.promise).fork();
+        Shown shown { "Registering " + (inv.tar.empty() ? inv.rootfs : inv.tar) };
         if (!inv.tar.empty()) {
             Fd tar(::open(inv.tar.c_str(), O_RDONLY | O_CLOEXEC));
             if (!tar)
                 return report(
                     { Error::from_errno(errno, "cannot open the tar archive '" + inv.tar + "'"), op });
+            shown.position = shared_file(tar.get(), true); // bulkhead-unpack reads this very fd
             request.setArchive(ipc::wrap_fd(std::move(tar)));
             result.sender.send(Status());
         } else {
@@ -145,7 +147,7 @@ namespace {
                     sender.send(std::move(status));
                 });
         }
-        auto reply = wait_for(client, request.send(), "registration");
+        auto reply = wait_showing(client, request.send(), "registration", &shown);
         Status local = produced.addBranch().wait(client.wait_scope());
         // Our own read failure is the root cause, unless it is only the service hanging up on us.
         if (!local && local.error().code != -EPIPE)
@@ -361,13 +363,14 @@ namespace {
             return report(
                 { Error::from_errno(errno, "cannot create '" + (partial.empty() ? inv.file : partial) + "'"),
                     op });
+        Shown shown { "Exporting " + inv.name, shared_file(out.get(), false) }; // the writer's offset
         auto request = client.control().exportRequest();
         request.setName(inv.name);
         request.setOut(ipc::wrap_fd(std::move(out)));
         request.setCompression(
             compression_name(inv.file == "-" ? TarCompression::none : compression_for(inv.file)));
         request.initTarget().setUid(inv.uid);
-        int code = finish(client, request.send(), op);
+        int code = finish(client, request.send(), op, &shown);
         if (partial.empty())
             return code;
         if (code == 0 && ::rename(partial.c_str(), inv.file.c_str()) != 0)
@@ -730,16 +733,15 @@ namespace {
         if (Status open = open_session(client, inv); !open)
             return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
         Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        struct stat st { };
-        if (!archive || ::fstat(archive.get(), &st) < 0)
+        if (!archive)
             return report({ Error::from_errno(errno, "cannot open the image archive " + inv.file),
                 "Bulkhead/Cli/LoadImage" });
+        Shown shown { "Loading " + inv.file, reopened_file(archive.get()) };
         auto request = client.control().containerImageLoadRequest();
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));
         request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        Shown shown { "Loading " + inv.file, &st };
         if (int code = json_call(client, request, "image load", "Bulkhead/Cli/LoadImage", out, &shown))
             return code;
         if (inv.json) {
@@ -761,17 +763,17 @@ namespace {
         if (Status open = open_session(client, inv); !open)
             return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
         Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        struct stat st { };
-        if (!archive || ::fstat(archive.get(), &st) < 0)
+        if (!archive)
             return report({ Error::from_errno(errno, "cannot open the archive " + inv.file),
                 "Bulkhead/Cli/ImportImage" });
+        // Read twice in the VM: checked, then added as a layer.
+        Shown shown { "Importing " + inv.file, reopened_file(archive.get()) };
         auto request = client.control().containerImageImportRequest();
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));
         request.setReference(inv.reference);
         request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        Shown shown { "Importing " + inv.file, &st }; // read twice: checked, then added as a layer
         if (int code = json_call(client, request, "image import", "Bulkhead/Cli/ImportImage", out, &shown))
             return code;
         if (inv.json)

@@ -2,6 +2,9 @@
 #include "base/file-readers.h"
 
 #include <cstdio>
+#include <fcntl.h>
+#include <memory>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace bh::cli {
@@ -20,20 +23,42 @@ std::string human_size(uint64_t bytes)
     return text;
 }
 
-Progress::Progress(kj::Timer& timer, std::string what, const struct stat* archive)
+Position reopened_file(int fd)
+{
+    struct stat st;
+    if (::fstat(fd, &st) < 0)
+        return {};
+    return { [dev = st.st_dev, ino = st.st_ino]() -> std::optional<uint64_t> {
+                // A reader at offset 0 tells nothing (the service's helper holds the file as its
+                // stdin all along).
+                auto read = furthest_reader_offset(dev, ino);
+                return read && *read > 0 ? read : std::nullopt;
+            },
+        static_cast<uint64_t>(st.st_size) };
+}
+
+Position shared_file(int fd, bool size_is_total)
+{
+    struct stat st;
+    auto copy = std::make_shared<Fd>(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    if (!*copy || ::fstat(copy->get(), &st) < 0 || !S_ISREG(st.st_mode))
+        return {};
+    return { [copy]() -> std::optional<uint64_t> {
+                off_t at = ::lseek(copy->get(), 0, SEEK_CUR);
+                return at > 0 ? std::optional<uint64_t>(at) : std::nullopt;
+            },
+        size_is_total ? static_cast<uint64_t>(st.st_size) : 0 };
+}
+
+Progress::Progress(kj::Timer& timer, std::string what, Position position)
     : m_timer(timer)
     , m_what(std::move(what))
+    , m_position(std::move(position))
     , m_start(timer.now())
     , m_sampled(m_start)
 {
     if (!::isatty(STDERR_FILENO))
         return;
-    if (archive) {
-        m_has_archive = true;
-        m_dev = archive->st_dev;
-        m_ino = archive->st_ino;
-        m_size = static_cast<uint64_t>(archive->st_size);
-    }
     draw();
     m_ticking = tick().eagerlyEvaluate(nullptr);
 }
@@ -58,28 +83,29 @@ void Progress::draw()
     kj::TimePoint now = m_timer.now();
     uint64_t seconds = (now - m_start) / kj::SECONDS;
     std::string line = "\r\033[K" + m_what;
-    if (m_has_archive) {
-        // A reader at offset 0 tells nothing (the service's helper holds the file as its stdin).
-        if (auto read = furthest_reader_offset(m_dev, m_ino); read && *read > 0) {
-            uint64_t now_read = std::min(*read, m_size);
-            if (now_read < m_read) { // the tools read it again from the start (import checks it first)
+    if (m_position.done) {
+        if (auto done = m_position.done()) {
+            uint64_t now_done = m_position.total ? std::min(*done, m_position.total) : *done;
+            if (now_done < m_done) { // read again from the start (import checks the tar first)
                 ++m_pass;
                 m_sampled = now;
-                m_sampled_read = now_read;
+                m_sampled_done = now_done;
             }
-            m_read = now_read;
+            m_done = now_done;
         }
         uint64_t ms = (now - m_sampled) / kj::MILLISECONDS;
         if (ms >= 1000) { // a rate over a second at least, smoothed
-            uint64_t moved = m_read > m_sampled_read ? m_read - m_sampled_read : 0;
+            uint64_t moved = m_done > m_sampled_done ? m_done - m_sampled_done : 0;
             uint64_t rate = moved * 1000 / ms;
             m_rate = m_rate == 0 ? rate : (m_rate + rate) / 2;
             m_sampled = now;
-            m_sampled_read = m_read;
+            m_sampled_done = m_done;
         }
         if (m_pass > 1)
             line += " (pass " + std::to_string(m_pass) + ")";
-        line += ": " + human_size(m_read) + " of " + human_size(m_size);
+        line += ": " + human_size(m_done);
+        if (m_position.total)
+            line += " of " + human_size(m_position.total);
         if (m_rate > 0)
             line += ", " + human_size(m_rate) + "/s";
     }

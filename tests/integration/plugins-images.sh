@@ -240,6 +240,13 @@ case_ProgressOnATerminal() {
   grep -qF "Loading $IMAGE_TAR: " "$T/tty" || fail "no progress line: $(cat -v "$T/tty")"
   grep -qE "of 2\.14MB.* \([0-9]+ s\)" "$T/tty" || fail "no size in the progress line: $(cat -v "$T/tty")"
   grep -qF $'\r\e[KLoaded image: debian:latest' "$T/tty" || fail "the line was not cleared: $(cat -v "$T/tty")"
+  # Distributions too: register and export.
+  BULKHEAD_RUNTIME_DIR="$T/run" HOME="$T/home" \
+    script -qec "$BIN/bulkhead register shown --tar $FIXTURES/rootfs.tar; $BIN/bulkhead export shown $T/shown.tar.gz" \
+    /dev/null >"$T/tty"
+  grep -qE "Registering $FIXTURES/rootfs.tar: .* of 2\.1[0-9]MB" "$T/tty" || fail "no register progress: $(cat -v "$T/tty")"
+  grep -qF "Exporting shown: " "$T/tty" || fail "no export progress: $(cat -v "$T/tty")"
+  [ -s "$T/shown.tar.gz" ] || fail "nothing exported"
 }
 
 # Exit statuses come back; a process that ignores SIGTERM is killed after --time; a container
