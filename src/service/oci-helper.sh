@@ -15,7 +15,7 @@ set -eu
 store=/storage
 crun_root=/tmp/crun
 export TMPDIR="$store/tmp"
-mkdir -p "$store/images" "$store/containers" "$TMPDIR"
+[ -d "$TMPDIR" ] || mkdir -p "$store/images" "$store/containers" "$TMPDIR"
 
 # enter_cgroup ID [create]: moves this shell (and so what it execs) into the container's own
 # cgroup, below the VM's. The service delegates a container session VM's cgroup to its root; where
@@ -160,8 +160,7 @@ create)
     mv "$image/unpack" "$image/bundle"
   fi
   dir="$store/containers/$id"
-  mkdir "$dir"
-  mkdir "$dir/upper" "$dir/work" "$dir/rootfs"
+  mkdir "$dir" "$dir/upper" "$dir/work" "$dir/rootfs"
   if ! mount -t overlay overlay -o "lowerdir=$image/bundle/rootfs,upperdir=$dir/upper,workdir=$dir/work" \
     "$dir/rootfs" 2>/dev/null; then
     cp -a "$image/bundle/rootfs/." "$dir/rootfs/"
