@@ -332,7 +332,8 @@ case_ContainerExecAndLogs() {
 
 # Each container has a cgroup of its own below its session VM's (delegated to the VM's root, the
 # session's user), exec'd programs too; the user cannot raise the VM's bounds through it, nor nest
-# deeper than allowed; nothing of it survives terminate or a SIGKILLed service.
+# deeper than allowed; nothing of it survives terminate or a SIGKILLed service; its mounts stay
+# in the VM.
 case_ContainerCgroups() {
   setup Success
   local mnt; mnt=$(findmnt -n -t cgroup2 -o TARGET | head -n 1)
@@ -344,6 +345,10 @@ case_ContainerCgroups() {
   local path; path=$(sed -n 's/^0:://p' "/proc/$(pgrep -f '^sleep 976$')/cgroup")
   expect_eq "$(basename "$path")" "$id" "the container's own cgroup"
   local vm=$mnt$(dirname "$path")
+  # The container's overlay lives in the VM's mount namespace only.
+  ! grep -qF "/containers/$id/" /proc/self/mountinfo || fail "a container's mount reached the host"
+  bh_other container session exec bulkhead-cli -- grep -qF "/containers/$id/rootfs" /proc/self/mountinfo ||
+    fail "the container's overlay is not mounted in the VM (the check above would prove nothing)"
   case "$(basename "$vm")" in bulkhead-vm-*) ;; *) fail "not below a VM's cgroup: $path" ;; esac
   bh_other container exec grouped sleep 975 &
   local execer=$!
