@@ -58,7 +58,8 @@ seen=()
 index_page "$src/docs/man/bulkhead.1.md"
 check "$src/docs/man/bulkhead.1.md" "$bin/bulkhead"
 while read -r path; do
-  printf '%s\n' "${seen[@]}" | grep -qxF -- "$path" || complain "bulkhead.1.md: a synopsis for '$path', which is no command"
+  # Not grep -q: it would stop reading at the match, and printf's SIGPIPE fail the pipeline.
+  printf '%s\n' "${seen[@]}" | grep -xF -- "$path" >/dev/null || complain "bulkhead.1.md: a synopsis for '$path', which is no command"
 done < <(synopsis "$src/docs/man/bulkhead.1.md" | line_path | sort -u)
 seen=()
 index_page "$src/docs/man/bulkheadd.8.md"
