@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
 #include <string>
@@ -39,20 +40,28 @@ namespace {
 
 } // namespace
 
-std::optional<uint64_t> furthest_reader_offset(dev_t dev, ino_t ino)
+std::optional<uint64_t> furthest_reader_offset(dev_t dev, ino_t ino, uid_t owner, unsigned budget_ms)
 {
+    timespec start;
+    ::clock_gettime(CLOCK_MONOTONIC, &start);
+    auto spent_ms = [&start]() {
+        timespec now;
+        ::clock_gettime(CLOCK_MONOTONIC, &now);
+        return (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    };
     std::optional<uint64_t> furthest;
     DIR* proc = ::opendir("/proc");
     if (!proc)
         return furthest;
     const pid_t self = ::getpid();
-    const uid_t uid = ::geteuid();
     while (dirent* process = ::readdir(proc)) {
+        if (spent_ms() > budget_ms)
+            break;
         if (!is_number(process->d_name) || std::atoi(process->d_name) == self)
             continue;
         Fd dir(::openat(::dirfd(proc), process->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        struct stat owner;
-        if (!dir || ::fstat(dir.get(), &owner) < 0 || (uid != 0 && owner.st_uid != uid))
+        struct stat st;
+        if (!dir || ::fstat(dir.get(), &st) < 0 || st.st_uid != owner)
             continue;
         int fds_fd = ::openat(dir.get(), "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR* fds = fds_fd < 0 ? nullptr : ::fdopendir(fds_fd);

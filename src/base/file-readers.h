@@ -8,9 +8,10 @@
 namespace bh {
 
 // The largest offset among the open file descriptions of the file (dev, ino) that other
-// processes hold, read from /proc/PID/fdinfo of every process this one may inspect (the same
-// uid, or any as root); nullopt when none has it open. Racy by nature (processes come and go
-// during the walk): for showing progress only, never trusted for anything else.
-std::optional<uint64_t> furthest_reader_offset(dev_t dev, ino_t ino);
+// processes of `owner` hold, read from their /proc/PID/fdinfo; nullopt when none has it open.
+// Only `owner`'s processes are looked at (another user's could hold so many fds, or a file on a
+// hung mount, that the walk would stall), and the walk stops after `budget_ms`. Racy by nature
+// (processes come and go during the walk): for showing progress only, never trusted otherwise.
+std::optional<uint64_t> furthest_reader_offset(dev_t dev, ino_t ino, uid_t owner, unsigned budget_ms = 50);
 
 } // namespace bh

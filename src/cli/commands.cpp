@@ -51,6 +51,12 @@ namespace {
         out.setInit(in.init.value_or(""));
     }
 
+    // The uid the service runs a user's tools as: the target's, or this process's own.
+    uid_t tools_uid(const Invocation& inv)
+    {
+        return inv.uid >= 0 ? static_cast<uid_t>(inv.uid) : ::geteuid();
+    }
+
     // What a long request shows on a terminal while it runs (Progress).
     struct Shown {
         std::string what;
@@ -736,7 +742,7 @@ namespace {
         if (!archive)
             return report({ Error::from_errno(errno, "cannot open the image archive " + inv.file),
                 "Bulkhead/Cli/LoadImage" });
-        Shown shown { "Loading " + inv.file, reopened_file(archive.get()) };
+        Shown shown { "Loading " + inv.file, reopened_file(archive.get(), tools_uid(inv)) };
         auto request = client.control().containerImageLoadRequest();
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));
@@ -767,7 +773,7 @@ namespace {
             return report({ Error::from_errno(errno, "cannot open the archive " + inv.file),
                 "Bulkhead/Cli/ImportImage" });
         // Read twice in the VM: checked, then added as a layer.
-        Shown shown { "Importing " + inv.file, reopened_file(archive.get()) };
+        Shown shown { "Importing " + inv.file, reopened_file(archive.get(), tools_uid(inv)) };
         auto request = client.control().containerImageImportRequest();
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));

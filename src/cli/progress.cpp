@@ -23,15 +23,15 @@ std::string human_size(uint64_t bytes)
     return text;
 }
 
-Position reopened_file(int fd)
+Position reopened_file(int fd, uid_t owner)
 {
     struct stat st;
     if (::fstat(fd, &st) < 0)
         return {};
-    return { [dev = st.st_dev, ino = st.st_ino]() -> std::optional<uint64_t> {
+    return { [dev = st.st_dev, ino = st.st_ino, owner]() -> std::optional<uint64_t> {
                 // A reader at offset 0 tells nothing (the service's helper holds the file as its
                 // stdin all along).
-                auto read = furthest_reader_offset(dev, ino);
+                auto read = furthest_reader_offset(dev, ino, owner);
                 return read && *read > 0 ? read : std::nullopt;
             },
         static_cast<uint64_t>(st.st_size) };

@@ -22,7 +22,8 @@ struct Position {
 };
 // A file the CLI opened and passed to the service, which hands it to tools that open it again
 // (the VM's skopeo, umoci): how far the furthest of them has read it (furthest_reader_offset).
-Position reopened_file(int fd);
+// Only processes of `owner` (whose tools the service runs) are looked at.
+Position reopened_file(int fd, uid_t owner);
 // A file the CLI passed as it is: the open file description, and so its offset, is shared with
 // whoever reads or writes it for the service (bulkhead-unpack, an export's writer); `fd` is
 // duplicated. A pipe or terminal has no offset: then only the time is shown.

@@ -98,24 +98,46 @@ namespace {
                 ::kill(pid, SIGKILL);
     }
 
+    // The cgroups right below `dir`.
+    std::vector<std::string> child_dirs(const std::string& dir)
+    {
+        std::vector<std::string> children;
+        if (DIR* listing = opendir(dir.c_str())) {
+            while (dirent* entry = readdir(listing)) {
+                std::string name = entry->d_name;
+                if (entry->d_type == DT_DIR && name != "." && name != "..")
+                    children.push_back(dir + "/" + name);
+            }
+            closedir(listing);
+        }
+        return children;
+    }
+
+    // Gives `dir` and the cgroups below it back to root, top-down: a delegate (whose own host
+    // processes may write there too, not only the VM's root) can then make no cgroup below it
+    // while it is being removed. The depth bound keeps the recursion finite.
+    void take_back(const std::string& dir, int depth = 0)
+    {
+        struct stat st;
+        if (depth >= 8 || ::lstat(dir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+            return;
+        if (st.st_uid != 0) {
+            (void)::chown(dir.c_str(), 0, static_cast<gid_t>(-1));
+            for (const char* name : { "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" })
+                (void)::chown((dir + "/" + name).c_str(), 0, static_cast<gid_t>(-1));
+        }
+        for (const std::string& child : child_dirs(dir))
+            take_back(child, depth + 1);
+    }
+
     // Removes the cgroups below `dir` (a delegated VM cgroup has some), deepest first, then
     // `dir`; fails as rmdir does where one is still busy. A delegate may nest only two deep
     // (VmCgroups::delegate); the depth bound keeps the recursion finite whatever is found.
     int remove_tree(const std::string& dir, int depth = 0)
     {
-        if (depth < 8) {
-            if (DIR* listing = opendir(dir.c_str())) {
-                std::vector<std::string> children;
-                while (dirent* entry = readdir(listing)) {
-                    std::string name = entry->d_name;
-                    if (entry->d_type == DT_DIR && name != "." && name != "..")
-                        children.push_back(dir + "/" + name);
-                }
-                closedir(listing);
-                for (const std::string& child : children)
-                    (void)remove_tree(child, depth + 1);
-            }
-        }
+        if (depth < 8)
+            for (const std::string& child : child_dirs(dir))
+                (void)remove_tree(child, depth + 1);
         return rmdir(dir.c_str());
     }
 
@@ -187,6 +209,7 @@ std::string read_cgroup_file(const std::string& dir, const std::string& name)
 
 Status kill_and_remove_cgroup(const std::string& dir)
 {
+    take_back(dir);
     // Killing is asynchronous: the processes leave the cgroup a moment later (bounded wait).
     for (int attempt = 0; attempt < 100; ++attempt) {
         kill_all(dir); // cgroup.kill reaches the cgroups below too
@@ -210,7 +233,8 @@ void remove_stale_cgroups(const std::string& parent, const std::string& prefix)
             continue;
         pid_t owner = atoi(name.c_str() + prefix.size());
         if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH)
-            (void)remove_tree(parent + "/" + name); // only empty ones go
+            take_back(parent + "/" + name);
+        (void)remove_tree(parent + "/" + name); // only empty ones go
     }
     closedir(dir);
 }

@@ -552,7 +552,7 @@ kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref,
         if (!image.tag.empty() && !(ref.m_tags.count(image.tag) && ref.m_tags.at(image.tag) == id)) {
             new_bytes += tag_bytes;
             if (++tags_of[id] > max_tags_per_image)
-                return Result<json>(Error { -ENOSPC, "image " + id + " would have more than 64 tags" });
+                return refuse(Error { -ENOSPC, "image " + id + " would have more than 64 tags" });
         }
     }
     if (ref.m_images.size() + new_images > max_images)

@@ -194,6 +194,9 @@ delete)
   cgroup="$cgroups/$1"
   if [ -d "$cgroup" ]; then
     echo 1 >"$cgroup/cgroup.kill" 2>/dev/null || true
+    for below in "$cgroup"/*/; do # what the container made below it (at most one level: max.depth)
+      [ ! -d "$below" ] || rmdir "$below" 2>/dev/null || true
+    done
     i=0 # its last processes leave it a moment after the kill
     while ! rmdir "$cgroup" 2>/dev/null && [ -d "$cgroup" ] && [ "$i" -lt 50 ]; do
       i=$((i + 1))

@@ -14,7 +14,7 @@ namespace {
 
 // A child that opens `path`, seeks to `offset`, says so on a pipe, and waits to be killed. It
 // closes `ours` (the test's own fd, which it inherited: the same open file description).
-pid_t reader_at(const std::string& path, off_t offset, int ours)
+pid_t reader_at(const std::string& path, off_t offset, int ours, uid_t as = ::geteuid())
 {
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) < 0)
@@ -22,6 +22,8 @@ pid_t reader_at(const std::string& path, off_t offset, int ours)
     pid_t pid = ::fork();
     if (pid == 0) {
         ::close(ours);
+        if (as != ::geteuid() && ::setresuid(as, as, as) < 0)
+            ::_exit(1);
         int fd = ::open(path.c_str(), O_RDONLY);
         if (fd < 0 || ::lseek(fd, offset, SEEK_SET) != offset)
             ::_exit(1);
@@ -52,18 +54,38 @@ TEST(FileReaders, FindsTheFurthestOffsetOfOtherProcesses)
     struct stat st;
     ASSERT_EQ(::fstat(file.get(), &st), 0);
 
-    EXPECT_FALSE(bh::furthest_reader_offset(st.st_dev, st.st_ino).has_value());
+    EXPECT_FALSE(bh::furthest_reader_offset(st.st_dev, st.st_ino, ::geteuid()).has_value());
     pid_t near = reader_at(path, 100, file.get());
     pid_t far = reader_at(path, 4321, file.get());
     ASSERT_GT(near, 0);
     ASSERT_GT(far, 0);
-    auto offset = bh::furthest_reader_offset(st.st_dev, st.st_ino);
+    auto offset = bh::furthest_reader_offset(st.st_dev, st.st_ino, ::geteuid());
     ASSERT_TRUE(offset.has_value());
     EXPECT_EQ(*offset, 4321u);
     end(far);
-    EXPECT_EQ(bh::furthest_reader_offset(st.st_dev, st.st_ino).value_or(0), 100u);
+    EXPECT_EQ(bh::furthest_reader_offset(st.st_dev, st.st_ino, ::geteuid()).value_or(0), 100u);
     end(near);
-    EXPECT_FALSE(bh::furthest_reader_offset(st.st_dev, st.st_ino).has_value());
+    EXPECT_FALSE(bh::furthest_reader_offset(st.st_dev, st.st_ino, ::geteuid()).has_value());
+    ::unlink(path);
+}
+
+// Another user's processes are not looked at: they could hold enough fds to stall the walk.
+TEST(FileReaders, LooksOnlyAtTheOwnersProcesses)
+{
+    if (::geteuid() != 0)
+        GTEST_SKIP() << "needs root, to start a reader as another user";
+    char path[] = "/tmp/bh-file-readers-XXXXXX";
+    bh::Fd file(::mkstemp(path));
+    ASSERT_TRUE(file);
+    ASSERT_EQ(::fchmod(file.get(), 0644), 0);
+    ASSERT_EQ(::ftruncate(file.get(), 10000), 0);
+    struct stat st;
+    ASSERT_EQ(::fstat(file.get(), &st), 0);
+    pid_t other = reader_at(path, 1234, file.get(), 65534);
+    ASSERT_GT(other, 0);
+    EXPECT_FALSE(bh::furthest_reader_offset(st.st_dev, st.st_ino, 0).has_value());
+    EXPECT_EQ(bh::furthest_reader_offset(st.st_dev, st.st_ino, 65534).value_or(0), 1234u);
+    end(other);
     ::unlink(path);
 }
 
