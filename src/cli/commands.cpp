@@ -734,21 +734,38 @@ namespace {
         return Error { -EINVAL, "unknown signal '" + text + "'" };
     }
 
-    int do_image_load(Client& client, const Invocation& inv)
+    // load and import: the archive opened here, with this user's rights, and sent to the service;
+    // its reply's images in `out` (0), or the exit code after printing the error.
+    int send_archive(Client& client, const Invocation& inv, bool import, nlohmann::json& out)
     {
+        const char* op = import ? "Bulkhead/Cli/ImportImage" : "Bulkhead/Cli/LoadImage";
         if (Status open = open_session(client, inv); !open)
             return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
         Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
         if (!archive)
-            return report({ Error::from_errno(errno, "cannot open the image archive " + inv.file),
-                "Bulkhead/Cli/LoadImage" });
-        Shown shown { "Loading " + inv.file, reopened_file(archive.get(), tools_uid(inv)) };
+            return report({ Error::from_errno(errno, "cannot open the archive " + inv.file), op });
+        // An import is read twice in the VM: checked, then added as a layer.
+        Shown shown { (import ? "Importing " : "Loading ") + inv.file,
+            reopened_file(archive.get(), tools_uid(inv)) };
+        if (import) {
+            auto request = client.control().containerImageImportRequest();
+            request.setSession(inv.session);
+            request.setArchive(ipc::wrap_fd(std::move(archive)));
+            request.setReference(inv.reference);
+            request.initTarget().setUid(inv.uid);
+            return json_call(client, request, "image import", op, out, &shown);
+        }
         auto request = client.control().containerImageLoadRequest();
         request.setSession(inv.session);
         request.setArchive(ipc::wrap_fd(std::move(archive)));
         request.initTarget().setUid(inv.uid);
+        return json_call(client, request, "image load", op, out, &shown);
+    }
+
+    int do_image_load(Client& client, const Invocation& inv)
+    {
         nlohmann::json out;
-        if (int code = json_call(client, request, "image load", "Bulkhead/Cli/LoadImage", out, &shown))
+        if (int code = send_archive(client, inv, false, out))
             return code;
         if (inv.json) {
             std::cout << out.dump(2) << std::endl;
@@ -766,21 +783,8 @@ namespace {
 
     int do_image_import(Client& client, const Invocation& inv)
     {
-        if (Status open = open_session(client, inv); !open)
-            return report({ open.take_error(), "Bulkhead/Cli/OpenContainerSession" });
-        Fd archive(::open(inv.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        if (!archive)
-            return report({ Error::from_errno(errno, "cannot open the archive " + inv.file),
-                "Bulkhead/Cli/ImportImage" });
-        // Read twice in the VM: checked, then added as a layer.
-        Shown shown { "Importing " + inv.file, reopened_file(archive.get(), tools_uid(inv)) };
-        auto request = client.control().containerImageImportRequest();
-        request.setSession(inv.session);
-        request.setArchive(ipc::wrap_fd(std::move(archive)));
-        request.setReference(inv.reference);
-        request.initTarget().setUid(inv.uid);
         nlohmann::json out;
-        if (int code = json_call(client, request, "image import", "Bulkhead/Cli/ImportImage", out, &shown))
+        if (int code = send_archive(client, inv, true, out))
             return code;
         if (inv.json)
             std::cout << out.dump(2) << std::endl;

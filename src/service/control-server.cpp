@@ -198,6 +198,8 @@ namespace {
         // A query answered at once with JSON: query(owner, params) for the target user.
         template<typename Context, typename Query>
         kj::Promise<void> json_query(Context context, const char* op, Query query);
+        template<typename Context>
+        kj::Promise<void> load_archive(Context context, const char* op, std::string reference);
 
         Service& m_service;
         Caller m_caller;
@@ -720,48 +722,43 @@ namespace {
         return {};
     }
 
-    kj::Promise<void> Control::containerImageLoad(ContainerImageLoadContext context)
+    // load and import: the archive the client opened, checked, then loaded (or imported as
+    // `reference`) into the session's store.
+    template<typename Context>
+    kj::Promise<void> Control::load_archive(Context context, const char* op, std::string reference)
     {
-        static constexpr const char* op = "Bulkhead/Service/LoadImage";
         auto owner = target(context.getParams().getTarget());
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
         return ipc::unwrap_fd(context.getParams().getArchive())
-            .then([this, context, owner = owner.value()](Result<Fd> archive) mutable -> kj::Promise<void> {
+            .then([this, context, op, owner = owner.value(), reference = std::move(reference)](
+                      Result<Fd> archive) mutable -> kj::Promise<void> {
                 if (!archive)
                     return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
                 if (Status ok = check_archive(archive->get()); !ok)
                     return fail(context.getResults(), ok.error(), op), kj::READY_NOW;
                 return m_service.containers()
-                    .image_load(owner, text_of(context.getParams().getSession()), std::move(archive.value()))
-                    .then(
-                        [context](Result<nlohmann::json> loaded) mutable { set_json(context, loaded, op); });
+                    .image_load(owner, text_of(context.getParams().getSession()), std::move(archive.value()),
+                        reference)
+                    .then([context, op](
+                              Result<nlohmann::json> loaded) mutable { set_json(context, loaded, op); });
             });
+    }
+
+    kj::Promise<void> Control::containerImageLoad(ContainerImageLoadContext context)
+    {
+        return load_archive(context, "Bulkhead/Service/LoadImage", {});
     }
 
     kj::Promise<void> Control::containerImageImport(ContainerImageImportContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/ImportImage";
-        auto owner = target(context.getParams().getTarget());
-        if (!owner)
-            return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-        return ipc::unwrap_fd(context.getParams().getArchive())
-            .then([this, context, owner = owner.value()](Result<Fd> archive) mutable -> kj::Promise<void> {
-                if (!archive)
-                    return fail(context.getResults(), archive.error(), op), kj::READY_NOW;
-                if (Status ok = check_archive(archive->get()); !ok)
-                    return fail(context.getResults(), ok.error(), op), kj::READY_NOW;
-                auto params = context.getParams();
-                std::string reference = text_of(params.getReference());
-                if (reference.empty())
-                    return fail(context.getResults(),
-                               Error { -EINVAL, "an import needs a reference to name the image" }, op),
-                           kj::READY_NOW;
-                return m_service.containers()
-                    .image_load(owner, text_of(params.getSession()), std::move(archive.value()), reference)
-                    .then(
-                        [context](Result<nlohmann::json> loaded) mutable { set_json(context, loaded, op); });
-            });
+        std::string reference = text_of(context.getParams().getReference());
+        if (reference.empty())
+            return fail(context.getResults(),
+                       Error { -EINVAL, "an import needs a reference to name the image" }, op),
+                   kj::READY_NOW;
+        return load_archive(context, op, std::move(reference));
     }
 
     kj::Promise<void> Control::containerImageList(ContainerImageListContext context)

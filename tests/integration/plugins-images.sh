@@ -169,7 +169,7 @@ case_ImageTagsAndErrors() {
   head -c 50000 /dev/urandom >"$T/garbage.tar"
   expect_error EIO "cannot load the image archive" ctr image load "$T/garbage.tar"
   expect_error EINVAL "not a regular file" ctr image load /dev/null
-  expect_error ENOENT "cannot open the image archive" ctr image load "$T/missing.tar"
+  expect_error ENOENT "cannot open the archive" ctr image load "$T/missing.tar"
   expect_error ENOENT "no such image: 'debian:unknown'" ctr run debian:unknown true
   expect_error ENOENT "no such image" ctr image rm nothing:here
   expect_error EINVAL "invalid image reference" ctr image inspect 'Bad Ref!'
