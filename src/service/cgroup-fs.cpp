@@ -232,9 +232,10 @@ void remove_stale_cgroups(const std::string& parent, const std::string& prefix)
         if (name.rfind(prefix, 0) != 0)
             continue;
         pid_t owner = atoi(name.c_str() + prefix.size());
-        if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH)
+        if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH) { // a live service's stay
             take_back(parent + "/" + name);
-        (void)remove_tree(parent + "/" + name); // only empty ones go
+            (void)remove_tree(parent + "/" + name); // only empty ones go
+        }
     }
     closedir(dir);
 }

@@ -1,7 +1,11 @@
-// Unit tests of finding the service's cgroups from mountinfo and /proc/PID/cgroup text.
+// Unit tests of finding the service's cgroups from mountinfo and /proc/PID/cgroup text, and of
+// which stale cgroups are removed (on plain directories).
 #include "service/cgroup-fs.h"
 
 #include <gtest/gtest.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace bh::service {
 
@@ -45,6 +49,28 @@ TEST(CgroupFs, MountRootIsTakenOffThePath)
     const char* mountinfo = "30 23 0:26 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
     EXPECT_EQ(cgroup_dir_in(mountinfo, "0::/docker/abc/svc\n", ""), "/sys/fs/cgroup/svc");
     EXPECT_EQ(cgroup_dir_in(mountinfo, "0::/docker/abc\n", ""), "/sys/fs/cgroup");
+}
+
+// Only a dead service's cgroups go, with what a delegate made below them; a live service's stay,
+// empty or not (one once removed the empty cgroup a parallel service had just made for a VM).
+TEST(CgroupFs, OnlyADeadServicesCgroupsAreRemoved)
+{
+    char base[] = "/tmp/bh-stale-cgroups-XXXXXX";
+    ASSERT_NE(::mkdtemp(base), nullptr);
+    std::string parent = base;
+    std::string live = parent + "/bulkhead-vm-" + std::to_string(::getpid()) + "-1-1";
+    // No process has pid 0x3fffff - 1 (pid_max is at most 4194304).
+    std::string dead = parent + "/bulkhead-vm-4194302-1-1";
+    ASSERT_EQ(::mkdir(live.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(dead.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((dead + "/made").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((dead + "/made/below").c_str(), 0755), 0);
+    remove_stale_cgroups(parent, "bulkhead-vm-");
+    struct stat st;
+    EXPECT_EQ(::stat(live.c_str(), &st), 0) << "a live service's empty cgroup was removed";
+    EXPECT_NE(::stat(dead.c_str(), &st), 0) << "a dead service's cgroup stayed";
+    ::rmdir(live.c_str());
+    ::rmdir(base);
 }
 
 TEST(CgroupFs, OnlyTheLeafItselfIsStripped)
