@@ -865,9 +865,6 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
     }
     if (spec.create_only && (!spec.detach || spec.remove))
         return Outcome(Error { -EINVAL, "create makes a detached container, without --rm" });
-    if (spec.remove && spec.detach)
-        return Outcome(
-            Error { -EINVAL, "--rm with -d is not supported yet: remove the container once it ended" });
     if (!spec.name.empty() && !is_valid_container_name(spec.name))
         return Outcome(Error { -EINVAL,
             "invalid container name '" + spec.name
@@ -919,6 +916,7 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
         record.volume_mounts.push_back("/volumes/" + record.id + "/" + std::to_string(i));
     record.name = spec.name.empty() ? record.id.substr(0, 12) : spec.name;
     record.image_id = image_id.value();
+    record.remove_when_ended = spec.detach && spec.remove; // an attached run removes it itself
     record.inspect = json { { "Id", record.id }, { "Name", record.name }, { "Created", now_rfc3339() },
         { "Image", spec.image }, { "ImageId", record.image_id },
         { "State",
@@ -1074,8 +1072,13 @@ kj::Promise<Status> ContainerSessions::start_container(
                                     state["Running"] = false;
                                     state["ExitCode"] = exit_code_of(ws);
                                     state["FinishedAt"] = now_rfc3339();
-                                    // Its volumes are mounted only while it runs.
-                                    return release_volumes(s, id);
+                                    // Its volumes are mounted only while it runs; run -d --rm's
+                                    // container goes once it ended.
+                                    bool remove = it->second.remove_when_ended;
+                                    return release_volumes(s, id).then([this, &s, id, remove]() {
+                                        return remove ? delete_container_files(s, id).ignoreResult()
+                                                      : kj::Promise<void>(kj::READY_NOW);
+                                    });
                                 })
                                 .attach(kj::addRef(s)));
             }

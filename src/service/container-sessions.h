@@ -62,6 +62,7 @@ struct ContainerRecord {
     std::string image_id;
     Status status = Status::created;
     bool stopping_announced = false; // on_container_stopping ran (once per container)
+    bool remove_when_ended = false; // run -d --rm: its monitor removes it
     std::vector<std::string> volume_mounts; // where its volumes are mounted in the VM
     pid_t vm_init_pid = 0; // the VM it was created in: a created container starts only there
     nlohmann::json inspect;
@@ -140,7 +141,7 @@ struct ContainerRunSpec {
     std::vector<std::string> env; // K=V, after the image's
     bool network_none = false; // its own network namespace (loopback only); else the VM's
     bool detach = false;
-    bool remove = false; // removed once it ended (attached runs only)
+    bool remove = false; // removed once it ended
     bool create_only = false; // created, not started (with detach): container_start starts it
     std::vector<ContainerVolume> volumes;
 };

@@ -45,6 +45,7 @@ stop_background() {
   pkill -TERM -P "$1" || true
   wait "$1" || true
 }
+containers_with_id() { ctr ls -a --json | jq --arg id "$1" '[.[] | select(.Id == $id)] | length'; }
 log_lines() { ctr logs "$1" | wc -l; }
 # `tail` processes in the session's VM (logs -f).
 vm_tails() { cs exec bulkhead-cli -- sh -c 'pgrep -c "^tail" || true'; }
@@ -309,6 +310,12 @@ case_ContainerExecAndLogs() {
   expect_eq "$(ctr inspect later | jq -r .State.Status)" "running" "running"
   expect_error EINVAL "only a created container starts" ctr start later
   expect_error ENOENT "no such container" ctr logs nobody
+
+  # run -d --rm: the container goes once its process ended, and fires no stopping hook.
+  local gone; gone=$(ctr run -d --rm debian:latest sh -c 'sleep 2')
+  expect_eq "$(containers_with_id "$gone")" "1" "listed while it runs"
+  DEADLINE=10 eventually output_is 0 containers_with_id "$gone"
+  expect_eq "$(grep -c '^Container stopping' "$PLUGIN_LOG" || true)" "1" "only the kill announced a stop"
 
   # logs -f: what was written, then what comes, until the process ends.
   ctr run -d --name ticker debian:latest sh -c 'echo one; until [ -e /go ]; do sleep 0.1; done; echo two' >/dev/null
