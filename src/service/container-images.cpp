@@ -772,12 +772,15 @@ namespace {
                             json::array({ "nosuid", "noexec", "nodev", "mode=1777", "size=65536k" }) } },
                     json { { "destination", "/dev/mqueue" }, { "type", "mqueue" }, { "source", "mqueue" },
                         { "options", json::array({ "nosuid", "noexec", "nodev" }) } } }) },
-            // Runs in the VM once the process started: what tells the service it did.
+            // Runs in the VM once the process started: what tells the service it did. It reads
+            // the state crun writes to its stdin first: a hook that ended before crun wrote it
+            // made crun fail the run ("writing to pipe: Broken pipe"), now and then.
             { "hooks",
                 json { { "poststart",
                     json::array({ json { { "path", "/bin/sh" },
                         { "args",
-                            json::array({ "sh", "-c", "touch \"$0.flag\"; echo started >\"$0\"",
+                            json::array({ "sh", "-c",
+                                "while read -r _; do :; done; touch \"$0.flag\"; echo started >\"$0\"",
                                 started_fifo }) } } }) } } },
             { "linux",
                 json { { "namespaces", namespaces },
