@@ -123,7 +123,7 @@ namespace {
             return;
         if (st.st_uid != 0) {
             (void)::chown(dir.c_str(), 0, static_cast<gid_t>(-1));
-            for (const char* name : { "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" })
+            for (const char* name : delegated_cgroup_files)
                 (void)::chown((dir + "/" + name).c_str(), 0, static_cast<gid_t>(-1));
         }
         for (const std::string& child : child_dirs(dir))

@@ -40,10 +40,16 @@ Status write_cgroup_file(const std::string& dir, const std::string& name, const 
 // The whole content of the file `name` of the cgroup directory `dir`; empty if unreadable.
 std::string read_cgroup_file(const std::string& dir, const std::string& name);
 
-// Kills everything in the cgroup directory `dir` (cgroup.kill on v2; on v1, SIGKILL to each
+// Takes `dir` and what is below it back from a delegate (chowned to root, top-down), then
+// kills everything in it (cgroup.kill on v2; on v1, SIGKILL to each
 // pid in cgroup.procs, again until none is left), then removes it, waiting at most about a
 // second for the killed processes to leave. EBUSY when they did not: start-up removes it then.
 Status kill_and_remove_cgroup(const std::string& dir);
+
+// The files of a cgroup2 directory a delegate may write besides the directory itself (cgroup v2's
+// "Delegation Containment"): VmCgroups::delegate gives them away, removal takes them back.
+inline constexpr const char* delegated_cgroup_files[]
+    = { "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" };
 
 // Removes the empty cgroups named `<prefix><pid>-...` in `parent` whose service `<pid>` is gone.
 void remove_stale_cgroups(const std::string& parent, const std::string& prefix);

@@ -189,10 +189,15 @@ Status VmCgroups::delegate(VmCgroup& cgroup, uid_t uid)
     // writes (cgroup v2's "Delegation Containment") become the VM root's.
     BH_TRY(write_cgroup_file(cgroup.m_v2, "cgroup.max.descendants", std::to_string(max_delegated_cgroups)));
     BH_TRY(write_cgroup_file(cgroup.m_v2, "cgroup.max.depth", "2"));
-    for (const char* name : { ".", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" })
+    auto give = [&](const char* name) -> Status {
         if (::fchownat(cgroup.m_v2_fd.get(), name, uid, static_cast<gid_t>(-1), AT_SYMLINK_NOFOLLOW) < 0)
             return Error::from_errno(
                 errno, "cannot delegate " + cgroup.m_v2 + "/" + name + " to uid " + std::to_string(uid));
+        return {};
+    };
+    BH_TRY(give("."));
+    for (const char* name : delegated_cgroup_files)
+        BH_TRY(give(name));
     return {};
 }
 
