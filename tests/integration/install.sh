@@ -58,7 +58,7 @@ cp "$T/plugin-build/folder-share.so" "$T/plugins/cmake/"
 for how in pc cmake; do
   printf 'folder=%s\nmountpoint=/mnt/%s\n' "$T/share" "$how" >"$T/plugins/$how/folder-share.conf"
   printf 'name = "share-%s"\npath = "%s"\n' "$how" "$T/plugins/$how/folder-share.so" >"$T/cfg/plugins.d/10-$how.toml"
-  nm -D --defined-only "$T/plugins/$how/folder-share.so" | grep -q ' bh_plugin_entry_v1$' \
+  nm -D --defined-only "$T/plugins/$how/folder-share.so" | grep " bh_plugin_entry_v1\$" >/dev/null \
     || fail "the $how build does not export bh_plugin_entry_v1"
 done
 # The installed default configuration is what this service reads.

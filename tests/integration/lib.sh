@@ -352,8 +352,8 @@ processes_with_env() {
 processes_mentioning() {
   local program=$1 text=$2 p
   for p in /proc/[0-9]*; do
-    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$program" || continue
-    { tr '\0' ' ' <"$p/cmdline"; cat "$p/maps"; } 2>/dev/null | grep -qF -- "$text" || continue
+    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -F -- "$program" >/dev/null || continue
+    { tr '\0' ' ' <"$p/cmdline"; cat "$p/maps"; } 2>/dev/null | grep -F -- "$text" >/dev/null || continue
     [ "$(awk '{print $3}' "$p/stat" 2>/dev/null)" != Z ] || continue
     echo "${p#/proc/}"
   done
@@ -378,7 +378,7 @@ service_hosts() {
   local p
   for p in $(process_tree "$SVC_PID"); do
     [ "$p" != "$SVC_PID" ] && ! process_gone "$p" || continue
-    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -q '^bulkhead-pluginhost' && echo "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep '^bulkhead-pluginhost' >/dev/null && echo "$p"
   done
   true
 }

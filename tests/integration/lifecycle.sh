@@ -66,7 +66,7 @@ original=$(tree_listing "$(rootfs_of alpha)"); copy=$(tree_listing "$(rootfs_of 
 expect_eq "$copy" "$original" "the registered export's tree"
 bh unregister gamma
 bh export alpha - >"$T/alpha.tar"
-tar -tf "$T/alpha.tar" | grep -qx './etc/os-release' || fail "the exported tar has no ./etc/os-release"
+tar -tf "$T/alpha.tar" | grep -x './etc/os-release' >/dev/null || fail "the exported tar has no ./etc/os-release"
 expect_error ENOENT "no distribution with the supplied name 'missing'" bh export missing "$T/missing.tar"
 ls "$T"/missing.tar* >/dev/null 2>&1 && fail "a failed export left a file behind"
 

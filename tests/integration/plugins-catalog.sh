@@ -519,7 +519,7 @@ Distribution stopping ($d, $r)
 $(vm_stopping "$sid")
 EOF
   expect_eq "$(plugin_field state test-plugin)" running "the first name's state"
-  grep -i "warn" "$T/daemon.log" | grep -q "second" ||
+  grep -i "warn" "$T/daemon.log" | grep "second" >/dev/null ||
     fail "no warning naming the ignored duplicate 'second' in the service log"
   echo "note: status lists plugins $(status_field '[.plugins[] | [.name, .state]]' -c)"
 }

@@ -128,7 +128,7 @@ case_AsyncApiCallFromWorker() {
   grep -qxF "Async worker output: hello-from-worker" "$PLUGIN_LOG" ||
     fail "the worker's output is not 'hello-from-worker': $(cat "$PLUGIN_LOG")"
   # The hook joined the worker: its output line follows the stopping line.
-  sed -n '/^Distribution stopping /,$p' "$PLUGIN_LOG" | grep -qxF "Async worker output: hello-from-worker" ||
+  sed -n '/^Distribution stopping /,$p' "$PLUGIN_LOG" | grep -xF "Async worker output: hello-from-worker" >/dev/null ||
     fail "the output line does not follow 'Distribution stopping': $(cat "$PLUGIN_LOG")"
   expect_eq "$(bh list --running --json)" "[]" "no distribution may be running"
   if [ "$(grep -n -m1 -F "$call" "$PLUGIN_LOG" | cut -d: -f1)" -lt "$(grep -n -m1 '^Distribution stopping ' "$PLUGIN_LOG" | cut -d: -f1)" ]; then

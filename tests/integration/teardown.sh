@@ -7,7 +7,7 @@ vm_processes() { process_tree "$1"; }
 
 for signal in TERM KILL; do
   start_service
-  bh list --json | grep -q teardown || bh register teardown --rootfs "$ROOTFS" >/dev/null
+  bh list --json | grep teardown >/dev/null || bh register teardown --rootfs "$ROOTFS" >/dev/null
   bh start teardown
   bh run -- sh -c 'sleep 1000 >/dev/null 2>&1 &'
   bh_other register u --rootfs "$ROOTFS" >/dev/null 2>&1 || true

@@ -50,7 +50,7 @@ TMUX_SOCKET=$T/tmux.sock
 tm() { tmux -S "$TMUX_SOCKET" "$@"; }
 trap '__rc=$?; [ $__rc -eq 0 ] || { echo "--- the screen ---"; screen; } >&2; tm kill-server 2>/dev/null; kill $QUIET_INPUT 2>/dev/null; (exit $__rc); cleanup' EXIT
 screen() { tm capture-pane -p -t bh; }
-on_screen() { screen | grep -qE -- "$1"; }
+on_screen() { screen | grep -E -- "$1" >/dev/null; }
 wait_screen() { DEADLINE=${2:-20} eventually on_screen "$1"; }
 # Types a line and waits for the prompt after it: keys LINE PROMPT-COUNT.
 prompts() { screen | grep -c '^bh#' || true; }
@@ -81,10 +81,10 @@ on_screen '^interrupted=130$' || fail "Ctrl-C did not interrupt sleep with SIGIN
 # Job control: Ctrl-Z stops a job, jobs lists it, bg and fg move it, and it is ended.
 key_at 'sleep 200' C-z
 type_line 'jobs'
-screen | grep -qE '^\[1\]\+? +Stopped +sleep 200' || fail "Ctrl-Z did not stop the job: $(screen)"
+screen | grep -E '^\[1\]\+? +Stopped +sleep 200' >/dev/null || fail "Ctrl-Z did not stop the job: $(screen)"
 type_line 'bg'
 type_line 'jobs'
-screen | grep -qE '^\[1\]\+? +Running +sleep 200' || fail "bg did not resume the job: $(screen)"
+screen | grep -E '^\[1\]\+? +Running +sleep 200' >/dev/null || fail "bg did not resume the job: $(screen)"
 tm send-keys -t bh -l 'fg'
 tm send-keys -t bh Enter
 DEADLINE=10 eventually on_screen '^sleep 200$'
