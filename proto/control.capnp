@@ -157,9 +157,11 @@ interface Control {
   containerImageRemove @21 (session :Text, reference :Text, force :Bool, target :Target)
       -> (outcome :Common.Outcome, json :Text);
   # Runs a container; unless `detach`, returns when its process ended, with its wait status,
-  # stdio attached to the given fds (absent with `detach`: its output goes to its log).
+  # stdio attached to the given fds (absent with `detach`: its output goes to its log). With
+  # `terminal` (not with `detach`), the container's process gets a pseudo-terminal of its own as
+  # its console instead of the fds, relayed to the client as `run`'s terminal is.
   containerRun @22 (session :Text, spec :ContainerSpec, stdin :Common.Fd, stdout :Common.Fd,
-                    stderr :Common.Fd, target :Target)
+                    stderr :Common.Fd, target :Target, terminal :TerminalRequest)
       -> (outcome :Common.Outcome, id :Text, waitStatus :Int32);
   containerList @23 (session :Text, all :Bool, target :Target) -> (outcome :Common.Outcome, json :Text);
   containerInspect @24 (session :Text, container :Text, target :Target)
@@ -179,9 +181,10 @@ interface Control {
       -> (outcome :Common.Outcome, json :Text);
   containerImagePush @29 (session :Text, reference :Text, insecure :Bool, target :Target)
       -> (outcome :Common.Outcome);
-  # A program in a running container, with the given fds; its wait status.
+  # A program in a running container, with the given fds (or, with `terminal`, a pseudo-terminal
+  # of its own, as containerRun's); its wait status.
   containerExec @30 (session :Text, container :Text, command :List(Text), stdin :Common.Fd,
-                     stdout :Common.Fd, stderr :Common.Fd, target :Target)
+                     stdout :Common.Fd, stderr :Common.Fd, target :Target, terminal :TerminalRequest)
       -> (outcome :Common.Outcome, waitStatus :Int32);
   # What a detached container wrote, copied to `stdout`; with `follow`, then what it writes until
   # its process ends (or the call is dropped).

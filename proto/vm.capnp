@@ -38,6 +38,12 @@ struct SpawnRequest {
   loginShell @8 :Bool;
   # The directory to start in (absolute, entered as the user); empty: the user's home, or /.
   cwd @9 :Text;
+  # Set with `terminal`: the program makes its pseudo-terminal itself and hands the master end
+  # over a console socket (crun's --console-socket): a listening unix socket the agent makes,
+  # its path in the program's environment as BULKHEAD_CONSOLE_SOCKET. stdin, stdout and stderr
+  # above are the program's. The first master end received comes back in spawn's `terminal`, of
+  # `terminal`'s size, and spawn answers once it came, or without one once the program ended.
+  consoleSocket @10 :Bool;
 }
 
 struct TerminalSize {

@@ -243,6 +243,27 @@ namespace {
         std::shared_ptr<TerminalSide> m_side;
     };
 
+    // Asks for a pseudo-terminal of the user's terminal's size in `request`: the returned side
+    // relays it once the program started, and restores the user's terminal on every way out.
+    std::shared_ptr<TerminalSide> request_terminal(Client& client, proto::TerminalRequest::Builder request)
+    {
+        auto side = std::make_shared<TerminalSide>(client.io());
+        winsize size = terminal_size();
+        request.setRows(size.ws_row);
+        request.setColumns(size.ws_col);
+        request.setClient(kj::heap<TerminalAttach>(side));
+        return side;
+    }
+
+    // The run is over: no more relaying or signals.
+    void finish_terminal(const std::shared_ptr<TerminalSide>& side)
+    {
+        if (!side)
+            return;
+        side->forwarding = nullptr;
+        side->relay.finish();
+    }
+
     int do_run(Client& client, const Invocation& inv, const service::UserOverrides& settings)
     {
         auto request = client.control().runRequest();
@@ -257,14 +278,9 @@ namespace {
         auto env = request.initEnv(term ? 1 : 0);
         if (term)
             env.set(0, std::string("TERM=") + term);
-        std::shared_ptr<TerminalSide> terminal_side; // restores the user's terminal on every way out
+        std::shared_ptr<TerminalSide> terminal_side;
         if (wants_terminal(inv.tty, inv.no_tty)) {
-            terminal_side = std::make_shared<TerminalSide>(client.io());
-            winsize size = terminal_size();
-            auto terminal = request.initTerminal();
-            terminal.setRows(size.ws_row);
-            terminal.setColumns(size.ws_col);
-            terminal.setClient(kj::heap<TerminalAttach>(terminal_side));
+            terminal_side = request_terminal(client, request.initTerminal());
         } else {
             // The program gets our own stdin, stdout and stderr: the service copies no bytes.
             request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
@@ -274,10 +290,7 @@ namespace {
         fill_settings(request.initSettings(), settings);
         request.initTarget().setUid(inv.uid);
         auto reply = wait_for(client, request.send(), "run");
-        if (terminal_side) {
-            terminal_side->forwarding = nullptr;
-            terminal_side->relay.finish();
-        }
+        finish_terminal(terminal_side);
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/RunProgram" });
         return program_exit(reply->getOutcome(), reply->getWaitStatus());
@@ -893,6 +906,18 @@ namespace {
         return finish(client, request.send(), "Bulkhead/Cli/PushImage", &shown);
     }
 
+    // A container's process gets this process's stdio (stdin only when `interactive`, else
+    // /dev/null); with a terminal, which is the process's own then, crun gets /dev/null and our
+    // stderr, for its errors.
+    template<typename Request> void set_container_stdio(Request& request, bool interactive, bool terminal)
+    {
+        Fd in = interactive && !terminal ? Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))
+                                         : Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        request.setStdin(ipc::wrap_fd(std::move(in)));
+        request.setStdout(ipc::wrap_fd(Fd(fcntl(terminal ? 2 : 1, F_DUPFD_CLOEXEC, 3))));
+        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+    }
+
     int do_container_exec_in(Client& client, const Invocation& inv)
     {
         auto request = client.control().containerExecRequest();
@@ -901,13 +926,13 @@ namespace {
         auto command = request.initCommand(inv.argv.size());
         for (size_t i = 0; i < inv.argv.size(); ++i)
             command.set(i, inv.argv[i]);
-        Fd in = inv.interactive ? Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))
-                                : Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-        request.setStdin(ipc::wrap_fd(std::move(in)));
-        request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
-        request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
+        std::shared_ptr<TerminalSide> terminal_side;
+        if (inv.tty)
+            terminal_side = request_terminal(client, request.initTerminal());
+        set_container_stdio(request, inv.interactive, inv.tty);
         request.initTarget().setUid(inv.uid);
         auto reply = wait_for(client, request.send(), "container exec");
+        finish_terminal(terminal_side);
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/ExecInContainer" });
         return program_exit(reply->getOutcome(), reply->getWaitStatus());
@@ -968,13 +993,19 @@ namespace {
             volumes[i].setContainerPath(inside);
             volumes[i].setReadOnly(mode == "ro");
         }
-        if (!inv.detach) {
-            request.setStdin(ipc::wrap_fd(Fd(fcntl(0, F_DUPFD_CLOEXEC, 3))));
-            request.setStdout(ipc::wrap_fd(Fd(fcntl(1, F_DUPFD_CLOEXEC, 3))));
-            request.setStderr(ipc::wrap_fd(Fd(fcntl(2, F_DUPFD_CLOEXEC, 3))));
-        }
+        std::shared_ptr<TerminalSide> terminal_side;
+        if (inv.tty && inv.detach)
+            return report({ Error { -EINVAL,
+                                "-t gives the container this terminal: it cannot go with -d (nothing would "
+                                "attach to it later)" },
+                "Bulkhead/Cli/RunContainer" });
+        if (inv.tty)
+            terminal_side = request_terminal(client, request.initTerminal());
+        if (!inv.detach)
+            set_container_stdio(request, true, inv.tty);
         request.initTarget().setUid(inv.uid);
         auto reply = wait_for(client, request.send(), "container run");
+        finish_terminal(terminal_side);
         if (!reply)
             return report({ reply.take_error(), "Bulkhead/Cli/RunContainer" });
         if (inv.detach) {
@@ -1160,6 +1191,10 @@ namespace {
         auto* run_cmd = container->add_subcommand("run", "Run a container from an image");
         run_cmd->add_flag("-d,--detach", inv.detach, "Start it and print its id; its output goes to its log");
         run_cmd->add_flag("--rm", inv.remove, "Remove it once it ended");
+        run_cmd->add_flag("-t,--tty", inv.tty,
+            "Give it a pseudo-terminal of its own as its console, relayed to this terminal (stdin included)");
+        run_cmd->add_flag("-i,--interactive", inv.interactive,
+            "Connect stdin (it always is without -d; accepted as docker's -i)");
         container_options(run_cmd, false);
         auto* create
             = container->add_subcommand("create", "Create a container from an image, to start later");
@@ -1209,6 +1244,8 @@ namespace {
         });
         auto* cexec = container->add_subcommand("exec", "Run a program in a running container");
         cexec->add_flag("-i,--interactive", inv.interactive, "Connect stdin (otherwise /dev/null)");
+        cexec->add_flag("-t,--tty", inv.tty,
+            "Give the program a pseudo-terminal of its own, relayed to this terminal (stdin included)");
         session_option(cexec);
         cexec->add_option("container", inv.reference, "Name or id, then PROGRAM [ARGS...]")->required();
         cexec->prefix_command();

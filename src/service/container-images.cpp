@@ -721,9 +721,10 @@ namespace {
 
     // The OCI runtime config of a container: the image's process, the caller's command and
     // environment, the namespaces of a container inside the session's VM. crun runs it as the
-    // VM's root, which is the session's user.
+    // VM's root, which is the session's user. With `terminal`, the process gets a pseudo-terminal
+    // of its own of that size as its console (crun makes it and relays it to its own stdio).
     json runtime_config(const ContainerRecord& container, const std::string& rootfs,
-        const std::string& started_fifo, bool network_none)
+        const std::string& started_fifo, bool network_none, const TerminalSpec* terminal)
     {
         const json& config = container.inspect["Config"];
         // Its volumes: bound from where the service mounted each host folder in the VM.
@@ -753,7 +754,7 @@ namespace {
             { "hostname", container.name },
             { "root", json { { "path", rootfs }, { "readonly", false } } },
             { "process",
-                json { { "terminal", false }, { "user", json { { "uid", 0 }, { "gid", 0 } } },
+                json { { "terminal", terminal != nullptr }, { "user", json { { "uid", 0 }, { "gid", 0 } } },
                     { "args", args }, { "env", config["Env"].is_array() ? config["Env"] : json::array() },
                     { "cwd", cwd.empty() || cwd[0] != '/' ? "/" : cwd },
                     { "capabilities",
@@ -793,6 +794,9 @@ namespace {
         };
         for (json& mount : volume_mounts)
             out["mounts"].push_back(std::move(mount));
+        if (terminal && terminal->rows > 0 && terminal->columns > 0)
+            out["process"]["consoleSize"]
+                = json { { "height", terminal->rows }, { "width", terminal->columns } };
         return out;
     }
 
@@ -889,12 +893,19 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
     json env = config["Env"].is_array() ? config["Env"] : json::array();
     for (const std::string& entry : spec.env)
         env.push_back(entry);
-    // An image without a PATH (an imported one, say) gets the one Docker and podman give it.
-    if (std::none_of(env.begin(), env.end(), [](const json& entry) {
-            return entry.is_string() && entry.get<std::string>().rfind("PATH=", 0) == 0;
-        }))
+    auto lacks = [&env](const char* prefix) {
+        return std::none_of(env.begin(), env.end(), [prefix](const json& entry) {
+            return entry.is_string() && entry.get<std::string>().rfind(prefix, 0) == 0;
+        });
+    };
+    // An image without a PATH (an imported one, say) gets the one Docker and podman give it; a
+    // terminal without a TERM, theirs (every image's terminfo knows it).
+    if (lacks("PATH="))
         env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if (spec.terminal && lacks("TERM="))
+        env.push_back("TERM=xterm");
     config["Env"] = env;
+    config["Tty"] = spec.terminal.has_value();
     std::string user = config["User"];
     if (!user.empty() && user != "0" && user != "root" && user != "0:0")
         return Outcome(
@@ -943,10 +954,12 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
             Error { -ENOSPC, "your images and containers take 1.5 MiB of the service's index: remove some" });
     std::string id = record.id;
     std::string dir = std::string("/storage/containers/") + id;
-    json runtime = runtime_config(record, dir + "/rootfs", dir + "/started", spec.network_none);
+    json runtime = runtime_config(record, dir + "/rootfs", dir + "/started", spec.network_none,
+        spec.terminal ? &*spec.terminal : nullptr);
     s.m_containers.emplace(id, std::move(record));
     bool detach = spec.detach;
     bool remove = spec.remove;
+    std::optional<TerminalSpec> terminal = std::move(spec.terminal);
 
     ++s.m_active;
     auto done = kj::defer([this, &s]() {
@@ -975,8 +988,8 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
                     });
             }).then([](Result<bool> made) { return made ? Status() : Status(made.take_error()); });
         })
-        .then([this, &s, id, stdio = std::move(stdio), create_only = spec.create_only](
-                  Status created) mutable -> kj::Promise<Status> {
+        .then([this, &s, id, stdio = std::move(stdio), terminal = std::move(terminal),
+                  create_only = spec.create_only](Status created) mutable -> kj::Promise<Status> {
             if (!created) {
                 // Nothing of it may stay: its directory went with the failed step or goes now.
                 return delete_container(s, id).then(
@@ -987,7 +1000,7 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
                 it->second.vm_init_pid = s.serving_vm()->init_pid();
             if (create_only)
                 return Status();
-            return start_container(s, id, std::move(stdio));
+            return start_container(s, id, std::move(stdio), std::move(terminal));
         })
         .then([this, &s, id, detach, remove](Status started) -> kj::Promise<Outcome> {
             if (!started)
@@ -1010,14 +1023,15 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
 
 // Starts a created container under `crun run` (its monitor: what ends with the container's
 // process) and waits for its poststart hook; then on_container_started, whose veto ends it.
+// Without stdio and terminal, detached: its output goes to its log.
 kj::Promise<Status> ContainerSessions::start_container(
-    ContainerSession& s, std::string id, std::array<Fd, 3> stdio)
+    ContainerSession& s, std::string id, std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal)
 {
     VmInstance* vm = s.serving_vm();
     if (!vm)
         return Status(Error { BH_E_VM_NOT_RUNNING, "the session's VM stopped before the container started" });
     ContainerRecord& record = s.m_containers.at(id);
-    bool detached = !stdio[0] && !stdio[1] && !stdio[2];
+    bool detached = !terminal && !stdio[0] && !stdio[1] && !stdio[2];
     if (detached) {
         Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
         if (!null)
@@ -1032,9 +1046,14 @@ kj::Promise<Status> ContainerSessions::start_container(
     std::vector<std::string> argv { "sh", "-c", oci_helper, "bulkhead-oci", "run", id };
     if (detached)
         argv.push_back("log");
+    if (terminal)
+        argv.push_back("tty");
     ProgramSpec spec { "/bin/sh", std::move(argv), { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp" },
         "" };
     spec.cwd = "/";
+    spec.terminal = std::move(terminal);
+    if (spec.terminal) // crun makes the container's console, and hands it over
+        spec.terminal->handed_over = true;
     // A VM that stops ends the container as SIGKILL would.
     auto exited = call_holding(*vm, [&](VmInstance& vm) {
         return vm.run("", std::move(spec), std::move(stdio));
@@ -1406,8 +1425,8 @@ kj::Promise<Status> ContainerSessions::image_push(
 }
 
 // The helper with the caller's stdio (a container's own, or what exec and logs attach).
-kj::Promise<Result<int>> ContainerSessions::run_in_vm(
-    ContainerSession& s, std::vector<std::string> args, std::array<Fd, 3> stdio)
+kj::Promise<Result<int>> ContainerSessions::run_in_vm(ContainerSession& s, std::vector<std::string> args,
+    std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal)
 {
     VmInstance* vm = s.serving_vm();
     if (!vm)
@@ -1424,11 +1443,15 @@ kj::Promise<Result<int>> ContainerSessions::run_in_vm(
     ProgramSpec spec { "/bin/sh", std::move(argv), { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp" },
         "" };
     spec.cwd = "/";
+    spec.terminal = std::move(terminal);
+    if (spec.terminal) // crun makes the container's console, and hands it over
+        spec.terminal->handed_over = true;
     return call_holding(*vm, [&](VmInstance& vm) { return vm.run("", std::move(spec), std::move(stdio)); });
 }
 
 kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const std::string& name,
-    const std::string& ref, std::vector<std::string> command, std::array<Fd, 3> stdio)
+    const std::string& ref, std::vector<std::string> command, std::array<Fd, 3> stdio,
+    std::optional<TerminalSpec> terminal)
 {
     auto found = find_container(owner, name, ref);
     if (!found)
@@ -1440,9 +1463,9 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
         return Result<int>(Error { -EINVAL, "container '" + container->name + "' is not running" });
     if (command.empty() || command.size() > max_args)
         return Result<int>(Error { -EINVAL, "exec needs a program (and at most 4096 arguments)" });
-    std::vector<std::string> args { "exec", container->id };
+    std::vector<std::string> args { terminal ? "exec-tty" : "exec", container->id };
     args.insert(args.end(), command.begin(), command.end());
-    return run_in_vm(s, std::move(args), std::move(stdio)).attach(kj::mv(session));
+    return run_in_vm(s, std::move(args), std::move(stdio), std::move(terminal)).attach(kj::mv(session));
 }
 
 kj::Promise<Status> ContainerSessions::container_start(
@@ -1471,7 +1494,7 @@ kj::Promise<Status> ContainerSessions::container_start(
         --s.m_active;
         arm_idle_timer(s);
     });
-    return start_container(s, record.id, {}).attach(kj::mv(done), kj::mv(session));
+    return start_container(s, record.id, {}, std::nullopt).attach(kj::mv(done), kj::mv(session));
 }
 
 kj::Promise<Status> ContainerSessions::container_logs(

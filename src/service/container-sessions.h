@@ -10,6 +10,7 @@
 #include <kj/timer.h>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <variant>
 
@@ -144,6 +145,8 @@ struct ContainerRunSpec {
     bool remove = false; // removed once it ended
     bool create_only = false; // created, not started (with detach): container_start starts it
     std::vector<ContainerVolume> volumes;
+    // Not with detach: the process's console is a pseudo-terminal of its own, relayed to this.
+    std::optional<TerminalSpec> terminal;
 };
 
 // Where the session's lifecycle is announced to plugins (implemented by Service on
@@ -214,9 +217,10 @@ public:
         uid_t owner, const std::string& name, const std::string& ref, bool insecure);
     kj::Promise<Status> image_push(
         uid_t owner, const std::string& name, const std::string& ref, bool insecure);
-    // A program in a running container (crun exec) with `stdio`; its wait status.
+    // A program in a running container (crun exec) with `stdio`, or with a pseudo-terminal of its
+    // own as its console; its wait status.
     kj::Promise<Result<int>> container_exec(uid_t owner, const std::string& name, const std::string& ref,
-        std::vector<std::string> command, std::array<Fd, 3> stdio);
+        std::vector<std::string> command, std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal);
     // Starts a created container, detached.
     kj::Promise<Status> container_start(uid_t owner, const std::string& name, const std::string& ref);
     // What a detached container wrote, to `stdio` (stdin unused); with `follow`, then what it
@@ -263,7 +267,8 @@ private:
     kj::Promise<Result<std::string>> run_tool(
         ContainerSession& session, std::vector<std::string> args, Fd input, std::string what);
     template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
-    kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio);
+    kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio,
+        std::optional<TerminalSpec> terminal);
     kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
     struct FoundContainer {
         kj::Own<ContainerSession> session;
@@ -273,8 +278,9 @@ private:
     Result<FoundContainer> find_container(uid_t owner, const std::string& name, const std::string& ref);
     // What the user's images and containers take in the index, over every session of theirs.
     size_t index_bytes(uid_t owner) const;
-    kj::Promise<Result<int>> run_in_vm(
-        ContainerSession& session, std::vector<std::string> args, std::array<Fd, 3> stdio);
+    // The helper's verb `args` in the VM with `stdio` (or a terminal); its wait status.
+    kj::Promise<Result<int>> run_in_vm(ContainerSession& session, std::vector<std::string> args,
+        std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal = std::nullopt);
     kj::Promise<void> end_container(ContainerSession& session, std::string id, int signal);
     kj::Promise<Status> delete_container(ContainerSession& session, std::string id);
     kj::Promise<Status> delete_container_files(ContainerSession& session, std::string id);

@@ -245,6 +245,20 @@ namespace {
         std::shared_ptr<bool> m_sending = std::make_shared<bool>(false);
     };
 
+    // A run's pseudo-terminal as its client asked for it: the master end and the program go to
+    // the client's TerminalClient once the program started.
+    TerminalSpec terminal_of(proto::TerminalRequest::Reader request)
+    {
+        auto client = request.getClient();
+        return TerminalSpec { request.getRows(), request.getColumns(),
+            [client](Fd master, kj::Own<ProgramSignals> program) mutable {
+                auto attach = client.attachRequest();
+                attach.setMaster(ipc::wrap_fd(std::move(master)));
+                attach.setProgram(kj::heap<RunningProgram>(kj::mv(program)));
+                return attach.send().ignoreResult();
+            } };
+    }
+
     kj::Promise<void> Control::register_(RegisterContext context)
     {
         static constexpr const char* op = "Bulkhead/Service/RegisterDistribution";
@@ -347,17 +361,8 @@ namespace {
                        op),
                    kj::READY_NOW;
         bool terminal = params.hasTerminal();
-        if (terminal) {
-            auto request = params.getTerminal();
-            auto client = request.getClient();
-            spec.terminal = TerminalSpec { request.getRows(), request.getColumns(),
-                [client](Fd master, kj::Own<ProgramSignals> program) mutable {
-                    auto attach = client.attachRequest();
-                    attach.setMaster(ipc::wrap_fd(std::move(master)));
-                    attach.setProgram(kj::heap<RunningProgram>(kj::mv(program)));
-                    return attach.send().ignoreResult();
-                } };
-        }
+        if (terminal)
+            spec.terminal = terminal_of(params.getTerminal());
         // With a terminal, the program's stdio is the terminal: the client's fds are not used.
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
         auto fd_of = [terminal](proto::Fd::Client fd) {
@@ -808,6 +813,17 @@ namespace {
             std::move(command.value()), std::move(env.value()), spec_in.getNetworkNone(), spec_in.getDetach(),
             spec_in.getRemove() };
         spec.create_only = spec_in.getCreateOnly();
+        if (params.hasTerminal()) {
+            if (spec.detach)
+                return fail(context.getResults(),
+                           { -EINVAL,
+                               "a detached container cannot have a terminal: nothing would attach to it (run "
+                               "it "
+                               "without -d, or without -t)" },
+                           op),
+                       kj::READY_NOW;
+            spec.terminal = terminal_of(params.getTerminal());
+        }
         auto volumes = spec_in.getVolumes();
         if (volumes.size() > 32)
             return fail(context.getResults(), { -E2BIG, "a container takes at most 32 volumes" }, op),
@@ -955,29 +971,34 @@ namespace {
         auto command = strings_of(params.getCommand(), "arguments");
         if (!owner || !command)
             return fail(context.getResults(), !owner ? owner.error() : command.error(), op), kj::READY_NOW;
+        std::optional<TerminalSpec> terminal;
+        if (params.hasTerminal())
+            terminal = terminal_of(params.getTerminal());
+        // With a terminal, the client's stdout and stderr are crun's (its errors).
         auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
         fds.add(ipc::unwrap_fd(params.getStdin()));
         fds.add(ipc::unwrap_fd(params.getStdout()));
         fds.add(ipc::unwrap_fd(params.getStderr()));
         return kj::joinPromises(fds.finish())
-            .then([this, context, owner = owner.value(), command = std::move(command.value())](
-                      kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
-                for (auto& fd : fds) {
-                    if (!fd)
-                        return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
-                }
-                std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
-                    std::move(fds[2].value()) };
-                auto params = context.getParams();
-                return m_service.containers()
-                    .container_exec(owner, text_of(params.getSession()), text_of(params.getContainer()),
-                        std::move(command), std::move(stdio))
-                    .then([context](Result<int> status) mutable {
-                        if (!status)
-                            return fail(context.getResults(), status.error(), op);
-                        context.getResults().setWaitStatus(status.value());
-                    });
-            });
+            .then(
+                [this, context, owner = owner.value(), command = std::move(command.value()),
+                    terminal = std::move(terminal)](kj::Array<Result<Fd>> fds) mutable -> kj::Promise<void> {
+                    for (auto& fd : fds) {
+                        if (!fd)
+                            return fail(context.getResults(), fd.error(), op), kj::READY_NOW;
+                    }
+                    std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
+                        std::move(fds[2].value()) };
+                    auto params = context.getParams();
+                    return m_service.containers()
+                        .container_exec(owner, text_of(params.getSession()), text_of(params.getContainer()),
+                            std::move(command), std::move(stdio), std::move(terminal))
+                        .then([context](Result<int> status) mutable {
+                            if (!status)
+                                return fail(context.getResults(), status.error(), op);
+                            context.getResults().setWaitStatus(status.value());
+                        });
+                });
     }
 
     kj::Promise<void> Control::containerStart(ContainerStartContext context)

@@ -136,6 +136,14 @@ exec)
   enter_cgroup "$id"
   exec crun --root "$crun_root" exec "$id" "$@"
   ;;
+exec-tty)
+  # exec-tty ID PROGRAM [ARGS...]: the same with a console of its own, handed over the agent's
+  # console socket (the service relays it to the client); this process's stdio get crun's errors.
+  id=$1
+  shift
+  enter_cgroup "$id"
+  exec crun --root "$crun_root" exec --tty --console-socket "$BULKHEAD_CONSOLE_SOCKET" "$id" "$@"
+  ;;
 logs)
   # logs ID [follow]: the log of a detached container; with "follow", then what it writes until
   # its process ends.
@@ -169,10 +177,15 @@ create)
   mkfifo "$dir/started"
   ;;
 run)
-  # run ID [log]: the container's process, under crun, in a cgroup of its own; with "log", its
-  # output goes to the container's log file (a detached container).
+  # run ID [log|tty]: the container's process, under crun, in a cgroup of its own; with "log", its
+  # output goes to the container's log file (a detached container); with "tty" (its config asks
+  # for a terminal), crun hands its console over the agent's console socket.
   [ "${2:-}" != log ] || exec >>"$store/containers/$1/log" 2>&1 </dev/null
   enter_cgroup "$1" create
+  if [ "${2:-}" = tty ]; then
+    exec crun --root "$crun_root" --cgroup-manager=disabled run --console-socket "$BULKHEAD_CONSOLE_SOCKET" \
+      --bundle "$store/containers/$1" "$1"
+  fi
   exec crun --root "$crun_root" --cgroup-manager=disabled run --bundle "$store/containers/$1" "$1"
   ;;
 started)

@@ -69,7 +69,9 @@ namespace {
             auto size = request.initTerminal();
             size.setRows(spec.terminal->rows);
             size.setColumns(spec.terminal->columns);
-            return;
+            request.setConsoleSocket(spec.terminal->handed_over);
+            if (!spec.terminal->handed_over)
+                return;
         }
         request.setStdin(ipc::wrap_fd(std::move(stdio[0])));
         request.setStdout(ipc::wrap_fd(std::move(stdio[1])));
@@ -450,7 +452,7 @@ kj::Promise<Result<int>> VmInstance::spawn_and_wait(
         // The terminal's master goes to the client before the wait: it relays the program's I/O.
         kj::Promise<Status> attached = Status();
         auto signals = kj::refcounted<ProgramSignals>(process);
-        if (terminal)
+        if (terminal && (!terminal->handed_over || response.hasTerminal()))
             attached = ipc::unwrap_fd(response.getTerminal())
                            .then([attach = kj::mv(terminal->attach), program = kj::addRef(*signals)](
                                      Result<Fd> master) mutable -> kj::Promise<Status> {

@@ -99,6 +99,11 @@ struct TerminalSpec {
     uint16_t rows = 0;
     uint16_t columns = 0;
     kj::Function<kj::Promise<void>(Fd master, kj::Own<ProgramSignals> program)> attach;
+    // Set: the program makes the terminal and hands its master end over the console socket the
+    // agent gives it (crun's --console-socket), instead of the agent opening one; the program's
+    // stdio are then the fds given to run. A program that ends without handing one over is not
+    // attached (its errors went to its stderr).
+    bool handed_over = false;
 };
 
 // The error code of a `run` whose distribution or VM ended while the program ran: the program

@@ -3,17 +3,21 @@
 
 #include "base/spawn.h"
 #include "ipc/fd-cap.h"
+#include "ipc/process-watch.h"
 #include "vm/mounts.h"
 
 #include <array>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <sched.h>
 #include <sstream>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -293,89 +297,235 @@ namespace {
         return std::array<Fd, 2> { std::move(master), std::move(slave) };
     }
 
+    // A listening unix socket in a directory of its own, over which a program hands the master
+    // end of a pseudo-terminal it made (crun's --console-socket: one connection, one message
+    // carrying the fd). Removed with this object. Thread affinity: the agent's event loop.
+    class ConsoleSocket {
+    public:
+        static Result<kj::Own<ConsoleSocket>> open(kj::UnixEventPort& port)
+        {
+            char dir[] = "/tmp/bulkhead-console.XXXXXX";
+            if (!::mkdtemp(dir))
+                return Error::from_errno(errno, "cannot make a directory for a console socket");
+            auto socket = kj::heap<ConsoleSocket>(port, dir);
+            sockaddr_un address {};
+            address.sun_family = AF_UNIX;
+            std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", socket->path().c_str());
+            socket->m_listener = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+            if (!socket->m_listener
+                || ::bind(socket->m_listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address))
+                    < 0
+                || ::listen(socket->m_listener.get(), 1) < 0)
+                return Error::from_errno(errno, "cannot listen on a console socket");
+            socket->m_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+                port, socket->m_listener.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+            return socket;
+        }
+        ConsoleSocket(kj::UnixEventPort& port, std::string dir)
+            : m_port(port)
+            , m_dir(std::move(dir))
+        {
+        }
+        ~ConsoleSocket()
+        {
+            m_observer = nullptr; // before the fds it watches close
+            m_connection_observer = nullptr;
+            ::unlink(path().c_str());
+            ::rmdir(m_dir.c_str());
+        }
+        std::string path() const { return m_dir + "/socket"; }
+
+        // The fd handed over, once it came.
+        kj::Promise<Result<Fd>> receive()
+        {
+            auto now = poll();
+            if (!now)
+                return Result<Fd>(now.take_error());
+            if (now.value())
+                return Result<Fd>(std::move(*now.value()));
+            auto& observer = m_connection_observer ? *m_connection_observer : *m_observer;
+            return observer.whenBecomesReadable().then([this]() { return receive(); });
+        }
+        // The fd handed over if it is here already; nothing if not.
+        Result<std::optional<Fd>> poll()
+        {
+            if (!m_connection) {
+                m_connection
+                    = Fd(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+                if (!m_connection) {
+                    if (errno == EAGAIN || errno == EINTR)
+                        return std::optional<Fd>();
+                    return Error::from_errno(errno, "cannot accept on the console socket");
+                }
+                m_connection_observer = kj::heap<kj::UnixEventPort::FdObserver>(
+                    m_port, m_connection.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+            }
+            for (;;) {
+                char data[64];
+                iovec iov { data, sizeof(data) };
+                alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+                msghdr message {};
+                message.msg_iov = &iov;
+                message.msg_iovlen = 1;
+                message.msg_control = control;
+                message.msg_controllen = sizeof(control);
+                ssize_t n = ::recvmsg(m_connection.get(), &message, MSG_CMSG_CLOEXEC);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                    return std::optional<Fd>();
+                if (n < 0)
+                    return Error::from_errno(errno, "cannot read the console socket");
+                std::optional<Fd> first;
+                for (cmsghdr* c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c)) {
+                    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                    for (size_t i = 0; i < count; ++i) {
+                        int fd;
+                        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                        Fd received(fd); // any beyond the first close here
+                        if (!first)
+                            first = std::move(received);
+                    }
+                }
+                if (first)
+                    return first;
+                if (n == 0)
+                    return Error { -EPIPE,
+                        "the program closed its console socket without handing a terminal over" };
+            }
+        }
+
+    private:
+        kj::UnixEventPort& m_port;
+        std::string m_dir;
+        Fd m_listener;
+        Fd m_connection;
+        kj::Own<kj::UnixEventPort::FdObserver> m_observer;
+        kj::Own<kj::UnixEventPort::FdObserver> m_connection_observer;
+    };
+
 } // namespace
 
 kj::Promise<void> Agent::spawn(SpawnContext context)
 {
     auto request = context.getParams().getRequest();
     auto fds = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(3);
-    // With a terminal, the program's stdio is the terminal: no fds were sent.
-    auto fd_of = [tty = request.hasTerminal()](proto::Fd::Client fd) {
+    // With a terminal the agent opens, the program's stdio is the terminal: no fds were sent.
+    auto fd_of = [tty = request.hasTerminal() && !request.getConsoleSocket()](proto::Fd::Client fd) {
         return tty ? kj::Promise<Result<Fd>>(Result<Fd>(Fd())) : ipc::unwrap_fd(kj::mv(fd));
     };
     fds.add(fd_of(request.getStdin()));
     fds.add(fd_of(request.getStdout()));
     fds.add(fd_of(request.getStderr()));
-    return kj::joinPromises(fds.finish()).then([this, context](kj::Array<Result<Fd>> stdio) mutable {
-        auto request = context.getParams().getRequest();
-        for (auto& fd : stdio) {
-            if (!fd)
-                return fail_outcome(context.getResults().initOutcome(), fd.error());
-        }
-        User user;
-        if (request.hasUser() && request.getUser().size() > 0) {
-            auto found = lookup_user(request.getUser().cStr());
-            if (!found)
-                return fail_outcome(context.getResults().initOutcome(), found.error());
-            user = found.value();
-            if (Status mapped = check_mapped(user); !mapped)
-                return fail_outcome(context.getResults().initOutcome(), mapped.error());
-        }
-        std::string path = request.getPath().cStr();
-        std::vector<std::string> argv = to_strings(request.getArgv());
-        if (request.getLoginShell()) {
-            if (user.shell.empty())
-                if (auto named = lookup_user(user.name))
-                    user.shell = named->shell;
-            path = user.shell.empty() ? "/bin/sh" : user.shell;
-            argv = { "-" + path.substr(path.rfind('/') + 1) };
-        }
-        std::string cwd = request.getCwd().cStr();
-        if (!cwd.empty() && cwd.front() != '/')
-            return fail_outcome(context.getResults().initOutcome(),
-                { -EINVAL, "the directory '" + cwd + "' is not absolute" });
-        if (!cwd.empty()) {
-            struct stat st;
-            if (::stat(cwd.c_str(), &st) < 0)
-                return fail_outcome(context.getResults().initOutcome(),
-                    Error::from_errno(errno, "cannot start in '" + cwd + "'"));
-            if (!S_ISDIR(st.st_mode))
-                return fail_outcome(context.getResults().initOutcome(),
-                    { -ENOTDIR, "cannot start in '" + cwd + "': not a directory" });
-        }
-        auto program = resolve_program(path);
-        if (!program)
-            return fail_outcome(context.getResults().initOutcome(), program.error());
-        SpawnPlan plan {
-            .path = program.value(),
-            .argv = std::move(argv),
-            .env = environment_for(user, request.getEnv()),
-            .fds = { { stdio[0]->get(), 0 }, { stdio[1]->get(), 1 }, { stdio[2]->get(), 2 } },
-            .cwd = !cwd.empty()                          ? cwd
-                : ::access(user.home.c_str(), X_OK) == 0 ? user.home
-                                                         : "/",
-        };
-        std::array<Fd, 2> terminal; // master, slave; our slave closes once the program has its own
-        if (request.hasTerminal()) {
-            auto opened = open_terminal(request.getTerminal(), user);
-            if (!opened)
-                return fail_outcome(context.getResults().initOutcome(), opened.error());
-            terminal = std::move(opened.value());
-            plan.fds = { { terminal[1].get(), 0 }, { terminal[1].get(), 1 }, { terminal[1].get(), 2 } };
-            plan.controlling_terminal = true;
-        }
-        if (user.uid != 0 || user.gid != 0)
-            plan.run_as = Credentials { user.uid, user.gid };
-        auto child = spawn_process(plan);
-        if (!child)
-            return fail_outcome(context.getResults().initOutcome(), child.error());
-        pid_t pid = child->pid();
-        m_reaper.watch(pid);
-        context.getResults().setPid(pid);
-        if (terminal[0])
-            context.getResults().setTerminal(ipc::wrap_fd(std::move(terminal[0])));
-        context.getResults().setProcess(kj::heap<Process>(m_reaper, pid, child->detach()));
-    });
+    return kj::joinPromises(fds.finish())
+        .then([this, context](kj::Array<Result<Fd>> stdio) mutable -> kj::Promise<void> {
+            auto request = context.getParams().getRequest();
+            auto failed = [&context](const Error& error) {
+                fail_outcome(context.getResults().initOutcome(), error);
+                return kj::Promise<void>(kj::READY_NOW);
+            };
+            for (auto& fd : stdio) {
+                if (!fd)
+                    return failed(fd.error());
+            }
+            User user;
+            if (request.hasUser() && request.getUser().size() > 0) {
+                auto found = lookup_user(request.getUser().cStr());
+                if (!found)
+                    return failed(found.error());
+                user = found.value();
+                if (Status mapped = check_mapped(user); !mapped)
+                    return failed(mapped.error());
+            }
+            std::string path = request.getPath().cStr();
+            std::vector<std::string> argv = to_strings(request.getArgv());
+            if (request.getLoginShell()) {
+                if (user.shell.empty())
+                    if (auto named = lookup_user(user.name))
+                        user.shell = named->shell;
+                path = user.shell.empty() ? "/bin/sh" : user.shell;
+                argv = { "-" + path.substr(path.rfind('/') + 1) };
+            }
+            std::string cwd = request.getCwd().cStr();
+            if (!cwd.empty() && cwd.front() != '/')
+                return failed({ -EINVAL, "the directory '" + cwd + "' is not absolute" });
+            if (!cwd.empty()) {
+                struct stat st;
+                if (::stat(cwd.c_str(), &st) < 0)
+                    return failed(Error::from_errno(errno, "cannot start in '" + cwd + "'"));
+                if (!S_ISDIR(st.st_mode))
+                    return failed({ -ENOTDIR, "cannot start in '" + cwd + "': not a directory" });
+            }
+            auto program = resolve_program(path);
+            if (!program)
+                return failed(program.error());
+            SpawnPlan plan {
+                .path = program.value(),
+                .argv = std::move(argv),
+                .env = environment_for(user, request.getEnv()),
+                .fds = { { stdio[0]->get(), 0 }, { stdio[1]->get(), 1 }, { stdio[2]->get(), 2 } },
+                .cwd = !cwd.empty()                          ? cwd
+                    : ::access(user.home.c_str(), X_OK) == 0 ? user.home
+                                                             : "/",
+            };
+            std::array<Fd, 2> terminal; // master, slave; our slave closes once the program has its own
+            kj::Own<ConsoleSocket> console;
+            if (request.getConsoleSocket()) {
+                if (!request.hasTerminal())
+                    return failed({ -EINVAL, "a console socket is for a terminal" });
+                auto opened = ConsoleSocket::open(m_reaper.port());
+                if (!opened)
+                    return failed(opened.error());
+                console = kj::mv(opened.value());
+                plan.env.push_back("BULKHEAD_CONSOLE_SOCKET=" + console->path());
+            } else if (request.hasTerminal()) {
+                auto opened = open_terminal(request.getTerminal(), user);
+                if (!opened)
+                    return failed(opened.error());
+                terminal = std::move(opened.value());
+                plan.fds = { { terminal[1].get(), 0 }, { terminal[1].get(), 1 }, { terminal[1].get(), 2 } };
+                plan.controlling_terminal = true;
+            }
+            if (user.uid != 0 || user.gid != 0)
+                plan.run_as = Credentials { user.uid, user.gid };
+            auto child = spawn_process(plan);
+            if (!child)
+                return failed(child.error());
+            pid_t pid = child->pid();
+            m_reaper.watch(pid);
+            context.getResults().setPid(pid);
+            if (terminal[0])
+                context.getResults().setTerminal(ipc::wrap_fd(std::move(terminal[0])));
+            if (!console) {
+                context.getResults().setProcess(kj::heap<Process>(m_reaper, pid, child->detach()));
+                return kj::READY_NOW;
+            }
+            // The answer waits for the terminal, or for the program's end without one (what it sent
+            // before it ended still counts). Dropped meanwhile, the Process kills the program.
+            auto ended = ipc::when_exited(m_reaper.port(), child->pidfd());
+            proto::Process::Client process = kj::heap<Process>(m_reaper, pid, child->detach());
+            auto size = request.getTerminal();
+            winsize window {};
+            window.ws_row = size.getRows();
+            window.ws_col = size.getColumns();
+            auto& socket = *console;
+            return socket.receive()
+                .exclusiveJoin(ended.then([&socket]() -> Result<Fd> {
+                    auto now = socket.poll();
+                    if (now && now.value())
+                        return std::move(*now.value());
+                    return Error { -ECHILD, "the program ended without handing a terminal over" };
+                }))
+                .then([context, process, window](Result<Fd> master) mutable {
+                    context.getResults().setProcess(process);
+                    if (!master)
+                        return; // its errors went to its stderr; the service sees no terminal
+                    if (window.ws_row > 0 && window.ws_col > 0)
+                        ::ioctl(master->get(), TIOCSWINSZ, &window);
+                    context.getResults().setTerminal(ipc::wrap_fd(std::move(master.value())));
+                })
+                .attach(kj::mv(console));
+        });
 }
 
 kj::Promise<void> Agent::startDistribution(StartDistributionContext context)

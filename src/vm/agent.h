@@ -29,6 +29,7 @@ public:
     // Stops remembering `pid` (its exit will be reaped and dropped).
     void forget(pid_t pid) { m_watched.erase(pid); }
     bool has_exited(pid_t pid) const;
+    kj::UnixEventPort& port() { return m_port; }
 
 private:
     struct Watched {

@@ -49,25 +49,26 @@ expect_eq "$(on_terminal "$BIN/bulkhead run -- sh -c 'tty || true' 2>/dev/null")
 TMUX_SOCKET=$T/tmux.sock
 tm() { tmux -S "$TMUX_SOCKET" "$@"; }
 trap '__rc=$?; [ $__rc -eq 0 ] || { echo "--- the screen ---"; screen; } >&2; tm kill-server 2>/dev/null; kill $QUIET_INPUT 2>/dev/null; (exit $__rc); cleanup' EXIT
-screen() { tm capture-pane -p -t bh; }
+PANE=bh # the tmux session typed at
+screen() { tm capture-pane -p -t "$PANE"; }
 on_screen() { screen | grep -E -- "$1" >/dev/null; }
 wait_screen() { DEADLINE=${2:-20} eventually on_screen "$1"; }
 # Types a line and waits for the prompt after it: keys LINE PROMPT-COUNT.
 prompts() { screen | grep -c '^bh#' || true; }
 type_line() {
   local before; before=$(prompts)
-  tm send-keys -t bh -l -- "$1"
-  tm send-keys -t bh Enter
+  tm send-keys -t "$PANE" -l -- "$1"
+  tm send-keys -t "$PANE" Enter
   DEADLINE=20 eventually prompt_after "$before"
 }
 prompt_after() { [ "$(prompts)" -gt "$1" ]; }
 # Runs COMMAND in the foreground, then types KEY (C-c, C-z) at it and waits for the next prompt.
 key_at() {
-  tm send-keys -t bh -l "$1"
-  tm send-keys -t bh Enter
+  tm send-keys -t "$PANE" -l "$1"
+  tm send-keys -t "$PANE" Enter
   sleep 0.3
   local before; before=$(prompts)
-  tm send-keys -t bh "$2"
+  tm send-keys -t "$PANE" "$2"
   DEADLINE=10 eventually prompt_after "$before"
 }
 
@@ -113,4 +114,47 @@ tm send-keys -t bh Enter
 wait_screen '^cli-exit=5$'
 DEADLINE=10 eventually test -s "$T/after"
 expect_eq "$(cat "$T/after")" "$(cat "$T/before")" "the terminal's settings after the run (stty -g)"
+
+# --- Containers: run -t and exec -t give the container's process a console of its own (crun's,
+# handed over its console socket), relayed as run's terminal is ---
+bh container image load "$FIXTURES/image.tar" >/dev/null
+out=$(on_terminal "$BIN/bulkhead container run --rm -t debian:latest sh -c 'tty; stty size; echo \$TERM; exit 3'; echo cli-exit=\$?")
+expect_eq "$out" $'/dev/pts/0\n37 91\nxterm\ncli-exit=3' "container run -t: its console, its size, TERM and its status"
+bh container run -d --name waiter debian:latest sleep 1234 >/dev/null
+out=$(on_terminal "$BIN/bulkhead container exec -t waiter sh -c 'tty; stty size; exit 4'; echo cli-exit=\$?")
+expect_eq "$out" $'/dev/pts/0\n37 91\ncli-exit=4' "container exec -t: a console of the container's own devpts"
+expect_error EINVAL "it cannot go with -d" bh container run -d -t debian:latest true
+# crun's own errors reach the CLI's stderr.
+out=$(on_terminal "$BIN/bulkhead container run --rm -t debian:latest /no/such/program 2>&1; echo cli-exit=\$?")
+grep -F "/no/such/program" <<<"$out" >/dev/null || fail "crun's error did not reach stderr: $out"
+grep -xE "cli-exit=[1-9][0-9]*" <<<"$out" >/dev/null || fail "a failed container run -t succeeded: $out"
+# SIGTERM to the CLI reaches the container's process, which says so and exits.
+script -qfec "$BIN/bulkhead container run --rm -t debian:latest sh -c 'trap \"echo got-term; exit 9\" TERM; echo ready; while :; do sleep 0.1; done' &
+  cli=\$!; while ! grep -q ready $T/cterm.out; do sleep 0.05; done; kill -TERM \$cli; wait \$cli; echo cli-exit=\$?" \
+  /dev/null <&7 >"$T/cterm.out" &
+DEADLINE=20 eventually grep -q cli-exit "$T/cterm.out"
+expect_eq "$(tr -d '\r' <"$T/cterm.out" | grep -v ready | tr '\n' ' ')" "got-term cli-exit=9 " "SIGTERM forwarded to the container"
+
+# Typed at in tmux: Ctrl-C and Ctrl-Z reach the container shell's foreground job through its
+# console's line discipline, a resize its size, and the terminal is as it was after.
+PANE=ctr
+tm new-session -d -s ctr -x 100 -y 30 \
+  "stty -g >$T/cbefore; BULKHEAD_RUNTIME_DIR=$T/run HOME=$T/home $BIN/bulkhead container run --rm -t -e 'PS1=bh# ' debian:latest sh; echo cli-exit=\$?; stty -g >$T/cafter; sleep 600"
+wait_screen '^bh#'
+key_at 'sleep 100' C-c
+type_line 'echo interrupted=$?'
+on_screen '^interrupted=130$' || fail "Ctrl-C did not interrupt sleep in the container: $(screen)"
+key_at 'sleep 200' C-z
+type_line 'jobs'
+screen | grep -E '^\[1\]\+? +Stopped +sleep 200' >/dev/null || fail "Ctrl-Z did not stop the container's job: $(screen)"
+type_line 'kill -KILL %1; wait'
+tm resize-window -t ctr -x 120 -y 40
+sleep 0.3
+type_line 'stty size'
+on_screen '^40 120$' || fail "the container's console did not follow the resize: $(screen)"
+tm send-keys -t ctr -l 'exit 6'
+tm send-keys -t ctr Enter
+wait_screen '^cli-exit=6$'
+DEADLINE=10 eventually test -s "$T/cafter"
+expect_eq "$(cat "$T/cafter")" "$(cat "$T/cbefore")" "the terminal's settings after container run -t (stty -g)"
 echo "terminal: ok"
