@@ -561,7 +561,11 @@ kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref,
     if (index_bytes(ref.identity.uid) + new_bytes > max_index_bytes_per_user)
         return refuse(Error { -ENOSPC,
             "your images and containers would take more than 1.5 MiB of the service's index: remove some" });
-    return run_tool(ref, { "keep", stage }, Fd(), "cannot keep the images")
+    // The helper moves each staged image to its id, as the service read it.
+    std::vector<std::string> keep { "keep", stage };
+    for (const LoadedImage& image : loaded)
+        keep.push_back(image.inspect["Id"].get<std::string>().substr(7));
+    return run_tool(ref, std::move(keep), Fd(), "cannot keep the images")
         .then([this, &ref, loaded = std::move(loaded), refuse](
                   Result<std::string> kept) mutable -> kj::Promise<Result<json>> {
             if (!kept)

@@ -30,18 +30,24 @@ enter_cgroup() {
   echo $$ >"$cgroups/$1/cgroup.procs"
 }
 
-# describe DIR TAG: the line the service reads for the image staged in DIR/oci.
+# describe DIR TAG: the line the service reads for the image staged in DIR/oci. The manifest and
+# config are read from the layout's blobs: two `skopeo inspect` runs cost more than the rest of a
+# small load. skopeo and umoci write the layout's index, and the manifests they make, as compact
+# JSON; a manifest pulled as it was may be indented, and jq reads that one.
 describe() {
-  skopeo --insecure-policy inspect --raw "oci:$1/oci:img" >"$1/manifest.json"
-  skopeo --insecure-policy inspect --config --raw "oci:$1/oci:img" >"$1/config.json"
-  jq -c -n --arg tag "$2" --slurpfile m "$1/manifest.json" --slurpfile c "$1/config.json" \
+  blobs="$1/oci/blobs/sha256"
+  manifest=$(sed -n 's/.*"digest":"sha256:\([0-9a-f]\{64\}\)".*/\1/p' "$1/oci/index.json")
+  [ -n "$manifest" ] || { echo "cannot find the image's manifest in its layout" >&2; exit 1; }
+  config=$(sed -n 's/.*"config":{[^}]*"digest":"sha256:\([0-9a-f]\{64\}\)".*/\1/p' "$blobs/$manifest")
+  [ -n "$config" ] || config=$(jq -r '.config.digest' "$blobs/$manifest" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
+  [ -n "$config" ] || { echo "the image's manifest names no sha256 config" >&2; exit 1; }
+  jq -c -n --arg tag "$2" --slurpfile m "$blobs/$manifest" --slurpfile c "$blobs/$config" \
     '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
 }
 
-# staged N: prints the lines of the N images staged in $stage, then the stage's name; the stage
+# staged: prints the lines of the images staged in $stage, then the stage's name; the stage
 # stays for the service's verdict (keep or discard). Only reached once every image was staged.
 staged() {
-  echo "$1" >"$stage/count"
   cat "$stage/out"
   printf '{"stage":"%s"}\n' "$(basename "$stage")"
   trap - EXIT
@@ -55,8 +61,9 @@ load)
   # manifest and the config. Nothing reaches images/ unless every image of the archive loaded.
   stage=$(mktemp -d "$TMPDIR/load.XXXXXX")
   trap 'rm -rf "$stage"' EXIT
+  # Its tags, one a line, from skopeo's indented JSON (a reference has no quotes).
   skopeo --insecure-policy list-tags docker-archive:/dev/stdin >"$stage/tags.json"
-  jq -r '.Tags[]' "$stage/tags.json" >"$stage/tags"
+  sed -n '/"Tags"/,/]/s/^ *"\([^"]*\)",\{0,1\}$/\1/p' "$stage/tags.json" >"$stage/tags"
   [ -s "$stage/tags" ] || echo >"$stage/tags"
   n=0
   while IFS= read -r tag <&4; do
@@ -67,7 +74,7 @@ load)
     skopeo --insecure-policy copy --quiet "$src" "oci:$stage/$n/oci:img" >&2
     describe "$stage/$n" "$tag"
   done 4<"$stage/tags" # stdin stays the archive
-  staged "$n"
+  staged
   ;;
 import)
   # import REF: stdin a tar of a root filesystem (plain, or compressed with gzip, xz or zstd).
@@ -97,7 +104,7 @@ import)
   $unpack </dev/stdin | umoci raw add-layer --image "$stage/1/oci:img" \
     --history.created_by "bulkhead container image import" /dev/stdin >&2
   describe "$stage/1" "$1"
-  staged 1
+  staged
   ;;
 pull)
   # pull REF TLS-VERIFY: one image from a registry, printed as load prints it.
@@ -106,18 +113,17 @@ pull)
   mkdir "$stage/1"
   skopeo --insecure-policy copy --quiet --src-tls-verify="$2" "docker://$1" "oci:$stage/1/oci:img" >&2
   describe "$stage/1" "$1"
-  staged 1
+  staged
   ;;
 keep)
-  # keep STAGE: the service accepted what a load or pull staged: its images move into images/
-  # (an id already there stays as it was).
+  # keep STAGE HEX...: the service accepted what a load or pull staged, the images it described
+  # in order, by id: they move into images/ (an id already there stays as it was).
   stage="$TMPDIR/$1"
-  n=$(cat "$stage/count")
+  shift
   i=0
-  while [ "$i" -lt "$n" ]; do
+  for hex in "$@"; do
     i=$((i + 1))
-    hex=$(jq -r '.config.digest' "$stage/$i/manifest.json" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
-    [ -n "$hex" ] || { echo "the image's config digest is not a sha256 digest" >&2; exit 1; }
+    case "$hex" in *[!0-9a-f]* | "") echo "invalid image id '$hex'" >&2 && exit 1 ;; esac
     [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
   done
   rm -rf "$stage"
