@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <bulkhead/plugin_api.h>
 #include <csignal>
+#include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -604,6 +605,7 @@ kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref,
                 }
                 result.push_back(json { { "Id", id }, { "Tag", image.tag } });
             }
+            index_changed(ref);
             kj::Promise<void> hooks = kj::READY_NOW;
             for (std::string& text : created)
                 hooks = hooks.then([this, &ref, text = std::move(text)]() mutable {
@@ -670,6 +672,7 @@ kj::Promise<Result<json>> ContainerSessions::image_remove(
         json& tags = image.inspect["RepoTags"];
         tags.erase(std::remove(tags.begin(), tags.end(), json(normal.value())), tags.end());
         s.m_tags.erase(normal.value());
+        index_changed(s);
         result.push_back(json { { "Untagged", normal.value() } });
         return Result<json>(std::move(result));
     }
@@ -708,6 +711,7 @@ kj::Promise<Result<json>> ContainerSessions::image_remove(
                             result.push_back(json { { "Untagged", tag } });
                         }
                         s.m_images.erase(it);
+                        index_changed(s);
                         result.push_back(json { { "Deleted", image_id } });
                         return m_hooks.image_deleted(s, image_id)
                             .then([result = std::move(result)]() mutable {
@@ -717,6 +721,114 @@ kj::Promise<Result<json>> ContainerSessions::image_remove(
             });
         })
         .attach(kj::mv(done), kj::mv(session));
+}
+
+void ContainerSessions::index_changed(ContainerSession& s)
+{
+    if (s.options.storage.empty())
+        return; // a tmpfs dies with the session, and its index with it
+    s.m_index_dirty = true;
+    save_index(s);
+}
+
+void ContainerSessions::save_index(ContainerSession& s)
+{
+    if (!s.m_index_dirty || s.m_index_saving || !s.serving_vm())
+        return; // saved once it runs (adopt_vm), or by the save in progress
+    s.m_index_saving = true;
+    m_tasks.add(in_store<bool>(s,
+        [this, &s]() -> kj::Promise<Result<bool>> {
+            s.m_index_dirty = false; // what changes from here on is saved again
+            json tags = json::object();
+            for (auto& [reference, id] : s.m_tags)
+                tags[reference] = id.substr(7);
+            auto input = memfd_with("bulkhead-oci-index", json { { "tags", tags } }.dump() + "\n");
+            if (!input)
+                return Result<bool>(input.take_error());
+            return run_tool(s, { "index-save" }, std::move(input.value()), "cannot save the image index")
+                .then([](Result<std::string> saved) {
+                    return saved ? Result<bool>(true) : Result<bool>(saved.take_error());
+                });
+        })
+                    .then([this, &s](Result<bool> saved) {
+                        s.m_index_saving = false;
+                        if (!saved) {
+                            log_warning("container session '" + s.name + "': " + saved.error().message
+                                + " (saved again at its VM's next start)");
+                            s.m_index_dirty = true;
+                            return;
+                        }
+                        save_index(s); // what changed meanwhile
+                    })
+                    .attach(kj::addRef(s)));
+}
+
+void ContainerSessions::recover_index(ContainerSession& s)
+{
+    std::string where = "the image index in the storage of container session '" + s.name + "'";
+    Fd file(::openat(s.storage.get(), "index", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (!file) {
+        if (errno != ENOENT)
+            log_warning("cannot open " + where + ": " + std::strerror(errno));
+        return;
+    }
+    // The file is the user's (the VM's root wrote it), a regular one, of the size a load may print.
+    struct stat st;
+    size_t limit = max_tool_output + (1u << 20);
+    if (::fstat(file.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != s.identity.uid
+        || static_cast<uint64_t>(st.st_size) > limit) {
+        log_warning("ignoring " + where + ": not a regular file of its user, of at most 17 MiB");
+        return;
+    }
+    std::string text = read_front(file.get(), limit);
+    std::vector<std::string> lines;
+    for (size_t begin = 0; begin < text.size();) {
+        size_t end = text.find('\n', begin);
+        if (end == std::string::npos)
+            end = text.size();
+        if (end > begin)
+            lines.push_back(text.substr(begin, end - begin));
+        begin = end + 1;
+    }
+    if (lines.empty())
+        return;
+    json refs = json::parse(lines.back(), nullptr, false);
+    lines.pop_back();
+    if (!refs.is_object() || !refs.contains("tags") || !refs["tags"].is_object()) {
+        log_warning("ignoring " + where + ": its last line is not the references");
+        return;
+    }
+    size_t budget = index_bytes(s.identity.uid), skipped = 0;
+    for (const std::string& line : lines) {
+        auto image = parse_loaded(line);
+        if (!image || s.m_images.size() >= max_images
+            || budget + image->inspect.dump().size() > max_index_bytes_per_user) {
+            ++skipped;
+            continue;
+        }
+        std::string id = image->inspect["Id"];
+        size_t bytes = image->inspect.dump().size();
+        budget += bytes;
+        s.m_images[id] = ImageRecord { id, std::move(image->inspect), bytes };
+    }
+    for (auto& [reference, hex] : refs["tags"].items()) {
+        auto normal = normalize_reference(reference);
+        std::string id = hex.is_string() ? "sha256:" + hex.get<std::string>() : "";
+        auto image = s.m_images.find(id);
+        if (!normal || normal.value() != reference || image == s.m_images.end() || s.m_tags.count(reference)
+            || image->second.tags().size() >= max_tags_per_image
+            || budget + tag_bytes > max_index_bytes_per_user) {
+            ++skipped;
+            continue;
+        }
+        budget += tag_bytes;
+        s.m_tags[reference] = id;
+        image->second.inspect["RepoTags"].push_back(reference);
+    }
+    log_info("container session '" + s.name + "': " + std::to_string(s.m_images.size()) + " images and "
+        + std::to_string(s.m_tags.size()) + " references read back from its storage"
+        + (skipped ? " (" + std::to_string(skipped) + " entries left out: invalid, or over the limits)"
+                   : ""));
 }
 
 // --- containers ----------------------------------------------------------------------------------
@@ -1347,6 +1459,7 @@ Result<json> ContainerSessions::image_tag(
     if (old == s.m_tags.end() || old->second != id.value()) {
         s.m_tags[tag.value()] = id.value();
         s.m_images.at(id.value()).inspect["RepoTags"].push_back(tag.value());
+        index_changed(s);
     }
     return json { { "Id", id.value() }, { "Tag", tag.value() } };
 }

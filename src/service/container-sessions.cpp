@@ -231,9 +231,12 @@ kj::Promise<Result<ContainerSessions::Created>> ContainerSessions::create(const 
     session->application_pid = application_pid;
     session->options = std::move(options);
     session->storage = std::move(storage);
-    if (!session->storage)
+    if (!session->storage) {
         if (Status made = make_tmpfs(*session); !made)
             return Result<Created>(made.take_error());
+    } else {
+        recover_index(*session); // storage used before: its images and references
+    }
     // Registered for plugin calls, not yet published: only plugins can reach it until they accepted.
     m_by_id.emplace(session->identity.session_id, kj::addRef(*session));
     ContainerSession& ref = *session;
@@ -467,6 +470,7 @@ kj::Promise<Status> ContainerSessions::adopt_vm(ContainerSession& session, kj::O
                               .eagerlyEvaluate(nullptr);
         return branch.then([this, &session]() {
             arm_idle_timer(session);
+            save_index(session); // what changed while the VM was stopped
             return Status();
         });
     });

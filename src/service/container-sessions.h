@@ -123,6 +123,10 @@ private:
     std::map<std::string, std::string> m_tags; // reference -> image id
     std::map<std::string, ContainerRecord> m_containers; // by id
     kj::Maybe<kj::ForkedPromise<void>> m_store_tail;
+    // With storage, the index is saved there (the helper's index-save) after every change, and
+    // read back when a session is made on that storage again: dirty until a save took it.
+    bool m_index_dirty = false;
+    bool m_index_saving = false; // a save is queued or running
     kj::TaskSet* m_monitors = nullptr; // ContainerSessions' tasks, for the containers' monitors
 };
 
@@ -270,6 +274,12 @@ private:
     kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio,
         std::optional<TerminalSpec> terminal);
     kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
+    // The session's index changed: saved to its storage (if it has one) once its VM runs.
+    void index_changed(ContainerSession& session);
+    void save_index(ContainerSession& session);
+    // A new session on storage used before: its index as the last save left it there, checked
+    // as a load's output is (what does not pass is left out, with a warning).
+    void recover_index(ContainerSession& session);
     struct FoundContainer {
         kj::Own<ContainerSession> session;
         ContainerRecord* container;

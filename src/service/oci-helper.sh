@@ -10,6 +10,8 @@
 #   containers/ID/       a container: rootfs (overlay on the image, or a copy), config.json
 #   tmp/                 staging: a load or pull is moved into images/ only once complete and
 #                        accepted by the service (keep), or removed (discard)
+#   index                what the service reads back when a session is made again on this
+#                        storage (index-save): the images' manifests and configs, the references
 # crun's state lives in the VM's /tmp: it dies with the VM, as the containers do.
 set -eu
 store=/storage
@@ -30,17 +32,22 @@ enter_cgroup() {
   echo $$ >"$cgroups/$1/cgroup.procs"
 }
 
-# describe DIR TAG: the line the service reads for the image staged in DIR/oci. The manifest and
-# config are read from the layout's blobs: two `skopeo inspect` runs cost more than the rest of a
-# small load. skopeo and umoci write the layout's index, and the manifests they make, as compact
-# JSON; a manifest pulled as it was may be indented, and jq reads that one.
-describe() {
+# blobs_of DIR: sets blobs, manifest and config (hex digests) for the image layout in DIR/oci. They
+# are read from the layout's files: two `skopeo inspect` runs cost more than the rest of a small
+# load. skopeo and umoci write the layout's index, and the manifests they make, as compact JSON;
+# a manifest pulled as it was may be indented, and jq reads that one.
+blobs_of() {
   blobs="$1/oci/blobs/sha256"
   manifest=$(sed -n 's/.*"digest":"sha256:\([0-9a-f]\{64\}\)".*/\1/p' "$1/oci/index.json")
-  [ -n "$manifest" ] || { echo "cannot find the image's manifest in its layout" >&2; exit 1; }
+  [ -n "$manifest" ] || { echo "cannot find the manifest of the image in $1" >&2 && return 1; }
   config=$(sed -n 's/.*"config":{[^}]*"digest":"sha256:\([0-9a-f]\{64\}\)".*/\1/p' "$blobs/$manifest")
   [ -n "$config" ] || config=$(jq -r '.config.digest' "$blobs/$manifest" | sed -n 's/^sha256:\([0-9a-f]\{64\}\)$/\1/p')
-  [ -n "$config" ] || { echo "the image's manifest names no sha256 config" >&2; exit 1; }
+  [ -n "$config" ] || { echo "the manifest of the image in $1 names no sha256 config" >&2 && return 1; }
+}
+
+# describe DIR TAG: the line the service reads for the image staged in DIR/oci.
+describe() {
+  blobs_of "$1" || exit 1
   jq -c -n --arg tag "$2" --slurpfile m "$blobs/$manifest" --slurpfile c "$blobs/$config" \
     '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
 }
@@ -127,6 +134,23 @@ keep)
     [ -d "$store/images/$hex" ] || mv "$stage/$i" "$store/images/$hex"
   done
   rm -rf "$stage"
+  ;;
+index-save)
+  # stdin: the service's references, one JSON line. Writes the store's index, which the service
+  # reads back when a session is made again on this storage: a line per image of the store as
+  # load prints it (tag ""), then that line. One jq for every image.
+  refs=$(head -c 1048576)
+  set --
+  for dir in "$store"/images/*/; do
+    [ -f "$dir/oci/index.json" ] || continue
+    blobs_of "${dir%/}" || continue
+    set -- "$@" "$blobs/$manifest" "$blobs/$config"
+  done
+  index=$(mktemp "$TMPDIR/index.XXXXXX")
+  [ $# -eq 0 ] || jq -c -n '[inputs] as $a | range(0; $a | length; 2) | {tag: "", manifest: $a[.], config: $a[. + 1]}' \
+    "$@" >"$index"
+  printf '%s\n' "$refs" >>"$index"
+  mv "$index" "$store/index"
   ;;
 discard)
   rm -rf "${TMPDIR:?}/$1"

@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # themselves, which the isolation mode does not change: they run with process isolation only.
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
 PROCESS_CASES=(ImageTagsAndErrors ImageImport ProgressOnATerminal ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes
-  ContainerCgroups NonRootContainers IndexLimits)
+  ContainerCgroups NonRootContainers IndexPersists IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -441,6 +441,62 @@ case_NonRootContainers() {
   expect_eq "$(bh container image ls --json | jq length)" "0" "root's session is not the user's"
   bh_other container session terminate bulkhead-cli
   DEADLINE=10 eventually output_is 0 sleepers 983
+}
+
+# With --storage, the images and their references outlive the session: a session made again on
+# that storage (after a terminate, or a restart of the service) has them, with no hooks fired
+# again. The index the store keeps there is the user's file, read back as hostile input.
+case_IndexPersists() {
+  setup Success
+  mkdir "$T/store"
+  chown "$OTHER_UID:$OTHER_UID" "$T/store"
+  local s=(-s kept)
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  bh_other container image load "${s[@]}" "$IMAGE_TAR" >/dev/null
+  bh_other container image tag "${s[@]}" debian:latest mine:1
+  bh_other container image tag "${s[@]}" debian:latest mine:2
+  bh_other container image rm "${s[@]}" mine:2 >/dev/null
+  local id listing
+  id=$(bh_other container image inspect "${s[@]}" debian:latest | jq -r .Id)
+  listing=$(bh_other container image ls "${s[@]}" --json | jq -c '[.[] | {Id, RepoTags: (.RepoTags | sort)}]')
+  expect_eq "$listing" "[{\"Id\":\"$id\",\"RepoTags\":[\"debian:latest\",\"mine:1\"]}]" "before"
+  # Saved after each change, in the background: the last one names mine:1 and not mine:2.
+  DEADLINE=10 eventually grep -q '"mine:1"' "$T/store/index"
+  DEADLINE=10 eventually output_is 0 grep -c '"mine:2"' "$T/store/index"
+  bh_other container session terminate kept
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  expect_eq "$(bh_other container image ls "${s[@]}" --json | jq -c '[.[] | {Id, RepoTags: (.RepoTags | sort)}]')" \
+    "$listing" "the images and references read back"
+  expect_eq "$(bh_other container run "${s[@]}" --rm mine:1 sh -c 'echo ran')" "ran" "a container from a read-back image"
+  expect_eq "$(grep -c '^Image created' "$PLUGIN_LOG")" "1" "no hook for what was read back"
+  # A service restart too (the session ends with it).
+  stop_service
+  start_service
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  expect_eq "$(bh_other container image inspect "${s[@]}" mine:1 | jq -r .Id)" "$id" "after a restart of the service"
+  bh_other container session terminate kept
+
+  # Hostile indexes: each is left out with a warning, and the session works.
+  cp "$T/store/index" "$T/index.good"
+  printf 'garbage\n{"tags":{"evil:1":"%s","Bad Ref":"%s"}}\n' "${id#sha256:}" "${id#sha256:}" >"$T/store/index"
+  chown "$OTHER_UID:$OTHER_UID" "$T/store/index"
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  expect_eq "$(bh_other container image ls "${s[@]}" --json | jq length)" "0" "a garbage image line and references to no image"
+  grep -q "0 images and 0 references read back from its storage (3 entries left out" "$T/daemon.log" ||
+    fail "no warning for the garbage index: $(tail -5 "$T/daemon.log")"
+  bh_other container session terminate kept
+  rm "$T/store/index"
+  ln -s /etc/shadow "$T/store/index"
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  grep -q "cannot open the image index in the storage of container session 'kept'" "$T/daemon.log" ||
+    fail "a symbolic link was followed"
+  bh_other container session terminate kept
+  rm "$T/store/index"
+  cp "$T/index.good" "$T/store/index" # root's, not the user's
+  bh_other container session create kept --storage "$T/store" >/dev/null
+  expect_eq "$(bh_other container image ls "${s[@]}" --json | jq length)" "0" "an index that is not the user's"
+  grep -q "ignoring the image index in the storage of container session 'kept': not a regular file of its user" \
+    "$T/daemon.log" || fail "no warning for root's index"
 }
 
 # What a user can make the service hold is bounded (the attacks of a review, as uid 4242): an
