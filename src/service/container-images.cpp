@@ -897,7 +897,7 @@ namespace {
                     json::array({ json { { "path", "/bin/sh" },
                         { "args",
                             json::array({ "sh", "-c",
-                                "while read -r _; do :; done; touch \"$0.flag\"; echo started >\"$0\"",
+                                "while read -r _; do :; done; : >\"$0.flag\"; echo started >\"$0\"",
                                 started_fifo }) } } }) } } },
             { "linux",
                 json { { "namespaces", namespaces },

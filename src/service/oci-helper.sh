@@ -7,6 +7,7 @@
 # The store, in the session's storage (/storage in the VM):
 #   images/HEX/oci       one OCI image layout per image id (sha256:HEX), its only tag "img"
 #   images/HEX/bundle    the image unpacked (bundle/rootfs), made on first use
+#   images/HEX/line      its manifest and config as the service read them, for the index
 #   containers/ID/       a container: rootfs (overlay on the image, or a copy), config.json
 #   tmp/                 staging: a load or pull is moved into images/ only once complete and
 #                        accepted by the service (keep), or removed (discard)
@@ -45,11 +46,15 @@ blobs_of() {
   [ -n "$config" ] || { echo "the manifest of the image in $1 names no sha256 config" >&2 && return 1; }
 }
 
-# describe DIR TAG: the line the service reads for the image staged in DIR/oci.
+# describe DIR TAG: the line the service reads for the image staged in DIR/oci; DIR/line keeps it
+# without the tag, for the store's index.
 describe() {
   blobs_of "$1" || exit 1
   jq -c -n --arg tag "$2" --slurpfile m "$blobs/$manifest" --slurpfile c "$blobs/$config" \
-    '{tag: $tag, manifest: $m[0], config: $c[0]}' >>"$stage/out"
+    '{tag: "", manifest: $m[0], config: $c[0]} | ., .tag = $tag' >"$1/lines"
+  head -n 1 "$1/lines" >"$1/line"
+  tail -n 1 "$1/lines" >>"$stage/out"
+  rm "$1/lines"
 }
 
 # staged: prints the lines of the images staged in $stage, then the stage's name; the stage
@@ -138,17 +143,14 @@ keep)
 index-save)
   # stdin: the service's references, one JSON line. Writes the store's index, which the service
   # reads back when a session is made again on this storage: a line per image of the store as
-  # load prints it (tag ""), then that line. One jq for every image.
+  # load printed it (without its tag; describe kept it), then that line.
   refs=$(head -c 1048576)
   set --
   for dir in "$store"/images/*/; do
-    [ -f "$dir/oci/index.json" ] || continue
-    blobs_of "${dir%/}" || continue
-    set -- "$@" "$blobs/$manifest" "$blobs/$config"
+    [ -f "$dir/line" ] && set -- "$@" "$dir/line"
   done
   index=$(mktemp "$TMPDIR/index.XXXXXX")
-  [ $# -eq 0 ] || jq -c -n '[inputs] as $a | range(0; $a | length; 2) | {tag: "", manifest: $a[.], config: $a[. + 1]}' \
-    "$@" >"$index"
+  [ $# -eq 0 ] || cat "$@" >"$index"
   printf '%s\n' "$refs" >>"$index"
   mv "$index" "$store/index"
   ;;
@@ -198,7 +200,10 @@ create)
     mv "$image/unpack" "$image/bundle"
   fi
   dir="$store/containers/$id"
-  mkdir "$dir" "$dir/upper" "$dir/work" "$dir/rootfs"
+  # Its cgroup too (one mkdir for all), when the VM's cgroup is delegated: enter_cgroup.
+  cgroup=
+  [ ! -w "$cgroups/cgroup.procs" ] || cgroup="$cgroups/$id"
+  mkdir "$dir" "$dir/upper" "$dir/work" "$dir/rootfs" $cgroup
   if ! mount -t overlay overlay -o "lowerdir=$image/bundle/rootfs,upperdir=$dir/upper,workdir=$dir/work" \
     "$dir/rootfs" 2>/dev/null; then
     cp -a "$image/bundle/rootfs/." "$dir/rootfs/"
@@ -233,7 +238,8 @@ kill)
   ;;
 delete)
   dir="$store/containers/$1"
-  crun --root "$crun_root" delete --force "$1" 2>/dev/null || true
+  # crun run removes its state when the process ended: a crun delete costs as much as the rest.
+  [ ! -e "$crun_root/$1" ] || crun --root "$crun_root" delete --force "$1" 2>/dev/null || true
   cgroup="$cgroups/$1"
   if [ -d "$cgroup" ]; then
     echo 1 >"$cgroup/cgroup.kill" 2>/dev/null || true
