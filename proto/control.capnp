@@ -190,8 +190,12 @@ interface Control {
   # its process ends (or the call is dropped).
   containerLogs @31 (session :Text, container :Text, stdout :Common.Fd, target :Target, follow :Bool)
       -> (outcome :Common.Outcome);
-  # Starts a created container, detached (its output goes to its log).
-  containerStart @32 (session :Text, container :Text, target :Target) -> (outcome :Common.Outcome);
+  # Starts a created container, or again an exited one (its files as it left them), detached (its
+  # output goes to its log). `volumes`: its volumes' folders opened again by the client, as
+  # inspect's Mounts name them, for a container whose volumes are no longer mounted (an exited
+  # one, or one created in a VM that has stopped since).
+  containerStart @32 (session :Text, container :Text, target :Target, volumes :List(Volume))
+      -> (outcome :Common.Outcome);
   # A tar of a root filesystem (plain, gzip, xz or zstd; a regular file the client opened) made a
   # one-layer image named `reference`; the result is load's.
   containerImageImport @33 (session :Text, archive :Common.Fd, reference :Text, target :Target)

@@ -949,6 +949,15 @@ namespace {
         return finish(client, request.send(), "Bulkhead/Cli/ContainerLogs");
     }
 
+    // A volume's host folder, opened with this user's rights (the service binds what we opened).
+    Result<Fd> open_volume_folder(const std::string& host)
+    {
+        Fd folder(::open(host.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!folder)
+            return Error::from_errno(errno, "cannot open the volume's folder " + host);
+        return folder;
+    }
+
     int do_container_run(Client& client, const Invocation& inv)
     {
         if (inv.network != "none" && inv.network != "host")
@@ -984,11 +993,10 @@ namespace {
                 return report({ Error { -EINVAL,
                                     "invalid volume '" + text + "': use /HOST/FOLDER:/CONTAINER/PATH[:ro]" },
                     "Bulkhead/Cli/RunContainer" });
-            Fd folder(::open(host.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            auto folder = open_volume_folder(host);
             if (!folder)
-                return report({ Error::from_errno(errno, "cannot open the volume's folder " + host),
-                    "Bulkhead/Cli/RunContainer" });
-            volumes[i].setFolder(ipc::wrap_fd(std::move(folder)));
+                return report({ folder.take_error(), "Bulkhead/Cli/RunContainer" });
+            volumes[i].setFolder(ipc::wrap_fd(std::move(folder.value())));
             volumes[i].setHostPath(host);
             volumes[i].setContainerPath(inside);
             volumes[i].setReadOnly(mode == "ro");
@@ -1199,16 +1207,38 @@ namespace {
         auto* create
             = container->add_subcommand("create", "Create a container from an image, to start later");
         container_options(create, true);
-        auto* start
-            = container->add_subcommand("start", "Start a created container (its output goes to its log)");
+        auto* start = container->add_subcommand(
+            "start", "Start a created container, or an exited one again (its output goes to its log)");
         start->add_option("container", inv.reference, "Name or id")->required();
         session_option(start);
         start->callback([&run, &inv]() {
             run = [&inv](Client& client) {
+                // Its volumes' folders, opened again with this user's rights, for a container
+                // whose volumes went with its end.
+                auto inspect = client.control().containerInspectRequest();
+                inspect.setSession(inv.session);
+                inspect.setContainer(inv.reference);
+                inspect.initTarget().setUid(inv.uid);
+                nlohmann::json container;
+                if (int code = json_call(
+                        client, inspect, "container inspect", "Bulkhead/Cli/StartContainer", container))
+                    return code;
                 auto request = client.control().containerStartRequest();
                 request.setSession(inv.session);
                 request.setContainer(inv.reference);
                 request.initTarget().setUid(inv.uid);
+                const nlohmann::json& mounts = container["Mounts"];
+                auto volumes = request.initVolumes(mounts.is_array() ? mounts.size() : 0);
+                for (size_t i = 0; i < volumes.size(); ++i) {
+                    std::string host = mounts[i].value("Source", "");
+                    auto folder = open_volume_folder(host);
+                    if (!folder)
+                        return report({ folder.take_error(), "Bulkhead/Cli/StartContainer" });
+                    volumes[i].setFolder(ipc::wrap_fd(std::move(folder.value())));
+                    volumes[i].setHostPath(host);
+                    volumes[i].setContainerPath(mounts[i].value("Destination", ""));
+                    volumes[i].setReadOnly(!mounts[i].value("RW", true));
+                }
                 int code = finish(client, request.send(), "Bulkhead/Cli/StartContainer");
                 if (code == 0)
                     std::cout << inv.reference << std::endl;

@@ -1140,8 +1140,8 @@ kj::Promise<Result<std::pair<std::string, int>>> ContainerSessions::container_ru
 // Starts a created container under `crun run` (its monitor: what ends with the container's
 // process) and waits for its poststart hook; then on_container_started, whose veto ends it.
 // Without stdio and terminal, detached: its output goes to its log.
-kj::Promise<Status> ContainerSessions::start_container(
-    ContainerSession& s, std::string id, std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal)
+kj::Promise<Status> ContainerSessions::start_container(ContainerSession& s, std::string id,
+    std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal, bool again)
 {
     VmInstance* vm = s.serving_vm();
     if (!vm)
@@ -1189,7 +1189,7 @@ kj::Promise<Status> ContainerSessions::start_container(
             return run_tool(s, { "has-started", id }, Fd(), "cannot learn whether the container started")
                 .then([](Result<std::string> said) { return said.ok(); });
         })
-        .then([this, &s, id](bool started) -> kj::Promise<Status> {
+        .then([this, &s, id, again](bool started) -> kj::Promise<Status> {
             auto it = s.m_containers.find(id);
             if (it == s.m_containers.end())
                 return Status(Error { -ENOENT, "the container was removed while it started" });
@@ -1222,16 +1222,19 @@ kj::Promise<Status> ContainerSessions::start_container(
             }
             if (!started) {
                 std::string name = record.name;
-                return delete_container(s, id).then([name](Status) {
-                    return Status(Error { -EIO,
-                        "container '" + name
-                            + "' did not start: its runtime (crun) failed (its error is above, or in the "
-                              "container's log)" });
-                });
+                Error failed { -EIO,
+                    "container '" + name
+                        + "' did not start: its runtime (crun) failed (its error is above, or in the "
+                          "container's log)" };
+                if (again) // its files are the user's work: it stays, exited (its monitor saw the end)
+                    return Status(std::move(failed));
+                return delete_container(s, id).then(
+                    [failed = std::move(failed)](Status) mutable { return Status(std::move(failed)); });
             }
             record.status = ContainerRecord::Status::running;
             record.inspect["State"]["Status"] = "running";
             record.inspect["State"]["Running"] = true;
+            record.inspect["State"]["ExitCode"] = 0;
             record.inspect["State"]["StartedAt"] = now_rfc3339();
             return m_hooks.container_started(s, record.inspect.dump())
                 .then([this, &s, id](Status accepted) -> kj::Promise<Status> {
@@ -1586,7 +1589,7 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
 }
 
 kj::Promise<Status> ContainerSessions::container_start(
-    uid_t owner, const std::string& name, const std::string& ref)
+    uid_t owner, const std::string& name, const std::string& ref, std::vector<ContainerVolume> volumes)
 {
     auto found = find_container(owner, name, ref);
     if (!found)
@@ -1594,24 +1597,78 @@ kj::Promise<Status> ContainerSessions::container_start(
     kj::Own<ContainerSession> session = kj::mv(found->session);
     ContainerSession& s = *session;
     ContainerRecord& record = *found->container;
-    if (record.status != ContainerRecord::Status::created)
-        return Status(Error { -EINVAL,
-            "container '" + record.name + "' is "
-                + (record.status == ContainerRecord::Status::running ? "running" : "exited")
-                + ": only a created container starts (restarting an exited one is not supported yet)" });
-    VmInstance* vm = s.serving_vm();
-    if (!vm || vm->init_pid() != record.vm_init_pid)
-        return Status(Error { BH_E_VM_NOT_RUNNING,
-            "the session's VM stopped since container '" + record.name
-                + "' was created: remove it and create it again" });
-    if (record.exited != nullptr)
+    if (record.status == ContainerRecord::Status::running)
+        return Status(Error { -EINVAL, "container '" + record.name + "' is running already" });
+    if (record.starting || (record.status == ContainerRecord::Status::created && record.exited != nullptr))
         return Status(Error { -EBUSY, "container '" + record.name + "' is being started already" });
+    // Its overlay and volumes are mounted in the VM it was created in until its first end: a
+    // created container of that VM starts as it is; any other is made ready again first.
+    VmInstance* vm = s.serving_vm();
+    bool ready
+        = record.status == ContainerRecord::Status::created && vm && vm->init_pid() == record.vm_init_pid;
+    if (!ready) {
+        const json& mounts = record.inspect["Mounts"];
+        bool same = volumes.size() == mounts.size();
+        for (size_t i = 0; same && i < volumes.size(); ++i)
+            same = volumes[i].host_path == mounts[i]["Source"].get<std::string>()
+                && volumes[i].container_path == mounts[i]["Destination"].get<std::string>()
+                && volumes[i].read_only == !mounts[i]["RW"].get<bool>();
+        if (!same)
+            return Status(Error { -EINVAL,
+                "container '" + record.name + "' has " + std::to_string(mounts.size())
+                    + " volumes: its start must bring its folders again, as its inspect names them "
+                      "(bulkhead container start does)" });
+    }
+    std::string id = record.id;
+    std::string hex = record.image_id.substr(7);
+    record.starting = true;
     ++s.m_active;
-    auto done = kj::defer([this, &s]() {
+    auto done = kj::defer([this, &s, id]() {
         --s.m_active;
+        auto it = s.m_containers.find(id);
+        if (it != s.m_containers.end())
+            it->second.starting = false;
         arm_idle_timer(s);
     });
-    return start_container(s, record.id, {}, std::nullopt).attach(kj::mv(done), kj::mv(session));
+    if (ready)
+        return start_container(s, id, {}, std::nullopt).attach(kj::mv(done), kj::mv(session));
+    std::vector<std::string> paths;
+    for (size_t i = 0; i < volumes.size(); ++i)
+        paths.push_back("/volumes/" + id + "/" + std::to_string(i));
+    return ensure_vm(s)
+        .then([this, &s, id, hex](Status started) -> kj::Promise<Status> {
+            if (!started)
+                return kj::mv(started);
+            // Its overlay mounted again where it is not (an earlier VM's), its poststart flag gone.
+            std::string what = "cannot make container '" + s.m_containers.at(id).name + "' ready again";
+            return in_store<bool>(s, [this, &s, id, hex, what]() {
+                return run_tool(s, { "prepare", id, hex }, Fd(), what).then([](Result<std::string> made) {
+                    return made ? Result<bool>(true) : Result<bool>(made.take_error());
+                });
+            }).then([](Result<bool> made) { return made ? Status() : Status(made.take_error()); });
+        })
+        .then([this, &s, id, paths, volumes = std::move(volumes)](
+                  Status prepared) mutable -> kj::Promise<Status> {
+            auto it = s.m_containers.find(id);
+            if (!prepared || it == s.m_containers.end())
+                return prepared ? Status(Error { -ENOENT, "the container was removed while it started" })
+                                : kj::mv(prepared);
+            it->second.volume_mounts = paths;
+            it->second.vm_init_pid = s.serving_vm() ? s.serving_vm()->init_pid() : 0;
+            return mount_volumes(s, id, std::move(volumes));
+        })
+        .then([this, &s, id](Status mounted) -> kj::Promise<Status> {
+            if (!mounted)
+                return release_volumes(s, id).then(
+                    [mounted = kj::mv(mounted)]() mutable { return kj::mv(mounted); });
+            auto it = s.m_containers.find(id);
+            if (it == s.m_containers.end())
+                return Status(Error { -ENOENT, "the container was removed while it started" });
+            it->second.exited = nullptr;
+            it->second.stopping_announced = false;
+            return start_container(s, id, {}, std::nullopt, true);
+        })
+        .attach(kj::mv(done), kj::mv(session));
 }
 
 kj::Promise<Status> ContainerSessions::container_logs(

@@ -65,7 +65,8 @@ struct ContainerRecord {
     bool stopping_announced = false; // on_container_stopping ran (once per container)
     bool remove_when_ended = false; // run -d --rm: its monitor removes it
     std::vector<std::string> volume_mounts; // where its volumes are mounted in the VM
-    pid_t vm_init_pid = 0; // the VM it was created in: a created container starts only there
+    pid_t vm_init_pid = 0; // the VM its files are mounted in (its overlay, its volumes)
+    bool starting = false; // container_start runs for it
     nlohmann::json inspect;
     size_t bytes = 0; // its inspect JSON's size, counted against the user's budget
     // Resolves with the wait status of `crun run` (the container's process) once it ended.
@@ -225,8 +226,11 @@ public:
     // own as its console; its wait status.
     kj::Promise<Result<int>> container_exec(uid_t owner, const std::string& name, const std::string& ref,
         std::vector<std::string> command, std::array<Fd, 3> stdio, std::optional<TerminalSpec> terminal);
-    // Starts a created container, detached.
-    kj::Promise<Status> container_start(uid_t owner, const std::string& name, const std::string& ref);
+    // Starts a created container, or an exited one again, detached. `volumes` (its volumes as its
+    // inspect names them, opened again by the client) are mounted for a container whose volumes
+    // are not: an exited one, or one created in an earlier VM of the session.
+    kj::Promise<Status> container_start(
+        uid_t owner, const std::string& name, const std::string& ref, std::vector<ContainerVolume> volumes);
     // What a detached container wrote, to `stdio` (stdin unused); with `follow`, then what it
     // writes until its process ends.
     kj::Promise<Status> container_logs(
@@ -271,8 +275,10 @@ private:
     kj::Promise<Result<std::string>> run_tool(
         ContainerSession& session, std::vector<std::string> args, Fd input, std::string what);
     template<typename T, typename F> kj::Promise<Result<T>> in_store(ContainerSession& session, F step);
+    // `again`: a start of an exited container (or one of an earlier VM), which a failed start
+    // leaves exited instead of removing.
     kj::Promise<Status> start_container(ContainerSession& session, std::string id, std::array<Fd, 3> stdio,
-        std::optional<TerminalSpec> terminal);
+        std::optional<TerminalSpec> terminal, bool again = false);
     kj::Promise<Result<nlohmann::json>> index_images(ContainerSession& session, std::string printed);
     // The session's index changed: saved to its storage (if it has one) once its VM runs.
     void index_changed(ContainerSession& session);

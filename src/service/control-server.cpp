@@ -1008,11 +1008,35 @@ namespace {
         auto owner = target(params.getTarget());
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-        return m_service.containers()
-            .container_start(owner.value(), text_of(params.getSession()), text_of(params.getContainer()))
-            .then([context](Status started) mutable {
-                if (!started)
-                    fail(context.getResults(), started.error(), op);
+        auto given = params.getVolumes();
+        if (given.size() > 32)
+            return fail(context.getResults(), { -E2BIG, "a container takes at most 32 volumes" }, op),
+                   kj::READY_NOW;
+        std::vector<ContainerVolume> volumes;
+        auto folders = kj::heapArrayBuilder<kj::Promise<Result<Fd>>>(given.size());
+        for (auto volume : given) {
+            volumes.push_back({ Fd(), text_of(volume.getHostPath()), text_of(volume.getContainerPath()),
+                volume.getReadOnly() });
+            folders.add(ipc::unwrap_fd(volume.getFolder()));
+        }
+        return kj::joinPromises(folders.finish())
+            .then([this, context, owner = owner.value(), volumes = std::move(volumes)](
+                      kj::Array<Result<Fd>> folders) mutable -> kj::Promise<void> {
+                for (size_t i = 0; i < volumes.size(); ++i) {
+                    if (!folders[i])
+                        return fail(context.getResults(), folders[i].error(), op), kj::READY_NOW;
+                    if (Status readable = check_opened_for_reading(folders[i]->get()); !readable)
+                        return fail(context.getResults(), readable.error(), op), kj::READY_NOW;
+                    volumes[i].folder = std::move(folders[i].value());
+                }
+                auto params = context.getParams();
+                return m_service.containers()
+                    .container_start(owner, text_of(params.getSession()), text_of(params.getContainer()),
+                        std::move(volumes))
+                    .then([context](Status started) mutable {
+                        if (!started)
+                            fail(context.getResults(), started.error(), op);
+                    });
             });
     }
 

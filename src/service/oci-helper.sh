@@ -57,6 +57,22 @@ describe() {
   rm "$1/lines"
 }
 
+# unpacked HEX: the image unpacked once, as images/HEX/bundle.
+unpacked() {
+  image="$store/images/$1"
+  [ -d "$image/oci" ] || { echo "image sha256:$1 is gone from the store" >&2 && exit 1; }
+  [ ! -d "$image/bundle" ] || return 0
+  rm -rf "$image/unpack"
+  mkdir "$image/unpack"
+  umoci raw unpack --rootless --image "$image/oci:img" "$image/unpack/rootfs" >&2
+  mv "$image/unpack" "$image/bundle"
+}
+
+# overlay HEX DIR: the container in DIR gets its overlay on the unpacked image at DIR/rootfs.
+overlay() {
+  mount -t overlay overlay -o "lowerdir=$store/images/$1/bundle/rootfs,upperdir=$2/upper,workdir=$2/work" "$2/rootfs"
+}
+
 # staged: prints the lines of the images staged in $stage, then the stage's name; the stage
 # stays for the service's verdict (keep or discard). Only reached once every image was staged.
 staged() {
@@ -192,24 +208,26 @@ create)
   # container an overlay of it (a copy where overlay cannot be mounted) and a fifo its poststart
   # hook writes to once the process started.
   id=$1 hex=$2
-  image="$store/images/$hex"
-  if [ ! -d "$image/bundle" ]; then
-    rm -rf "$image/unpack"
-    mkdir "$image/unpack"
-    umoci raw unpack --rootless --image "$image/oci:img" "$image/unpack/rootfs" >&2
-    mv "$image/unpack" "$image/bundle"
-  fi
+  unpacked "$hex"
   dir="$store/containers/$id"
   # Its cgroup too (one mkdir for all), when the VM's cgroup is delegated: enter_cgroup.
   cgroup=
   [ ! -w "$cgroups/cgroup.procs" ] || cgroup="$cgroups/$id"
   mkdir "$dir" "$dir/upper" "$dir/work" "$dir/rootfs" $cgroup
-  if ! mount -t overlay overlay -o "lowerdir=$image/bundle/rootfs,upperdir=$dir/upper,workdir=$dir/work" \
-    "$dir/rootfs" 2>/dev/null; then
-    cp -a "$image/bundle/rootfs/." "$dir/rootfs/"
-  fi
+  overlay "$hex" "$dir" 2>/dev/null || cp -a "$store/images/$hex/bundle/rootfs/." "$dir/rootfs/"
   cat >"$dir/config.json"
   mkfifo "$dir/started"
+  ;;
+prepare)
+  # prepare ID HEX: a container that exited (or was created in an earlier VM) made ready to start
+  # again with its files as it left them: its overlay mounted again where an earlier VM had it
+  # (an empty rootfs; a copy is still there), its poststart hook's flag gone.
+  id=$1 hex=$2
+  dir="$store/containers/$id"
+  [ -f "$dir/config.json" ] || { echo "the files of container $id are gone from the store" >&2 && exit 1; }
+  unpacked "$hex"
+  [ -n "$(ls -A "$dir/rootfs")" ] || overlay "$hex" "$dir"
+  rm -f "$dir/started.flag"
   ;;
 run)
   # run ID [log|tty]: the container's process, under crun, in a cgroup of its own; with "log", its

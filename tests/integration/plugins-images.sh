@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # themselves, which the isolation mode does not change: they run with process isolation only.
 CASES=(WslcSuccess WslcContainerRejected WslcPullImageNotification)
 PROCESS_CASES=(ImageTagsAndErrors ImageImport ProgressOnATerminal ContainerStopAndEnd ContainerExecAndLogs ContainerVolumes
-  ContainerCgroups NonRootContainers IndexPersists IndexLimits)
+  ContainerCgroups ContainerRestart NonRootContainers IndexPersists IndexLimits)
 
 if [ "${1:-}" != --case ]; then
   isolation=${1:?usage: plugins-images.sh process|none [CASE...]}
@@ -308,7 +308,7 @@ case_ContainerExecAndLogs() {
   expect_eq "$(ctr start later)" "later" "start"
   DEADLINE=10 eventually output_is later ctr logs later
   expect_eq "$(ctr inspect later | jq -r .State.Status)" "running" "running"
-  expect_error EINVAL "only a created container starts" ctr start later
+  expect_error EINVAL "is running already" ctr start later
   expect_error ENOENT "no such container" ctr logs nobody
 
   # run -d --rm: the container goes once its process ended, and fires no stopping hook.
@@ -441,6 +441,44 @@ case_NonRootContainers() {
   expect_eq "$(bh container image ls --json | jq length)" "0" "root's session is not the user's"
   bh_other container session terminate bulkhead-cli
   DEADLINE=10 eventually output_is 0 sleepers 983
+}
+
+# An exited container starts again with its files as it left them, its volumes opened again by
+# the CLI and mounted only while it runs, on_container_started each time; also in a VM started
+# after the one it ran in (its overlay mounted again there).
+container_state_of() { "$1" container inspect "${@:2}" | jq -r '.State.Status + " " + (.State.ExitCode | tostring)'; }
+container_state() { container_state_of bh_other "$@"; }
+case_ContainerRestart() {
+  setup Success
+  mkdir -m 777 "$T/vol" "$T/store"
+  chown "$OTHER_UID" "$T/store"
+  echo one >"$T/vol/in"
+  bh_other container image load "$IMAGE_TAR" >/dev/null
+  local script='cat /data/in; echo ran >>/counter; wc -l </counter; exit 3'
+  bh_other container run -d --name again -v "$T/vol:/data:ro" debian:latest sh -c "$script" >/dev/null
+  DEADLINE=10 eventually output_is "exited 3" container_state again
+  echo two >"$T/vol/in"
+  expect_eq "$(bh_other container start again)" "again" "start says its name"
+  DEADLINE=10 eventually output_is "exited 3" container_state again
+  expect_eq "$(bh_other container logs again | tr '\n' ' ')" "one 1 two 2 " "the second run saw its files and the volume"
+  expect_eq "$(grep -c '^Container started' "$PLUGIN_LOG")" "2" "on_container_started for each start"
+  DEADLINE=10 eventually volume_mounts_are 0
+  bh_other container run -d --name long debian:latest sleep 986 >/dev/null
+  expect_error EINVAL "is running already" bh_other container start long
+  bh_other container rm -f long >/dev/null
+  rmdir "$T/vol" 2>/dev/null || rm -rf "$T/vol"
+  expect_error ENOENT "cannot open the volume's folder $T/vol" bh_other container start again
+  expect_eq "$(container_state again)" "exited 3" "a failed start changes nothing"
+
+  # In a VM started after the one it ran in (root's session: root may idle it).
+  bh container session create st --storage "$T/store" --idle-timeout 0 >/dev/null
+  bh container image load -s st "$IMAGE_TAR" >/dev/null
+  bh container run -s st -d --name later debian:latest sh -c 'echo ran >>/counter; wc -l </counter' >/dev/null
+  DEADLINE=10 eventually output_is "exited 0" container_state_of bh -s st later
+  expect_eq "$(bh container session idle st)" "The VM was stopped" "the VM stops"
+  bh container start -s st later >/dev/null
+  DEADLINE=10 eventually output_is "exited 0" container_state_of bh -s st later
+  expect_eq "$(bh container logs -s st later | tr '\n' ' ')" "1 2 " "its files in the next VM"
 }
 
 # With --storage, the images and their references outlive the session: a session made again on
