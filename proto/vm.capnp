@@ -44,6 +44,9 @@ struct SpawnRequest {
   # above are the program's. The first master end received comes back in spawn's `terminal`, of
   # `terminal`'s size, and spawn answers once it came, or without one once the program ended.
   consoleSocket @10 :Bool;
+  # Set with an empty `user`, in a distribution: the program runs as the distribution's default
+  # user, named by `[user] default` in its /etc/bulkhead.conf (root without one).
+  defaultUser @11 :Bool;
 }
 
 struct TerminalSize {

@@ -355,6 +355,7 @@ namespace {
         if (!program)
             return fail(context.getResults(), program.error(), op), kj::READY_NOW;
         ProgramSpec spec = std::move(program.value());
+        spec.default_user = spec.user.empty(); // no -u: whom the distribution names
         spec.cwd = text_of(params.getCwd());
         if (!spec.cwd.empty() && spec.cwd.front() != '/')
             return fail(context.getResults(), { -EINVAL, "--cd '" + spec.cwd + "' is not an absolute path" },

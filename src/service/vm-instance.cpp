@@ -63,6 +63,7 @@ namespace {
         for (size_t i = 0; i < spec.env.size(); ++i)
             env.set(i, spec.env[i]);
         request.setUser(spec.user);
+        request.setDefaultUser(spec.default_user && spec.user.empty());
         request.setLoginShell(spec.login_shell);
         request.setCwd(spec.cwd);
         if (spec.terminal) {

@@ -115,7 +115,8 @@ struct ProgramSpec {
     std::string path;
     std::vector<std::string> argv;
     std::vector<std::string> env;
-    std::string user; // empty: root
+    std::string user; // empty: root, or with default_user the distribution's default user
+    bool default_user = false; // `run` without -u: the distribution's /etc/bulkhead.conf names whom
     std::optional<TerminalSpec> terminal; // run only: the program's stdio is this terminal
     bool login_shell = false; // path and argv empty: the user's login shell
     std::string cwd; // empty: the user's home

@@ -4,6 +4,7 @@
 #include "base/spawn.h"
 #include "ipc/fd-cap.h"
 #include "ipc/process-watch.h"
+#include "vm/distro-conf.h"
 #include "vm/mounts.h"
 
 #include <array>
@@ -258,7 +259,40 @@ kj::Promise<void> Agent::setup(SetupContext context)
                                             : build_distribution_root(std::move(m_root_tree));
     if (!status)
         fail_outcome(context.getResults().initOutcome(), status.error());
+    else if (m_role == AgentRole::Distribution)
+        run_boot_command();
     return kj::READY_NOW;
+}
+
+// The distribution's [boot] command, started once its root is built: `sh -c COMMAND` as root, in
+// /, its stdio /dev/null, reaped as any orphan. A conf that does not parse is told on stderr (the
+// service's journal), and the distribution starts all the same.
+void Agent::run_boot_command()
+{
+    auto conf = read_distro_conf();
+    if (!conf) {
+        std::fprintf(stderr, "bulkhead-vminit: no boot command: %s\n", conf.error().message.c_str());
+        return;
+    }
+    if (conf->boot_command.empty())
+        return;
+    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null)
+        return;
+    SpawnPlan plan {
+        .path = "/bin/sh",
+        .argv = { "sh", "-c", conf->boot_command },
+        .env = { std::string("PATH=") + default_path, "HOME=/root", "USER=root", "LOGNAME=root" },
+        .fds = { { null.get(), 0 }, { null.get(), 1 }, { null.get(), 2 } },
+        .cwd = "/",
+    };
+    auto child = spawn_process(plan);
+    if (!child) {
+        std::fprintf(
+            stderr, "bulkhead-vminit: cannot run the boot command: %s\n", child.error().message.c_str());
+        return;
+    }
+    (void)child->detach(); // not watched: the reaper takes it as any orphan
 }
 
 kj::Promise<void> Agent::mount(MountContext context)
@@ -429,8 +463,19 @@ kj::Promise<void> Agent::spawn(SpawnContext context)
                     return failed(fd.error());
             }
             User user;
-            if (request.hasUser() && request.getUser().size() > 0) {
-                auto found = lookup_user(request.getUser().cStr());
+            std::string wanted = request.hasUser() ? request.getUser().cStr() : "";
+            if (wanted.empty() && request.getDefaultUser() && m_role == AgentRole::Distribution) {
+                auto conf = read_distro_conf();
+                if (!conf)
+                    return failed({ conf.error().code,
+                        conf.error().message + " (it names the default user; run -u USER runs as another)" });
+                wanted = conf->default_user;
+            }
+            if (!wanted.empty()) {
+                auto found = lookup_user(wanted);
+                if (!found && request.getUser().size() == 0)
+                    return failed({ found.error().code,
+                        found.error().message + " (/etc/bulkhead.conf names it as the default user)" });
                 if (!found)
                     return failed(found.error());
                 user = found.value();

@@ -59,6 +59,7 @@ protected:
 
 private:
     Status setup_vm(proto::VmConfig::Reader config);
+    void run_boot_command();
 
     AgentRole m_role;
     Reaper& m_reaper;

@@ -22,6 +22,24 @@ rc=0; out=$(echo 'echo $0 $PWD; exit 6' | bh run -u alice) || rc=$?
 expect_eq "$out $rc" "-sh /home/alice 6" "run without a program"
 rc=0; out=$(echo 'echo $0 $PWD; exit 6' | bh) || rc=$?
 expect_eq "$out $rc" "-sh /root 6" "bulkhead alone"
+# A distribution's /etc/bulkhead.conf names its default user, whom `run` without -u and
+# `bulkhead` alone run as, and a command run as root when it starts.
+cp -a "$ROOTFS" "$T/confd"
+printf '[user]\ndefault = "alice"\n\n[boot]\ncommand = "echo booted-as-$(id -u) >/tmp/boot-mark"\n' >"$T/confd/etc/bulkhead.conf"
+bh register confd --rootfs "$T/confd" >/dev/null
+expect_eq "$(bh run -d confd -- id -un)" "alice" "the default user of /etc/bulkhead.conf"
+expect_eq "$(bh run -d confd -u root -- id -un)" "root" "-u over the default user"
+expect_eq "$(echo 'echo $0 $PWD' | bh run -d confd)" "-sh /home/alice" "the default user's login shell"
+expect_eq "$(bh run -d confd -u root -- cat /tmp/boot-mark)" "booted-as-0" "the boot command ran, as root"
+bh terminate confd
+# An invalid one: run without -u says why, -u still works, and the distribution starts.
+printf '[user]\ndefualt = "alice"\n' | bh run -d confd -u root -- sh -c 'cat >/etc/bulkhead.conf'
+bh terminate confd
+expect_error EINVAL "invalid /etc/bulkhead.conf: unknown key 'user.defualt' (it names the default user" bh run -d confd -- id -un
+expect_eq "$(bh run -d confd -u root -- id -un)" "root" "-u with an invalid /etc/bulkhead.conf"
+printf '[user]\ndefault = "nobody-here"\n' | bh run -d confd -u root -- sh -c 'cat >/etc/bulkhead.conf'
+expect_error ENOENT "no user 'nobody-here' in the distribution's /etc/passwd (/etc/bulkhead.conf names it as the default user)" bh run -d confd -- true
+bh unregister confd
 expect_eq "$(bh run --cd /etc -- pwd)" "/etc" "run --cd"
 expect_error EINVAL "--cd 'etc' is not an absolute path" bh run --cd etc -- true
 expect_error ENOENT "cannot start in '/nonexistent': No such file or directory" bh run --cd /nonexistent -- true
