@@ -39,6 +39,7 @@ struct DistroInfo {
   pidNamespace @9 :UInt64;  # inode; 0 when not running
   skippedDevices @10 :UInt64;  # only in register's answer: device nodes not imported (the
                                # distribution gets its own /dev)
+  inPlace @11 :Text;           # register --in-place: the folder adopted; empty otherwise
 }
 
 struct SessionStatus {
@@ -86,7 +87,8 @@ interface Control {
   register @0 (name :Text, archive :Common.Fd, package :Text, target :Target,
                producer :ArchiveProducer)
       -> (outcome :Common.Outcome, distro :DistroInfo);
-  unregister @1 (name :Text, target :Target) -> (outcome :Common.Outcome);
+  # `deleteInPlace`: a folder adopted with registerInPlace goes too (otherwise it stays).
+  unregister @1 (name :Text, target :Target, deleteInPlace :Bool) -> (outcome :Common.Outcome);
   setDefault @2 (name :Text, target :Target) -> (outcome :Common.Outcome);
   start @3 (name :Text, settings :UserSettings, target :Target)
       -> (outcome :Common.Outcome, distro :DistroInfo);
@@ -200,6 +202,9 @@ interface Control {
   # one-layer image named `reference`; the result is load's.
   containerImageImport @33 (session :Text, archive :Common.Fd, reference :Text, target :Target)
       -> (outcome :Common.Outcome, json :Text);
+  # Root only: adopts `directory` (absolute, canonical, root's and writable by root alone) as the
+  # root filesystem of a distribution of root's, in place: nothing is copied.
+  registerInPlace @34 (name :Text, directory :Text, package :Text) -> (outcome :Common.Outcome, distro :DistroInfo);
 }
 
 struct ContainerSpec {

@@ -92,7 +92,7 @@ namespace {
             { "package", d.getPackage().cStr() }, { "flavor", d.getFlavor().cStr() },
             { "version", d.getVersion().cStr() }, { "default", d.getIsDefault() },
             { "running", d.getRunning() }, { "owner_uid", d.getOwnerUid() }, { "init_pid", d.getInitPid() },
-            { "pid_namespace", d.getPidNamespace() } };
+            { "pid_namespace", d.getPidNamespace() }, { "in_place", d.getInPlace().cStr() } };
     }
 
     // The producer side of `register --rootfs`: streams the directory as tar on a thread, and
@@ -118,8 +118,38 @@ namespace {
         kj::ForkedPromise<Status>& m_done;
     };
 
+    // What a registration's answer says of the new distribution.
+    int registered(proto::DistroInfo::Reader d)
+    {
+        std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
+        if (d.getSkippedDevices() > 0)
+            std::cout << "Skipped " << d.getSkippedDevices() << " device node"
+                      << (d.getSkippedDevices() == 1 ? "" : "s")
+                      << " of the archive: the distribution gets its own /dev" << std::endl;
+        return 0;
+    }
+
+    int do_register_in_place(Client& client, const Invocation& inv)
+    {
+        auto request = client.control().registerInPlaceRequest();
+        request.setName(inv.name);
+        request.setPackage(inv.package);
+        char* absolute = ::realpath(inv.in_place.c_str(), nullptr); // the service takes it as named
+        request.setDirectory(absolute ? absolute : inv.in_place);
+        std::free(absolute);
+        auto reply = wait_for(client, request.send(), "registration");
+        if (!reply)
+            return report({ reply.take_error(), "Bulkhead/Cli/RegisterInPlace" });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return registered(reply->getDistro());
+    }
+
     int do_register(Client& client, const Invocation& inv)
     {
+        if (!inv.in_place.empty())
+            return do_register_in_place(client, inv);
         const std::string op = "Bulkhead/Cli/RegisterDistribution";
         auto request = client.control().registerRequest();
         request.setName(inv.name);
@@ -163,13 +193,7 @@ namespace {
         Status status = ipc::to_status(reply->getOutcome());
         if (!status)
             return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        auto d = reply->getDistro();
-        std::cout << "Registered '" << d.getName().cStr() << "' (" << d.getUuid().cStr() << ")" << std::endl;
-        if (d.getSkippedDevices() > 0)
-            std::cout << "Skipped " << d.getSkippedDevices() << " device node"
-                      << (d.getSkippedDevices() == 1 ? "" : "s")
-                      << " of the archive: the distribution gets its own /dev" << std::endl;
-        return 0;
+        return registered(reply->getDistro());
     }
 
     int exit_code_of(int wait_status)
@@ -1227,8 +1251,10 @@ namespace {
                 request.setSession(inv.session);
                 request.setContainer(inv.reference);
                 request.initTarget().setUid(inv.uid);
+                // Only for our own: another user's folders are theirs to open (the service refuses).
                 const nlohmann::json& mounts = container["Mounts"];
-                auto volumes = request.initVolumes(mounts.is_array() ? mounts.size() : 0);
+                bool own = inv.uid < 0 || static_cast<uid_t>(inv.uid) == ::getuid();
+                auto volumes = request.initVolumes(own && mounts.is_array() ? mounts.size() : 0);
                 for (size_t i = 0; i < volumes.size(); ++i) {
                     std::string host = mounts[i].value("Source", "");
                     auto folder = open_volume_folder(host);
@@ -1373,21 +1399,28 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
     auto* rootfs
         = reg->add_option("--rootfs", inv.rootfs, "A directory holding the distribution's root filesystem");
     auto* tar = reg->add_option("--tar", inv.tar, "A tar archive (any compression) of the root filesystem");
+    auto* in_place = reg->add_option("--in-place", inv.in_place,
+        "Root only: adopt this directory as the root filesystem, where it is (nothing is copied)");
     rootfs->excludes(tar);
+    in_place->excludes(rootfs);
+    in_place->excludes(tar);
     reg->add_option("--package", inv.package, "What the distribution was installed from (shown to plugins)");
     reg->callback([&inv, &run, reg]() {
-        if (inv.rootfs.empty() && inv.tar.empty())
-            throw CLI::RequiredError("--rootfs or --tar");
+        if (inv.rootfs.empty() && inv.tar.empty() && inv.in_place.empty())
+            throw CLI::RequiredError("--rootfs, --tar or --in-place");
         (void)reg;
         run = [&inv](Client& client) { return do_register(client, inv); };
     });
 
     auto* unreg = app.add_subcommand("unregister", "Stop a distribution if it runs, and delete it");
     unreg->add_option("name", inv.name, "Distribution name")->required();
+    unreg->add_flag(
+        "--delete", inv.delete_in_place, "Also delete a folder registered --in-place (kept otherwise)");
     unreg->callback([&inv, &run]() {
         run = [&inv](Client& client) {
             auto request = client.control().unregisterRequest();
             request.setName(inv.name);
+            request.setDeleteInPlace(inv.delete_in_place);
             request.initTarget().setUid(inv.uid);
             return finish(client, request.send(), "Bulkhead/Cli/UnregisterDistribution");
         };

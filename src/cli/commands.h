@@ -17,6 +17,8 @@ struct Invocation {
     std::string name;
     std::string rootfs;
     std::string tar;
+    std::string in_place; // register --in-place: the folder adopted
+    bool delete_in_place = false; // unregister --delete
     std::string package;
     std::string distro;
     std::string user;

@@ -618,12 +618,15 @@ kj::Promise<Result<json>> ContainerSessions::index_images(ContainerSession& ref,
 
 size_t ContainerSessions::index_bytes(uid_t owner) const
 {
+    // Every session of the user, published or still being created (whose index may have been
+    // read back from its storage already).
     size_t total = 0;
-    for (auto it = m_published.lower_bound({ owner, std::string() });
-         it != m_published.end() && it->first.first == owner; ++it) {
-        for (auto& [id, image] : it->second->m_images)
+    for (auto& [session_id, session] : m_by_id) {
+        if (session->identity.uid != owner)
+            continue;
+        for (auto& [id, image] : session->m_images)
             total += image.bytes + tag_bytes * image.inspect["RepoTags"].size();
-        for (auto& [id, container] : it->second->m_containers)
+        for (auto& [id, container] : session->m_containers)
             total += container.bytes;
     }
     return total;
@@ -772,15 +775,14 @@ void ContainerSessions::recover_index(ContainerSession& s)
             log_warning("cannot open " + where + ": " + std::strerror(errno));
         return;
     }
-    // The file is the user's (the VM's root wrote it), a regular one, of the size a load may print.
+    // The file is the user's (the VM's root wrote it), a regular one; what lies beyond what a load
+    // may print and the references take is not read (its last images are left out).
     struct stat st;
-    size_t limit = max_tool_output + (1u << 20);
-    if (::fstat(file.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != s.identity.uid
-        || static_cast<uint64_t>(st.st_size) > limit) {
-        log_warning("ignoring " + where + ": not a regular file of its user, of at most 17 MiB");
+    if (::fstat(file.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != s.identity.uid) {
+        log_warning("ignoring " + where + ": not a regular file of its user");
         return;
     }
-    std::string text = read_front(file.get(), limit);
+    std::string text = read_front(file.get(), max_tool_output + (4u << 20));
     std::vector<std::string> lines;
     for (size_t begin = 0; begin < text.size();) {
         size_t end = text.find('\n', begin);
@@ -792,10 +794,10 @@ void ContainerSessions::recover_index(ContainerSession& s)
     }
     if (lines.empty())
         return;
-    json refs = json::parse(lines.back(), nullptr, false);
-    lines.pop_back();
+    json refs = json::parse(lines.front(), nullptr, false);
+    lines.erase(lines.begin());
     if (!refs.is_object() || !refs.contains("tags") || !refs["tags"].is_object()) {
-        log_warning("ignoring " + where + ": its last line is not the references");
+        log_warning("ignoring " + where + ": its first line is not the references");
         return;
     }
     size_t budget = index_bytes(s.identity.uid), skipped = 0;
@@ -1410,6 +1412,9 @@ kj::Promise<Status> ContainerSessions::container_remove(
     if (record.status == ContainerRecord::Status::running && !force)
         return Status(
             Error { -EBUSY, "container '" + record.name + "' is running: stop it first, or use -f" });
+    if (record.starting)
+        return Status(
+            Error { -EBUSY, "container '" + record.name + "' is being started: remove it once it runs" });
     std::string id = record.id;
     ++s.m_active;
     auto done = kj::defer([this, &s]() {
@@ -1617,7 +1622,7 @@ kj::Promise<Status> ContainerSessions::container_start(
             return Status(Error { -EINVAL,
                 "container '" + record.name + "' has " + std::to_string(mounts.size())
                     + " volumes: its start must bring its folders again, as its inspect names them "
-                      "(bulkhead container start does)" });
+                      "(bulkhead container start does, run by the container's owner)" });
     }
     std::string id = record.id;
     std::string hex = record.image_id.substr(7);

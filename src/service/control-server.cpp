@@ -51,6 +51,7 @@ namespace {
         out.setInitPid(view.init_pid);
         out.setPidNamespace(view.pid_namespace);
         out.setSkippedDevices(view.skipped_devices);
+        out.setInPlace(view.record.in_place);
     }
 
     Result<std::vector<std::string>> strings_of(capnp::List<capnp::Text>::Reader list, const char* what)
@@ -188,6 +189,7 @@ namespace {
         kj::Promise<void> containerLogs(ContainerLogsContext context) override;
         kj::Promise<void> containerStart(ContainerStartContext context) override;
         kj::Promise<void> containerImageImport(ContainerImageImportContext context) override;
+        kj::Promise<void> registerInPlace(RegisterInPlaceContext context) override;
 
     private:
         Result<uid_t> target(proto::Target::Reader target) const
@@ -308,10 +310,31 @@ namespace {
         auto owner = target(context.getParams().getTarget());
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
-        return m_service.unregister_distribution(owner.value(), text_of(context.getParams().getName()))
+        return m_service
+            .unregister_distribution(
+                owner.value(), text_of(context.getParams().getName()), context.getParams().getDeleteInPlace())
             .then([context](Status status) mutable {
                 if (!status)
                     fail(context.getResults(), status.error(), op);
+            });
+    }
+
+    kj::Promise<void> Control::registerInPlace(RegisterInPlaceContext context)
+    {
+        static constexpr const char* op = "Bulkhead/Service/RegisterInPlace";
+        if (!is_root())
+            return fail(context.getResults(),
+                       { -EPERM, "only root may register a folder in place: it stays where it is, as it is" },
+                       op),
+                   kj::READY_NOW;
+        auto params = context.getParams();
+        return m_service
+            .register_in_place(
+                text_of(params.getName()), text_of(params.getDirectory()), text_of(params.getPackage()))
+            .then([context](Result<DistroView> view) mutable {
+                if (!view)
+                    return fail(context.getResults(), view.error(), op);
+                fill_distro(context.getResults().initDistro(), view.value());
             });
     }
 
@@ -1010,6 +1033,15 @@ namespace {
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
         auto given = params.getVolumes();
+        // Folders opened by anyone but the container's owner would be mounted with the opener's
+        // rights (root's, for `--uid`): only the owner brings them.
+        if (given.size() > 0 && owner.value() != m_caller.uid)
+            return fail(context.getResults(),
+                       { -EPERM,
+                           "only the container's owner may bring its volumes' folders: they would be "
+                           "reached with your rights" },
+                       op),
+                   kj::READY_NOW;
         if (given.size() > 32)
             return fail(context.getResults(), { -E2BIG, "a container takes at most 32 volumes" }, op),
                    kj::READY_NOW;

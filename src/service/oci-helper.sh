@@ -158,16 +158,16 @@ keep)
   ;;
 index-save)
   # stdin: the service's references, one JSON line. Writes the store's index, which the service
-  # reads back when a session is made again on this storage: a line per image of the store as
-  # load printed it (without its tag; describe kept it), then that line.
-  refs=$(head -c 1048576)
+  # reads back when a session is made again on this storage: that line first, then a line per
+  # image of the store as load printed it (without its tag; describe kept it).
+  refs=$(head -c 4194304)
   set --
   for dir in "$store"/images/*/; do
     [ -f "$dir/line" ] && set -- "$@" "$dir/line"
   done
   index=$(mktemp "$TMPDIR/index.XXXXXX")
-  [ $# -eq 0 ] || cat "$@" >"$index"
-  printf '%s\n' "$refs" >>"$index"
+  printf '%s\n' "$refs" >"$index"
+  [ $# -eq 0 ] || cat "$@" >>"$index"
   mv "$index" "$store/index"
   ;;
 discard)

@@ -18,7 +18,8 @@ namespace {
     {
         return { { "name", record.name }, { "uuid", record.uuid.to_string() }, { "owner", record.owner },
             { "package", record.package }, { "flavor", record.flavor }, { "version", record.version },
-            { "bytes", record.bytes }, { "inodes", record.inodes }, { "seq", record.seq } };
+            { "bytes", record.bytes }, { "inodes", record.inodes }, { "seq", record.seq },
+            { "in_place", record.in_place } };
     }
 
     Result<DistroRecord> from_json(const nlohmann::json& j)
@@ -29,7 +30,7 @@ namespace {
         return DistroRecord { j.at("name").get<std::string>(), *uuid, j.at("owner").get<uid_t>(),
             j.value("package", ""), j.value("flavor", ""), j.value("version", ""),
             j.value("bytes", uint64_t { 0 }), j.value("inodes", uint64_t { 0 }),
-            j.value("seq", uint64_t { 0 }) };
+            j.value("seq", uint64_t { 0 }), j.value("in_place", "") };
     }
 
     // Makes a rename or unlink in the folder of `path` durable.

@@ -22,6 +22,9 @@ struct DistroRecord {
     uint64_t bytes = 0; // file content imported (declared sizes); 0 for a record older than this
     uint64_t inodes = 0; // entries imported
     uint64_t seq = 0; // registration order, kept across restarts (set by Registry::add)
+    // register --in-place: the folder adopted as the root filesystem (absolute, root's); empty for
+    // a tree the service imported below its directory.
+    std::string in_place;
 };
 
 // Owned by the service's event-loop thread. Every change is written to disk atomically
@@ -47,7 +50,10 @@ public:
 
     // <state-dir>/distributions/<uuid>: everything of one registration lives below it.
     std::string directory_of(const Uuid& uuid) const;
-    std::string rootfs_of(const DistroRecord& record) const { return directory_of(record.uuid) + "/rootfs"; }
+    std::string rootfs_of(const DistroRecord& record) const
+    {
+        return record.in_place.empty() ? directory_of(record.uuid) + "/rootfs" : record.in_place;
+    }
     std::string distributions_dir() const { return m_state_dir + "/distributions"; }
 
 private:

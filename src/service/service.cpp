@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <bulkhead/plugin_api.h>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <kj/thread.h>
 #include <pwd.h>
@@ -274,6 +276,73 @@ kj::Promise<Result<DistroView>> Service::register_distribution(uid_t owner, std:
             }));
 }
 
+kj::Promise<Result<DistroView>> Service::register_in_place(
+    std::string name, std::string directory, std::string package)
+{
+    auto refuse = [&directory](int code, const std::string& why) {
+        return Result<DistroView>(Error { code, "cannot adopt '" + directory + "' in place: " + why });
+    };
+    if (!is_valid_distro_name(name))
+        return Result<DistroView>(Error { -EINVAL,
+            "invalid distribution name '" + name
+                + "': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)" });
+    if (m_registry.find(0, name) || m_registering.contains({ 0, name }))
+        return Result<DistroView>(
+            Error { -EEXIST, "A distribution with the supplied name '" + name + "' already exists" });
+    if (package.size() > max_package)
+        return Result<DistroView>(Error { -EINVAL, "the package string of '" + name + "' is too long" });
+    if (directory.empty() || directory.front() != '/')
+        return refuse(-EINVAL, "not an absolute path");
+    // The path as the kernel resolves it, so that no link in it can later be pointed elsewhere.
+    char* resolved = ::realpath(directory.c_str(), nullptr);
+    if (!resolved)
+        return refuse(-errno, std::strerror(errno));
+    std::string canonical = resolved;
+    std::free(resolved);
+    if (canonical != directory)
+        return refuse(-EINVAL, "name it as it is, without links, . or .. ('" + canonical + "')");
+    struct stat st;
+    if (::lstat(directory.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+        return refuse(-ENOTDIR, "not a directory");
+    if (st.st_uid != 0 || (st.st_mode & 022))
+        return refuse(-EPERM, "it must be root's, and writable by root alone");
+    std::string state = m_registry.distributions_dir().substr(0, m_registry.distributions_dir().rfind('/'));
+    auto within = [](const std::string& path, const std::string& folder) {
+        return path == folder || path.rfind(folder + "/", 0) == 0;
+    };
+    if (directory == "/" || within(directory, state) || within(state, directory))
+        return refuse(-EINVAL, "it is /, or holds or is inside the service's state (" + state + ")");
+    for (const DistroRecord* other : m_registry.all()) {
+        if (!other->in_place.empty()
+            && (within(directory, other->in_place) || within(other->in_place, directory)))
+            return refuse(
+                -EEXIST, "distribution '" + other->name + "' adopted '" + other->in_place + "' already");
+    }
+    auto mine = m_registry.of_user(0);
+    if (mine.size() >= m_config.limits.distributions)
+        return Result<DistroView>(Error { -EDQUOT,
+            "cannot register '" + name + "': uid 0 has " + std::to_string(mine.size())
+                + " distributions, the most allowed ([limits] distributions_per_user in bulkhead.toml)" });
+    DistroRecord record { name, Uuid::random(), 0, std::move(package) };
+    record.in_place = directory;
+    Fd root(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root)
+        return refuse(-errno, std::strerror(errno));
+    OsRelease os = read_os_release(root.get());
+    record.flavor = os.id.value_or("");
+    record.version = os.version_id.value_or("");
+    // Its directory holds its record alone: the files stay where they are.
+    std::string record_dir = m_registry.directory_of(record.uuid);
+    if (::mkdir(record_dir.c_str(), 0700) < 0)
+        return Result<DistroView>(Error::from_errno(errno, "cannot create " + record_dir));
+    m_registering.insert({ 0, name });
+    return commit_registration(
+        0, std::move(record), record_dir, []() { return kj::Promise<Status>(Status()); }, Status())
+        .attach(kj::defer([this, name]() {
+            m_registering.erase({ 0, name });
+        }));
+}
+
 kj::Promise<Result<DistroView>> Service::commit_registration(uid_t owner, DistroRecord record,
     std::string directory, kj::Function<kj::Promise<Status>()> confirm, Status imported)
 {
@@ -326,27 +395,34 @@ kj::Promise<Status> Service::export_distribution(
     gid_t group = session_of(owner).identity.gid;
     // The fd is handed on at once: the confined process holds its own copy.
     return pack_rootfs(m_env.port,
-        PackJob { m_unpack_exe_fd, out.get(), record->name, m_registry.directory_of(record->uuid) + "/rootfs",
-            owner, group, subordinate.value(), compression });
+        PackJob { m_unpack_exe_fd, out.get(), record->name, m_registry.rootfs_of(*record), owner, group,
+            subordinate.value(), compression });
 }
 
-kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string name)
+kj::Promise<Status> Service::unregister_distribution(uid_t owner, std::string name, bool delete_in_place)
 {
     auto record = find_record(owner, name);
     if (!record || name.empty())
         return Status(no_such_distribution(name));
-    return terminate_distribution(owner, name).then([this, owner, record = record.value()](Status) {
-        Status removed = m_registry.remove(owner, record.name);
-        if (!removed)
-            return kj::Promise<Status>(std::move(removed));
-        std::string directory = m_registry.directory_of(record.uuid);
-        log_info("unregistered '" + record.name + "' for uid " + std::to_string(owner));
-        auto hook = hook_call(host::Hook::distribution_unregistered, session_of(owner), record, nullptr);
-        return m_plugins->notify(std::move(hook)).then([this, directory]() {
-            return on_worker_thread<Status>(
-                m_worker_results, [directory]() { return remove_tree(directory); });
+    return terminate_distribution(owner, name)
+        .then([this, owner, record = record.value(), delete_in_place](Status) {
+            Status removed = m_registry.remove(owner, record.name);
+            if (!removed)
+                return kj::Promise<Status>(std::move(removed));
+            std::string directory = m_registry.directory_of(record.uuid);
+            // An adopted folder stays unless asked for: it was never the service's.
+            std::string adopted = delete_in_place ? record.in_place : "";
+            log_info("unregistered '" + record.name + "' for uid " + std::to_string(owner));
+            auto hook = hook_call(host::Hook::distribution_unregistered, session_of(owner), record, nullptr);
+            return m_plugins->notify(std::move(hook)).then([this, directory, adopted]() {
+                return on_worker_thread<Status>(m_worker_results, [directory, adopted]() {
+                    Status removed = remove_tree(directory);
+                    if (removed && !adopted.empty())
+                        removed = remove_tree(adopted);
+                    return removed;
+                });
+            });
         });
-    });
 }
 
 Status Service::set_default(uid_t owner, const std::string& name)

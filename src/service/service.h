@@ -84,7 +84,13 @@ public:
     // finished it successfully; a failure there discards the import.
     kj::Promise<Result<DistroView>> register_distribution(uid_t owner, std::string name, Fd archive,
         std::string package, kj::Function<kj::Promise<Status>()> confirm);
-    kj::Promise<Status> unregister_distribution(uid_t owner, std::string name);
+    // `register --in-place`: root adopts the folder `directory` (absolute, canonical, a directory
+    // of root's, not / nor the service's state) as the root filesystem of a root distribution, in
+    // place, with no copy.
+    kj::Promise<Result<DistroView>> register_in_place(
+        std::string name, std::string directory, std::string package);
+    // With `delete_in_place`, an adopted folder goes too; otherwise it stays where it was.
+    kj::Promise<Status> unregister_distribution(uid_t owner, std::string name, bool delete_in_place = false);
     Status set_default(uid_t owner, const std::string& name);
     // `bulkhead export`: the distribution's files as a tar to `out` (pack_rootfs), even while it runs.
     kj::Promise<Status> export_distribution(

@@ -88,6 +88,36 @@ tar -tf "$T/alpha.tar" | grep -x './etc/os-release' >/dev/null || fail "the expo
 expect_error ENOENT "no distribution with the supplied name 'missing'" bh export missing "$T/missing.tar"
 ls "$T"/missing.tar* >/dev/null 2>&1 && fail "a failed export left a file behind"
 
+# register --in-place (root only): the folder is the distribution's root, where it is; export
+# then register of the export gives the same tree; unregister leaves the folder unless --delete.
+mkdir -m 755 "$T/adopt"
+cp -a "$ROOTFS" "$T/adopt/root"
+bh register adopted --in-place "$T/adopt/root" >/dev/null
+expect_eq "$(bh list --json | jq -r '.[] | select(.name == "adopted") | .in_place')" "$T/adopt/root" "list names the folder"
+bh run -d adopted -- sh -c 'echo written-inside >/etc/adopted-note'
+expect_eq "$(cat "$T/adopt/root/etc/adopted-note")" "written-inside" "no copy: the folder itself"
+bh export adopted "$T/adopted.tar"
+bh unregister adopted
+[ -f "$T/adopt/root/etc/adopted-note" ] || fail "unregister removed an adopted folder"
+bh register copied --tar "$T/adopted.tar" >/dev/null
+expect_eq "$(tree_listing "$(rootfs_of copied)")" "$(tree_listing "$T/adopt/root")" "the export of an adopted folder, registered"
+bh unregister copied
+expect_error EPERM "only root may register a folder in place" bh_other register mine --in-place "$T/adopt/root"
+expect_error EINVAL "not an absolute path" bh register bad --in-place no/such/dir
+expect_error EINVAL "it is /, or holds or is inside the service's state" bh register bad --in-place /
+ln -s "$T/adopt/root" "$T/adopt/link"
+bh register vialink --in-place "$T/adopt/link/." >/dev/null # the CLI names the folder itself
+expect_eq "$(bh list --json | jq -r '.[] | select(.name == "vialink") | .in_place')" "$T/adopt/root" "a link resolved"
+bh unregister vialink
+chmod 777 "$T/adopt/root"
+expect_error EPERM "writable by root alone" bh register bad --in-place "$T/adopt/root"
+chmod 755 "$T/adopt/root"
+bh register adopted --in-place "$T/adopt/root" >/dev/null
+expect_error EEXIST "adopted '$T/adopt/root' already" bh register twice --in-place "$T/adopt/root"
+bh unregister adopted --delete
+[ ! -e "$T/adopt/root" ] || fail "unregister --delete left the adopted folder"
+expect_eq "$(bh list --json | jq length)" "2" "alpha and beta are left"
+
 # The UUID survives a restart of the service.
 stop_service
 start_service
