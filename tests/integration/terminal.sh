@@ -95,10 +95,13 @@ DEADLINE=10 eventually prompt_after "$type_before"
 type_line 'echo foreground=$?; jobs'
 on_screen '^foreground=130$' || fail "fg did not bring the job back where Ctrl-C ends it: $(screen)"
 # The window size follows a resize.
-tm resize-window -t bh -x 120 -y 40
-sleep 0.3
-type_line 'stty size'
-on_screen '^40 120$' || fail "the window size did not follow the resize: $(screen)"
+resize_followed() {
+  tm resize-window -t "$PANE" -x 120 -y 40
+  sleep 0.3
+  type_line 'stty size'
+  on_screen '^40 120$' || fail "the window size did not follow the resize in $PANE: $(screen)"
+}
+resize_followed
 # A full-screen program: busybox vi draws its screen (tildes on empty lines) and quits on :q!.
 tm send-keys -t bh -l 'vi /tmp/file'
 tm send-keys -t bh Enter
@@ -148,10 +151,7 @@ key_at 'sleep 200' C-z
 type_line 'jobs'
 screen | grep -E '^\[1\]\+? +Stopped +sleep 200' >/dev/null || fail "Ctrl-Z did not stop the container's job: $(screen)"
 type_line 'kill -KILL %1; wait'
-tm resize-window -t ctr -x 120 -y 40
-sleep 0.3
-type_line 'stty size'
-on_screen '^40 120$' || fail "the container's console did not follow the resize: $(screen)"
+resize_followed
 tm send-keys -t ctr -l 'exit 6'
 tm send-keys -t ctr Enter
 wait_screen '^cli-exit=6$'
