@@ -73,6 +73,21 @@ namespace {
         return wait_for(client, kj::mv(promise), operation);
     }
 
+    // Waits for a request (`what` names it while it runs) and reports its failure, or the failure
+    // its Outcome says, under `operation`; on success, the exit code is `then(reply)`'s.
+    template<typename Promise, typename Then>
+    int answered(
+        Client& client, Promise&& promise, const std::string& what, const std::string& operation, Then then)
+    {
+        auto reply = wait_for(client, kj::mv(promise), what);
+        if (!reply)
+            return report({ reply.take_error(), operation });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return then(*reply);
+    }
+
     // Finishes a request whose only answer is an Outcome; returns the exit code.
     template<typename Promise>
     int finish(Client& client, Promise&& promise, const std::string& operation, const Shown* shown = nullptr)
@@ -137,13 +152,8 @@ namespace {
         char* absolute = ::realpath(inv.in_place.c_str(), nullptr); // the service takes it as named
         request.setDirectory(absolute ? absolute : inv.in_place);
         std::free(absolute);
-        auto reply = wait_for(client, request.send(), "registration");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/RegisterInPlace" });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        return registered(reply->getDistro());
+        return answered(client, request.send(), "registration", "Bulkhead/Cli/RegisterInPlace",
+            [](auto& reply) { return registered(reply.getDistro()); });
     }
 
     int do_register(Client& client, const Invocation& inv)
@@ -694,14 +704,12 @@ namespace {
         auto request = client.control().containerSessionIdleRequest();
         request.setName(inv.name);
         request.initTarget().setUid(inv.uid);
-        auto reply = wait_for(client, request.send(), "container session idle");
-        if (!reply)
-            return report({ reply.take_error(), "Bulkhead/Cli/IdleContainerSession" });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        std::cout << (reply->getWasIdle() ? "The VM was already idle" : "The VM was stopped") << std::endl;
-        return 0;
+        return answered(client, request.send(), "container session idle", "Bulkhead/Cli/IdleContainerSession",
+            [](auto& reply) {
+                std::cout << (reply.getWasIdle() ? "The VM was already idle" : "The VM was stopped")
+                          << std::endl;
+                return 0;
+            });
     }
 
     // --- images and containers -----------------------------------------------------------------
