@@ -1588,7 +1588,10 @@ kj::Promise<Result<int>> ContainerSessions::container_exec(uid_t owner, const st
         return Result<int>(Error { -EINVAL, "container '" + container->name + "' is not running" });
     if (command.empty() || command.size() > max_args)
         return Result<int>(Error { -EINVAL, "exec needs a program (and at most 4096 arguments)" });
-    std::vector<std::string> args { terminal ? "exec-tty" : "exec", container->id };
+    std::vector<std::string> args { "exec", container->id };
+    if (terminal)
+        args = { "exec-tty", container->id, std::to_string(std::max<uint16_t>(terminal->rows, 1)),
+            std::to_string(std::max<uint16_t>(terminal->columns, 1)) };
     args.insert(args.end(), command.begin(), command.end());
     return run_in_vm(s, std::move(args), std::move(stdio), std::move(terminal)).attach(kj::mv(session));
 }

@@ -185,12 +185,20 @@ exec)
   exec crun --root "$crun_root" exec "$id" "$@"
   ;;
 exec-tty)
-  # exec-tty ID PROGRAM [ARGS...]: the same with a console of its own, handed over the agent's
-  # console socket (the service relays it to the client); this process's stdio get crun's errors.
-  id=$1
-  shift
+  # exec-tty ID ROWS COLUMNS PROGRAM [ARGS...]: the same with a console of its own, handed over
+  # the agent's console socket (the service relays it to the client); this process's stdio get
+  # crun's errors. The console has its size from the start (the container's process, with these
+  # arguments and that size, is crun's --process): sized later, a program could see 0 by 0.
+  id=$1 rows=$2 columns=$3
+  shift 3
   enter_cgroup "$id"
-  exec crun --root "$crun_root" exec --tty --console-socket "$BULKHEAD_CONSOLE_SOCKET" "$id" "$@"
+  process=$(jq -c --argjson rows "$rows" --argjson columns "$columns" \
+    '.process | .terminal = true | .consoleSize = {height: $rows, width: $columns} | .args = $ARGS.positional' \
+    "$store/containers/$id/config.json" --args -- "$@")
+  exec crun --root "$crun_root" exec --process /proc/self/fd/3 --console-socket "$BULKHEAD_CONSOLE_SOCKET" \
+    "$id" 3<<EOF
+$process
+EOF
   ;;
 logs)
   # logs ID [follow]: the log of a detached container; with "follow", then what it writes until
