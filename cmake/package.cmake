@@ -31,7 +31,7 @@ set(CPACK_STRIP_FILES ON)
 
 set(CPACK_DEBIAN_BULKHEAD_PACKAGE_NAME bulkhead)
 set(CPACK_DEBIAN_BULKHEAD_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_BULKHEAD_PACKAGE_RECOMMENDS "systemd")
+set(CPACK_DEBIAN_BULKHEAD_PACKAGE_RECOMMENDS "systemd, passt")
 set(CPACK_COMPONENT_BULKHEAD_DESCRIPTION
   "Linux distributions in per-user namespace VMs, with isolated plugins\n\
 bulkheadd runs Linux distributions for local users, each user's inside a\n\

@@ -22,8 +22,9 @@ struct UserSettings {
   hasIdleTimeout @0 :Bool;
   idleTimeoutS @1 :UInt32;
   hasHostNetwork @2 :Bool;
-  hostNetwork @3 :Bool;
+  hostNetwork @3 :Bool;    # the old spelling of network: "host" or "none"
   init @4 :Text;           # empty: not set
+  network @5 :Text;        # "none", "nat" or "host"; empty: not set (hasHostNetwork may be)
 }
 
 struct DistroInfo {
@@ -53,6 +54,8 @@ struct SessionStatus {
   customInit @7 :Text;
   runningDistros @8 :List(Text);
   customConfigFlags @9 :UInt32;
+  network @10 :Text;        # "none", "nat" or "host" (hostNetwork: the same, as a Bool)
+  networkProblem @11 :Text; # why the running VM has no network although it asked for nat; empty: none
 }
 
 struct PluginStatus {
@@ -239,6 +242,7 @@ struct ContainerSessionInfo {
   idleTimeoutS @9 :UInt32;
   vmState @10 :Text;        # "idle", "starting", "running", "stopping"
   vmInitPid @11 :Int32;     # host pid of the VM's init; 0 without a VM
+  network @12 :Text;        # "none", "nat" or "host"
 }
 
 struct ContainerSessionSettings {
@@ -246,8 +250,9 @@ struct ContainerSessionSettings {
   storagePath @1 :Text;     # its absolute path, as the user named it
   memoryMb @2 :UInt64;
   cpuMillis @3 :UInt32;
-  hostNetwork @4 :Bool;
+  hostNetwork @4 :Bool;     # the old spelling of network = "host"
   idleTimeoutS @5 :UInt32 = 30;
+  network @6 :Text;         # "none", "nat" or "host"; empty: hostNetwork says
 }
 
 struct TerminalRequest {

@@ -19,6 +19,9 @@ struct VmConfig {
   # locked (their submounts cannot be unmounted, their read-only, nosuid and nodev flags cannot
   # be cleared), since they cross from the service's user namespace into the VM's.
   staging @3 :Text;
+  # Set when the service connected the VM's network namespace to pasta (vm.network = "nat"): the
+  # address pasta forwards DNS queries from, which each distribution's /etc/resolv.conf names.
+  natDns @4 :Text;
 }
 
 struct SpawnRequest {

@@ -11,6 +11,7 @@ packages=(
   busybox-static bubblewrap util-linux bsdutils procps jq openssl tmux
   systemd go-md2man
   crun skopeo umoci
+  passt # vm.network = "nat": pasta, the VMs' user-mode network stack
   xz-utils zstd # container image import of compressed tars (gzip is essential)
 )
 # `make package` and `make package-test` need these too (install-deps.sh package).

@@ -33,6 +33,7 @@ namespace {
         const char* cwd;
         bool controlling_terminal;
         bool become_ns_root;
+        int join_userns_fd;
         const Credentials* run_as;
         bool die_with_parent;
         pid_t parent_pid;
@@ -114,10 +115,18 @@ namespace {
         char go = 0;
         if (ctx.sync_fd >= 0 && syscall(SYS_read, ctx.sync_fd, &go, 1) != 1)
             syscall(SYS_exit_group, 127);
-        if (ctx.become_ns_root && !child_set_ids(0, 0))
+        if (ctx.join_userns_fd >= 0 && syscall(SYS_setns, ctx.join_userns_fd, CLONE_NEWUSER) < 0)
+            child_fail(ctx);
+        if ((ctx.become_ns_root || ctx.join_userns_fd >= 0) && !child_set_ids(0, 0))
             child_fail(ctx);
         if (ctx.run_as && !child_set_ids(ctx.run_as->uid, ctx.run_as->gid))
             child_fail(ctx);
+        // A change of ids clears the parent-death signal: armed again, for the ids the program runs with.
+        if (ctx.die_with_parent) {
+            syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            if (!ctx.new_pid_ns && syscall(SYS_getppid) != ctx.parent_pid)
+                syscall(SYS_exit_group, 127);
+        }
         // The program's fd could be one of the target numbers: move it above them first.
         long exec_fd
             = ctx.exec_fd >= 0 ? syscall(SYS_fcntl, ctx.exec_fd, F_DUPFD_CLOEXEC, ctx.first_free_fd) : -1;
@@ -287,12 +296,16 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     bool userns = (plan.namespaces & CLONE_NEWUSER) != 0;
     if (userns && !plan.map_root_to)
         return Error { -EINVAL, "cannot start '" + plan.path + "': a user namespace needs an id map" };
+    if (userns && plan.join_user_namespace >= 0)
+        return Error { -EINVAL,
+            "cannot start '" + plan.path + "': it cannot both join and make a user namespace" };
     auto argv = to_c_array(plan.argv);
     auto envp = to_c_array(plan.env);
     ChildContext ctx { plan.path.c_str(), plan.exec_fd, argv.data(), envp.data(), plan.fds.data(),
         plan.fds.size(), first_free, userns ? sync_pipe->read.get() : -1, err_pipe->write.get(),
-        plan.cwd.c_str(), plan.controlling_terminal, userns, plan.run_as ? &*plan.run_as : nullptr,
-        plan.die_with_parent, getpid(), (plan.namespaces & CLONE_NEWPID) != 0 };
+        plan.cwd.c_str(), plan.controlling_terminal, userns, plan.join_user_namespace,
+        plan.run_as ? &*plan.run_as : nullptr, plan.die_with_parent, getpid(),
+        (plan.namespaces & CLONE_NEWPID) != 0 };
     ChildStack stack;
     if (!stack.ok())
         return Error::from_errno(errno, "cannot start '" + plan.path + "': no memory for its stack");
@@ -304,8 +317,10 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
         // Kernels before 5.7 have no clone3 (ENOSYS) or a shorter clone_args (E2BIG): start the
         // child outside the cgroup, which it then has to join (see SpawnPlan::cgroup_fd).
         if (plan.cgroup_fd < 0 || (pid < 0 && (errno == ENOSYS || errno == E2BIG)))
-            pid = clone(child_main, stack.top(), share_memory | CLONE_PIDFD | plan.namespaces | SIGCHLD, &ctx,
-                &pidfd);
+            // A process sharing its memory cannot join a user namespace (EINVAL): that child gets a copy.
+            pid = clone(child_main, stack.top(),
+                (plan.join_user_namespace >= 0 ? 0 : share_memory) | CLONE_PIDFD | plan.namespaces | SIGCHLD,
+                &ctx, &pidfd);
     }
     if (pid < 0)
         return Error::from_errno(errno, "cannot start '" + plan.path + "'");

@@ -43,6 +43,10 @@ struct SpawnPlan {
     // With map_root_to: ids 1..count inside map to these host ranges as well (the user's
     // /etc/subuid and /etc/subgid range, as newuidmap would map them).
     std::optional<SubordinateIds> subordinate;
+    // An existing user namespace (an fd of it, the caller's) for the child to join and be root
+    // in before exec: it then has every capability over what that namespace owns, and none
+    // over the host's; its host ids are what root there maps to. Not with CLONE_NEWUSER.
+    int join_user_namespace = -1;
     // Without a user namespace: switch to these ids (and no supplementary groups) before exec.
     std::optional<Credentials> run_as;
     // Directory to start in; empty keeps the caller's.

@@ -46,8 +46,12 @@ namespace {
     {
         out.setHasIdleTimeout(in.idle_timeout_s.has_value());
         out.setIdleTimeoutS(in.idle_timeout_s.value_or(0));
-        out.setHasHostNetwork(in.host_network.has_value());
-        out.setHostNetwork(in.host_network.value_or(false));
+        // Both spellings: a service that predates `network` reads host_network.
+        bool host_or_none = in.network && *in.network != service::NetworkMode::nat;
+        out.setHasHostNetwork(host_or_none);
+        out.setHostNetwork(in.network == service::NetworkMode::host);
+        if (in.network)
+            out.setNetwork(service::network_name(*in.network));
         out.setInit(in.init.value_or(""));
     }
 
@@ -479,6 +483,11 @@ namespace {
             out["sessions"].push_back({ { "session_id", session.getSessionId() }, { "uid", session.getUid() },
                 { "user_name", session.getUserName().cStr() }, { "vm_running", session.getVmRunning() },
                 { "vm_init_pid", session.getVmInitPid() }, { "host_network", session.getHostNetwork() },
+                { "network",
+                    session.getNetwork().size()    ? session.getNetwork().cStr()
+                        : session.getHostNetwork() ? "host"
+                                                   : "none" },
+                { "network_problem", session.getNetworkProblem().cStr() },
                 { "idle_timeout_s", session.getIdleTimeoutS() }, { "init", session.getCustomInit().cStr() },
                 { "custom_config_flags", session.getCustomConfigFlags() },
                 { "running_distributions", running } });
@@ -512,7 +521,11 @@ namespace {
                       << s["user_name"].get<std::string>() << "), VM "
                       << (s["vm_running"].get<bool>() ? "running, init pid " + s["vm_init_pid"].dump()
                                                       : "stopped")
-                      << ", running distributions: " << s["running_distributions"].size() << "\n";
+                      << ", running distributions: " << s["running_distributions"].size() << ", network "
+                      << s["network"].get<std::string>();
+            if (!s["network_problem"].get<std::string>().empty())
+                std::cout << " (unavailable: " << s["network_problem"].get<std::string>() << ")";
+            std::cout << "\n";
         }
         for (const auto& d : out["distributions"]) {
             std::cout << "Distribution " << d["name"].get<std::string>() << " ("
@@ -538,7 +551,11 @@ namespace {
         return { { "session_id", s.getSessionId() }, { "name", s.getName().cStr() }, { "uid", s.getUid() },
             { "user_name", s.getUserName().cStr() }, { "application_pid", s.getApplicationPid() },
             { "storage", s.getStorage().cStr() }, { "memory_mb", s.getMemoryMb() },
-            { "cpus", s.getCpuMillis() / 1000.0 }, { "network", s.getHostNetwork() ? "host" : "none" },
+            { "cpus", s.getCpuMillis() / 1000.0 },
+            { "network",
+                s.getNetwork().size()    ? s.getNetwork().cStr()
+                    : s.getHostNetwork() ? "host"
+                                         : "none" },
             { "idle_timeout_s", s.getIdleTimeoutS() }, { "vm_state", s.getVmState().cStr() },
             { "vm_init_pid", s.getVmInitPid() } };
     }
@@ -610,6 +627,7 @@ namespace {
         settings.setMemoryMb(static_cast<uint64_t>(inv.memory_mb));
         settings.setCpuMillis(cpus.value());
         settings.setHostNetwork(inv.network == "host");
+        settings.setNetwork(inv.network);
         settings.setIdleTimeoutS(static_cast<uint32_t>(inv.idle_timeout_s));
         request.setExclusive(inv.exclusive);
         request.setStartVm(inv.start_vm);
@@ -1343,7 +1361,8 @@ namespace {
             "--storage", inv.storage, "Absolute folder you can write: storage that survives the VM");
         create->add_option("--memory", inv.memory_mb, "Memory limit of the session's VM, in MB");
         create->add_option("--cpus", inv.cpus, "CPU limit of the session's VM (e.g. 1.5)");
-        create->add_option("--network", inv.network, "none (default) or host");
+        create->add_option("--network", inv.network, "none (default), nat (outbound through pasta) or host")
+            ->check(CLI::IsMember({ "none", "nat", "host" }));
         create->add_option(
             "--idle-timeout", inv.idle_timeout_s, "Seconds before an idle storage-backed VM stops");
         create->add_flag("--start-vm", inv.start_vm, "Start the session's VM now");

@@ -71,9 +71,22 @@ namespace {
         const toml::table* table = root["vm"].as_table();
         if (!table)
             return vm;
-        BH_TRY(check_keys(*table, { "idle_timeout_s", "host_network", "init" }, origin, "vm."));
+        BH_TRY(check_keys(*table, { "idle_timeout_s", "network", "host_network", "init" }, origin, "vm."));
         BH_TRY(read_optional(*table, "idle_timeout_s", vm.idle_timeout_s, origin));
-        BH_TRY(read_optional(*table, "host_network", vm.host_network, origin));
+        std::optional<bool> host_network;
+        std::optional<std::string> network;
+        BH_TRY(read_optional(*table, "host_network", host_network, origin));
+        BH_TRY(read_optional(*table, "network", network, origin));
+        if (network) {
+            vm.network = parse_network(*network);
+            if (!vm.network)
+                return config_error(
+                    origin, "'vm.network' must be \"none\", \"nat\" or \"host\", not '" + *network + "'");
+            if (host_network && *host_network != (*vm.network == NetworkMode::host))
+                return config_error(origin, "'vm.host_network' contradicts 'vm.network'");
+        } else if (host_network) {
+            vm.network = *host_network ? NetworkMode::host : NetworkMode::none;
+        }
         BH_TRY(read_optional(*table, "init", vm.init, origin));
         if (vm.init && !vm.init->empty() && vm.init->front() != '/')
             return config_error(origin, "'vm.init' must be an absolute path, not '" + *vm.init + "'");
@@ -85,15 +98,35 @@ namespace {
         const toml::table* table = root["policy"].as_table();
         if (!table)
             return {};
-        BH_TRY(check_keys(*table, { "allow_user_idle_timeout", "allow_user_host_network", "allow_user_init" },
+        BH_TRY(check_keys(*table,
+            { "allow_user_idle_timeout", "allow_user_network", "allow_user_host_network", "allow_user_init" },
             origin, "policy."));
-        std::optional<bool> idle, network, init;
+        std::optional<bool> idle, host_network, init;
         BH_TRY(read_optional(*table, "allow_user_idle_timeout", idle, origin));
-        BH_TRY(read_optional(*table, "allow_user_host_network", network, origin));
+        BH_TRY(read_optional(*table, "allow_user_host_network", host_network, origin));
         BH_TRY(read_optional(*table, "allow_user_init", init, origin));
         AdminPolicy defaults;
-        policy = { idle.value_or(defaults.allow_idle_timeout), network.value_or(defaults.allow_host_network),
+        policy = { idle.value_or(defaults.allow_idle_timeout), defaults.allow_network,
             init.value_or(defaults.allow_init) };
+        if (const toml::node* modes = table->get("allow_user_network")) {
+            const toml::array* list = modes->as_array();
+            if (!list)
+                return config_error(origin, "'policy.allow_user_network' must be a list of network modes");
+            policy.allow_network.clear();
+            for (const toml::node& mode : *list) {
+                auto name = mode.value_exact<std::string>();
+                auto parsed = name ? parse_network(*name) : std::nullopt;
+                if (!parsed)
+                    return config_error(
+                        origin, "'policy.allow_user_network' may list only \"none\", \"nat\" and \"host\"");
+                policy.allow_network.push_back(*parsed);
+            }
+        }
+        auto host = std::find(policy.allow_network.begin(), policy.allow_network.end(), NetworkMode::host);
+        if (host_network.value_or(false) && host == policy.allow_network.end())
+            policy.allow_network.push_back(NetworkMode::host);
+        else if (host_network && !*host_network && host != policy.allow_network.end())
+            policy.allow_network.erase(host);
         return {};
     }
 
@@ -178,6 +211,28 @@ namespace {
 
 } // namespace
 
+const char* network_name(NetworkMode mode)
+{
+    switch (mode) {
+    case NetworkMode::none:
+        return "none";
+    case NetworkMode::nat:
+        return "nat";
+    case NetworkMode::host:
+        return "host";
+    }
+    return "none";
+}
+
+std::optional<NetworkMode> parse_network(const std::string& name)
+{
+    for (NetworkMode mode : { NetworkMode::none, NetworkMode::nat, NetworkMode::host }) {
+        if (name == network_name(mode))
+            return mode;
+    }
+    return std::nullopt;
+}
+
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin)
 {
     auto root = parse_toml(text, origin);
@@ -189,7 +244,7 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
         return vm.take_error();
     ServiceConfig config;
     config.defaults.idle_timeout_s = vm->idle_timeout_s.value_or(60);
-    config.defaults.host_network = vm->host_network.value_or(false);
+    config.defaults.network = vm->network.value_or(NetworkMode::nat);
     config.defaults.init = vm->init.value_or("");
     BH_TRY(read_policy(*root, config.policy, origin));
     if (const toml::table* limits = (*root)["limits"].as_table())
@@ -237,9 +292,10 @@ Result<VmSettings> apply_policy(const ServiceConfig& config, const UserOverrides
         return Error { -EINVAL, "the VM init '" + *overrides.init + "' is not an absolute path" };
     if (overrides.idle_timeout_s && config.policy.allow_idle_timeout)
         settings.idle_timeout_s = *overrides.idle_timeout_s;
-    if (overrides.host_network && config.policy.allow_host_network) {
-        settings.host_network = *overrides.host_network;
-        if (*overrides.host_network)
+    const auto& allowed = config.policy.allow_network;
+    if (overrides.network && std::find(allowed.begin(), allowed.end(), *overrides.network) != allowed.end()) {
+        settings.network = *overrides.network;
+        if (*overrides.network == NetworkMode::host)
             settings.custom_config_flags |= BH_VM_CONFIG_HOST_NETWORK;
     }
     if (overrides.init && !overrides.init->empty() && config.policy.allow_init) {

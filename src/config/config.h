@@ -10,19 +10,32 @@
 
 namespace bh::service {
 
+// How a VM reaches the network ([vm] network). `nat`: outbound connections through pasta, a
+// user-mode stack running as the VM's user (docs/architecture.md, "VM networking"); the host's
+// loopback services are reachable at nat_host_address. `host`: the host's own namespace.
+enum class NetworkMode { none, nat, host };
+inline constexpr const char* nat_host_address = "10.0.2.2";
+inline constexpr const char* nat_dns_address = "10.0.2.3";
+inline constexpr const char* nat_vm_address = "10.0.2.15";
+const char* network_name(NetworkMode mode);
+std::optional<NetworkMode> parse_network(const std::string& name);
+
 // The VM settings in force for one session; kept with its VM.
 struct VmSettings {
     uint32_t idle_timeout_s = 60; // 0: never
-    bool host_network = false;
+    // nat by default: the VM reaches what its user could reach anyway, and nothing more (pasta
+    // runs as that user, with privileges only over the VM's own namespaces).
+    NetworkMode network = NetworkMode::nat;
     std::string init; // empty: the built-in init
     uint32_t custom_config_flags = 0; // BH_VM_CONFIG_* for settings the user's config customized
 };
 
-// Which settings users may override. Secure by default: a user may change the idle timeout, but
-// sharing the host's network or replacing the VM's init needs the admin's [policy] consent.
+// Which settings users may override. Secure by default: a user may change the idle timeout and
+// choose between no network and nat, but sharing the host's network or replacing the VM's init
+// needs the admin's [policy] consent.
 struct AdminPolicy {
     bool allow_idle_timeout = true;
-    bool allow_host_network = false;
+    std::vector<NetworkMode> allow_network = { NetworkMode::none, NetworkMode::nat };
     bool allow_init = false;
 };
 
@@ -56,12 +69,14 @@ struct ServiceConfig {
 // What a user's ~/.config/bulkhead/bulkhead.toml asks for; absent keys stay unset.
 struct UserOverrides {
     std::optional<uint32_t> idle_timeout_s;
-    std::optional<bool> host_network;
+    std::optional<NetworkMode> network; // [vm] network, or host_network (true: host, false: none)
     std::optional<std::string> init;
 };
 
-// Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, host_network, init; [policy]
-// allow_user_idle_timeout, allow_user_host_network, allow_user_init; [limits] vm_pids_max,
+// Parses TOML text of bulkhead.toml ([vm] idle_timeout_s, network ("none", "nat" or "host";
+// host_network = true/false is a synonym of "host"/"none"), init; [policy]
+// allow_user_idle_timeout, allow_user_network (the modes users may pick; allow_user_host_network
+// = true adds "host"), allow_user_init; [limits] vm_pids_max,
 // vm_memory_max: a whole number of bytes or a string with a K, M, G or T suffix, powers of 1024;
 // vm_stop_timeout_s;
 // connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,

@@ -412,7 +412,7 @@ kj::Promise<Status> ContainerSessions::ensure_vm(ContainerSession& session)
 kj::Promise<Status> ContainerSessions::start_vm(ContainerSession& session)
 {
     VmSettings settings;
-    settings.host_network = session.options.host_network;
+    settings.network = session.options.network;
     settings.idle_timeout_s = 0; // ours, not VmInstance's
     // The VM's cgroup is delegated to its root (the session's user): each container gets a
     // cgroup of its own below it (oci-helper.sh).

@@ -21,7 +21,7 @@ struct ContainerSessionOptions {
     std::string storage; // absolute host folder (for display); empty: a tmpfs that dies with the session
     uint64_t memory_mb = 0; // 0: the admin's VM memory limit
     uint32_t cpu_millis = 0; // thousandths of a CPU; 0: no CPU limit
-    bool host_network = false;
+    NetworkMode network = NetworkMode::none;
     uint32_t idle_timeout_s = 30; // storage-backed sessions only
 };
 

@@ -26,13 +26,22 @@ namespace {
         return std::string(text.cStr(), std::min(text.size(), max_text));
     }
 
-    UserOverrides overrides_of(proto::UserSettings::Reader settings)
+    // What the client's user file asks for; a network mode that is none of ours is an error.
+    Result<UserOverrides> overrides_of(proto::UserSettings::Reader settings)
     {
         UserOverrides out;
         if (settings.getHasIdleTimeout())
             out.idle_timeout_s = settings.getIdleTimeoutS();
         if (settings.getHasHostNetwork())
-            out.host_network = settings.getHostNetwork();
+            out.network = settings.getHostNetwork() ? NetworkMode::host : NetworkMode::none;
+        if (settings.getNetwork().size() > 0) {
+            auto mode = parse_network(text_of(settings.getNetwork()));
+            if (!mode)
+                return Error { -EINVAL,
+                    "the network mode '" + text_of(settings.getNetwork())
+                        + "' is none of none, nat and host" };
+            out.network = *mode;
+        }
         if (settings.getInit().size() > 0)
             out.init = text_of(settings.getInit());
         return out;
@@ -357,8 +366,11 @@ namespace {
         auto owner = target(params.getTarget());
         if (!owner)
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
+        auto overrides = overrides_of(params.getSettings());
+        if (!overrides)
+            return fail(context.getResults(), overrides.error(), op), kj::READY_NOW;
         return m_service
-            .start_distribution(owner.value(), text_of(params.getName()), overrides_of(params.getSettings()))
+            .start_distribution(owner.value(), text_of(params.getName()), std::move(overrides.value()))
             .then([context](Result<DistroView> view) mutable {
                 if (!view)
                     return fail(context.getResults(), view.error(), op);
@@ -405,9 +417,13 @@ namespace {
                 }
                 std::array<Fd, 3> stdio { std::move(fds[0].value()), std::move(fds[1].value()),
                     std::move(fds[2].value()) };
+                auto overrides = overrides_of(params.getSettings());
+                if (!overrides)
+                    return fail(context.getResults(), overrides.error(), op),
+                           kj::Promise<void>(kj::READY_NOW);
                 return m_service
                     .run(owner, text_of(params.getDistro()), std::move(spec), std::move(stdio),
-                        overrides_of(params.getSettings()))
+                        std::move(overrides.value()))
                     .then([context](Result<int> status) mutable {
                         if (!status)
                             return fail_run(
@@ -476,7 +492,9 @@ namespace {
             out[i].setUserName(s.identity.user_name);
             out[i].setVmRunning(s.vm_running);
             out[i].setVmInitPid(s.vm_init_pid);
-            out[i].setHostNetwork(s.settings.host_network);
+            out[i].setHostNetwork(s.settings.network == NetworkMode::host);
+            out[i].setNetwork(network_name(s.settings.network));
+            out[i].setNetworkProblem(s.network_problem);
             out[i].setIdleTimeoutS(s.settings.idle_timeout_s);
             out[i].setCustomInit(s.settings.init);
             out[i].setCustomConfigFlags(s.settings.custom_config_flags);
@@ -590,7 +608,8 @@ namespace {
         out.setStorage(view.options.storage);
         out.setMemoryMb(view.options.memory_mb);
         out.setCpuMillis(view.options.cpu_millis);
-        out.setHostNetwork(view.options.host_network);
+        out.setHostNetwork(view.options.network == NetworkMode::host);
+        out.setNetwork(network_name(view.options.network));
         out.setIdleTimeoutS(view.options.idle_timeout_s);
         out.setVmState(vm_state_name(view.state));
         out.setVmInitPid(view.vm_init_pid);
@@ -610,7 +629,29 @@ namespace {
             return fail(context.getResults(), owner.error(), op), kj::READY_NOW;
         auto settings = params.getSettings();
         ContainerSessionOptions options { text_of(settings.getStoragePath()), settings.getMemoryMb(),
-            settings.getCpuMillis(), settings.getHostNetwork(), settings.getIdleTimeoutS() };
+            settings.getCpuMillis(), settings.getHostNetwork() ? NetworkMode::host : NetworkMode::none,
+            settings.getIdleTimeoutS() };
+        if (settings.getNetwork().size() > 0) {
+            auto mode = parse_network(text_of(settings.getNetwork()));
+            if (!mode)
+                return fail(context.getResults(),
+                           { -EINVAL,
+                               "the network mode '" + text_of(settings.getNetwork())
+                                   + "' is none of none, nat and host" },
+                           op),
+                       kj::READY_NOW;
+            options.network = *mode;
+        }
+        // The same policy as a VM's [vm] network: root picks freely, users what the admin allows.
+        const auto& allowed = m_service.config().policy.allow_network;
+        if (!is_root() && std::find(allowed.begin(), allowed.end(), options.network) == allowed.end())
+            return fail(context.getResults(),
+                       { -EPERM,
+                           std::string("the network mode '") + network_name(options.network)
+                               + "' is not allowed for users by the administrator ([policy] "
+                                 "allow_user_network)" },
+                       op),
+                   kj::READY_NOW;
         if (options.memory_mb > max_memory_mb || options.cpu_millis > max_cpu_millis)
             return fail(context.getResults(), { -EINVAL, "the memory or CPU limit is out of range" }, op),
                    kj::READY_NOW;

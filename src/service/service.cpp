@@ -708,6 +708,7 @@ std::vector<SessionView> Service::sessions(uid_t owner, bool everyone) const
             view.vm_running = true;
             view.vm_init_pid = session->vm->init_pid();
             view.settings = session->vm->settings();
+            view.network_problem = session->vm->network_problem();
             for (const auto& [name, distro] : session->vm->distributions())
                 view.running_distros.push_back(name);
         }

@@ -40,6 +40,7 @@ struct SessionView {
     bool vm_running = false;
     pid_t vm_init_pid = 0;
     VmSettings settings;
+    std::string network_problem; // the VM's: why it has no network although it asked for one
     std::vector<std::string> running_distros;
 };
 
@@ -79,6 +80,7 @@ public:
     Result<uid_t> target_uid(const Caller& caller, int64_t requested) const;
     // What each user may hold at once ([limits] of bulkhead.toml).
     const UserLimits& limits() const { return m_config.limits; }
+    const ServiceConfig& config() const { return m_config; }
 
     // `confirm` is asked, once the archive has been read to its end, whether the sender
     // finished it successfully; a failure there discards the import.

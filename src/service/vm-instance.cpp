@@ -6,6 +6,7 @@
 #include "ipc/process-watch.h"
 #include "service/namespace-check.h"
 #include "service/subordinate-ids.h"
+#include "service/vm-network.h"
 
 #include <bulkhead/plugin_api.h>
 #include <csignal>
@@ -45,7 +46,7 @@ namespace {
         // A cgroup namespace too: the VM sees its own cgroup as the root of the cgroup2 tree it
         // mounts (what crun needs to run containers there), never the host's paths.
         int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
-        if (!settings.host_network)
+        if (settings.network != NetworkMode::host)
             flags |= CLONE_NEWNET;
         if (identity.uid != 0)
             flags |= CLONE_NEWUSER;
@@ -226,20 +227,48 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(VmEnvironment& env,
     if (!pid_namespace)
         return Result<kj::Own<VmInstance>>(
             Error { pid_namespace.error().code, "cannot create the VM: " + pid_namespace.error().message });
+    // nat: pasta joins the VM's network namespace while the init sets its root up. Not having
+    // it is no reason to refuse the VM (an offline host has no route for pasta to use): the VM
+    // then has its loopback only, and the reason is logged and shown by `bulkhead status`.
+    ChildProcess network;
+    kj::Promise<Status> network_ready = Status();
+    if (settings.network == NetworkMode::nat) {
+        std::optional<Credentials> user;
+        if (identity.uid != 0)
+            user = Credentials { identity.uid, identity.gid };
+        auto nat = start_nat_network(env.provider, env.timer, spawned->init, spawned->cgroup, user);
+        if (nat) {
+            network = std::move(nat->pasta);
+            network_ready = kj::mv(nat->ready);
+        } else {
+            network_ready = Status(nat.take_error());
+        }
+    }
     auto connection
         = kj::heap<ipc::Connection>(env.provider, std::move(pair->ours), capnp::rpc::twoparty::Side::CLIENT);
     std::string staging_path = staging->path();
-    auto vm
-        = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup), std::move(staging.value()),
-            std::move(spawned->init), std::move(pid_namespace.value()), kj::mv(connection));
+    auto vm = kj::refcounted<VmInstance>(env, settings, std::move(spawned->cgroup),
+        std::move(staging.value()), std::move(spawned->init), std::move(pid_namespace.value()),
+        kj::mv(connection), std::move(network));
     auto request = vm->m_agent.setupRequest();
     auto config = request.initConfig();
     config.setHostname("bulkhead");
-    config.setHostNetwork(settings.host_network);
+    config.setHostNetwork(settings.network == NetworkMode::host);
     config.setCustomInit(settings.init);
     config.setStaging(staging_path);
     auto setup = request.send().then([](auto response) { return ipc::to_status(response.getOutcome()); });
+    auto network_up = network_ready.then([vm = vm.get(), session = identity.session_id](Status status) {
+        if (status)
+            return;
+        vm->m_network_problem = status.error().message;
+        vm->m_network = ChildProcess();
+        log_warning("session " + std::to_string(session)
+            + ": the VM runs without a network: " + vm->m_network_problem);
+    });
     return ipc::catch_disconnect<void>(kj::mv(setup), "the VM's init hung up during setup")
+        .then([network_up = kj::mv(network_up)](Status status) mutable -> kj::Promise<Status> {
+            return network_up.then([status = std::move(status)]() mutable { return std::move(status); });
+        })
         .then([vm = kj::mv(vm)](Status status) mutable -> Result<kj::Own<VmInstance>> {
             if (!status)
                 return Error { status.error().code, "cannot create the VM: " + status.error().message };
@@ -248,12 +277,13 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(VmEnvironment& env,
 }
 
 VmInstance::VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging,
-    ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection)
+    ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection, ChildProcess network)
     : m_env(env)
     , m_settings(std::move(settings))
     , m_cgroup(std::move(cgroup))
     , m_staging(std::move(staging))
     , m_init(std::move(init))
+    , m_network(std::move(network))
     , m_pid_namespace(std::move(pid_namespace))
     , m_connection(kj::mv(connection))
     , m_agent(m_connection->bootstrap().castAs<proto::Agent>())
@@ -387,7 +417,10 @@ kj::Promise<Status> VmInstance::adopt_distribution(
     distro->connection = kj::heap<ipc::Connection>(
         m_env.provider, std::move(service_end), capnp::rpc::twoparty::Side::CLIENT);
     distro->agent = distro->connection->bootstrap().castAs<proto::Agent>();
-    auto setup = distro->agent.setupRequest().send();
+    auto setup_request = distro->agent.setupRequest();
+    if (m_network.valid())
+        setup_request.initConfig().setNatDns(nat_dns_address);
+    auto setup = setup_request.send();
     return ipc::unwrap_fd(response.getPidfd())
         .then([setup = kj::mv(setup)](Result<Fd> pidfd) mutable {
             return setup.then([pidfd = std::move(pidfd)](auto reply) mutable -> Result<Fd> {

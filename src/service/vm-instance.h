@@ -133,11 +133,14 @@ public:
     static kj::Promise<Result<kj::Own<VmInstance>>> start(VmEnvironment& env, const SessionIdentity& identity,
         const VmSettings& settings, const VmCgroupRequest& limits = {});
     VmInstance(VmEnvironment& env, VmSettings settings, VmCgroup cgroup, StagingMount staging,
-        ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection);
+        ChildProcess init, Fd pid_namespace, kj::Own<ipc::Connection> connection, ChildProcess network);
     ~VmInstance();
 
     bool running() const { return !m_stopped; }
     pid_t init_pid() const { return m_init.pid(); }
+    // vm.network = "nat" that could not be had (no pasta, no route out of the host): why. The VM
+    // then runs with its loopback only.
+    const std::string& network_problem() const { return m_network_problem; }
     const VmSettings& settings() const { return m_settings; }
     const std::map<std::string, kj::Own<RunningDistro>>& distributions() const { return m_distros; }
     const RunningDistro* find_distribution(const Uuid& uuid) const;
@@ -198,6 +201,8 @@ private:
     StagingMount m_staging;
     uint64_t m_staged = 0; // trees staged so far: each gets the next number as its name
     ChildProcess m_init;
+    ChildProcess m_network; // pasta (vm.network = "nat"); in m_cgroup, killed with it at the latest
+    std::string m_network_problem;
     Fd m_pid_namespace; // the init's, opened at spawn: what a distribution's init must be below
     kj::Own<ipc::Connection> m_connection;
     proto::Agent::Client m_agent;

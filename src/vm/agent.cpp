@@ -255,8 +255,9 @@ kj::Promise<void> Agent::setup(SetupContext context)
         return kj::READY_NOW;
     }
     m_set_up = true;
-    Status status = m_role == AgentRole::Vm ? setup_vm(context.getParams().getConfig())
-                                            : build_distribution_root(std::move(m_root_tree));
+    Status status = m_role == AgentRole::Vm
+        ? setup_vm(context.getParams().getConfig())
+        : build_distribution_root(std::move(m_root_tree), context.getParams().getConfig().getNatDns().cStr());
     if (!status)
         fail_outcome(context.getResults().initOutcome(), status.error());
     else if (m_role == AgentRole::Distribution)

@@ -218,7 +218,36 @@ Status build_vm_root(const VmRootConfig& config)
     return config.host_network ? Status {} : bring_up_loopback();
 }
 
-Status build_distribution_root(Fd root_tree)
+namespace {
+
+    // Best effort: a distribution whose /etc cannot take the file starts without it.
+    void provide_resolv_conf(const std::string& staging, const std::string& root, const std::string& dns)
+    {
+        std::string ours = staging + "/resolv.conf";
+        std::string text
+            = std::string("# Made by Bulkhead for this VM (vm.network = \"nat\"): pasta forwards DNS\n"
+                          "# queries sent here to the host's resolver. Not stored in the distribution.\n")
+            + "nameserver " + dns + "\n";
+        Fd file(::open(ours.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+        if (!file || ::write(file.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+            return;
+        Fd etc(::open((root + "/etc").c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!etc)
+            return;
+        // The distribution is its user's: a symlink planted here is not followed.
+        Fd created(
+            ::openat(etc.get(), "resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+        Fd target(::openat(etc.get(), "resolv.conf", O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st { };
+        if (!target || ::fstat(target.get(), &st) < 0 || !S_ISREG(st.st_mode))
+            return;
+        std::string at = "/proc/self/fd/" + std::to_string(target.get());
+        (void)::mount(ours.c_str(), at.c_str(), nullptr, MS_BIND, nullptr);
+    }
+
+} // namespace
+
+Status build_distribution_root(Fd root_tree, const std::string& nat_dns)
 {
     BH_TRY(make_private());
     std::string staging = staging_dir();
@@ -231,6 +260,8 @@ Status build_distribution_root(Fd root_tree)
     BH_TRY(mount_fs("proc", root + "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
     BH_TRY(build_dev(root));
     BH_TRY(make_dir(root + "/tmp", 01777));
+    if (!nat_dns.empty())
+        provide_resolv_conf(staging, root, nat_dns);
     return pivot_into(root);
 }
 

@@ -24,7 +24,10 @@ Status build_vm_root(const VmRootConfig& config);
 
 // In a fresh mount namespace inside the VM: attaches the detached tree `root_tree` as the
 // distribution's root, gives it its own /proc and a minimal /dev, and pivots into it.
-Status build_distribution_root(Fd root_tree);
+// With a `nat_dns` address (vm.network = "nat"), the distribution's /etc/resolv.conf is, in its
+// mount namespace only, a file naming that DNS forwarder (pasta's): a regular file is covered, a
+// missing one is created empty first (the one change on disk), a symlink is left to the distribution.
+Status build_distribution_root(Fd root_tree, const std::string& nat_dns);
 
 // Moves the tree the service staged as `name` (digits only) under staged_mounts to `vm_path`.
 Status attach_staged(const std::string& name, const std::string& vm_path, bool read_only);

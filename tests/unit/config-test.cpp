@@ -11,10 +11,11 @@ TEST(Config, DefaultsWhenEmpty)
     auto config = parse_service_config("", "test.toml");
     ASSERT_TRUE(config.ok());
     EXPECT_EQ(config->defaults.idle_timeout_s, 60u);
-    EXPECT_FALSE(config->defaults.host_network);
+    // Outbound through pasta unless the admin says otherwise: what the user could reach anyway.
+    EXPECT_EQ(config->defaults.network, NetworkMode::nat);
     // Secure by default: without the admin's consent no user shares the host's network or
-    // replaces the VM's init.
-    EXPECT_FALSE(config->policy.allow_host_network);
+    // replaces the VM's init; none and nat are theirs to pick.
+    EXPECT_EQ(config->policy.allow_network, (std::vector { NetworkMode::none, NetworkMode::nat }));
     EXPECT_FALSE(config->policy.allow_init);
     EXPECT_TRUE(config->policy.allow_idle_timeout);
     EXPECT_EQ(config->limits.connections, UserLimits {}.connections);
@@ -26,7 +27,7 @@ TEST(Config, WithNoAdminFileUsersGetNeitherHostNetworkNorTheirOwnInit)
     ASSERT_TRUE(overrides.ok());
     auto settings = apply_policy(ServiceConfig {}, overrides.value());
     ASSERT_TRUE(settings.ok());
-    EXPECT_FALSE(settings->host_network);
+    EXPECT_EQ(settings->network, NetworkMode::nat);
     EXPECT_EQ(settings->init, "");
     EXPECT_EQ(settings->custom_config_flags, 0u);
 }
@@ -78,7 +79,7 @@ TEST(Config, PolicyFiltersUserOverrides)
     ASSERT_TRUE(overrides.ok());
     auto settings = apply_policy(config.value(), overrides.value());
     ASSERT_TRUE(settings.ok());
-    EXPECT_FALSE(settings->host_network);
+    EXPECT_EQ(settings->network, NetworkMode::nat);
     EXPECT_EQ(settings->custom_config_flags, 0u);
     EXPECT_EQ(settings->idle_timeout_s, 5u);
 
@@ -86,8 +87,41 @@ TEST(Config, PolicyFiltersUserOverrides)
     ASSERT_TRUE(consenting.ok());
     auto open = apply_policy(consenting.value(), overrides.value());
     ASSERT_TRUE(open.ok());
-    EXPECT_TRUE(open->host_network);
+    EXPECT_EQ(open->network, NetworkMode::host);
     EXPECT_EQ(open->custom_config_flags, static_cast<uint32_t>(BH_VM_CONFIG_HOST_NETWORK));
+}
+
+TEST(Config, NetworkModesAndTheirPolicy)
+{
+    auto none = parse_user_overrides("[vm]\nnetwork = \"none\"\n", "u.toml");
+    ASSERT_TRUE(none.ok()) << none.error().message;
+    EXPECT_EQ(apply_policy(ServiceConfig {}, none.value())->network, NetworkMode::none);
+    auto host = parse_user_overrides("[vm]\nnetwork = \"host\"\n", "u.toml");
+    ASSERT_TRUE(host.ok());
+    EXPECT_EQ(apply_policy(ServiceConfig {}, host.value())->network, NetworkMode::nat);
+
+    // The admin's list is the whole list; allow_user_host_network = true adds host to it.
+    auto only_none = parse_service_config(
+        "[vm]\nnetwork = \"none\"\n[policy]\nallow_user_network = [\"none\"]\n", "a.toml");
+    ASSERT_TRUE(only_none.ok()) << only_none.error().message;
+    EXPECT_EQ(only_none->defaults.network, NetworkMode::none);
+    auto nat = parse_user_overrides("[vm]\nnetwork = \"nat\"\n", "u.toml");
+    EXPECT_EQ(apply_policy(only_none.value(), nat.value())->network, NetworkMode::none);
+    auto with_host = parse_service_config("[policy]\nallow_user_host_network = true\n", "a.toml");
+    EXPECT_EQ(with_host->policy.allow_network,
+        (std::vector { NetworkMode::none, NetworkMode::nat, NetworkMode::host }));
+    EXPECT_EQ(apply_policy(with_host.value(), host.value())->network, NetworkMode::host);
+
+    auto bad = parse_service_config("[vm]\nnetwork = \"bridge\"\n", "a.toml");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("'vm.network' must be \"none\", \"nat\" or \"host\", not 'bridge'"),
+        std::string::npos);
+    auto contradiction = parse_user_overrides("[vm]\nnetwork = \"nat\"\nhost_network = true\n", "u.toml");
+    ASSERT_FALSE(contradiction.ok());
+    EXPECT_NE(contradiction.error().message.find("contradicts"), std::string::npos);
+    EXPECT_FALSE(parse_service_config("[policy]\nallow_user_network = \"nat\"\n", "a.toml").ok());
+    EXPECT_FALSE(parse_service_config("[policy]\nallow_user_network = [\"nat\", 3]\n", "a.toml").ok());
+    EXPECT_EQ(parse_user_overrides("[vm]\nhost_network = false\n", "u.toml")->network, NetworkMode::none);
 }
 
 TEST(Config, VmLimitsDefaultToFourThousandPidsAndUnsetMemory)
