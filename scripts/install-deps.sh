@@ -13,10 +13,11 @@ packages=(
   crun skopeo umoci
   passt # vm.network = "nat": pasta, the VMs' user-mode network stack
   xz-utils zstd # container image import of compressed tars (gzip is essential)
+  mmdebstrap uidmap # `bulkhead install` and `make test-debian` (uidmap: mmdebstrap's unshare mode)
 )
 # `make package` and `make package-test` need these too (install-deps.sh package).
 if [ "${1:-}" = package ]; then
-  packages+=(lintian mmdebstrap fakeroot dpkg-dev)
+  packages+=(lintian fakeroot dpkg-dev)
 fi
 
 missing=()

@@ -1,6 +1,7 @@
 // The bulkhead CLI's commands.
 #include "cli/commands.h"
 
+#include "base/spawn.h"
 #include "cli/progress.h"
 #include "cli/terminal.h"
 #include "config/config.h"
@@ -8,11 +9,16 @@
 #include "ipc/loop-inbox.h"
 #include "unpack/rootfs-archive.h"
 
+#include <algorithm>
+#include <atomic>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
 #include <iostream>
 #include <kj/debug.h>
 #include <kj/thread.h>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <poll.h>
 #include <pwd.h>
@@ -208,6 +214,344 @@ namespace {
         if (!status)
             return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
         return registered(reply->getDistro());
+    }
+
+    // ---- install: a Debian root filesystem built by mmdebstrap, registered as it streams ----
+
+    // The suite `install debian` builds without one: the host's own on a Debian host
+    // (/etc/os-release's VERSION_CODENAME), bookworm anywhere else.
+    std::string default_debian_suite()
+    {
+        std::ifstream file("/etc/os-release");
+        std::string line, id, codename;
+        auto value = [](std::string text) {
+            if (text.size() >= 2 && (text.front() == '"' || text.front() == '\''))
+                text = text.substr(1, text.size() - 2);
+            return text;
+        };
+        while (std::getline(file, line)) {
+            if (line.starts_with("ID="))
+                id = value(line.substr(3));
+            else if (line.starts_with("VERSION_CODENAME="))
+                codename = value(line.substr(17));
+        }
+        return id == "debian" && !codename.empty() ? codename : "bookworm";
+    }
+
+    // Whether a URI of the host's apt sources is the Debian archive (or a mirror or proxy of it):
+    // http, https or file, a path ending in /debian, not the security archive.
+    bool is_debian_archive(const std::string& uri)
+    {
+        if (!uri.starts_with("http://") && !uri.starts_with("https://") && !uri.starts_with("file:/"))
+            return false;
+        if (uri.find("security") != std::string::npos)
+            return false;
+        std::string path = uri;
+        while (!path.empty() && path.back() == '/')
+            path.pop_back();
+        return path.ends_with("/debian");
+    }
+
+    std::vector<std::string> words_of(const std::string& text)
+    {
+        std::vector<std::string> out;
+        std::istringstream in(text);
+        for (std::string word; in >> word;)
+            out.push_back(word);
+        return out;
+    }
+
+    // The Debian archive's URIs in the host's apt sources: one-line `deb [options] URI SUITE ...`
+    // entries of /etc/apt/sources.list and sources.list.d/*.list, and the `URIs:` of enabled
+    // `Types: deb` stanzas of sources.list.d/*.sources. In the order found, each once.
+    std::vector<std::string> host_debian_uris()
+    {
+        std::vector<std::string> files { "/etc/apt/sources.list" };
+        if (DIR* dir = ::opendir("/etc/apt/sources.list.d")) {
+            std::vector<std::string> names;
+            while (dirent* entry = ::readdir(dir)) {
+                std::string name = entry->d_name;
+                if (name.ends_with(".list") || name.ends_with(".sources"))
+                    names.push_back("/etc/apt/sources.list.d/" + name);
+            }
+            ::closedir(dir);
+            std::sort(names.begin(), names.end());
+            files.insert(files.end(), names.begin(), names.end());
+        }
+        std::vector<std::string> uris;
+        auto add = [&uris](const std::string& uri) {
+            if (is_debian_archive(uri) && std::find(uris.begin(), uris.end(), uri) == uris.end())
+                uris.push_back(uri);
+        };
+        for (const auto& path : files) {
+            std::ifstream file(path);
+            if (path.ends_with(".sources")) {
+                // deb822: stanzas separated by blank lines; fields may continue on indented lines.
+                std::string line, field;
+                std::map<std::string, std::string> stanza;
+                auto finish = [&]() {
+                    auto types = words_of(stanza["types"]);
+                    bool enabled = stanza["enabled"].find("no") == std::string::npos;
+                    if (enabled && std::find(types.begin(), types.end(), "deb") != types.end())
+                        for (const auto& uri : words_of(stanza["uris"]))
+                            add(uri);
+                    stanza.clear();
+                };
+                while (std::getline(file, line)) {
+                    if (line.starts_with("#"))
+                        continue;
+                    if (line.find_first_not_of(" \t") == std::string::npos) {
+                        finish();
+                    } else if (line[0] == ' ' || line[0] == '\t') {
+                        stanza[field] += " " + line;
+                    } else if (size_t colon = line.find(':'); colon != std::string::npos) {
+                        field = line.substr(0, colon);
+                        std::transform(field.begin(), field.end(), field.begin(), ::tolower);
+                        stanza[field] = line.substr(colon + 1);
+                    }
+                }
+                finish();
+                continue;
+            }
+            for (std::string line; std::getline(file, line);) {
+                auto words = words_of(line.substr(0, line.find('#')));
+                if (words.empty() || words[0] != "deb")
+                    continue;
+                size_t at = 1;
+                if (at < words.size() && words[at].starts_with("[")) // [ options ]
+                    while (at < words.size() && !words[at++].ends_with("]")) { }
+                if (at < words.size())
+                    add(words[at]);
+            }
+        }
+        return uris;
+    }
+
+    // The program's path, looked up in $PATH as a shell would (spawn_process does no lookup).
+    std::string find_program(const std::string& name)
+    {
+        const char* path = getenv("PATH");
+        std::istringstream dirs(path && *path ? path : "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+        for (std::string dir; std::getline(dirs, dir, ':');) {
+            std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+            if (::access(candidate.c_str(), X_OK) == 0)
+                return candidate;
+        }
+        return "";
+    }
+
+    // What the relay thread of an install shares with the loop's progress line.
+    struct InstallRelay {
+        std::atomic<uint64_t> bytes { 0 }; // of tar handed to the service
+        std::atomic<bool> tar_ended { false }; // mmdebstrap closed its stdout
+        std::mutex mutex;
+        std::string stage; // mmdebstrap's last "I: ..." line; guarded by `mutex`
+    };
+
+    // Copies mmdebstrap's tar (stdout) to the service's pipe and keeps the end of what it says
+    // (stderr), until both end; then waits for its exit (leaving it to be reaped by its owner).
+    // Its exit status decides: the service's registration is confirmed only if it succeeded.
+    Status relay_mmdebstrap(Fd tar, Fd said, Fd to_service, int pidfd, InstallRelay& relay)
+    {
+        std::string tail; // the last few kB of its stderr
+        bool service_gone = false;
+        char buffer[65536];
+        while (tar || said) {
+            pollfd fds[2] = { { tar ? tar.get() : -1, POLLIN, 0 }, { said ? said.get() : -1, POLLIN, 0 } };
+            if (::poll(fds, 2, -1) < 0) {
+                if (errno == EINTR)
+                    continue;
+                return Error::from_errno(errno, "cannot wait for mmdebstrap's output");
+            }
+            if (fds[0].revents) {
+                ssize_t n = ::read(tar.get(), buffer, sizeof(buffer));
+                if (n <= 0) {
+                    relay.tar_ended = true;
+                    tar.reset();
+                    to_service.reset(); // the end of the archive
+                } else {
+                    for (ssize_t at = 0; at < n && !service_gone;) {
+                        ssize_t w = ::write(to_service.get(), buffer + at, n - at);
+                        if (w < 0 && errno == EINTR)
+                            continue;
+                        if (w <= 0) {
+                            // The service stopped reading (it refused the archive): mmdebstrap
+                            // gets EPIPE in turn.
+                            service_gone = true;
+                            tar.reset();
+                            to_service.reset();
+                            break;
+                        }
+                        at += w;
+                        relay.bytes += w;
+                    }
+                }
+            }
+            if (fds[1].revents) {
+                ssize_t n = ::read(said.get(), buffer, sizeof(buffer));
+                if (n <= 0) {
+                    said.reset();
+                } else {
+                    tail.append(buffer, n);
+                    if (tail.size() > 8192)
+                        tail.erase(0, tail.size() - 8192);
+                    // The last complete "I: " line is the stage shown.
+                    size_t end = tail.rfind('\n');
+                    while (end != std::string::npos && end > 0) {
+                        size_t begin = tail.rfind('\n', end - 1);
+                        begin = begin == std::string::npos ? 0 : begin + 1;
+                        if (tail.compare(begin, 3, "I: ") == 0) {
+                            std::lock_guard lock(relay.mutex);
+                            relay.stage = tail.substr(begin, end - begin);
+                            break;
+                        }
+                        end = begin == 0 ? std::string::npos : begin - 1;
+                    }
+                }
+            }
+        }
+        siginfo_t info {};
+        while (
+            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOWAIT) < 0)
+            if (errno != EINTR)
+                return Error::from_errno(errno, "cannot wait for mmdebstrap");
+        bool ok = info.si_code == CLD_EXITED && info.si_status == 0;
+        if (ok && service_gone)
+            return Error { -EPIPE, "the service stopped reading the archive" };
+        if (ok)
+            return Status();
+        // Its last lines say why: at most 15 of them.
+        while (!tail.empty() && tail.back() == '\n')
+            tail.pop_back();
+        size_t from = tail.size(); // the start of the lines kept
+        for (int lines = 0; lines < 15 && from > 0; ++lines) {
+            size_t newline = tail.rfind('\n', from - 1);
+            from = newline == std::string::npos ? 0 : newline;
+        }
+        std::string last = tail.substr(from < tail.size() && tail[from] == '\n' ? from + 1 : from);
+        std::string how = info.si_code == CLD_EXITED ? "exit status " + std::to_string(info.si_status)
+                                                     : "killed by signal " + std::to_string(info.si_status);
+        return Error { -EIO, "mmdebstrap failed (" + how + ")" + (last.empty() ? "" : ":\n" + last) };
+    }
+
+    // `install debian[:SUITE] [--name N]`: mmdebstrap, run as the calling user (root mode for
+    // root, unshare mode for a user with a subordinate id range), writes the root filesystem as a
+    // tar to a pipe that is the archive of an ordinary registration, so every check of the
+    // service applies; the registration is confirmed only if mmdebstrap succeeded.
+    int do_install(Client& client, const Invocation& inv)
+    {
+        static constexpr const char* op = "Bulkhead/Cli/InstallDistribution";
+        std::string distribution = inv.distribution, suite;
+        if (size_t colon = distribution.find(':'); colon != std::string::npos) {
+            suite = distribution.substr(colon + 1);
+            distribution.resize(colon);
+        }
+        if (distribution != "debian")
+            return report({ Error { -EINVAL,
+                                "cannot install '" + inv.distribution
+                                    + "': the distributions install builds are: debian[:SUITE] (e.g. "
+                                      "debian, debian:bookworm, debian:trixie)" },
+                op });
+        if (inv.distribution.find(':') != std::string::npos
+            && (suite.empty()
+                || suite.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos))
+            return report(
+                { Error { -EINVAL, "invalid suite '" + suite + "': use a Debian codename such as bookworm" },
+                    op });
+        std::string name = !inv.name.empty() ? inv.name : suite.empty() ? "debian" : "debian-" + suite;
+        if (suite.empty())
+            suite = default_debian_suite();
+        std::string mmdebstrap = find_program("mmdebstrap");
+        if (mmdebstrap.empty())
+            return report({ Error { -ENOENT,
+                                "install needs mmdebstrap, which is not in PATH (apt install mmdebstrap)" },
+                op });
+        std::vector<std::string> uris = host_debian_uris();
+        if (uris.empty())
+            uris.push_back("http://deb.debian.org/debian");
+
+        int tar_pipe[2], said_pipe[2], service_pipe[2];
+        if (::pipe2(tar_pipe, O_CLOEXEC) < 0)
+            return report({ Error::from_errno(errno, "cannot create a pipe"), op });
+        Fd tar_read(tar_pipe[0]), tar_write(tar_pipe[1]);
+        if (::pipe2(said_pipe, O_CLOEXEC) < 0)
+            return report({ Error::from_errno(errno, "cannot create a pipe"), op });
+        Fd said_read(said_pipe[0]), said_write(said_pipe[1]);
+        if (::pipe2(service_pipe, O_CLOEXEC) < 0)
+            return report({ Error::from_errno(errno, "cannot create a pipe"), op });
+        Fd service_read(service_pipe[0]), service_write(service_pipe[1]);
+        Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+
+        SpawnPlan plan;
+        plan.path = mmdebstrap;
+        plan.argv = { "mmdebstrap", "--variant=minbase", "--mode=auto", "--format=tar", suite, "-" };
+        for (const auto& uri : uris)
+            plan.argv.push_back("deb " + uri + " " + suite + " main");
+        for (char** e = environ; *e; ++e)
+            plan.env.push_back(*e);
+        plan.fds = { { null.get(), 0 }, { tar_write.get(), 1 }, { said_write.get(), 2 } };
+        // Spawned from the main thread, which lives as long as the CLI: it dies with us.
+        auto spawned = spawn_process(plan);
+        if (!spawned)
+            return report({ spawned.take_error(), op });
+        ChildProcess child = std::move(spawned.value());
+        tar_write.reset();
+        said_write.reset();
+        Fd pidfd(::fcntl(child.pidfd(), F_DUPFD_CLOEXEC, 3));
+        if (!pidfd)
+            return report({ Error::from_errno(errno, "cannot duplicate mmdebstrap's pidfd"), op });
+
+        auto request = client.control().registerRequest();
+        request.setName(name);
+        request.setPackage("debian:" + suite);
+        request.initTarget().setUid(inv.uid);
+        ipc::LoopInbox inbox(client.io().unixEventPort);
+        auto relay = std::make_shared<InstallRelay>();
+        auto result = inbox.expect<Status>();
+        kj::ForkedPromise<Status> produced = kj::mv(result.promise).fork();
+        request.setArchive(ipc::wrap_fd(std::move(service_read)));
+        request.setProducer(kj::heap<DirectoryProducer>(produced));
+        kj::Own<kj::Thread> relaying = kj::heap<kj::Thread>(
+            [tar = std::move(tar_read), said = std::move(said_read), out = std::move(service_write),
+                pidfd = std::move(pidfd), relay, sender = kj::mv(result.sender)]() mutable {
+                try {
+                    sender.send(relay_mmdebstrap(
+                        std::move(tar), std::move(said), std::move(out), pidfd.get(), *relay));
+                } catch (const std::exception& e) { // std::bad_alloc: the sender is still unsent
+                    sender.send(Error {
+                        -ENOMEM, std::string("the relay of mmdebstrap's output failed: ") + e.what() });
+                }
+            });
+        Shown shown { "Installing Debian " + suite + " as '" + name + "'",
+            { [relay]() -> std::optional<uint64_t> { return relay->bytes.load(); }, 0,
+                [relay]() {
+                    std::lock_guard lock(relay->mutex);
+                    return relay->stage;
+                } } };
+        auto reply = wait_showing(client, request.send(), "installation", &shown);
+        // Refused before mmdebstrap ended (the name is taken, a limit is reached, the archive
+        // is bad): the service's answer is the cause, and mmdebstrap has nothing left to do.
+        bool refused = !reply || !ipc::to_status(reply->getOutcome());
+        bool stopped_it = false;
+        if (refused && !relay->tar_ended) {
+            (void)child.kill(SIGTERM);
+            stopped_it = true;
+        }
+        Status local = produced.addBranch().wait(client.wait_scope());
+        relaying = nullptr;
+        child.wait();
+        if (!local && !stopped_it && local.error().code != -EPIPE)
+            return report({ local.take_error(), op });
+        if (!reply)
+            return report({ reply.take_error(), op });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        registered(reply->getDistro());
+        if (reply->getDistro().getIsDefault())
+            std::cout << "'" << name << "' is your default distribution: 'bulkhead' opens its shell"
+                      << std::endl;
+        return 0;
     }
 
     int exit_code_of(int wait_status)
@@ -1438,6 +1782,15 @@ void add_commands(CLI::App& app, Invocation& inv, std::function<int(Client&)>& r
         (void)reg;
         run = [&inv](Client& client) { return do_register(client, inv); };
     });
+
+    auto* install = app.add_subcommand(
+        "install", "Build a Debian root filesystem with mmdebstrap and register it (as register does)");
+    install
+        ->add_option("distribution", inv.distribution, "debian, or debian:SUITE (default: the host's suite)")
+        ->required();
+    install->add_option(
+        "--name", inv.name, "Name of the new distribution (default: debian, or debian-SUITE)");
+    install->callback([&inv, &run]() { run = [&inv](Client& client) { return do_install(client, inv); }; });
 
     auto* unreg = app.add_subcommand("unregister", "Stop a distribution if it runs, and delete it");
     unreg->add_option("name", inv.name, "Distribution name")->required();

@@ -20,6 +20,7 @@ struct Invocation {
     std::string in_place; // register --in-place: the folder adopted
     bool delete_in_place = false; // unregister --delete
     std::string package;
+    std::string distribution; // install: debian[:SUITE]
     std::string distro;
     std::string user;
     std::vector<std::string> argv;

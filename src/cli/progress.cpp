@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <memory>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -110,6 +111,16 @@ void Progress::draw()
             line += ", " + human_size(m_rate) + "/s";
     }
     line += " (" + std::to_string(seconds) + " s)";
+    if (m_position.note) {
+        std::string note = m_position.note();
+        if (!note.empty())
+            line += " " + note;
+        // One line, or \r would not go back to its start: cut to the terminal's width.
+        winsize size {};
+        if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 1
+            && line.size() > 4u + size.ws_col - 1)
+            line.resize(4u + size.ws_col - 1);
+    }
     m_shown = ::write(STDERR_FILENO, line.data(), line.size()) > 0 || m_shown;
 }
 

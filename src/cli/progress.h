@@ -1,4 +1,4 @@
-// Progress of long work (image load, import, pull, push; register, export), shown on a terminal.
+// Progress of long work (image load, import, pull, push; register, export, install), shown on a terminal.
 #pragma once
 
 #include "base/fd.h"
@@ -19,6 +19,9 @@ struct Position {
     // How many bytes are done, or nullopt when that cannot be told now.
     std::function<std::optional<uint64_t>()> done;
     uint64_t total = 0; // 0: unknown (an export's compressed size)
+    // What the work is doing now, shown after the time (install: mmdebstrap's last "I:" line);
+    // empty shows nothing. Cut to the terminal's width.
+    std::function<std::string()> note;
 };
 // A file the CLI opened and passed to the service, which hands it to tools that open it again
 // (the VM's skopeo, umoci): how far the furthest of them has read it (furthest_reader_offset).
