@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -37,7 +38,7 @@ namespace {
         const Credentials* run_as;
         bool die_with_parent;
         pid_t parent_pid;
-        bool new_pid_ns;
+        bool new_pid_ns; // or a joined one: the parent is outside it, getppid() says 0
     };
 
     // The child runs on a stack ASan does not know (clone with CLONE_VM), so its frames are not
@@ -305,10 +306,18 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
         plan.fds.size(), first_free, userns ? sync_pipe->read.get() : -1, err_pipe->write.get(),
         plan.cwd.c_str(), plan.controlling_terminal, userns, plan.join_user_namespace,
         plan.run_as ? &*plan.run_as : nullptr, plan.die_with_parent, getpid(),
-        (plan.namespaces & CLONE_NEWPID) != 0 };
+        (plan.namespaces & CLONE_NEWPID) != 0 || plan.join_pid_namespace >= 0 };
     ChildStack stack;
     if (!stack.ok())
         return Error::from_errno(errno, "cannot start '" + plan.path + "': no memory for its stack");
+    // The child's PID namespace is this thread's "PID namespace for children", set for the clone
+    // and set back to the thread's own (a thread may always return to its active namespace).
+    Fd own_pid_namespace;
+    if (plan.join_pid_namespace >= 0) {
+        own_pid_namespace = Fd(::open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC));
+        if (!own_pid_namespace || ::setns(plan.join_pid_namespace, CLONE_NEWPID) < 0)
+            return Error::from_errno(errno, "cannot start '" + plan.path + "' in the PID namespace asked for");
+    }
     int pidfd = -1;
     pid_t pid;
     {
@@ -322,8 +331,11 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
                 (plan.join_user_namespace >= 0 ? 0 : share_memory) | CLONE_PIDFD | plan.namespaces | SIGCHLD,
                 &ctx, &pidfd);
     }
+    int clone_errno = errno;
+    if (own_pid_namespace && ::setns(own_pid_namespace.get(), CLONE_NEWPID) < 0)
+        std::abort(); // every later child of this thread would land in that namespace
     if (pid < 0)
-        return Error::from_errno(errno, "cannot start '" + plan.path + "'");
+        return Error::from_errno(clone_errno, "cannot start '" + plan.path + "'");
     ChildProcess child(pid, Fd(pidfd));
     err_pipe->write.reset();
     if (userns) {

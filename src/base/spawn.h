@@ -47,6 +47,9 @@ struct SpawnPlan {
     // in before exec: it then has every capability over what that namespace owns, and none
     // over the host's; its host ids are what root there maps to. Not with CLONE_NEWUSER.
     int join_user_namespace = -1;
+    // An existing PID namespace (an fd of it) to create the child in: it then dies with that
+    // namespace's init, whatever it does to its own parent-death signal.
+    int join_pid_namespace = -1;
     // Without a user namespace: switch to these ids (and no supplementary groups) before exec.
     std::optional<Credentials> run_as;
     // Directory to start in; empty keeps the caller's.

@@ -945,9 +945,9 @@ namespace {
         if (inv.idle_timeout_s < 0 || inv.idle_timeout_s > 86400 * 365)
             return report(
                 { Error { -EINVAL, "invalid --idle-timeout " + std::to_string(inv.idle_timeout_s) }, op });
-        if (inv.network != "none" && inv.network != "host")
+        if (inv.network != "none" && inv.network != "nat" && inv.network != "host")
             return report(
-                { Error { -EINVAL, "invalid --network '" + inv.network + "': use none or host" }, op });
+                { Error { -EINVAL, "invalid --network '" + inv.network + "': use none, nat or host" }, op });
         auto request = client.control().containerSessionCreateRequest();
         request.setName(inv.name);
         auto settings = request.initSettings();
@@ -1705,8 +1705,7 @@ namespace {
             "--storage", inv.storage, "Absolute folder you can write: storage that survives the VM");
         create->add_option("--memory", inv.memory_mb, "Memory limit of the session's VM, in MB");
         create->add_option("--cpus", inv.cpus, "CPU limit of the session's VM (e.g. 1.5)");
-        create->add_option("--network", inv.network, "none (default), nat (outbound through pasta) or host")
-            ->check(CLI::IsMember({ "none", "nat", "host" }));
+        create->add_option("--network", inv.network, "none (default), nat (outbound through pasta) or host");
         create->add_option(
             "--idle-timeout", inv.idle_timeout_s, "Seconds before an idle storage-backed VM stops");
         create->add_flag("--start-vm", inv.start_vm, "Start the session's VM now");

@@ -236,7 +236,8 @@ kj::Promise<Result<kj::Own<VmInstance>>> VmInstance::start(VmEnvironment& env,
         std::optional<Credentials> user;
         if (identity.uid != 0)
             user = Credentials { identity.uid, identity.gid };
-        auto nat = start_nat_network(env.provider, env.timer, spawned->init, spawned->cgroup, user);
+        auto nat = start_nat_network(
+            env.provider, env.timer, spawned->init, pid_namespace->get(), spawned->cgroup, user);
         if (nat) {
             network = std::move(nat->pasta);
             network_ready = kj::mv(nat->ready);
@@ -697,8 +698,18 @@ kj::Promise<void> VmInstance::stop()
         stops.add(terminate_distribution(name));
     return kj::joinPromises(stops.finish()).then([this]() {
         (void)m_init.kill(SIGKILL);
+        // pasta lives in the VM's PID namespace, whose dying init waits until every process of
+        // the namespace has been reaped: pasta is ours to reap first.
+        kj::Promise<void> network_gone = kj::READY_NOW;
+        if (m_network.valid()) {
+            (void)m_network.kill(SIGKILL);
+            network_gone = ipc::when_exited(m_env.port, m_network.pidfd()).then([this]() {
+                (void)m_network.try_wait();
+            });
+        }
         // The init's death ended its PID namespace; what is left in the cgroup goes with it.
-        auto ended = ipc::when_exited(m_env.port, m_init.pidfd()).then([this]() { m_cgroup.remove(); });
+        auto ended = network_gone.then([this]() { return ipc::when_exited(m_env.port, m_init.pidfd()); })
+                         .then([this]() { m_cgroup.remove(); });
         return within_stop_deadline(
             kj::mv(ended), "the VM (init pid " + std::to_string(m_init.pid()) + ")", [this]() {
                 // The service goes on without it: this instance waits in env.leftovers until the

@@ -116,7 +116,7 @@ namespace {
 } // namespace
 
 Result<NatNetwork> start_nat_network(kj::LowLevelAsyncIoProvider& provider, kj::Timer& timer,
-    const ChildProcess& init, const VmCgroup& cgroup, std::optional<Credentials> user)
+    const ChildProcess& init, int pid_namespace, const VmCgroup& cgroup, std::optional<Credentials> user)
 {
     auto pasta = find_pasta();
     if (!pasta)
@@ -154,6 +154,7 @@ Result<NatNetwork> start_nat_network(kj::LowLevelAsyncIoProvider& provider, kj::
         .env = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin" },
         .fds = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { report_write.get(), 2 }, { netns->get(), 3 } },
         .join_user_namespace = userns ? userns.get() : -1,
+        .join_pid_namespace = pid_namespace,
         .cgroup_fd = cgroup.clone_fd(),
     };
     auto started = spawn_process(plan);

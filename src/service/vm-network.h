@@ -20,7 +20,9 @@ struct NatNetwork {
 };
 
 // Starts pasta for the VM whose init is `init` (not yet running anything of the user's),
-// in the VM's cgroup, so it counts toward the VM's limits and dies with it.
+// in the VM's cgroup, so it counts toward the VM's limits, and in the VM's PID namespace
+// (`pid_namespace`), so it dies with the VM's init whatever happens to the service: pasta drops
+// capabilities, which clears the parent-death signal.
 //
 // For a user's VM, pasta joins the VM's user namespace and is root there:
 // its host uid is the user's, it holds capabilities over the VM's namespaces only, and every
@@ -29,6 +31,6 @@ struct NatNetwork {
 // into the VM nor the other way; the host's loopback is reachable at nat_host_address.
 // `user`: the host ids the VM's root maps to; nullopt for root's VM.
 Result<NatNetwork> start_nat_network(kj::LowLevelAsyncIoProvider& provider, kj::Timer& timer,
-    const ChildProcess& init, const VmCgroup& cgroup, std::optional<Credentials> user);
+    const ChildProcess& init, int pid_namespace, const VmCgroup& cgroup, std::optional<Credentials> user);
 
 } // namespace bh::service

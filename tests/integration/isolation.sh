@@ -7,7 +7,7 @@ bh register iso --rootfs "$ROOTFS" >/dev/null
 expect_eq "$(bh run -- hostname)" "bulkhead" "hostname inside"
 [ "$(hostname)" != "bulkhead" ] || fail "the host's hostname changed"
 expect_eq "$(bh run -- sh -c 'cat /proc/1/cmdline | tr "\0" " "')" "bulkhead-vminit distribution iso " "PID 1"
-expect_eq "$(bh run -- sh -c 'ip link 2>/dev/null | grep -c "^[0-9]"')" "1" "loopback only"
+expect_eq "$(bh run -- sh -c 'ip link 2>/dev/null | grep -c "^[0-9]"')" "2" "loopback and eth0 (vm.network = nat)"
 
 # mount_folder: a host folder into the VM's root namespace, read-only; not visible on the host.
 mkdir -p "$T/share"; echo OK > "$T/share/file"
@@ -17,7 +17,7 @@ expect_eq "$(bh vm exec -- /bin/sh -c 'touch /test-plugin/deep/folder/x 2>/dev/n
 ! grep -q /test-plugin /proc/self/mountinfo || fail "the VM's mount is visible on the host"
 [ ! -e /test-plugin ] || fail "the VM path exists on the host"
 bh run -- test ! -e /test-plugin || fail "the VM's root mount is visible inside the distribution"
-expect_eq "$(bh run -- cat /proc/self/mountinfo | awk '{print $5}' | sort | tr '\n' ' ')" "/ /dev /dev/full /dev/null /dev/pts /dev/random /dev/tty /dev/urandom /dev/zero /proc " "the distribution's mount points"
+expect_eq "$(bh run -- cat /proc/self/mountinfo | awk '{print $5}' | sort | tr '\n' ' ')" "/ /dev /dev/full /dev/null /dev/pts /dev/random /dev/tty /dev/urandom /dev/zero /etc/resolv.conf /proc " "the distribution's mount points (resolv.conf: vm.network = nat)"
 # execute_binary_in_distribution, with stdin and stdout on the socket.
 expect_eq "$(echo ping | bh vm exec -d iso -- /bin/cat)" "ping" "exec in the distribution"
 expect_error ENOENT "cannot execute '/no/such/program'" bh vm exec -- /no/such/program

@@ -14,7 +14,7 @@ CASES=(
   LazyActivation Success FailToLoad MissingPlugin PluginRequiresUpdate FailToStartVm FailToStartDistro
   FailToStopVm FailToStopDistro ApiErrors ErrorMessageStartVm ErrorMessageStartDistro
   FailToStartVmWithPluginErrorMessage SameDistroId InitPidIsDifferent GetUsername NullablePackage
-  OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro RunDistroCommand DuplicatedPlugin
+  OtherUser VmSettingsFlags VmSettingsFlagsPolicy FailToRegisterUnregisterDistro ImportInplaceSuccess RunDistroCommand DuplicatedPlugin
   PluginOrder CallbackAfterHook LoadFailuresInFileOrder EntrySpins
 )
 
@@ -479,6 +479,44 @@ $(vm_created "$sid")
 Distribution started ($d, $r)
 Distribution registered ($db)
 Distribution unregistered ($db)
+EOF
+}
+
+# WSL's import, shutdown, export, unregister, import-in-place of the export, unregister: here the
+# export is unpacked into a folder root adopts where it is (register --in-place), which unregister
+# leaves in place.
+case_ImportInplaceSuccess() {
+  setup Success
+  bh start alpha # activates the plugins; registering before that notifies nobody
+  local sid d r dv
+  sid=$(root_session_id); d=$(offline_fields alpha); r=$(running_fields alpha)
+  bh shutdown
+  bh export alpha "$T/alpha.tar"
+  bh unregister alpha
+  mkdir "$T/in-place"
+  tar -C "$T/in-place" -xf "$T/alpha.tar"
+  bh register alpha-in-place --in-place "$T/in-place" --package test-pkg >/dev/null
+  expect_eq "$(distro_field in_place alpha-in-place)" "$T/in-place" "the adopted folder"
+  dv=$(offline_fields alpha-in-place)
+  expect_eq "$(bh run -d alpha-in-place -- cat /etc/os-release | grep -c bulkhead-test)" 1 "the adopted distribution runs"
+  bh shutdown
+  bh unregister alpha-in-place
+  [ -f "$T/in-place/etc/os-release" ] || fail "unregister removed the adopted folder"
+  expect_log "$PLUGIN_LOG" <<EOF
+Plugin loaded (mode=Success, api_version=*)
+$(vm_created "$sid")
+$(success_vm_started_lines "$sid")
+Distribution started ($d, $r)
+Distribution stopping ($d, $r)
+$(vm_stopping "$sid")
+Distribution unregistered ($d)
+Distribution registered ($dv)
+$(vm_created "$sid")
+$(success_vm_started_lines "$sid")
+Distribution started ($dv, *)
+Distribution stopping ($dv, *)
+$(vm_stopping "$sid")
+Distribution unregistered ($dv)
 EOF
 }
 
