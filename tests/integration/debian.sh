@@ -2,7 +2,7 @@
 # A real Debian: a minbase bookworm root filesystem built by mmdebstrap (once, cached outside the
 # clone in $BULKHEAD_TEST_CACHE, default /var/cache/bulkhead-test) is registered from its tar by
 # root and by a user with a subordinate id range, and works there: dpkg -l, apt-get check,
-# useradd + run -u, su. `bulkhead install` is tested for real (mmdebstrap from the apt sources,
+# useradd + run -u, su, and (root's, with the archive reachable) apt-get update through nat. `bulkhead install` is tested for real (mmdebstrap from the apt sources,
 # as root, and as the user in unshare mode), and on its error paths: an unknown distribution,
 # mmdebstrap failing (an unknown suite), a name already taken; none leaves a registration.
 # Skipped (exit 77) with a message when there is no cached tar and the archive cannot be reached.
@@ -107,6 +107,14 @@ check_debian() {
 RegisterAsRoot() {
   bh register deb --tar "$TARBALL" >/dev/null
   check_debian bh deb
+  # The VM's network is nat by default: apt reaches the archive through pasta, names resolved by
+  # the DNS forwarder the distribution's resolv.conf names.
+  if reachable; then
+    bh run -d deb -- apt-get update -q -o Acquire::Languages=none >"$T/update.out" 2>&1 ||
+      fail "apt-get update in the distribution (vm.network = nat): $(tail -n 5 "$T/update.out")"
+    grep -E "^(Get|Hit):[0-9]+ $MIRROR $SUITE InRelease" "$T/update.out" >/dev/null ||
+      fail "apt-get update did not reach $MIRROR: $(cat "$T/update.out")"
+  fi
   bh unregister deb
 }
 
