@@ -154,6 +154,21 @@ namespace {
         return 0;
     }
 
+    // The end of a registration whose archive this process streamed (`local`: how its producer
+    // ended): the producer's failure is the root cause, unless it is only the service hanging up
+    // on us; then the service's answer.
+    template<typename Reply> int registration_outcome(Reply& reply, Status local, const std::string& op)
+    {
+        if (!local && local.error().code != -EPIPE)
+            return report({ local.take_error(), op });
+        if (!reply)
+            return report({ reply.take_error(), op });
+        Status status = ipc::to_status(reply->getOutcome());
+        if (!status)
+            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
+        return registered(reply->getDistro());
+    }
+
     int do_register_in_place(Client& client, const Invocation& inv)
     {
         auto request = client.control().registerInPlaceRequest();
@@ -204,16 +219,7 @@ namespace {
                 });
         }
         auto reply = wait_showing(client, request.send(), "registration", &shown);
-        Status local = produced.addBranch().wait(client.wait_scope());
-        // Our own read failure is the root cause, unless it is only the service hanging up on us.
-        if (!local && local.error().code != -EPIPE)
-            return report({ local.take_error(), op });
-        if (!reply)
-            return report({ reply.take_error(), op });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        return registered(reply->getDistro());
+        return registration_outcome(reply, produced.addBranch().wait(client.wait_scope()), op);
     }
 
     // ---- install: a Debian root filesystem built by mmdebstrap, registered as it streams ----
@@ -540,14 +546,8 @@ namespace {
         Status local = produced.addBranch().wait(client.wait_scope());
         relaying = nullptr;
         child.wait();
-        if (!local && !stopped_it && local.error().code != -EPIPE)
-            return report({ local.take_error(), op });
-        if (!reply)
-            return report({ reply.take_error(), op });
-        Status status = ipc::to_status(reply->getOutcome());
-        if (!status)
-            return report({ status.take_error(), reply->getOutcome().getOperation().cStr() });
-        registered(reply->getDistro());
+        if (int code = registration_outcome(reply, stopped_it ? Status() : std::move(local), op); code != 0)
+            return code;
         if (reply->getDistro().getIsDefault())
             std::cout << "'" << name << "' is your default distribution: 'bulkhead' opens its shell"
                       << std::endl;
