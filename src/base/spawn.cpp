@@ -316,7 +316,8 @@ Result<ChildProcess> spawn_process(const SpawnPlan& plan)
     if (plan.join_pid_namespace >= 0) {
         own_pid_namespace = Fd(::open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC));
         if (!own_pid_namespace || ::setns(plan.join_pid_namespace, CLONE_NEWPID) < 0)
-            return Error::from_errno(errno, "cannot start '" + plan.path + "' in the PID namespace asked for");
+            return Error::from_errno(
+                errno, "cannot start '" + plan.path + "' in the PID namespace asked for");
     }
     int pidfd = -1;
     pid_t pid;
