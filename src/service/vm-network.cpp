@@ -79,7 +79,8 @@ namespace {
                         std::string line = m_text.substr(m_line_start);
                         if (!line.empty() && line.find_first_not_of("0123456789") == std::string::npos)
                             return Status();
-                        m_text.push_back('\n');
+                        if (m_text.size() < max_report) // newlines count too: the text stays bounded
+                            m_text.push_back('\n');
                         m_line_start = m_text.size();
                     }
                     return run();
