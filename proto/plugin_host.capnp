@@ -10,7 +10,7 @@ using Common = import "common.capnp";
 # Versioning: a host refuses an initialize() whose major version differs from its own, and the
 # service refuses a host answering with another major. Minor versions only add fields/methods.
 const pluginHostMajor :UInt32 = 2;
-const pluginHostMinor :UInt32 = 2;
+const pluginHostMinor :UInt32 = 3;
 
 struct Version {
   major @0 :UInt32;
@@ -59,7 +59,10 @@ interface PluginHost {
   # hooks: bit i set when hook i of bh_plugin_hooks_v1 is non-NULL.
   initialize @0 (major :UInt32, minor :UInt32, pluginPath :Text, pluginName :Text,
                  serviceVersion :Version, callback :PluginHostCallback, plugin :Common.Fd)
-      -> (outcome :Common.Outcome, major :UInt32, minor :UInt32, hooks :UInt32);
+      -> (outcome :Common.Outcome, major :UInt32, minor :UInt32, hooks :UInt32, hookLane :Bool);
+  # hookLane (2.3): the host's hook thread reads HookRequest messages from the hook lane (see
+  # "Lanes" below) and answers each with a HookResult; the service then sends every hook there
+  # and none through the methods below.
 
   # One method per hook; each resolves when the plugin's hook has returned. Calls are queued
   # to the hook thread and run one at a time, in arrival order.
@@ -114,4 +117,62 @@ interface PluginHostCallback {
   containerCreateProcess @4 (session :UInt32, executable :Text, argv :List(Text), env :List(Text))
       -> (code :Int32, process :ContainerProcess, stdin :Common.Fd, stdout :Common.Fd,
           stderr :Common.Fd, exit :Common.Fd);
+}
+
+# --- Lanes (2.3) -------------------------------------------------------------------------------
+# The hot path skips the RPC layer's call/return/finish and the host's event loop: every message
+# is one of the structs below, one request and one reply, read and written by the thread that
+# runs plugin code. This connection stays the control plane (initialize, crash detection, fd
+# capabilities of container processes). The service creates both sockets when it spawns the host:
+#
+# - The hook lane (the host's fd 5, SOCK_STREAM, Cap'n Proto's standard stream framing): the
+#   service writes HookRequest, the host's hook thread answers each with a HookResult, in order.
+# - The call registry (the host's fd 6, SOCK_SEQPACKET): a plugin thread's first call makes a
+#   SOCK_SEQPACKET socketpair, its call lane, and sends one end here (one byte, SCM_RIGHTS). On
+#   its lane the thread sends one CallRequest per packet and blocks for the CallReply (with the
+#   socket of executeBinary as SCM_RIGHTS), so threads never queue behind each other in the host.
+#   A host may register at most 64 lanes; threads beyond those, and calls too large for a packet,
+#   take the PluginHostCallback methods.
+
+struct HookRequest {
+  hook @0 :UInt32;                  # bit index in bh_plugin_hooks_v1 (the service's Hook enum)
+  session @1 :SessionInfo;          # the vm_* and distribution_* hooks
+  customConfigFlags @2 :UInt32;     # on_vm_started
+  distribution @3 :DistributionInfo;
+  container @4 :ContainerSessionInfo; # the container_* and image_* hooks
+  text @5 :Text;                    # as the text of onContainerStarted and the like
+}
+
+struct CallRequest {
+  session @0 :UInt32;
+  union {
+    mountFolder @1 :MountFolderArgs;
+    executeBinary @2 :ExecuteArgs;
+    containerMountFolder @3 :ContainerMountArgs;
+    containerUnmountFolder @4 :Text;  # the mountpoint
+  }
+}
+
+struct MountFolderArgs {
+  hostPath @0 :Text;
+  vmPath @1 :Text;
+  readOnly @2 :Bool;
+  name @3 :Text;
+}
+
+struct ExecuteArgs {
+  distribution @0 :Data;            # 16 bytes, or absent for the VM's root namespace
+  path @1 :Text;
+  argv @2 :List(Text);
+}
+
+struct ContainerMountArgs {
+  hostPath @0 :Text;
+  mountpoint @1 :Text;
+  readOnly @2 :Bool;
+}
+
+struct CallReply {
+  code @0 :Int32;                   # what the plugin's call returns; executeBinary's socket
+                                    # rides along (SCM_RIGHTS) exactly when code is 0
 }

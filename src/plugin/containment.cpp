@@ -19,21 +19,25 @@
 
 namespace bh::host {
 
-Result<Fd> adopt_service_channel(int fd)
+Result<Fd> adopt_service_socket(int fd, int type, const char* what)
 {
+    std::string where = std::string(what) + " on fd " + std::to_string(fd);
     struct stat st { };
-    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
-        return Error { -EBADF, "no service socket on fd 3; only bulkheadd starts plugin hosts" };
+    int actual = 0;
+    socklen_t size = sizeof(actual);
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &actual, &size) < 0
+        || actual != type)
+        return Error { -EBADF, "no " + where + "; only bulkheadd starts plugin hosts" };
     ucred peer {};
     socklen_t length = sizeof(peer);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) < 0)
-        return Error::from_errno(errno, "cannot read the credentials of the service socket");
+        return Error::from_errno(errno, "cannot read the credentials of the " + where);
     if (peer.pid != getppid())
         return Error { -EPERM,
-            "the socket on fd 3 does not lead to our parent (peer pid " + std::to_string(peer.pid)
+            "the " + where + " does not lead to our parent (peer pid " + std::to_string(peer.pid)
                 + "); only bulkheadd starts plugin hosts" };
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-        return Error::from_errno(errno, "cannot mark the service socket close-on-exec");
+        return Error::from_errno(errno, "cannot mark the " + where + " close-on-exec");
     return Fd(fd);
 }
 
@@ -117,7 +121,7 @@ Status contain_descendants(Fd cgroup)
     return {};
 }
 
-Status harden(bool core_dumps)
+Status harden(bool core_dumps, int highest_kept)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return Error::from_errno(errno, "cannot set no_new_privs");
@@ -126,7 +130,7 @@ Status harden(bool core_dumps)
     rlimit none { 0, 0 };
     if (!core_dumps && setrlimit(RLIMIT_CORE, &none) < 0)
         return Error::from_errno(errno, "cannot disable core dumps");
-    if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
+    if (syscall(SYS_close_range, static_cast<unsigned>(highest_kept) + 1, ~0U, 0U) < 0)
         return Error::from_errno(errno, "cannot close inherited fds");
     return {};
 }

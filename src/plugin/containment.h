@@ -6,9 +6,10 @@
 
 namespace bh::host {
 
-// Takes the service channel inherited on `fd`: it must be a Unix socket whose peer is our parent
-// (SO_PEERCRED), or the host refuses to run: only the service can start or reach a host.
-Result<Fd> adopt_service_channel(int fd);
+// Takes a socket the service left on `fd` (`what` names it in errors): it must be a Unix socket of
+// `type` whose peer is our parent (SO_PEERCRED), or the host refuses to run: only the service can
+// start or reach a host. Marks it close-on-exec.
+Result<Fd> adopt_service_socket(int fd, int type, const char* what);
 
 // Makes everything the plugin will start die with this host, and this host die with the service.
 // `cgroup` is the directory fd of an empty cgroup (v2) the service made for this host. We set
@@ -19,9 +20,10 @@ Result<Fd> adopt_service_channel(int fd);
 // child processes behave as anywhere else.
 Status contain_descendants(Fd cgroup);
 
-// The baseline every host runs with: no_new_privs, every fd above 3 closed, and unless the
-// plugin's configuration asks for core dumps: not dumpable (no ptrace by others) and no cores.
-Status harden(bool core_dumps);
+// The baseline every host runs with: no_new_privs, every fd above `highest_kept` closed, and
+// unless the plugin's configuration asks for core dumps: not dumpable (no ptrace by others) and
+// no cores.
+Status harden(bool core_dumps, int highest_kept);
 
 // Removes LD_PRELOAD, LD_LIBRARY_PATH and every other LD_* variable from our environment, so
 // programs the plugin starts do not inherit them.

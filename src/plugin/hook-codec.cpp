@@ -111,4 +111,79 @@ HookOutcome decode_outcome(proto::HookResult::Reader in)
     return out;
 }
 
+void encode_hook_request(const HookCall& call, proto::HookRequest::Builder out)
+{
+    out.setHook(static_cast<uint32_t>(call.hook));
+    switch (call.hook) {
+    case Hook::vm_started:
+        out.setCustomConfigFlags(call.custom_config_flags);
+        [[fallthrough]];
+    case Hook::vm_stopping:
+        encode_session(call.session, out.initSession());
+        return;
+    case Hook::distribution_started:
+    case Hook::distribution_stopping:
+    case Hook::distribution_registered:
+    case Hook::distribution_unregistered:
+        encode_session(call.session, out.initSession());
+        encode_distro(call.distro, out.initDistribution());
+        return;
+    case Hook::container_started:
+    case Hook::container_stopping:
+    case Hook::image_created:
+    case Hook::image_deleted:
+        out.setText(call.text);
+        [[fallthrough]];
+    case Hook::container_session_created:
+    case Hook::container_session_stopping:
+    case Hook::container_vm_started:
+    case Hook::container_vm_stopping:
+        encode_container(call.container, out.initContainer());
+        return;
+    }
+}
+
+Result<HookCall> decode_hook_request(proto::HookRequest::Reader in)
+{
+    if (in.getHook() > static_cast<uint32_t>(Hook::container_vm_stopping))
+        return Error { -EPROTO, "an unknown hook " + std::to_string(in.getHook()) };
+    HookCall call { static_cast<Hook>(in.getHook()) };
+    switch (call.hook) {
+    case Hook::vm_started:
+        call.custom_config_flags = in.getCustomConfigFlags();
+        [[fallthrough]];
+    case Hook::vm_stopping:
+        call.session = decode_session(in.getSession());
+        break;
+    case Hook::distribution_started:
+    case Hook::distribution_stopping:
+    case Hook::distribution_registered:
+    case Hook::distribution_unregistered: {
+        call.session = decode_session(in.getSession());
+        auto distro = decode_distro(in.getDistribution());
+        if (!distro)
+            return distro.take_error();
+        call.distro = std::move(distro.value());
+        break;
+    }
+    case Hook::container_started:
+    case Hook::container_stopping:
+    case Hook::image_created:
+    case Hook::image_deleted: {
+        auto text = decode_hook_text(in.getText());
+        if (!text)
+            return text.take_error();
+        call.text = std::move(text.value());
+        [[fallthrough]];
+    }
+    case Hook::container_session_created:
+    case Hook::container_session_stopping:
+    case Hook::container_vm_started:
+    case Hook::container_vm_stopping:
+        call.container = decode_container(in.getContainer());
+        break;
+    }
+    return call;
+}
+
 } // namespace bh::host

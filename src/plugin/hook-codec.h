@@ -26,6 +26,11 @@ Result<std::string> decode_hook_text(capnp::Text::Reader in);
 void encode_outcome(const HookOutcome& outcome, proto::HookResult::Builder out);
 HookOutcome decode_outcome(proto::HookResult::Reader in);
 
+// The whole of a hook as one lane message (proto HookRequest): what the hook lane carries.
+void encode_hook_request(const HookCall& call, proto::HookRequest::Builder out);
+// An unknown hook, a bad distribution id or an oversized text is a protocol violation: an Error.
+Result<HookCall> decode_hook_request(proto::HookRequest::Reader in);
+
 // 16 bytes of capnp Data as a Uuid; nullopt for any other size.
 std::optional<Uuid> uuid_of(capnp::Data::Reader data);
 

@@ -58,11 +58,15 @@ kj::Promise<void> HostServer::initialize(InitializeContext context)
                               return Result<uint32_t>(sealed.error());
                           return m_runtime->load(std::move(memfd.value()), path);
                       });
-    return loaded.then([context](Result<uint32_t> hooks) mutable {
+    return loaded.then([this, context](Result<uint32_t> hooks) mutable {
         auto results = context.getResults();
         if (!hooks)
             return ipc::set_outcome(results.initOutcome(), hooks.error(), "initialize");
         results.setHooks(hooks.value());
+        if (m_hook_lane) {
+            m_runtime->serve_hook_lane(std::move(m_hook_lane));
+            results.setHookLane(true);
+        }
     });
 }
 

@@ -11,8 +11,11 @@ namespace bh::host {
 // thread; the plugin's calls back arrive through the stubs and leave as PluginHostCallback calls.
 class HostServer final : public proto::PluginHost::Server, public CallTarget {
 public:
-    explicit HostServer(kj::UnixEventPort& port)
+    // `hook_lane`: where the service sends hooks once the plugin is loaded (served by the hook
+    // thread itself; proto/plugin_host.capnp, "Lanes").
+    HostServer(kj::UnixEventPort& port, Fd hook_lane)
         : m_port(port)
+        , m_hook_lane(std::move(hook_lane))
     {
     }
     ~HostServer() noexcept(false) override;
@@ -55,6 +58,7 @@ private:
     kj::Promise<void> run(HookCall call, proto::HookResult::Builder result);
 
     kj::UnixEventPort& m_port;
+    Fd m_hook_lane; // handed to the hook thread after a successful load
     kj::Own<PluginRuntime> m_runtime;
     kj::Maybe<proto::PluginHostCallback::Client> m_callback;
     bool m_initializing = false;

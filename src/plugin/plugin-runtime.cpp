@@ -2,7 +2,12 @@
 #include "plugin/plugin-runtime.h"
 
 #include "base/log.h"
+#include "ipc/fd-cap.h"
+#include "plugin/call-lanes.h"
+#include "plugin/hook-codec.h"
 #include "plugin/stub-route.h"
+
+#include <capnp/serialize.h>
 
 #include <condition_variable>
 #include <deque>
@@ -81,6 +86,19 @@ namespace {
         std::string host(host_path, strnlen(host_path, max_text));
         std::string vm(vm_path, strnlen(vm_path, max_text));
         std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
+        if (call_lanes_enabled()) {
+            capnp::MallocMessageBuilder message(128);
+            auto request = message.initRoot<proto::CallRequest>();
+            request.setSession(session);
+            auto args = request.initMountFolder();
+            args.setHostPath(host);
+            args.setVmPath(vm);
+            args.setReadOnly(read_only != 0);
+            if (name)
+                args.setName(label);
+            if (auto answer = call_on_lane(message))
+                return answer->code;
+        }
         auto call = [&](CallTarget& target) {
             return target.mount_folder(session, std::move(host), std::move(vm), read_only != 0, label);
         };
@@ -102,6 +120,26 @@ namespace {
             args.emplace_back(argv[i], strnlen(argv[i], max_text));
         }
         std::string program(path, strnlen(path, max_text));
+        if (call_lanes_enabled()) {
+            capnp::MallocMessageBuilder message(256);
+            auto request = message.initRoot<proto::CallRequest>();
+            request.setSession(session);
+            auto call = request.initExecuteBinary();
+            if (distro)
+                call.setDistribution(capnp::Data::Reader(distro->bytes.data(), distro->bytes.size()));
+            call.setPath(program);
+            auto list = call.initArgv(args.size());
+            for (size_t i = 0; i < args.size(); ++i)
+                list.set(i, args[i]);
+            if (auto answer = call_on_lane(message)) {
+                if (answer->code != 0)
+                    return answer->code;
+                if (!answer->fd)
+                    return -EPROTO;
+                *out_fd = answer->fd.release();
+                return 0;
+            }
+        }
         auto call = [&](CallTarget& target) {
             return target.execute(session, distro, std::move(program), std::move(args));
         };
@@ -155,6 +193,17 @@ namespace {
         if (!host_path || !mountpoint)
             return -EINVAL;
         std::string host = bounded(host_path), target = bounded(mountpoint);
+        if (call_lanes_enabled()) {
+            capnp::MallocMessageBuilder message(128);
+            auto request = message.initRoot<proto::CallRequest>();
+            request.setSession(session);
+            auto args = request.initContainerMountFolder();
+            args.setHostPath(host);
+            args.setMountpoint(target);
+            args.setReadOnly(read_only != 0);
+            if (auto answer = call_on_lane(message))
+                return answer->code;
+        }
         auto call = [&](CallTarget& calls) {
             return calls.container_mount(session, std::move(host), std::move(target), read_only != 0);
         };
@@ -166,6 +215,14 @@ namespace {
         if (!mountpoint)
             return -EINVAL;
         std::string target = bounded(mountpoint);
+        if (call_lanes_enabled()) {
+            capnp::MallocMessageBuilder message(128);
+            auto request = message.initRoot<proto::CallRequest>();
+            request.setSession(session);
+            request.setContainerUnmountFolder(target);
+            if (auto answer = call_on_lane(message))
+                return answer->code;
+        }
         auto call = [&](CallTarget& calls) { return calls.container_unmount(session, std::move(target)); };
         return call_service<int>(call, shut_down_code());
     }
@@ -261,6 +318,31 @@ namespace {
             (void)new kj::Own<ProcessHandle>(kj::mv(handle)); // no loop left to destroy it on
     }
 
+    // --- What plugins call ---------------------------------------------------------------------
+
+    // Every function in the table is noexcept: nothing may unwind into a plugin's C frames. An
+    // allocation that fails is -ENOMEM; any other exception (none is expected) is -EIO, logged.
+    template<auto Stub> struct Guarded;
+    template<typename R, typename... Args, R (*Stub)(Args...)> struct Guarded<Stub> {
+        static R call(Args... args) noexcept
+        {
+            try {
+                return Stub(args...);
+            } catch (const std::bad_alloc&) {
+                if constexpr (!std::is_void_v<R>)
+                    return -ENOMEM;
+            } catch (...) {
+                try {
+                    log_error("a plugin API call failed with an unexpected exception");
+                } catch (...) {
+                }
+                if constexpr (!std::is_void_v<R>)
+                    return -EIO;
+            }
+        }
+    };
+    template<auto Stub> constexpr auto guarded = &Guarded<Stub>::call;
+
 } // namespace
 
 // --- Routing -----------------------------------------------------------------------------------
@@ -277,17 +359,17 @@ void route_stubs_to(CallTarget& target, bh_version version, kj::UnixEventPort& p
 {
     bh_plugin_api_v1& api = api_table();
     api.version = version;
-    api.mount_folder = stub_mount_folder;
-    api.execute_binary = stub_execute_binary;
-    api.plugin_error = stub_plugin_error;
-    api.execute_binary_in_distribution = stub_execute_in_distribution;
-    api.container_mount_folder = stub_container_mount_folder;
-    api.container_unmount_folder = stub_container_unmount_folder;
-    api.container_create_process = stub_container_create_process;
-    api.process_get_fd = stub_process_get_fd;
-    api.process_get_exit_fd = stub_process_get_exit_fd;
-    api.process_get_exit_code = stub_process_get_exit_code;
-    api.process_release = stub_process_release;
+    api.mount_folder = guarded<stub_mount_folder>;
+    api.execute_binary = guarded<stub_execute_binary>;
+    api.plugin_error = guarded<stub_plugin_error>;
+    api.execute_binary_in_distribution = guarded<stub_execute_in_distribution>;
+    api.container_mount_folder = guarded<stub_container_mount_folder>;
+    api.container_unmount_folder = guarded<stub_container_unmount_folder>;
+    api.container_create_process = guarded<stub_container_create_process>;
+    api.process_get_fd = guarded<stub_process_get_fd>;
+    api.process_get_exit_fd = guarded<stub_process_get_exit_fd>;
+    api.process_get_exit_code = guarded<stub_process_get_exit_code>;
+    api.process_release = guarded<stub_process_release>;
     open_route(target, port);
 }
 
@@ -379,6 +461,7 @@ struct PluginRuntime::State {
 
     Result<uint32_t> load(Fd memfd, const std::string& path);
     HookOutcome run(const HookCall& call);
+    void serve_lane(int lane);
 };
 
 PluginRuntime::PluginRuntime(std::string name, kj::UnixEventPort& port)
@@ -506,6 +589,38 @@ HookOutcome PluginRuntime::State::run(const HookCall& call)
             outcome.message = std::move(frame.message);
     }
     return outcome;
+}
+
+void PluginRuntime::State::serve_lane(int lane)
+{
+    for (;;) {
+        std::optional<HookCall> call;
+        if (kj::runCatchingExceptions([&]() {
+                capnp::StreamFdMessageReader reader(lane, ipc::receive_options());
+                auto decoded = decode_hook_request(reader.getRoot<proto::HookRequest>());
+                if (!decoded)
+                    log_error("plugin '" + name
+                        + "': a hook from the service that cannot be read: " + decoded.error().message);
+                else
+                    call = std::move(decoded.value());
+            })
+            != nullptr) {
+            return; // the service closed the lane: it is done with this host
+        }
+        if (!call)
+            return; // the service breaks the protocol: its end sees the lane close
+        // Outside any try: plugin code is never run under our exception handlers.
+        HookOutcome outcome = run(*call);
+        capnp::MallocMessageBuilder reply(64);
+        encode_outcome(outcome, reply.initRoot<proto::HookResult>());
+        if (kj::runCatchingExceptions([&]() { capnp::writeMessageToFd(lane, reply); }) != nullptr)
+            return;
+    }
+}
+
+void PluginRuntime::serve_hook_lane(Fd lane)
+{
+    m_state->post([state = m_state.get(), lane = std::move(lane)]() { state->serve_lane(lane.get()); });
 }
 
 kj::Promise<Result<uint32_t>> PluginRuntime::load(Fd memfd, std::string path)

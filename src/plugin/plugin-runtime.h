@@ -166,6 +166,11 @@ public:
     kj::Promise<Result<uint32_t>> load(Fd memfd, std::string path);
     // Runs one hook, enforcing plugin_error's rules. A hook the plugin left NULL succeeds.
     kj::Promise<HookOutcome> run(HookCall call);
+    // bulkhead-pluginhost, after a successful load(): from then on the hook thread itself reads
+    // each hook from `lane` (proto HookRequest, Cap'n Proto stream framing), runs it as run()
+    // does and writes its HookResult back, one at a time in order, until the service closes the
+    // lane. Nothing else is queued to the hook thread meanwhile.
+    void serve_hook_lane(Fd lane);
     // The plugin is dead to us (its load or a hook past its deadline): queued and later jobs are
     // dropped, their promises reject, and nothing of the plugin runs on the hook thread again. A
     // load or hook still running keeps the thread until it returns (for ever, if it never does);

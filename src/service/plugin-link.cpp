@@ -4,12 +4,18 @@
 #include "base/log.h"
 #include "base/spawn.h"
 #include "ipc/fd-cap.h"
+#include "ipc/packet.h"
 #include "ipc/process-watch.h"
+#include "plugin/call-lanes.h"
 #include "plugin/hook-codec.h"
 #include "service/host-cgroup.h"
 
 #include <bulkhead/plugin_api.h>
+#include <capnp/serialize-async.h>
+#include <capnp/serialize.h>
+#include <deque>
 #include <fcntl.h>
+#include <list>
 #include <proto/plugin_host.capnp.h>
 #include <set>
 #include <sys/resource.h>
@@ -71,7 +77,15 @@ namespace {
         kj::Own<host::ProcessHandle> m_handle;
     };
 
-    // A host that sends something malformed is cut off: `violation` kills it and blames it.
+    // What a call lane's request is answered with: the code, and execute_binary's socket.
+    struct LaneReply {
+        int code = 0;
+        Fd fd;
+    };
+
+    // The plugin's calls, from its host's connection (PluginHostCallback) and from its call lanes
+    // alike: validated here, then served by the service. A host that sends something malformed is
+    // cut off: `violation` kills it and blames it.
     class CallbackServer final : public proto::PluginHostCallback::Server {
     public:
         CallbackServer(host::CallTarget& target, kj::Function<void(std::string)> violation)
@@ -80,37 +94,54 @@ namespace {
         {
         }
 
+        // One request of a call lane. Everything is read from `request` before this returns.
+        kj::Promise<LaneReply> serve_lane(proto::CallRequest::Reader request)
+        {
+            auto code = [](kj::Promise<int> promise) {
+                return promise.then([](int code) { return LaneReply { code }; });
+            };
+            uint32_t session = request.getSession();
+            switch (request.which()) {
+            case proto::CallRequest::MOUNT_FOLDER: {
+                auto args = request.getMountFolder();
+                return code(
+                    mount(session, args.getHostPath(), args.getVmPath(), args.getReadOnly(), args.getName()));
+            }
+            case proto::CallRequest::EXECUTE_BINARY: {
+                auto args = request.getExecuteBinary();
+                return execute(
+                    session, args.hasDistribution(), args.getDistribution(), args.getPath(), args.getArgv())
+                    .then([](Result<Fd> socket) {
+                        if (!socket)
+                            return LaneReply { socket.error().code };
+                        return LaneReply { 0, std::move(socket.value()) };
+                    });
+            }
+            case proto::CallRequest::CONTAINER_MOUNT_FOLDER: {
+                auto args = request.getContainerMountFolder();
+                return code(
+                    container_mount(session, args.getHostPath(), args.getMountpoint(), args.getReadOnly()));
+            }
+            case proto::CallRequest::CONTAINER_UNMOUNT_FOLDER:
+                return code(container_unmount(session, request.getContainerUnmountFolder()));
+            }
+            return reject("a call lane request of an unknown kind");
+        }
+
     protected:
         kj::Promise<void> mountFolder(MountFolderContext context) override
         {
             auto params = context.getParams();
-            if (params.getVmPath().size() > max_text || params.getName().size() > max_text
-                || params.getHostPath().size() > max_text)
-                return reject("a mount_folder path or name longer than 4096 bytes");
-            return m_target
-                .mount_folder(params.getSession(), params.getHostPath().cStr(), params.getVmPath().cStr(),
-                    params.getReadOnly(), params.getName().cStr())
+            return mount(params.getSession(), params.getHostPath(), params.getVmPath(), params.getReadOnly(),
+                params.getName())
                 .then([context](int code) mutable { context.getResults().setCode(code); });
         }
 
         kj::Promise<void> executeBinary(ExecuteBinaryContext context) override
         {
             auto params = context.getParams();
-            std::optional<Uuid> distro;
-            if (params.hasDistribution()) {
-                distro = host::uuid_of(params.getDistribution());
-                if (!distro)
-                    return reject("a distribution id that is not 16 bytes");
-            }
-            if (params.getPath().size() > max_text || params.getArgv().size() > max_argv)
-                return reject("an execute_binary path or argv over the limits");
-            std::vector<std::string> argv;
-            for (auto arg : params.getArgv()) {
-                if (arg.size() > max_text)
-                    return reject("an execute_binary argument longer than 4096 bytes");
-                argv.emplace_back(arg.cStr());
-            }
-            return m_target.execute(params.getSession(), distro, params.getPath().cStr(), std::move(argv))
+            return execute(params.getSession(), params.hasDistribution(), params.getDistribution(),
+                params.getPath(), params.getArgv())
                 .then([context](Result<Fd> socket) mutable {
                     auto results = context.getResults();
                     if (!socket)
@@ -122,37 +153,16 @@ namespace {
         kj::Promise<void> containerMountFolder(ContainerMountFolderContext context) override
         {
             auto params = context.getParams();
-            if (params.getHostPath().size() > max_text || params.getMountpoint().size() > max_text)
-                return reject("a container_mount_folder path longer than 4096 bytes");
-            std::pair<uint32_t, std::string> key { params.getSession(), params.getMountpoint().cStr() };
-            return m_target
-                .container_mount(params.getSession(), params.getHostPath().cStr(),
-                    params.getMountpoint().cStr(), params.getReadOnly())
-                .then([this, context, key](int code) mutable {
-                    if (code == 0)
-                        m_mounts.insert(key);
-                    context.getResults().setCode(code);
-                });
+            return container_mount(
+                params.getSession(), params.getHostPath(), params.getMountpoint(), params.getReadOnly())
+                .then([context](int code) mutable { context.getResults().setCode(code); });
         }
 
-        // Only what this host mounted: a plugin never takes another's mount (or the session's
-        // storage) away.
         kj::Promise<void> containerUnmountFolder(ContainerUnmountFolderContext context) override
         {
             auto params = context.getParams();
-            if (params.getMountpoint().size() > max_text)
-                return reject("a container_unmount_folder path longer than 4096 bytes");
-            std::pair<uint32_t, std::string> key { params.getSession(), params.getMountpoint().cStr() };
-            if (!m_mounts.contains(key)) {
-                context.getResults().setCode(-ENOENT);
-                return kj::READY_NOW;
-            }
-            return m_target.container_unmount(key.first, key.second)
-                .then([this, context, key](int code) mutable {
-                    if (code == 0 || code == BH_E_SESSION_NOT_FOUND || code == BH_E_VM_NOT_RUNNING)
-                        m_mounts.erase(key);
-                    context.getResults().setCode(code);
-                });
+            return container_unmount(params.getSession(), params.getMountpoint())
+                .then([context](int code) mutable { context.getResults().setCode(code); });
         }
 
         // Cancelled with its host: a program started for a host that died meanwhile is dropped,
@@ -191,7 +201,65 @@ namespace {
         }
 
     private:
-        kj::Promise<void> reject(std::string why)
+        kj::Promise<int> mount(uint32_t session, capnp::Text::Reader host_path, capnp::Text::Reader vm_path,
+            bool read_only, capnp::Text::Reader name)
+        {
+            if (vm_path.size() > max_text || name.size() > max_text || host_path.size() > max_text)
+                return reject("a mount_folder path or name longer than 4096 bytes");
+            return m_target.mount_folder(session, host_path.cStr(), vm_path.cStr(), read_only, name.cStr());
+        }
+
+        kj::Promise<Result<Fd>> execute(uint32_t session, bool has_distro, capnp::Data::Reader distro_id,
+            capnp::Text::Reader path, capnp::List<capnp::Text>::Reader args)
+        {
+            std::optional<Uuid> distro;
+            if (has_distro) {
+                distro = host::uuid_of(distro_id);
+                if (!distro)
+                    return reject("a distribution id that is not 16 bytes");
+            }
+            if (path.size() > max_text || args.size() > max_argv)
+                return reject("an execute_binary path or argv over the limits");
+            std::vector<std::string> argv;
+            for (auto arg : args) {
+                if (arg.size() > max_text)
+                    return reject("an execute_binary argument longer than 4096 bytes");
+                argv.emplace_back(arg.cStr());
+            }
+            return m_target.execute(session, distro, path.cStr(), std::move(argv));
+        }
+
+        kj::Promise<int> container_mount(
+            uint32_t session, capnp::Text::Reader host_path, capnp::Text::Reader mountpoint, bool read_only)
+        {
+            if (host_path.size() > max_text || mountpoint.size() > max_text)
+                return reject("a container_mount_folder path longer than 4096 bytes");
+            std::pair<uint32_t, std::string> key { session, mountpoint.cStr() };
+            return m_target.container_mount(session, host_path.cStr(), mountpoint.cStr(), read_only)
+                .then([this, key](int code) {
+                    if (code == 0)
+                        m_mounts.insert(key);
+                    return code;
+                });
+        }
+
+        // Only what this host mounted: a plugin never takes another's mount (or the session's
+        // storage) away.
+        kj::Promise<int> container_unmount(uint32_t session, capnp::Text::Reader mountpoint)
+        {
+            if (mountpoint.size() > max_text)
+                return reject("a container_unmount_folder path longer than 4096 bytes");
+            std::pair<uint32_t, std::string> key { session, mountpoint.cStr() };
+            if (!m_mounts.contains(key))
+                return -ENOENT;
+            return m_target.container_unmount(key.first, key.second).then([this, key](int code) {
+                if (code == 0 || code == BH_E_SESSION_NOT_FOUND || code == BH_E_VM_NOT_RUNNING)
+                    m_mounts.erase(key);
+                return code;
+            });
+        }
+
+        kj::Exception reject(std::string why)
         {
             m_violation("sent " + why);
             return KJ_EXCEPTION(FAILED, "invalid request from the plugin host", why);
@@ -200,6 +268,193 @@ namespace {
         host::CallTarget& m_target;
         kj::Function<void(std::string)> m_violation;
         std::set<std::pair<uint32_t, std::string>> m_mounts; // what this host mounted, by session
+    };
+
+    // --- Lanes (proto/plugin_host.capnp, "Lanes") --------------------------------------------
+
+    // The service's end of a host's hook lane: hooks written in order, answers read in order.
+    // Thread affinity: the service's loop. A host that closes the lane, or answers what was not
+    // asked or cannot be read, fails every hook in flight and every later one (the link then
+    // treats the host as broken).
+    class HookLane {
+    public:
+        HookLane(kj::LowLevelAsyncIoProvider& provider, Fd socket)
+            : m_stream(provider.wrapSocketFd(socket.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP))
+            , m_reading(read().eagerlyEvaluate([this](kj::Exception&& e) { fail(kj::mv(e)); }))
+        {
+        }
+
+        kj::Promise<host::HookOutcome> call(const host::HookCall& call)
+        {
+            KJ_IF_MAYBE (why, m_broken)
+                return kj::cp(*why);
+            auto message = kj::heap<capnp::MallocMessageBuilder>(256);
+            host::encode_hook_request(call, message->initRoot<proto::HookRequest>());
+            auto answer = kj::newPromiseAndFulfiller<host::HookOutcome>();
+            m_waiting.push_back(kj::mv(answer.fulfiller));
+            m_writing = m_writing
+                            .then([this, message = kj::mv(message)]() mutable {
+                                auto& builder = *message;
+                                return capnp::writeMessage(*m_stream, builder).attach(kj::mv(message));
+                            })
+                            .eagerlyEvaluate([this](kj::Exception&& e) { fail(kj::mv(e)); });
+            return kj::mv(answer.promise);
+        }
+
+    private:
+        kj::Promise<void> read()
+        {
+            return capnp::tryReadMessage(*m_stream, ipc::receive_options())
+                .then([this](kj::Maybe<kj::Own<capnp::MessageReader>> message) -> kj::Promise<void> {
+                    KJ_IF_MAYBE (reader, message) {
+                        if (m_waiting.empty())
+                            return KJ_EXCEPTION(FAILED, "the plugin host answered a hook nobody sent");
+                        auto outcome = host::decode_outcome((*reader)->getRoot<proto::HookResult>());
+                        auto waiting = kj::mv(m_waiting.front());
+                        m_waiting.pop_front();
+                        waiting->fulfill(kj::mv(outcome));
+                        return read();
+                    }
+                    return KJ_EXCEPTION(DISCONNECTED, "the plugin host closed its hook lane");
+                });
+        }
+
+        void fail(kj::Exception&& e)
+        {
+            if (m_broken == nullptr)
+                m_broken = kj::cp(e);
+            for (auto& waiting : m_waiting)
+                waiting->reject(kj::cp(e));
+            m_waiting.clear();
+        }
+
+        kj::Own<kj::AsyncIoStream> m_stream;
+        std::deque<kj::Own<kj::PromiseFulfiller<host::HookOutcome>>> m_waiting; // sent, not answered
+        kj::Maybe<kj::Exception> m_broken;
+        kj::Promise<void> m_writing = kj::READY_NOW; // the last write queued
+        kj::Promise<void> m_reading;
+    };
+
+    // The service's ends of a host's call lanes: the registry, where the host's threads send a
+    // lane each, and every lane registered, served on the loop. Thread affinity: the service's loop.
+    // What a host may do here is bounded: max_call_lanes lanes, requests of at most
+    // max_request_bytes, no fds with them, one answer outstanding per lane. Anything else is a
+    // violation, and the host is killed.
+    class CallLanes {
+    public:
+        CallLanes(kj::UnixEventPort& port, Fd registry, CallbackServer& server,
+            kj::Function<void(std::string)> violation)
+            : m_port(port)
+            , m_registry(std::move(registry))
+            , m_server(server)
+            , m_violation(kj::mv(violation))
+            , m_registry_observer(port, m_registry.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ)
+            , m_tasks(m_errors)
+            , m_accepting(accept().eagerlyEvaluate([this](kj::Exception&& e) {
+                m_violation(std::string("broke its call lane registry (") + e.getDescription().cStr() + ")");
+            }))
+        {
+        }
+
+    private:
+        struct Lane {
+            Lane(kj::UnixEventPort& port, Fd lane)
+                : socket(std::move(lane))
+                , observer(port, socket.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ)
+            {
+            }
+            Fd socket;
+            kj::UnixEventPort::FdObserver observer;
+        };
+
+        // The largest request a host can send in one packet (its socket buffer), with room.
+        static constexpr size_t max_request_bytes = 512 * 1024;
+
+        kj::Promise<void> accept()
+        {
+            kj::byte byte;
+            auto packet = ipc::receive_packet(m_registry.get(), kj::arrayPtr(&byte, 1), 1, MSG_DONTWAIT);
+            if (!packet && packet.error().code == -EAGAIN)
+                return m_registry_observer.whenBecomesReadable().then([this]() { return accept(); });
+            if (!packet)
+                return KJ_EXCEPTION(FAILED, packet.error().message);
+            if (packet->size == 0)
+                return kj::READY_NOW; // the host is going away
+            if (packet->fds.size() != 1)
+                return KJ_EXCEPTION(FAILED, "a registration without a lane");
+            Fd socket = std::move(packet->fds.front());
+            int domain = 0, type = 0;
+            socklen_t size = sizeof(int);
+            if (getsockopt(socket.get(), SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 || domain != AF_UNIX
+                || getsockopt(socket.get(), SOL_SOCKET, SO_TYPE, &type, &size) < 0 || type != SOCK_SEQPACKET)
+                return KJ_EXCEPTION(FAILED, "a lane that is not a Unix SOCK_SEQPACKET socket");
+            if (m_lanes.size() >= host::max_call_lanes)
+                return KJ_EXCEPTION(
+                    FAILED, "more than " + std::to_string(host::max_call_lanes) + " call lanes");
+            if (m_buffer.size() == 0)
+                m_buffer = ipc::packet_buffer(max_request_bytes); // untouched pages cost nothing
+            auto lane = m_lanes.insert(m_lanes.end(), kj::heap<Lane>(m_port, std::move(socket)));
+            m_tasks.add(serve(**lane).then([this, lane]() { m_lanes.erase(lane); },
+                [this, lane](kj::Exception&& e) {
+                    m_lanes.erase(lane);
+                    m_violation(std::string("broke a call lane (") + e.getDescription().cStr() + ")");
+                }));
+            return accept();
+        }
+
+        // Answers the lane's requests one at a time, until the thread that owns it exits.
+        kj::Promise<void> serve(Lane& lane)
+        {
+            auto packet = ipc::receive_packet(lane.socket.get(), m_buffer.asBytes(), 0, MSG_DONTWAIT);
+            if (!packet && packet.error().code == -EAGAIN)
+                return lane.observer.whenBecomesReadable().then([this, &lane]() { return serve(lane); });
+            if (!packet)
+                return KJ_EXCEPTION(FAILED, packet.error().message);
+            if (packet->size == 0)
+                return kj::READY_NOW; // its thread exited
+            if (packet->size % sizeof(capnp::word) != 0)
+                return KJ_EXCEPTION(FAILED, "a request that is not whole words");
+            kj::Promise<LaneReply> reply = nullptr;
+            KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                             capnp::FlatArrayMessageReader reader(
+                                 m_buffer.slice(0, packet->size / sizeof(capnp::word)),
+                                 ipc::receive_options());
+                             reply = m_server.serve_lane(reader.getRoot<proto::CallRequest>());
+                         })) {
+                return kj::mv(*e);
+            }
+            return reply.then([this, &lane](LaneReply answer) -> kj::Promise<void> {
+                capnp::MallocMessageBuilder message(16);
+                message.initRoot<proto::CallReply>().setCode(answer.code);
+                int fd = answer.fd.get();
+                auto fds = answer.fd ? kj::arrayPtr(&fd, 1) : kj::ArrayPtr<const int>();
+                if (Status sent = ipc::send_message(lane.socket.get(), message, fds, MSG_DONTWAIT); !sent) {
+                    if (sent.error().code == -EPIPE || sent.error().code == -ECONNRESET)
+                        return kj::READY_NOW; // its thread is gone
+                    return KJ_EXCEPTION(FAILED, "its answer cannot be sent: " + sent.error().message);
+                }
+                return serve(lane);
+            });
+        }
+
+        struct LogErrors final : kj::TaskSet::ErrorHandler {
+            void taskFailed(kj::Exception&& e) override
+            {
+                log_error(
+                    std::string("a plugin call lane failed unexpectedly: ") + e.getDescription().cStr());
+            }
+        };
+
+        kj::UnixEventPort& m_port;
+        Fd m_registry;
+        CallbackServer& m_server;
+        kj::Function<void(std::string)> m_violation;
+        kj::Array<capnp::word> m_buffer; // every lane's request is read here, then copied out
+        std::list<kj::Own<Lane>> m_lanes;
+        kj::UnixEventPort::FdObserver m_registry_observer;
+        LogErrors m_errors;
+        kj::TaskSet m_tasks; // before m_lanes is destroyed: every task refers to a lane
+        kj::Promise<void> m_accepting;
     };
 
     // --- stderr forwarding -------------------------------------------------------------------
@@ -282,7 +537,7 @@ namespace {
     class ProcessLink final : public PluginLink {
     public:
         ProcessLink(PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls,
-            HostCgroup cgroup, ChildProcess host, Fd channel, Fd output)
+            HostCgroup cgroup, ChildProcess host, Fd channel, Fd output, Fd hook_lane, Fd call_registry)
             : m_env(env)
             , m_config(config)
             , m_cgroup(std::move(cgroup))
@@ -290,7 +545,13 @@ namespace {
             , m_connection(kj::heap<ipc::Connection>(
                   env.provider, std::move(channel), capnp::rpc::twoparty::Side::CLIENT))
             , m_client(m_connection->bootstrap().castAs<proto::PluginHost>())
-            , m_callback(kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); }))
+            , m_callback_server(
+                  kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); }))
+            , m_callback_server_ptr(m_callback_server.get())
+            , m_callback(kj::mv(m_callback_server))
+            , m_hook_lane(kj::heap<HookLane>(env.provider, std::move(hook_lane)))
+            , m_call_lanes(kj::heap<CallLanes>(env.port, std::move(call_registry), *m_callback_server_ptr,
+                  [this](std::string why) { blame(std::move(why)); }))
             , m_output(kj::heap<StderrForwarder>(
                   env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
                   config.name))
@@ -318,20 +579,25 @@ namespace {
             version.setMajor(v.major);
             version.setMinor(v.minor);
             version.setRevision(v.revision);
-            request.setCallback(kj::mv(m_callback));
-            return abandon_on_failure(request.send()).then([](auto reply) -> Result<uint32_t> {
-                BH_TRY(ipc::to_status(reply.getOutcome()));
-                if (reply.getMajor() != proto::PLUGIN_HOST_MAJOR)
-                    return Error { -EPROTONOSUPPORT,
-                        "the plugin host speaks protocol " + std::to_string(reply.getMajor())
-                            + ".x, the service " + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
-                uint32_t hooks = reply.getHooks();
-                return reply.getMinor() < 2 ? hooks & ~hooks_since_minor_2 : hooks;
-            });
+            request.setCallback(m_callback); // a copy: the call lanes are served by it too
+            using Reply = capnp::Response<proto::PluginHost::InitializeResults>;
+            return abandon_on_failure(kj::Promise<Reply>(request.send()))
+                .then([this](Reply reply) -> Result<uint32_t> {
+                    BH_TRY(ipc::to_status(reply.getOutcome()));
+                    if (reply.getMajor() != proto::PLUGIN_HOST_MAJOR)
+                        return Error { -EPROTONOSUPPORT,
+                            "the plugin host speaks protocol " + std::to_string(reply.getMajor())
+                                + ".x, the service " + std::to_string(proto::PLUGIN_HOST_MAJOR) + ".x" };
+                    m_hooks_on_lane = reply.getHookLane();
+                    uint32_t hooks = reply.getHooks();
+                    return reply.getMinor() < 2 ? hooks & ~hooks_since_minor_2 : hooks;
+                });
         }
 
         kj::Promise<host::HookOutcome> call(host::HookCall call) override
         {
+            if (m_hooks_on_lane)
+                return abandon_on_failure(m_hook_lane->call(call));
             switch (call.hook) {
             case host::Hook::vm_started: {
                 auto request = m_client.onVmStartedRequest();
@@ -404,18 +670,19 @@ namespace {
             return outcome_of(request.send());
         }
 
-        template<typename Reply> kj::Promise<host::HookOutcome> outcome_of(Reply reply)
+        template<typename T> kj::Promise<host::HookOutcome> outcome_of(capnp::RemotePromise<T> reply)
         {
-            return abandon_on_failure(kj::mv(reply)).then([](auto response) {
+            return abandon_on_failure(kj::Promise<capnp::Response<T>>(kj::mv(reply))).then([](auto response) {
                 return host::decode_outcome(response.getResult());
             });
         }
 
-        // A call that fails while the host lives on (it answered with an exception) still means
-        // a broken host: unless it dies by itself within the grace period, it is killed.
-        template<typename T> kj::Promise<capnp::Response<T>> abandon_on_failure(capnp::RemotePromise<T> reply)
+        // A call that fails while the host lives on (it answered with an exception, or its hook
+        // lane broke) still means a broken host: unless it dies by itself within the grace period,
+        // it is killed.
+        template<typename T> kj::Promise<T> abandon_on_failure(kj::Promise<T> reply)
         {
-            return reply.catch_([this](kj::Exception&& e) -> kj::Promise<capnp::Response<T>> {
+            return reply.catch_([this](kj::Exception&& e) -> kj::Promise<T> {
                 std::string why = e.getDescription().cStr();
                 if (m_call_error.empty())
                     m_call_error = why;
@@ -481,7 +748,12 @@ namespace {
         ChildProcess m_host;
         kj::Own<ipc::Connection> m_connection;
         proto::PluginHost::Client m_client;
+        kj::Own<CallbackServer> m_callback_server; // moved into m_callback at once
+        CallbackServer* m_callback_server_ptr; // lives as long as m_callback
         proto::PluginHostCallback::Client m_callback;
+        kj::Own<HookLane> m_hook_lane;
+        kj::Own<CallLanes> m_call_lanes;
+        bool m_hooks_on_lane = false; // the host said so in its answer to initialize
         kj::Own<StderrForwarder> m_output;
         kj::Promise<void> m_forwarding;
         std::string m_blame;
@@ -538,10 +810,10 @@ namespace {
         return {};
     }
 
-    Result<std::array<Fd, 2>> socket_pair()
+    Result<std::array<Fd, 2>> socket_pair(int type = SOCK_STREAM)
     {
         int fds[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+        if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) < 0)
             return Error::from_errno(errno, "cannot create a plugin host socket pair");
         return std::array<Fd, 2> { Fd(fds[0]), Fd(fds[1]) };
     }
@@ -560,12 +832,15 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls)
 {
     auto sockets = socket_pair();
+    auto hook_lane = socket_pair();
+    auto registry = socket_pair(SOCK_SEQPACKET);
     auto pipe = output_pipe();
     Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!sockets || !pipe || !null)
-        return !sockets ? sockets.take_error()
-            : !pipe     ? pipe.take_error()
-                        : Error::from_errno(errno, "cannot open /dev/null");
+    for (auto* pair : { &sockets, &hook_lane, &registry })
+        if (!*pair)
+            return pair->take_error();
+    if (!pipe || !null)
+        return !pipe ? pipe.take_error() : Error::from_errno(errno, "cannot open /dev/null");
     auto cgroup = HostCgroup::create(config.name);
     if (!cgroup)
         return Error { cgroup.error().code,
@@ -581,8 +856,9 @@ Result<kj::Own<PluginLink>> start_plugin_host(
     if (config.core_dumps)
         plan.argv.push_back("--core-dumps");
     plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
-    plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 },
-        { (*sockets)[1].get(), 3 }, { cgroup->fd(), 4 } };
+    plan.fds
+        = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 }, { (*sockets)[1].get(), 3 },
+              { cgroup->fd(), 4 }, { (*hook_lane)[1].get(), 5 }, { (*registry)[1].get(), 6 } };
     plan.die_with_parent = true;
     plan.cgroup_fd = cgroup->fd(); // born contained: no migration (the host checks, see containment)
     auto host = spawn_process(plan);
@@ -596,7 +872,8 @@ Result<kj::Own<PluginLink>> start_plugin_host(
         return Error { limited.error().code,
             "cannot limit the host of plugin '" + config.name + "': " + limited.error().message };
     return kj::Own<PluginLink>(kj::heap<ProcessLink>(env, config, calls, std::move(cgroup.value()),
-        std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0])));
+        std::move(host.value()), std::move((*sockets)[0]), std::move((*pipe)[0]), std::move((*hook_lane)[0]),
+        std::move((*registry)[0])));
 }
 
 kj::Own<PluginLink> load_in_process(const PluginConfig& config, kj::UnixEventPort& port)

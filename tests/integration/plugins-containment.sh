@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage DefaultIsolation HangInVmStarted EntryHangs
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage HookLaneGarbage LaneNotASocket TooManyLanes CallLaneGarbage DefaultIsolation HangInVmStarted EntryHangs
   ExecuteOutOfFds HostRefusesStrangers)
 
 # Left out of the ASan+UBSan build, as a precaution not yet tried there: ExecuteOutOfFds exhausts
@@ -308,6 +308,28 @@ EOF
     fail "unexpected log lines: $(tail -n +4 "$PLUGIN_LOG")"
   fi
 }
+
+# The lanes (proto/plugin_host.capnp, "Lanes") are hostile input like the connection: each abuse
+# kills the host that sent it, names why, and the service serves on.
+expect_lane_abuse() {
+  local mode=$1 cause_glob=$2
+  setup "$mode"
+  expect_failure_output "$FATAL" "Error code: $START_OP/*" bh start alpha
+  expect_service_alive
+  expect_no_vm
+  expect_eq "$(plugin_field state)" crashed "plugin state"
+  wait_no_service_hosts 5
+  local cause
+  cause=$(plugin_field cause)
+  # shellcheck disable=SC2053 # a glob on purpose
+  [[ $cause == $cause_glob ]] || fail "cause: expected $cause_glob, got: $cause"
+  echo "note: cause: $cause"
+}
+
+case_HookLaneGarbage() { expect_lane_abuse HookLaneGarbage "failed a call (*segments*"; }
+case_LaneNotASocket() { expect_lane_abuse LaneNotASocket "broke its call lane registry (*not a Unix SOCK_SEQPACKET socket*"; }
+case_TooManyLanes() { expect_lane_abuse TooManyLanes "broke its call lane registry (*more than 64 call lanes*"; }
+case_CallLaneGarbage() { expect_lane_abuse CallLaneGarbage "broke a call lane (*not whole words*"; }
 
 declare -F "case_$CASE" >/dev/null || fail "no case '$CASE'"
 "case_$CASE"

@@ -39,6 +39,11 @@
  *   flood started (lines=N)  /  flood finished (lines=N, result=RESULT)        StderrFlood
  *   writing N random bytes to fd 3 (type=T)  /  write to fd 3 -> RESULT      Garbage
  *                                           (T: socket, fifo, other or none)
+ *   lane abuse: WHAT -> RESULT              HookLaneGarbage, LaneNotASocket, TooManyLanes,
+ *                                           CallLaneGarbage (on_vm_started; then sleeps 1 s):
+ *       an impossible message header on the hook lane (fd 5); a pipe registered as a call lane
+ *       on fd 6; 65 call lanes registered; a call lane carrying 13 bytes. Each is what a hostile
+ *       host could send the service (proto/plugin_host.capnp, "Lanes").
  *   sending SIGKILL to own process                                           HostCrash
  *   RLIMIT_AS soft=S hard=H  /  allocation failed after N MiB               AllocateForever
  *   RLIMIT_NOFILE soft=S hard=H  /  opened N files, then RESULT             CountOpenFiles
@@ -208,6 +213,10 @@ enum mode {
     MODE_WSLC_HOST_CRASH_IN_CREATED,
     MODE_WSLC_HOST_KILLED_IN_CREATE_PROCESS,
     MODE_WSLC_CONTAINER_REJECTED,
+    MODE_HOOK_LANE_GARBAGE,
+    MODE_LANE_NOT_A_SOCKET,
+    MODE_TOO_MANY_LANES,
+    MODE_CALL_LANE_GARBAGE,
 };
 
 static const char* const modes[] = {
@@ -262,6 +271,10 @@ static const char* const modes[] = {
     "WslcHostCrashInCreated",
     "WslcHostKilledInCreateProcess",
     "WslcContainerRejected",
+    "HookLaneGarbage",
+    "LaneNotASocket",
+    "TooManyLanes",
+    "CallLaneGarbage",
 };
 
 #define FLOOD_LINES 1100000 /* "flood line N\n": about 20 MB in all */
@@ -1191,6 +1204,67 @@ static int api_errors_vm_started(bh_session_id session)
     return 0; /* a message attached but no failure: the VM starts normally */
 }
 
+/* Sends one fd and one byte on the call lane registry (fd 6), as a host's thread does. */
+static int register_lane(int fd)
+{
+    char byte = 1;
+    struct iovec iov = { &byte, 1 };
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buffer;
+    msg.msg_controllen = sizeof(control.buffer);
+    struct cmsghdr* header = CMSG_FIRSTHDR(&msg);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+    return sendmsg(6, &msg, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+/* The lane abuse modes: what a hostile host could do to the service's ends of its lanes. */
+static void abuse_lanes(void)
+{
+    int result = 0;
+    const char* what = "?";
+    if (mode == MODE_HOOK_LANE_GARBAGE) {
+        /* A stream message header claiming 65536 segments: never a valid hook answer. */
+        static const unsigned char header[8] = { 0xff, 0xff, 0, 0, 0, 0, 0, 0 };
+        what = "an impossible header on fd 5";
+        if (write(5, header, sizeof(header)) != (ssize_t)sizeof(header))
+            result = -errno;
+    } else if (mode == MODE_LANE_NOT_A_SOCKET) {
+        int ends[2];
+        what = "a pipe registered as a call lane";
+        if (pipe(ends) < 0)
+            result = -errno;
+        else
+            result = register_lane(ends[0]);
+    } else if (mode == MODE_TOO_MANY_LANES) {
+        what = "65 call lanes registered";
+        for (int i = 0; i < 65 && result == 0; ++i) {
+            int ends[2];
+            if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ends) < 0)
+                result = -errno;
+            else
+                result = register_lane(ends[1]); /* ends[0] stays open: the lane stays */
+        }
+    } else {
+        int ends[2];
+        what = "13 bytes on a call lane";
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ends) < 0 || register_lane(ends[1]) < 0)
+            result = -errno;
+        else if (send(ends[0], "not a message", 13, MSG_NOSIGNAL) != 13)
+            result = -errno;
+    }
+    /* Logged after: the service may kill this process as soon as it reads what was sent. */
+    log_line("lane abuse: %s -> %s", what, bh_result_name(result));
+}
+
 static int on_vm_started(const struct bh_session_info* session, const struct bh_vm_settings* settings)
 {
     log_line("VM created (session_id=%u, uid=%u, gid=%u, user_name=%s, custom_config_flags=%u)",
@@ -1250,6 +1324,13 @@ static int on_vm_started(const struct bh_session_info* session, const struct bh_
         sleep(1);
         return 0;
     }
+    case MODE_HOOK_LANE_GARBAGE:
+    case MODE_LANE_NOT_A_SOCKET:
+    case MODE_TOO_MANY_LANES:
+    case MODE_CALL_LANE_GARBAGE:
+        abuse_lanes();
+        sleep(1);
+        return 0;
     case MODE_CALLBACK_AFTER_HOOK:
         late_session = session->session_id;
         return start_detached(late_call);
