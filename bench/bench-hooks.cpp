@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <map>
+#include <optional>
 #include <thread>
 
 using namespace bh::bench;
@@ -44,8 +45,21 @@ void expect_answer(int code, const std::string& order)
         die("hook '" + order + "' got " + bh_result_name(code) + " instead of every call answered");
 }
 
-void BM_hook_roundtrip(benchmark::State& state, Isolation isolation)
+// Busy: every online CPU also runs a pinned busy loop (BusyLoad), from before the warm-up until
+// the floor is measured, so value and floor meet the same competition for the CPUs.
+enum class Load { quiet, busy };
+
+// The busy targets of issue 13: a round trip may cost at most 1.5x its floor under load.
+double roundtrip_target(Load load)
 {
+    return load == Load::busy ? 1.5 : 1.2;
+}
+
+void BM_hook_roundtrip(benchmark::State& state, Isolation isolation, Load load)
+{
+    std::optional<BusyLoad> busy;
+    if (load == Load::busy)
+        busy.emplace();
     auto& link = plugin(isolation);
     for (int i = 0; i < 100; ++i)
         noop_hook(link); // warm: pages in, connection and hook thread running
@@ -54,11 +68,15 @@ void BM_hook_roundtrip(benchmark::State& state, Isolation isolation)
         noop_hook(link);
     double ns = seconds_since(start) * 1e9 / static_cast<double>(state.iterations());
     report(state,
-        { "ns/round trip", ns, pingpong_floor_ns(state.iterations()), false, TargetKind::max_ratio, 1.2 });
+        { "ns/round trip", ns, pingpong_floor_ns(state.iterations()), false, TargetKind::max_ratio,
+            roundtrip_target(load) });
 }
 
-void BM_callback_roundtrip(benchmark::State& state, Isolation isolation)
+void BM_callback_roundtrip(benchmark::State& state, Isolation isolation, Load load)
 {
+    std::optional<BusyLoad> busy;
+    if (load == Load::busy)
+        busy.emplace();
     auto& link = plugin(isolation);
     std::string order = "calls:" + std::to_string(callbacks_per_hook);
     expect_answer(run_order(link, order), order); // warm
@@ -67,7 +85,9 @@ void BM_callback_roundtrip(benchmark::State& state, Isolation isolation)
         expect_answer(run_order(link, order), order);
     int64_t calls = state.iterations() * callbacks_per_hook;
     double ns = seconds_since(start) * 1e9 / static_cast<double>(calls);
-    report(state, { "ns/round trip", ns, pingpong_floor_ns(calls), false, TargetKind::max_ratio, 1.2 });
+    report(state,
+        { "ns/round trip", ns, pingpong_floor_ns(calls), false, TargetKind::max_ratio,
+            roundtrip_target(load) });
 }
 
 // `threads` threads, each ping-ponging `total / threads` times with its own echo helper: the most
@@ -94,37 +114,91 @@ double pingpong_rate(int threads, int64_t total)
     return rate;
 }
 
-void BM_callback_throughput(benchmark::State& state, Isolation isolation)
+std::string throughput_order(int threads)
 {
+    return "threads:" + std::to_string(threads) + ":calls:" + std::to_string(throughput_calls);
+}
+
+// Calls per second through `link`, over `hooks` hooks that each make throughput_calls calls from
+// `threads` threads.
+double callback_rate(bh::service::PluginLink& link, int threads, int64_t hooks)
+{
+    std::string order = throughput_order(threads);
+    auto start = Clock::now();
+    for (int64_t i = 0; i < hooks; ++i)
+        expect_answer(run_order(link, order), order);
+    return static_cast<double>(hooks * throughput_calls) / seconds_since(start);
+}
+
+// Quiet: against as many threads ping-ponging with echo processes; the issue's target, 100,000
+// calls/s, is for 8 threads (fewer threads show how it scales).
+// Busy, isolated: against the in-process rate under the same load, measured right after over as
+// many hooks; the issue asks for at least 0.8 of it, a ratio (in-process / isolated) of at most
+// 1.25. Busy, in-process: against the ping-pong threads under load, no target (read the value).
+void BM_callback_throughput(benchmark::State& state, Isolation isolation, Load load)
+{
+    std::optional<BusyLoad> busy;
+    if (load == Load::busy)
+        busy.emplace();
     auto& link = plugin(isolation);
     int threads = static_cast<int>(state.range(0));
-    std::string order = "threads:" + std::to_string(threads) + ":calls:" + std::to_string(throughput_calls);
+    std::string order = throughput_order(threads);
+    bool against_in_process = load == Load::busy && isolation == Isolation::process;
+    if (load == Load::busy) { // warm: under load, the first hook's thread start-ups weigh more
+        expect_answer(run_order(link, order), order);
+        if (against_in_process)
+            expect_answer(run_order(plugin(Isolation::in_process), order), order);
+    }
     auto start = Clock::now();
     for (auto _ : state)
         expect_answer(run_order(link, order), order);
     double rate = static_cast<double>(state.iterations() * throughput_calls) / seconds_since(start);
-    // The issue's target is for 8 threads; fewer threads are there to show how it scales.
-    auto kind = threads == 8 ? TargetKind::min_value : TargetKind::none;
+    if (against_in_process) {
+        double in_process = callback_rate(plugin(Isolation::in_process), threads, state.iterations());
+        report(state, { "calls/s", rate, in_process, true, TargetKind::max_ratio, 1.25 });
+        return;
+    }
+    auto kind = threads == 8 && load == Load::quiet ? TargetKind::min_value : TargetKind::none;
     report(state, { "calls/s", rate, pingpong_rate(threads, throughput_calls), true, kind, 100000 });
 }
 
-} // namespace
+using Measure = void (*)(benchmark::State&, Isolation, Load);
 
-BENCHMARK_CAPTURE(BM_hook_roundtrip, process, Isolation::process)->UseRealTime();
-BENCHMARK_CAPTURE(BM_hook_roundtrip, in_process, Isolation::in_process)->UseRealTime();
-BENCHMARK_CAPTURE(BM_callback_roundtrip, process, Isolation::process)->UseRealTime();
-BENCHMARK_CAPTURE(BM_callback_roundtrip, in_process, Isolation::in_process)->UseRealTime();
-BENCHMARK_CAPTURE(BM_callback_throughput, process, Isolation::process)
-    ->ArgName("threads")
-    ->Arg(1)
-    ->Arg(2)
-    ->Arg(4)
-    ->Arg(8)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(BM_callback_throughput, in_process, Isolation::in_process)
-    ->ArgName("threads")
-    ->Arg(1)
-    ->Arg(8)
-    ->UseRealTime();
+// BENCHMARK_CAPTURE would name them too, but only with one word after the function's name.
+benchmark::internal::Benchmark* add(const char* function, Measure measure, Isolation isolation, Load load)
+{
+    std::string name
+        = std::string(function) + "/" + isolation_name(isolation) + (load == Load::busy ? "/busy" : "");
+    return benchmark::RegisterBenchmark(name.c_str(), [measure, isolation, load](benchmark::State& state) {
+        measure(state, isolation, load);
+    })->UseRealTime();
+}
+
+const bool registered = [] {
+    for (auto load : { Load::quiet, Load::busy })
+        for (auto isolation : { Isolation::process, Isolation::in_process })
+            add("BM_hook_roundtrip", BM_hook_roundtrip, isolation, load);
+    for (auto load : { Load::quiet, Load::busy })
+        for (auto isolation : { Isolation::process, Isolation::in_process })
+            add("BM_callback_roundtrip", BM_callback_roundtrip, isolation, load);
+    add("BM_callback_throughput", BM_callback_throughput, Isolation::process, Load::quiet)
+        ->ArgName("threads")
+        ->Arg(1)
+        ->Arg(2)
+        ->Arg(4)
+        ->Arg(8);
+    add("BM_callback_throughput", BM_callback_throughput, Isolation::in_process, Load::quiet)
+        ->ArgName("threads")
+        ->Arg(1)
+        ->Arg(8);
+    // Busy at 8 threads only, where the target is: each busy benchmark costs seconds.
+    for (auto isolation : { Isolation::process, Isolation::in_process })
+        add("BM_callback_throughput", BM_callback_throughput, isolation, Load::busy)
+            ->ArgName("threads")
+            ->Arg(8);
+    return true;
+}();
+
+} // namespace
 
 BENCHMARK_MAIN();

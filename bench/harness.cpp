@@ -4,11 +4,16 @@
 #include "plugin/plugin-runtime.h"
 
 #include <cmath>
+#include <csignal>
 #include <fcntl.h>
+#include <fstream>
 #include <iostream>
+#include <sched.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <utility>
 
@@ -117,7 +122,87 @@ namespace {
         return ChildProcess(pid, std::move(pidfd)); // pidfd_open fds are always CLOEXEC
     }
 
+    // The CPUs in /sys/devices/system/cpu/online ("0-3,6"), as far as this process may run on
+    // them: a CPU outside its affinity mask (a cpuset, taskset) cannot compete with it.
+    std::vector<int> online_cpus()
+    {
+        cpu_set_t allowed;
+        CPU_ZERO(&allowed);
+        if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+            die(std::string("sched_getaffinity: ") + strerror(errno));
+        std::vector<int> cpus;
+        std::ifstream in("/sys/devices/system/cpu/online");
+        std::string range;
+        while (std::getline(in, range, ',')) {
+            int first = 0, last = 0;
+            int fields = sscanf(range.c_str(), "%d-%d", &first, &last);
+            if (fields < 1)
+                die("cannot read /sys/devices/system/cpu/online: '" + range + "'");
+            if (fields == 1)
+                last = first;
+            for (int cpu = first; cpu <= last && cpu < CPU_SETSIZE; ++cpu)
+                if (CPU_ISSET(cpu, &allowed))
+                    cpus.push_back(cpu);
+        }
+        if (cpus.empty())
+            die("no online CPU to load");
+        return cpus;
+    }
+
+    // In the forked child: only async-signal-safe calls. Reports 'y' on `ready` once pinned to
+    // `cpu` ('n' if it cannot be), then spins until killed.
+    [[noreturn]] void spin_on(int cpu, pid_t parent, int ready)
+    {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        bool pinned = prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() == parent
+            && sched_setaffinity(0, sizeof(set), &set) == 0;
+        char answer = pinned ? 'y' : 'n';
+        (void)!write(ready, &answer, 1);
+        if (!pinned)
+            _exit(127);
+        // Holds none of the benchmark's sockets: a host or helper waiting for EOF still gets it.
+        syscall(SYS_close_range, 0U, ~0U, 0U);
+        for (;;)
+            asm volatile("" ::: "memory");
+    }
+
 } // namespace
+
+BusyLoad::BusyLoad()
+{
+    std::vector<int> cpus = online_cpus();
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        die(std::string("pipe2: ") + strerror(errno));
+    Fd read_end(ready[0]), write_end(ready[1]);
+    pid_t parent = getpid();
+    for (int cpu : cpus) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die(std::string("fork: ") + strerror(errno));
+        if (pid == 0)
+            spin_on(cpu, parent, write_end.get());
+        m_children.push_back(pid);
+    }
+    write_end.reset();
+    for (size_t i = 0; i < cpus.size(); ++i) {
+        char answer = 0;
+        ssize_t n;
+        while ((n = read(read_end.get(), &answer, 1)) < 0 && errno == EINTR) { }
+        if (n != 1 || answer != 'y')
+            die("a busy loop could not be pinned to its CPU"); // the others die with us: pdeathsig
+    }
+}
+
+BusyLoad::~BusyLoad()
+{
+    for (pid_t pid : m_children)
+        kill(pid, SIGKILL);
+    for (pid_t pid : m_children)
+        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) { }
+}
 
 void die(const std::string& why)
 {

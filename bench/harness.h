@@ -57,6 +57,23 @@ void ping_pong(int socket);
 // Nanoseconds per 64-byte round trip to a fresh echo helper, over `count` round trips.
 double pingpong_floor_ns(int64_t count);
 
+// A competing load for the "busy" benchmarks: one child process per online CPU, pinned to that
+// CPU and spinning, from construction until destruction (which kills and reaps them). The
+// constructor returns once every child runs on its CPU. The children die with the thread that
+// made them (PR_SET_PDEATHSIG), so none outlives a benchmark that dies.
+class BusyLoad {
+public:
+    BusyLoad();
+    ~BusyLoad();
+    BusyLoad(const BusyLoad&) = delete;
+    BusyLoad& operator=(const BusyLoad&) = delete;
+
+    int cpus() const { return static_cast<int>(m_children.size()); }
+
+private:
+    std::vector<pid_t> m_children;
+};
+
 // Sets the counters every result carries: value (in `unit`, also the label), floor, ratio =
 // value / floor (or floor / value for rates, so above 1 always means "costs more than the
 // floor"), and the target, if any, as target_max_ratio, target_max_value or target_min_value.

@@ -4,9 +4,12 @@
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <spawn.h>
+#include <sstream>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -93,7 +96,10 @@ int run_program(const std::vector<std::string>& argv, const std::vector<std::str
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     int flags = O_WRONLY | O_CREAT | (io.append ? O_APPEND : O_TRUNC);
     posix_spawn_file_actions_addopen(&actions, 1, io.out.c_str(), flags, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (io.err.empty())
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    else
+        posix_spawn_file_actions_addopen(&actions, 2, io.err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     pid_t pid = 0;
     int error = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
@@ -150,15 +156,77 @@ void PrivateService::spawn_daemon()
     notify.wait_ready();
 }
 
-void PrivateService::cli(std::vector<std::string> args)
+int PrivateService::run_cli(std::vector<std::string> args, const Io& io)
 {
     args.insert(args.begin(), bin_dir + "/bulkhead");
-    int status = run_program(args,
-        { "BULKHEAD_RUNTIME_DIR=" + (m_dir / "run").string(), "HOME=" + (m_dir / "home").string() },
-        { (m_dir / "cli.log").string(), true });
+    return run_program(args,
+        { "BULKHEAD_RUNTIME_DIR=" + (m_dir / "run").string(), "HOME=" + (m_dir / "home").string() }, io);
+}
+
+void PrivateService::cli(std::vector<std::string> args)
+{
+    std::string command = args.empty() ? "" : args[0];
+    int status = run_cli(std::move(args), { (m_dir / "cli.log").string(), true });
     if (status != 0)
-        die("bulkhead " + args[1] + " failed (" + std::to_string(status) + "); see "
+        die("bulkhead " + command + " failed (" + std::to_string(status) + "); see "
             + (m_dir / "cli.log").string() + " and daemon.log");
+}
+
+std::string PrivateService::cli_output(std::vector<std::string> args)
+{
+    std::string command = args.empty() ? "" : args[0];
+    fs::path out = m_dir / "cli.out";
+    int status = run_cli(std::move(args), { out.string(), false, (m_dir / "cli.log").string() });
+    std::ifstream in(out);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (status != 0)
+        die("bulkhead " + command + " failed (" + std::to_string(status) + "); see "
+            + (m_dir / "cli.log").string() + " and daemon.log");
+    return text;
+}
+
+// `bulkhead list --json` gives the distribution's init as the VM sees it (init_pid) and the inode
+// of its PID namespace (pid_namespace), not its host pid. The init is the one process in that
+// namespace with pid 1 there; its NSpid line (host pid, ..., pid in the VM, 1) also names
+// init_pid just before the 1, which the check below requires as well.
+pid_t PrivateService::distribution_init(const std::string& distro)
+{
+    auto list = nlohmann::json::parse(cli_output({ "list", "--json" }), nullptr, false);
+    if (!list.is_array())
+        die("bulkhead list --json did not print a JSON array");
+    uint64_t pid_namespace = 0, init_in_vm = 0;
+    for (const auto& d : list)
+        if (d.value("name", "") == distro && d.value("running", false)) {
+            pid_namespace = d.value("pid_namespace", uint64_t(0));
+            init_in_vm = d.value("init_pid", uint64_t(0));
+        }
+    if (pid_namespace == 0 || init_in_vm == 0)
+        die("bulkhead list --json shows no running distribution '" + distro + "'");
+    std::vector<pid_t> found;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        std::string name = entry.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        struct stat ns { };
+        if (stat((entry.path() / "ns/pid").c_str(), &ns) < 0 || ns.st_ino != pid_namespace)
+            continue; // gone meanwhile, or in another namespace
+        std::ifstream status(entry.path() / "status");
+        std::string line;
+        while (std::getline(status, line))
+            if (line.rfind("NSpid:", 0) == 0) {
+                std::istringstream fields(line.substr(6));
+                std::vector<uint64_t> pids;
+                for (uint64_t pid; fields >> pid;)
+                    pids.push_back(pid);
+                if (pids.size() >= 3 && pids.back() == 1 && pids[pids.size() - 2] == init_in_vm)
+                    found.push_back(static_cast<pid_t>(pids.front()));
+            }
+    }
+    if (found.size() != 1)
+        die(std::to_string(found.size()) + " processes look like the init of '" + distro + "' (pid "
+            + std::to_string(init_in_vm) + " in the VM, PID namespace " + std::to_string(pid_namespace)
+            + "); expected one");
+    return found.front();
 }
 
 void PrivateService::expect_plugins_running(int plugins)

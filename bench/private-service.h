@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 struct Io {
     std::string out = "/dev/null";
     bool append = false;
+    std::string err; // where stderr goes (appended); empty: with stdout
 };
 
 // posix_spawnp + waitpid: the exit status, or -1 when it could not start. `env` comes first,
@@ -40,6 +41,11 @@ public:
 
     // Runs the bulkhead CLI against this service; dies unless it succeeds.
     void cli(std::vector<std::string> args);
+    // The same, and returns what it wrote to stdout (stderr goes to cli.log).
+    std::string cli_output(std::vector<std::string> args);
+    // The host pid of the init of the running distribution `distro` (bench/README.md, BM_run_warm);
+    // dies unless there is exactly one such process.
+    pid_t distribution_init(const std::string& distro);
     // Numbers with plugins that failed to load would be numbers without plugins.
     void expect_plugins_running(int plugins);
     // The copy of bench-plugin.so that plugin `index` loads.
@@ -51,6 +57,7 @@ private:
     void write_config(const ServiceSetup& setup);
     void install_plugin(int index, bool in_process);
     void spawn_daemon();
+    int run_cli(std::vector<std::string> args, const Io& io);
 
     fs::path m_dir;
     pid_t m_pid = 0;

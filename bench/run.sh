@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD_DIR [--smoke]: runs every benchmark binary in BUILD_DIR/bench, merges their
-# JSON into results.json and writes results.md (benchmark, value, floor, ratio, target, met?).
+# JSON into results.json and writes results.md (benchmark, value, the value in the results.json
+# it replaces, floor, ratio, target, met?).
 #
 # Full run: writes bench/results.json and bench/results.md beside this script.
 # --smoke:  every benchmark for a tiny min_time, results in BUILD_DIR/bench-smoke/, and fails
@@ -50,10 +51,21 @@ for binary in "${binaries[@]}"; do
   fi
 done
 
+# The results.json this run replaces (the last full run; for --smoke, the last smoke run), for the
+# table's "before" column. Without one (or with one jq cannot read) that column is all "—".
+before="$work/before" # not *.json: only the binaries' output is merged below
+if ! jq -e '.benchmarks | type == "array"' "$out/results.json" >/dev/null 2>&1 \
+    || ! cp "$out/results.json" "$before"; then
+  echo '{"benchmarks": []}' >"$before"
+fi
+
 jq -s '{context: .[0].context, benchmarks: [.[].benchmarks[]]}' "$work"/*.json >"$out/results.json"
 
 # One table row per benchmark. Ratios above 1 cost more than the floor (bench/README.md).
-jq -r '
+# "before": the value of the same benchmark (same name) in the previous results.json, "—" if none.
+jq -r --slurpfile before "$before" '
+  ($before[0].benchmarks | map(select(.name | type == "string") | {key: .name, value: (.value | numbers)})
+   | from_entries) as $previous |
   def num: if . == null then "—" elif . >= 100 then (round | tostring)
            elif . >= 1 then ((. * 100 | round) / 100 | tostring)
            else ((. * 1000 | round) / 1000 | tostring) end;
@@ -64,9 +76,9 @@ jq -r '
            elif .target_max_value then (.value <= .target_max_value)
            elif .target_min_value then (.value >= .target_min_value) else null end
            | if . == null then "—" elif . then "yes" else "**no**" end;
-  "| benchmark | value | floor (same unit) | ratio | target | met? |",
-  "| --- | ---: | ---: | ---: | --- | --- |",
-  (.benchmarks[] | "| \(.name | sub("/(real_time|manual_time|iterations:1)$"; "")) | \(.value | num) \(.label // "") | \(.floor | num) | \(.ratio | num) | \(target) | \(met) |")
+  "| benchmark | value | before | floor (same unit) | ratio | target | met? |",
+  "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+  (.benchmarks[] | "| \(.name | sub("/(real_time|manual_time|iterations:1)$"; "")) | \(.value | num) \(.label // "") | \($previous[.name] | num) | \(.floor | num) | \(.ratio | num) | \(target) | \(met) |")
 ' "$out/results.json" >"$out/results.md"
 
 if [ $smoke -eq 1 ]; then
