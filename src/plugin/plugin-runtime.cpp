@@ -609,8 +609,10 @@ void PluginRuntime::State::serve_lane(int lane)
         }
         if (!call)
             return; // the service breaks the protocol: its end sees the lane close
+        lane_received();
         // Outside any try: plugin code is never run under our exception handlers.
         HookOutcome outcome = run(*call);
+        lane_sent();
         capnp::MallocMessageBuilder reply(64);
         encode_outcome(outcome, reply.initRoot<proto::HookResult>());
         if (kj::runCatchingExceptions([&]() { capnp::writeMessageToFd(lane, reply); }) != nullptr)

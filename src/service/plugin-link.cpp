@@ -272,6 +272,12 @@ namespace {
 
     // --- Lanes (proto/plugin_host.capnp, "Lanes") --------------------------------------------
 
+    // An exception whose description is `why` alone (KJ_EXCEPTION would prefix "expression = ").
+    kj::Exception lane_failure(std::string why, kj::Exception::Type type = kj::Exception::Type::FAILED)
+    {
+        return kj::Exception(type, __FILE__, __LINE__, kj::heapString(why));
+    }
+
     // The service's end of a host's hook lane: hooks written in order, answers read in order.
     // Thread affinity: the service's loop. A host that closes the lane, or answers what was not
     // asked or cannot be read, fails every hook in flight and every later one (the link then
@@ -300,6 +306,10 @@ namespace {
                             .eagerlyEvaluate([this](kj::Exception&& e) { fail(kj::mv(e)); });
             return kj::mv(answer.promise);
         }
+
+        // The host's connection broke: the hook in flight and every later one fail at once, so
+        // no answer the host still sends on the lane can let an operation go on.
+        void cut(std::string why) { fail(lane_failure(std::move(why), kj::Exception::Type::DISCONNECTED)); }
 
     private:
         kj::Promise<void> read()
@@ -377,7 +387,7 @@ namespace {
             if (!packet && packet.error().code == -EAGAIN)
                 return m_registry_observer.whenBecomesReadable().then([this]() { return accept(); });
             if (!packet)
-                return KJ_EXCEPTION(FAILED, packet.error().message);
+                return lane_failure(packet.error().message);
             if (packet->size == 0)
                 return kj::READY_NOW; // the host is going away
             if (packet->fds.size() != 1)
@@ -389,8 +399,7 @@ namespace {
                 || getsockopt(socket.get(), SOL_SOCKET, SO_TYPE, &type, &size) < 0 || type != SOCK_SEQPACKET)
                 return KJ_EXCEPTION(FAILED, "a lane that is not a Unix SOCK_SEQPACKET socket");
             if (m_lanes.size() >= host::max_call_lanes)
-                return KJ_EXCEPTION(
-                    FAILED, "more than " + std::to_string(host::max_call_lanes) + " call lanes");
+                return lane_failure("more than " + std::to_string(host::max_call_lanes) + " call lanes");
             if (m_buffer.size() == 0)
                 m_buffer = ipc::packet_buffer(max_request_bytes); // untouched pages cost nothing
             auto lane = m_lanes.insert(m_lanes.end(), kj::heap<Lane>(m_port, std::move(socket)));
@@ -409,7 +418,7 @@ namespace {
             if (!packet && packet.error().code == -EAGAIN)
                 return lane.observer.whenBecomesReadable().then([this, &lane]() { return serve(lane); });
             if (!packet)
-                return KJ_EXCEPTION(FAILED, packet.error().message);
+                return lane_failure(packet.error().message);
             if (packet->size == 0)
                 return kj::READY_NOW; // its thread exited
             if (packet->size % sizeof(capnp::word) != 0)
@@ -431,7 +440,7 @@ namespace {
                 if (Status sent = ipc::send_message(lane.socket.get(), message, fds, MSG_DONTWAIT); !sent) {
                     if (sent.error().code == -EPIPE || sent.error().code == -ECONNRESET)
                         return kj::READY_NOW; // its thread is gone
-                    return KJ_EXCEPTION(FAILED, "its answer cannot be sent: " + sent.error().message);
+                    return lane_failure("its answer cannot be sent: " + sent.error().message);
                 }
                 return serve(lane);
             });
@@ -560,6 +569,12 @@ namespace {
                     "plugin " + name + ": its output is no longer forwarded: " + e.getDescription().cStr());
             }))
             , m_death(watch().fork())
+            , m_cutting_lanes(m_connection->on_disconnect()
+                                  .then([this]() {
+                                      m_hook_lane->cut("the plugin host's connection broke");
+                                      m_call_lanes = nullptr; // its threads' calls fail with -ESHUTDOWN
+                                  })
+                                  .eagerlyEvaluate(nullptr))
         {
         }
 
@@ -761,6 +776,9 @@ namespace {
         bool m_killed_by_us = false;
         kj::Promise<void> m_abandon = nullptr;
         kj::ForkedPromise<std::string> m_death;
+        // The lanes live no longer than the connection: a host is one peer, whichever socket
+        // it speaks on.
+        kj::Promise<void> m_cutting_lanes;
     };
 
     // --- A plugin inside the service ---------------------------------------------------------
