@@ -331,4 +331,9 @@ void report(benchmark::State& state, const Report& r)
     state.counters[target] = r.target;
 }
 
+pid_t host_template_pid()
+{
+    return service::host_template_pid(environment());
+}
+
 } // namespace bh::bench

@@ -57,6 +57,9 @@ void ping_pong(int socket);
 // Nanoseconds per 64-byte round trip to a fresh echo helper, over `count` round trips.
 double pingpong_floor_ns(int64_t count);
 
+// The pid of the host template the hosts of spawn_host are forked from; 0 before the first.
+pid_t host_template_pid();
+
 // A competing load for the "busy" benchmarks: one child process per online CPU, pinned to that
 // CPU and spinning, from construction until destruction (which kills and reaps them). The
 // constructor returns once every child runs on its CPU. The children die with the thread that

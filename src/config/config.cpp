@@ -256,10 +256,12 @@ Result<ServiceConfig> parse_service_config(const std::string& text, const std::s
     BH_TRY(read_vm_limits(*root, config.vm_limits, origin));
     BH_TRY(read_user_limits(*root, config.limits, origin));
     if (const toml::table* plugins = (*root)["plugins"].as_table()) {
-        BH_TRY(check_keys(*plugins, { "require_verified" }, origin, "plugins."));
-        std::optional<bool> required;
+        BH_TRY(check_keys(*plugins, { "require_verified", "host_template" }, origin, "plugins."));
+        std::optional<bool> required, host_template;
         BH_TRY(read_optional(*plugins, "require_verified", required, origin));
+        BH_TRY(read_optional(*plugins, "host_template", host_template, origin));
         config.require_verified_plugins = required.value_or(false);
+        config.plugin_host_template = host_template.value_or(true);
     }
     return config;
 }

@@ -64,6 +64,9 @@ struct ServiceConfig {
     UserLimits limits;
     VmLimits vm_limits;
     bool require_verified_plugins = false; // [plugins] require_verified: every plugin pinned or signed
+    // [plugins] host_template: hosts are forked from one prepared host (faster, smaller; one
+    // address layout for all of them) rather than each exec'd (plugin/host-template.h)
+    bool plugin_host_template = true;
 };
 
 // What a user's ~/.config/bulkhead/bulkhead.toml asks for; absent keys stay unset.
@@ -81,7 +84,7 @@ struct UserOverrides {
 // vm_stop_timeout_s;
 // connections_per_user, calls_per_user, registrations_per_user, distributions_per_user,
 // container_sessions_per_user,
-// storage_bytes_per_user, storage_inodes_per_user; [plugins] require_verified). `origin` names
+// storage_bytes_per_user, storage_inodes_per_user; [plugins] require_verified, host_template). `origin` names
 // the file in errors. Unknown keys and wrongly typed values are errors.
 Result<ServiceConfig> parse_service_config(const std::string& text, const std::string& origin);
 // Reads <config-dir>/bulkhead.toml; a missing file gives the defaults.

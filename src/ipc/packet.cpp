@@ -9,7 +9,7 @@ namespace bh::ipc {
 
 namespace {
 
-    constexpr unsigned max_fds_in_packet = 4;
+    constexpr unsigned max_fds_in_packet = 8; // the host template takes 6 (host-template.h)
 
 } // namespace
 

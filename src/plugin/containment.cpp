@@ -125,8 +125,9 @@ Status harden(bool core_dumps, int highest_kept)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return Error::from_errno(errno, "cannot set no_new_privs");
-    if (!core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-        return Error::from_errno(errno, "cannot make the host non-dumpable");
+    // Set either way: a host forked from the template inherits its non-dumpable state.
+    if (prctl(PR_SET_DUMPABLE, core_dumps ? 1 : 0, 0, 0, 0) < 0)
+        return Error::from_errno(errno, "cannot set whether the host is dumpable");
     rlimit none { 0, 0 };
     if (!core_dumps && setrlimit(RLIMIT_CORE, &none) < 0)
         return Error::from_errno(errno, "cannot disable core dumps");

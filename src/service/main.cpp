@@ -208,7 +208,7 @@ int main(int argc, char** argv)
         io.provider->getTimer(), config->vm_limits.stop_timeout_s * kj::SECONDS, leftovers, staging_dir };
     bh::service::PluginEnvironment plugin_env { *io.lowLevelProvider, io.unixEventPort,
         io.provider->getTimer(), plugin_host->get(), BULKHEAD_VERSION, options.config_dir,
-        config->require_verified_plugins };
+        config->require_verified_plugins, config->plugin_host_template };
     bh::service::Service service(env, unpack->get(), io.provider->getTimer(), std::move(config.value()),
         std::move(registry.value()), std::move(plugin_env), std::move(plugins));
     bh::service::ControlServer control(

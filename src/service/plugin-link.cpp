@@ -8,6 +8,7 @@
 #include "ipc/process-watch.h"
 #include "plugin/call-lanes.h"
 #include "plugin/hook-codec.h"
+#include "plugin/host-template.h"
 #include "service/host-cgroup.h"
 
 #include <bulkhead/plugin_api.h>
@@ -16,6 +17,7 @@
 #include <deque>
 #include <fcntl.h>
 #include <list>
+#include <poll.h>
 #include <proto/plugin_host.capnp.h>
 #include <set>
 #include <sys/resource.h>
@@ -846,6 +848,80 @@ namespace {
 
 } // namespace
 
+// The service's end of the host template (plugin/host-template.h). Thread affinity: the
+// service's loop, which also spawned it (its parent-death signal is tied to that thread).
+class HostTemplate {
+public:
+    static Result<std::shared_ptr<HostTemplate>> start(int host_exe_fd)
+    {
+        int ends[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) < 0)
+            return Error::from_errno(errno, "cannot create the host template's socket pair");
+        Fd ours(ends[0]), theirs(ends[1]);
+        Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!null)
+            return Error::from_errno(errno, "cannot open /dev/null");
+        SpawnPlan plan;
+        plan.path = "bulkhead-pluginhost";
+        plan.exec_fd = host_exe_fd;
+        plan.argv = host::host_template_argv();
+        plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+        plan.fds = { { null.get(), 0 }, { STDOUT_FILENO, 1 }, { STDERR_FILENO, 2 }, { theirs.get(), 3 } };
+        plan.die_with_parent = true;
+        auto process = spawn_process(plan);
+        if (!process)
+            return Error { process.error().code,
+                "cannot start the host template: " + process.error().message };
+        log_info("plugin host template started (pid " + std::to_string(process->pid()) + ")");
+        auto made = std::make_shared<HostTemplate>();
+        made->m_process = std::move(process.value());
+        made->m_socket = std::move(ours);
+        return made;
+    }
+
+    // A host forked for `name`, with `fds` (host_template_fds of them, in the template's order).
+    // Blocks the loop for the template's answer: a clone3 of a small single-threaded process,
+    // well under a millisecond; a template that does not answer within 5 s is given up.
+    Result<ChildProcess> fork_host(
+        const std::string& name, bool core_dumps, std::array<int, host::host_template_fds> fds)
+    {
+        std::string request = (core_dumps ? "C" : "-") + name.substr(0, host::max_template_name);
+        BH_TRY(ipc::send_packet(m_socket.get(),
+            kj::arrayPtr(reinterpret_cast<const kj::byte*>(request.data()), request.size()),
+            kj::arrayPtr(fds.data(), fds.size())));
+        pollfd ready { m_socket.get(), POLLIN, 0 };
+        int polled;
+        do
+            polled = poll(&ready, 1, 5000);
+        while (polled < 0 && errno == EINTR);
+        if (polled <= 0)
+            return Error { -ETIMEDOUT, "the host template did not answer within 5 s" };
+        int32_t answer = 0;
+        auto packet = ipc::receive_packet(
+            m_socket.get(), kj::arrayPtr(reinterpret_cast<kj::byte*>(&answer), sizeof(answer)), 1);
+        if (!packet)
+            return packet.take_error();
+        if (packet->size != sizeof(answer))
+            return Error { -EPROTO, "the host template closed its socket" };
+        if (answer <= 0 || packet->fds.size() != 1)
+            return Error { answer < 0 ? answer : -EPROTO,
+                std::string("the host template could not fork a host: ")
+                    + strerror(answer < 0 ? -answer : EPROTO) };
+        return ChildProcess(answer, std::move(packet->fds.front()));
+    }
+
+    pid_t pid() const { return m_process.pid(); }
+
+private:
+    ChildProcess m_process; // killed and reaped with the last environment that holds it
+    Fd m_socket;
+};
+
+pid_t host_template_pid(const PluginEnvironment& env)
+{
+    return env.host_template ? env.host_template->pid() : 0;
+}
+
 Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls)
 {
@@ -867,19 +943,41 @@ Result<kj::Own<PluginLink>> start_plugin_host(
         if (Status limited = cgroup->limit_processes(config.max_processes); !limited)
             return Error { limited.error().code,
                 "cannot limit plugin '" + config.name + "': " + limited.error().message };
-    SpawnPlan plan;
-    plan.path = "bulkhead-pluginhost";
-    plan.exec_fd = env.host_exe_fd;
-    plan.argv = { "bulkhead-pluginhost", config.name };
-    if (config.core_dumps)
-        plan.argv.push_back("--core-dumps");
-    plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
-    plan.fds
-        = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 }, { (*sockets)[1].get(), 3 },
-              { cgroup->fd(), 4 }, { (*hook_lane)[1].get(), 5 }, { (*registry)[1].get(), 6 } };
-    plan.die_with_parent = true;
-    plan.cgroup_fd = cgroup->fd(); // born contained: no migration (the host checks, see containment)
-    auto host = spawn_process(plan);
+    Result<ChildProcess> host = Error { -ENOEXEC, "no host template" };
+    if (env.use_host_template && !env.host_template) {
+        auto started = HostTemplate::start(env.host_exe_fd);
+        if (started) {
+            env.host_template = std::move(started.value());
+        } else {
+            log_warning(started.error().message + "; plugin hosts are exec'd instead");
+            env.use_host_template = false;
+        }
+    }
+    if (env.host_template) {
+        host = env.host_template->fork_host(config.name, config.core_dumps,
+            { null.get(), (*pipe)[1].get(), (*sockets)[1].get(), cgroup->fd(), (*hook_lane)[1].get(),
+                (*registry)[1].get() });
+        if (!host) {
+            log_warning(host.error().message + "; plugin hosts are exec'd from now on");
+            env.host_template.reset();
+            env.use_host_template = false;
+        }
+    }
+    if (!host) {
+        SpawnPlan plan;
+        plan.path = "bulkhead-pluginhost";
+        plan.exec_fd = env.host_exe_fd;
+        plan.argv = { "bulkhead-pluginhost", config.name };
+        if (config.core_dumps)
+            plan.argv.push_back("--core-dumps");
+        plan.env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+        plan.fds = { { null.get(), 0 }, { (*pipe)[1].get(), 1 }, { (*pipe)[1].get(), 2 },
+            { (*sockets)[1].get(), 3 }, { cgroup->fd(), 4 }, { (*hook_lane)[1].get(), 5 },
+            { (*registry)[1].get(), 6 } };
+        plan.die_with_parent = true;
+        plan.cgroup_fd = cgroup->fd(); // born contained: no migration (the host checks, see containment)
+        host = spawn_process(plan);
+    }
     if (!host)
         return Error { host.error().code,
             "cannot start the host of plugin '" + config.name + "': " + host.error().message };

@@ -9,8 +9,11 @@
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <kj/timer.h>
+#include <memory>
 
 namespace bh::service {
+
+class HostTemplate;
 
 // What starting plugin hosts needs from the service; outlives every link.
 struct PluginEnvironment {
@@ -21,6 +24,10 @@ struct PluginEnvironment {
     std::string service_version;
     std::string config_dir; // trusted-keys/ lives there
     bool require_verified = false; // every plugin must be pinned or signed
+    // Hosts are forked from one prepared host, the template (plugin/host-template.h), started at
+    // the first host; false, or once the template failed, each host is exec'd.
+    bool use_host_template = true;
+    std::shared_ptr<HostTemplate> host_template; // shared by the copies of this environment
 };
 
 // Thread affinity: the service's event-loop thread (which must also be the thread that lives as
@@ -55,11 +62,14 @@ public:
     virtual Result<kj::Own<PluginLink>> start(const PluginConfig& config, host::CallTarget& calls) = 0;
 };
 
-// Spawns bulkhead-pluginhost for `config` (never fork()ing the service), connected by a socketpair;
-// its stdout and stderr are forwarded to the service log, each line prefixed with the plugin's
-// name. `calls` serves the plugin's service functions.
+// Starts a bulkhead-pluginhost for `config` (never fork()ing the service): forked by the host
+// template (started at the first call) when env.use_host_template, else exec'd; connected by a
+// socketpair and its two lanes. Its stdout and stderr are forwarded to the service log, each line
+// prefixed with the plugin's name. `calls` serves the plugin's service functions.
 Result<kj::Own<PluginLink>> start_plugin_host(
     PluginEnvironment& env, const PluginConfig& config, host::CallTarget& calls);
+// The host template's pid, 0 when none runs (benchmarks count its memory with the hosts').
+pid_t host_template_pid(const PluginEnvironment& env);
 // Loads the plugin into the service itself (isolation = "none"): same dispatch, no isolation.
 kj::Own<PluginLink> load_in_process(const PluginConfig& config, kj::UnixEventPort& port);
 

@@ -373,12 +373,21 @@ process_tree() {
     }'
 }
 
-# Live plugin host processes among the service's descendants.
+# Live plugin host processes among the service's descendants (not the host template, which
+# lives as long as the service: "bulkhead-pluginhost --template").
 service_hosts() {
   local p
   for p in $(process_tree "$SVC_PID"); do
     [ "$p" != "$SVC_PID" ] && ! process_gone "$p" || continue
-    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep '^bulkhead-pluginhost' >/dev/null && echo "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep '^bulkhead-pluginhost ' | grep -v '^bulkhead-pluginhost --template' >/dev/null && echo "$p"
+  done
+  true
+}
+# The host template's pid, or nothing.
+host_template_pid() {
+  local p
+  for p in $(process_tree "$SVC_PID"); do
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep '^bulkhead-pluginhost --template' >/dev/null && echo "$p"
   done
   true
 }

@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage HookLaneGarbage LaneNotASocket TooManyLanes CallLaneGarbage DefaultIsolation HangInVmStarted EntryHangs
+CASES=(HostCrash HostKilledIdle SpawnChild StderrFlood Garbage ExecWithoutTemplate HookLaneGarbage LaneNotASocket TooManyLanes CallLaneGarbage DefaultIsolation HangInVmStarted EntryHangs
   ExecuteOutOfFds HostRefusesStrangers)
 
 # Left out of the ASan+UBSan build, as a precaution not yet tried there: ExecuteOutOfFds exhausts
@@ -110,6 +110,31 @@ case_DefaultIsolation() {
   [ "$host" -gt 0 ] && [ "$host" != "$SVC_PID" ] && kill -0 "$host" || fail "no host process of its own (pid $host)"
   grep -q "$T/plugins/test-plugin.so" "/proc/$host/maps" || fail "the host $host has not mapped the plugin"
   ! grep -q "$T/plugins/test-plugin.so" "/proc/$SVC_PID/maps" || fail "the service mapped the plugin itself"
+  # Forked by the host template, yet the service's own child (its exit status is the service's to
+  # read), named like an exec'd host, and never mapping what the template has not.
+  local template; template=$(host_template_pid)
+  [ -n "$template" ] && [ "$template" != "$host" ] || fail "no host template beside host $host"
+  expect_eq "$(ps -o ppid= -p "$host" | tr -d ' ')" "$SVC_PID" "the host's parent"
+  expect_eq "$(ps -o ppid= -p "$template" | tr -d ' ')" "$SVC_PID" "the template's parent"
+  expect_eq "$(tr '\0' ' ' <"/proc/$host/cmdline" | sed 's/ *$//')" "bulkhead-pluginhost test-plugin" "the host's command line"
+  ! grep -q "$T/plugins/test-plugin.so" "/proc/$template/maps" || fail "the template mapped the plugin"
+  expect_eq "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$host/status")" 1 "the host's no_new_privs"
+}
+
+# [plugins] host_template = false: each host is exec'd, and works the same (the catalog runs with
+# the template; this is the other way).
+case_ExecWithoutTemplate() {
+  install_test_plugin GetUsername test-plugin process
+  printf '[plugins]\nhost_template = false\n' >>"$T/cfg/bulkhead.toml"
+  start_service
+  bh register alpha --rootfs "$ROOTFS" >/dev/null
+  bh start alpha
+  local host; host=$(plugin_field pid)
+  expect_eq "$(plugin_field state)" running "plugin state"
+  expect_eq "$(host_template_pid)" "" "a host template, where none was asked for"
+  expect_eq "$(ps -o ppid= -p "$host" | tr -d ' ')" "$SVC_PID" "the host's parent"
+  expect_eq "$(tr '\0' ' ' <"/proc/$host/cmdline" | sed 's/ *$//')" "bulkhead-pluginhost test-plugin" "the host's command line"
+  grep -q '^Username: root$\|user_name=root' "$PLUGIN_LOG" || fail "no hook reached the plugin: $(cat "$PLUGIN_LOG")"
 }
 
 # Pids logged by the fixture's children that still belong to a live child of ours.
