@@ -5,6 +5,7 @@
 #include "ipc/packet.h"
 #include "plugin/containment.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -43,9 +44,14 @@ namespace {
         HostMain host_main, const std::string& name, bool core_dumps, const int* fds)
     {
         static constexpr int targets[host_template_fds] = { 0, 1, 3, 4, 5, 6 };
+        // First above every source and target, so no dup2 below overwrites a source; as low as
+        // that allows: the service may already have lowered our RLIMIT_NOFILE (max_open_files).
+        int above = 7;
+        for (unsigned i = 0; i < host_template_fds; ++i)
+            above = std::max(above, fds[i] + 1);
         int moved[host_template_fds];
         for (unsigned i = 0; i < host_template_fds; ++i)
-            if ((moved[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
+            if ((moved[i] = fcntl(fds[i], F_DUPFD, above)) < 0)
                 _exit(127);
         for (unsigned i = 0; i < host_template_fds; ++i)
             if (dup2(moved[i], targets[i]) < 0)
