@@ -44,30 +44,37 @@ double bwrap_seconds()
     return seconds_since(start);
 }
 
+// Times each iteration with `run` (seconds, Google Benchmark's manual time); the mean in ms.
+template<typename Run> double timed_ms(benchmark::State& state, Run&& run)
+{
+    double total = 0;
+    for (auto _ : state) {
+        double seconds = run();
+        state.SetIterationTime(seconds);
+        total += seconds;
+    }
+    return total * 1e3 / static_cast<double>(state.iterations());
+}
+
+// The mean in ms of `floor` run as many times as the benchmark ran, at least 5.
+template<typename Floor> double floor_ms(benchmark::State& state, Floor&& floor)
+{
+    int64_t samples = std::max<int64_t>(state.iterations(), 5);
+    double total = 0;
+    for (int64_t i = 0; i < samples; ++i)
+        total += floor();
+    return total * 1e3 / static_cast<double>(samples);
+}
+
 // plugins:0 against bubblewrap (target 1.2x); plugins:8 against plugins:0 measured in the same
 // run (target 1.1x: the plugins add at most 10%).
 void BM_end_to_end(benchmark::State& state)
 {
     int plugins = static_cast<int>(state.range(0));
     PrivateService& measured = service(plugins);
-    double total = 0;
-    for (auto _ : state) {
-        double seconds = run_true_seconds(measured);
-        state.SetIterationTime(seconds);
-        total += seconds;
-    }
-    double ms = total * 1e3 / static_cast<double>(state.iterations());
-    int64_t samples = std::max<int64_t>(state.iterations(), 5);
-    double floor = 0;
-    if (plugins == 0) {
-        for (int64_t i = 0; i < samples; ++i)
-            floor += bwrap_seconds();
-    } else {
-        PrivateService& bare = service(0);
-        for (int64_t i = 0; i < samples; ++i)
-            floor += run_true_seconds(bare);
-    }
-    floor = floor * 1e3 / static_cast<double>(samples);
+    double ms = timed_ms(state, [&]() { return run_true_seconds(measured); });
+    double floor = plugins == 0 ? floor_ms(state, bwrap_seconds)
+                                : floor_ms(state, [&]() { return run_true_seconds(service(0)); });
     report(state, { "ms/run", ms, floor, false, TargetKind::max_ratio, plugins == 0 ? 1.2 : 1.1 });
 }
 
@@ -105,18 +112,8 @@ void BM_run_warm(benchmark::State& state)
     pid_t init = service.distribution_init("bench");
     (void)run_warm_seconds(service); // warm: pages in, for both
     (void)nsenter_seconds(init);
-    double total = 0;
-    for (auto _ : state) {
-        double seconds = run_warm_seconds(service);
-        state.SetIterationTime(seconds);
-        total += seconds;
-    }
-    double ms = total * 1e3 / static_cast<double>(state.iterations());
-    int64_t samples = std::max<int64_t>(state.iterations(), 5);
-    double floor = 0;
-    for (int64_t i = 0; i < samples; ++i)
-        floor += nsenter_seconds(init);
-    floor = floor * 1e3 / static_cast<double>(samples);
+    double ms = timed_ms(state, [&]() { return run_warm_seconds(service); });
+    double floor = floor_ms(state, [&]() { return nsenter_seconds(init); });
     // Warm means warm: a distribution (or VM) that stopped and started again in between would
     // have been measured starting.
     if (service.distribution_init("bench") != init)

@@ -78,6 +78,19 @@ namespace {
 
     // --- mount_folder and execute_binary* ------------------------------------------------------
 
+    // The call on this thread's lane, when there is one (in a host): a CallRequest for `session`
+    // that `fill` completes, and its answer. nullopt: take the stub route.
+    template<typename Fill> std::optional<LaneAnswer> on_lane(uint32_t session, Fill&& fill)
+    {
+        if (!call_lanes_enabled())
+            return std::nullopt;
+        capnp::MallocMessageBuilder message(128);
+        auto request = message.initRoot<proto::CallRequest>();
+        request.setSession(session);
+        fill(request);
+        return call_on_lane(message);
+    }
+
     int stub_mount_folder(
         bh_session_id session, const char* host_path, const char* vm_path, int read_only, const char* name)
     {
@@ -86,19 +99,15 @@ namespace {
         std::string host(host_path, strnlen(host_path, max_text));
         std::string vm(vm_path, strnlen(vm_path, max_text));
         std::string label = name ? std::string(name, strnlen(name, max_text)) : std::string();
-        if (call_lanes_enabled()) {
-            capnp::MallocMessageBuilder message(128);
-            auto request = message.initRoot<proto::CallRequest>();
-            request.setSession(session);
+        auto answer = on_lane(session, [&](proto::CallRequest::Builder request) {
             auto args = request.initMountFolder();
             args.setHostPath(host);
             args.setVmPath(vm);
             args.setReadOnly(read_only != 0);
-            if (name)
-                args.setName(label);
-            if (auto answer = call_on_lane(message))
-                return answer->code;
-        }
+            args.setName(label);
+        });
+        if (answer)
+            return answer->code;
         auto call = [&](CallTarget& target) {
             return target.mount_folder(session, std::move(host), std::move(vm), read_only != 0, label);
         };
@@ -120,10 +129,7 @@ namespace {
             args.emplace_back(argv[i], strnlen(argv[i], max_text));
         }
         std::string program(path, strnlen(path, max_text));
-        if (call_lanes_enabled()) {
-            capnp::MallocMessageBuilder message(256);
-            auto request = message.initRoot<proto::CallRequest>();
-            request.setSession(session);
+        auto answer = on_lane(session, [&](proto::CallRequest::Builder request) {
             auto call = request.initExecuteBinary();
             if (distro)
                 call.setDistribution(capnp::Data::Reader(distro->bytes.data(), distro->bytes.size()));
@@ -131,14 +137,14 @@ namespace {
             auto list = call.initArgv(args.size());
             for (size_t i = 0; i < args.size(); ++i)
                 list.set(i, args[i]);
-            if (auto answer = call_on_lane(message)) {
-                if (answer->code != 0)
-                    return answer->code;
-                if (!answer->fd)
-                    return -EPROTO;
-                *out_fd = answer->fd.release();
-                return 0;
-            }
+        });
+        if (answer) {
+            if (answer->code != 0)
+                return answer->code;
+            if (!answer->fd)
+                return -EPROTO;
+            *out_fd = answer->fd.release();
+            return 0;
         }
         auto call = [&](CallTarget& target) {
             return target.execute(session, distro, std::move(program), std::move(args));
@@ -193,17 +199,14 @@ namespace {
         if (!host_path || !mountpoint)
             return -EINVAL;
         std::string host = bounded(host_path), target = bounded(mountpoint);
-        if (call_lanes_enabled()) {
-            capnp::MallocMessageBuilder message(128);
-            auto request = message.initRoot<proto::CallRequest>();
-            request.setSession(session);
+        auto answer = on_lane(session, [&](proto::CallRequest::Builder request) {
             auto args = request.initContainerMountFolder();
             args.setHostPath(host);
             args.setMountpoint(target);
             args.setReadOnly(read_only != 0);
-            if (auto answer = call_on_lane(message))
-                return answer->code;
-        }
+        });
+        if (answer)
+            return answer->code;
         auto call = [&](CallTarget& calls) {
             return calls.container_mount(session, std::move(host), std::move(target), read_only != 0);
         };
@@ -215,14 +218,10 @@ namespace {
         if (!mountpoint)
             return -EINVAL;
         std::string target = bounded(mountpoint);
-        if (call_lanes_enabled()) {
-            capnp::MallocMessageBuilder message(128);
-            auto request = message.initRoot<proto::CallRequest>();
-            request.setSession(session);
-            request.setContainerUnmountFolder(target);
-            if (auto answer = call_on_lane(message))
-                return answer->code;
-        }
+        auto answer = on_lane(
+            session, [&](proto::CallRequest::Builder request) { request.setContainerUnmountFolder(target); });
+        if (answer)
+            return answer->code;
         auto call = [&](CallTarget& calls) { return calls.container_unmount(session, std::move(target)); };
         return call_service<int>(call, shut_down_code());
     }
