@@ -444,7 +444,13 @@ namespace {
                         return kj::READY_NOW; // its thread is gone
                     return lane_failure("its answer cannot be sent: " + sent.error().message);
                 }
-                return serve(lane);
+                // The thread sends its next request only once it has read this answer, so the
+                // lane is empty now: wait for it to become readable, without a receive that
+                // would only say EAGAIN (one system call per call saved). The wait is armed
+                // before the loop polls again, so the next request's edge cannot be missed. A
+                // host that sends a request before reading its answer breaks that and stalls
+                // only its own lane.
+                return lane.observer.whenBecomesReadable().then([this, &lane]() { return serve(lane); });
             });
         }
 
