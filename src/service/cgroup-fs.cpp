@@ -2,6 +2,7 @@
 #include "service/cgroup-fs.h"
 
 #include "base/fd.h"
+#include "base/log.h"
 
 #include <csignal>
 #include <dirent.h>
@@ -232,9 +233,12 @@ void remove_stale_cgroups(const std::string& parent, const std::string& prefix)
         if (name.rfind(prefix, 0) != 0)
             continue;
         pid_t owner = atoi(name.c_str() + prefix.size());
-        if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH) { // a live service's stay
-            take_back(parent + "/" + name);
-            (void)remove_tree(parent + "/" + name); // only empty ones go
+        // A live service's stay. A dead one's are killed and removed, waiting (bounded) for what
+        // is still leaving them: a VM's processes die with its PID namespace when the service is
+        // killed, but a moment later (its network helper, say, seen still in a v1 memory cgroup).
+        if (owner > 0 && ::kill(owner, 0) < 0 && errno == ESRCH) {
+            if (Status removed = kill_and_remove_cgroup(parent + "/" + name); !removed)
+                log_warning(removed.error().message);
         }
     }
     closedir(dir);

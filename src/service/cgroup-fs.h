@@ -51,7 +51,8 @@ Status kill_and_remove_cgroup(const std::string& dir);
 inline constexpr const char* delegated_cgroup_files[]
     = { "cgroup.procs", "cgroup.threads", "cgroup.subtree_control" };
 
-// Removes the empty cgroups named `<prefix><pid>-...` in `parent` whose service `<pid>` is gone.
+// Removes the cgroups named `<prefix><pid>-...` in `parent` whose service `<pid>` is gone: kills
+// what is left in each and waits for it to leave (at most a second each; logged if it does not).
 void remove_stale_cgroups(const std::string& parent, const std::string& prefix);
 
 } // namespace bh::service
