@@ -562,12 +562,9 @@ namespace {
             , m_connection(kj::heap<ipc::Connection>(
                   env.provider, std::move(channel), capnp::rpc::twoparty::Side::CLIENT))
             , m_client(m_connection->bootstrap().castAs<proto::PluginHost>())
-            , m_callback_server(
-                  kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); }))
-            , m_callback_server_ptr(m_callback_server.get())
-            , m_callback(kj::mv(m_callback_server))
+            , m_callback(serve_calls(calls))
             , m_hook_lane(kj::heap<HookLane>(env.provider, std::move(hook_lane)))
-            , m_call_lanes(kj::heap<CallLanes>(env.port, std::move(call_registry), *m_callback_server_ptr,
+            , m_call_lanes(kj::heap<CallLanes>(env.port, std::move(call_registry), *m_callback_server,
                   [this](std::string why) { blame(std::move(why)); }))
             , m_output(kj::heap<StderrForwarder>(
                   env.provider.wrapInputFd(output.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
@@ -670,6 +667,14 @@ namespace {
         }
 
     private:
+        // The plugin's calls, served for the connection (m_callback) and the call lanes alike.
+        proto::PluginHostCallback::Client serve_calls(host::CallTarget& calls)
+        {
+            auto server = kj::heap<CallbackServer>(calls, [this](std::string why) { blame(std::move(why)); });
+            m_callback_server = server.get();
+            return kj::mv(server);
+        }
+
         template<typename Request>
         kj::Promise<host::HookOutcome> distro_call(Request request, const host::HookCall& call)
         {
@@ -771,8 +776,7 @@ namespace {
         ChildProcess m_host;
         kj::Own<ipc::Connection> m_connection;
         proto::PluginHost::Client m_client;
-        kj::Own<CallbackServer> m_callback_server; // moved into m_callback at once
-        CallbackServer* m_callback_server_ptr; // lives as long as m_callback
+        CallbackServer* m_callback_server = nullptr; // owned by m_callback, set with it
         proto::PluginHostCallback::Client m_callback;
         kj::Own<HookLane> m_hook_lane;
         kj::Own<CallLanes> m_call_lanes;
