@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang-format
+  clang # make check-thread-safety: Clang's -Wthread-safety (the build itself is g++)
   capnproto libcapnp-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libarchive-dev libsystemd-dev libssl-dev

@@ -1,6 +1,7 @@
 // The bulkhead CLI's commands.
 #include "cli/commands.h"
 
+#include "base/mutex.h"
 #include "base/spawn.h"
 #include "cli/progress.h"
 #include "cli/terminal.h"
@@ -18,7 +19,6 @@
 #include <kj/debug.h>
 #include <kj/thread.h>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <poll.h>
 #include <pwd.h>
@@ -350,8 +350,14 @@ namespace {
     struct InstallRelay {
         std::atomic<uint64_t> bytes { 0 }; // of tar handed to the service
         std::atomic<bool> tar_ended { false }; // mmdebstrap closed its stdout
-        std::mutex mutex;
-        std::string stage; // mmdebstrap's last "I: ..." line; guarded by `mutex`
+        Mutex mutex;
+        std::string stage BH_GUARDED_BY(mutex); // mmdebstrap's last "I: ..." line
+
+        std::string current_stage() BH_EXCLUDES(mutex)
+        {
+            MutexLock lock(mutex);
+            return stage;
+        }
     };
 
     // Copies mmdebstrap's tar (stdout) to the service's pipe and keeps the end of what it says
@@ -407,7 +413,7 @@ namespace {
                         size_t begin = tail.rfind('\n', end - 1);
                         begin = begin == std::string::npos ? 0 : begin + 1;
                         if (tail.compare(begin, 3, "I: ") == 0) {
-                            std::lock_guard lock(relay.mutex);
+                            MutexLock lock(relay.mutex);
                             relay.stage = tail.substr(begin, end - begin);
                             break;
                         }
@@ -530,10 +536,7 @@ namespace {
             });
         Shown shown { "Installing Debian " + suite + " as '" + name + "'",
             { [relay]() -> std::optional<uint64_t> { return relay->bytes.load(); }, 0,
-                [relay]() {
-                    std::lock_guard lock(relay->mutex);
-                    return relay->stage;
-                } } };
+                [relay]() { return relay->current_stage(); } } };
         auto reply = wait_showing(client, request.send(), "installation", &shown);
         // Refused before mmdebstrap ended (the name is taken, a limit is reached, the archive
         // is bad): the service's answer is the cause, and mmdebstrap has nothing left to do.

@@ -1,4 +1,4 @@
-// LoopInbox: a mutex-guarded queue of deliveries and a WakeFd that wakes the loop.
+// LoopInbox: a Mailbox of deliveries, served on the loop.
 #include "ipc/loop-inbox.h"
 
 #include <kj/debug.h>
@@ -8,47 +8,36 @@
 
 namespace bh::ipc {
 
-void post_delivery(InboxShared& shared, std::unique_ptr<Delivery> delivery)
-{
+namespace {
+
+    void deliver_all(std::deque<std::unique_ptr<Delivery>> deliveries)
     {
-        std::lock_guard lock(shared.mutex);
-        if (shared.closed) {
-            Delivery* leaked = delivery.release();
-#if defined(__SANITIZE_ADDRESS__)
-            __lsan_ignore_object(leaked); // on purpose, see the header
-#endif
-            (void)leaked;
-            return;
-        }
-        shared.queue.push_back(std::move(delivery));
+        for (auto& delivery : deliveries)
+            delivery->deliver();
     }
-    shared.wake.ring();
+
+} // namespace
+
+void post_delivery(InboxMailbox& mailbox, std::unique_ptr<Delivery> delivery)
+{
+    if (auto refused = mailbox.post(std::move(delivery))) {
+        Delivery* leaked = refused->release();
+#if defined(__SANITIZE_ADDRESS__)
+        __lsan_ignore_object(leaked); // on purpose, see the header
+#endif
+        (void)leaked;
+    }
 }
 
 LoopInbox::LoopInbox(kj::UnixEventPort& port)
-    : m_shared(std::make_shared<InboxShared>())
-    , m_watch(port, m_shared->wake, [this]() { deliver_queued(); })
+    : m_shared(std::make_shared<InboxMailbox>(Consumer::loop))
+    , m_watch(m_shared->serve_on(port, deliver_all))
 {
 }
 
 LoopInbox::~LoopInbox()
 {
-    {
-        std::lock_guard lock(m_shared->mutex);
-        m_shared->closed = true; // nothing joins the queue after this
-    }
-    deliver_queued();
-}
-
-void LoopInbox::deliver_queued()
-{
-    std::vector<std::unique_ptr<Delivery>> queued;
-    {
-        std::lock_guard lock(m_shared->mutex);
-        queued.swap(m_shared->queue);
-    }
-    for (auto& delivery : queued)
-        delivery->deliver();
+    deliver_all(m_shared->close()); // nothing joins the queue after this
 }
 
 } // namespace bh::ipc

@@ -1,12 +1,11 @@
 // LoopInbox: hands results from any thread back to one event loop.
 #pragma once
 
-#include "ipc/wake-fd.h"
+#include "ipc/mailbox.h"
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -20,18 +19,12 @@ public:
     virtual void deliver() = 0; // on the loop
 };
 
-// What posting threads share with the loop: guarded by `mutex`, and alive as long as any
-// Sender is.
-struct InboxShared {
-    std::mutex mutex;
-    bool closed = false;
-    std::vector<std::unique_ptr<Delivery>> queue;
-    WakeFd wake;
-};
+// What posting threads share with the loop, alive as long as any Sender is.
+using InboxMailbox = Mailbox<std::unique_ptr<Delivery>>;
 
 // Any thread: queues `delivery` and wakes the loop. Once the inbox is closed the delivery is
 // leaked on purpose: destroying it here would touch the loop's promise from the wrong thread.
-void post_delivery(InboxShared& shared, std::unique_ptr<Delivery> delivery);
+void post_delivery(InboxMailbox& mailbox, std::unique_ptr<Delivery> delivery);
 
 // The sending half of an InboxResult: moves to a worker thread, which calls send() once.
 // Dropped unsent (a job that never ran), it rejects the promise instead.
@@ -54,7 +47,7 @@ public:
         std::optional<T> value; // written by the worker before posting
     };
 
-    Sender(std::shared_ptr<InboxShared> shared, std::unique_ptr<Slot> slot)
+    Sender(std::shared_ptr<InboxMailbox> shared, std::unique_ptr<Slot> slot)
         : m_shared(std::move(shared))
         , m_slot(std::move(slot))
     {
@@ -73,7 +66,7 @@ public:
     }
 
 private:
-    std::shared_ptr<InboxShared> m_shared;
+    std::shared_ptr<InboxMailbox> m_shared;
     std::unique_ptr<Slot> m_slot;
 };
 
@@ -82,9 +75,10 @@ template<typename T> struct InboxResult {
     Sender<T> sender;
 };
 
-// Lives on one loop's thread and is destroyed there. Results come back through a std::mutex and
-// an eventfd rather than kj's cross-thread fulfillers: Debian's libkj is not instrumented, so
-// ThreadSanitizer cannot see kj's own handoffs and reports them as races; a std::mutex it sees.
+// Lives on one loop's thread and is destroyed there. Results come back through a Mailbox (a
+// Mutex and an eventfd) rather than kj's cross-thread fulfillers: Debian's libkj is not
+// instrumented, so ThreadSanitizer cannot see kj's own handoffs and reports them as races; a
+// std::mutex it sees.
 // Destroying the inbox delivers what is queued; results sent later are dropped (see above).
 class LoopInbox {
 public:
@@ -102,10 +96,8 @@ public:
     }
 
 private:
-    void deliver_queued();
-
-    std::shared_ptr<InboxShared> m_shared;
-    WakeWatch m_watch;
+    std::shared_ptr<InboxMailbox> m_shared;
+    kj::Own<WakeWatch> m_watch;
 };
 
 } // namespace bh::ipc

@@ -2,19 +2,18 @@
 #include "plugin/plugin-runtime.h"
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "ipc/fd-cap.h"
+#include "ipc/mailbox.h"
 #include "plugin/call-lanes.h"
 #include "plugin/hook-codec.h"
 #include "plugin/stub-route.h"
 
 #include <capnp/serialize.h>
 
-#include <condition_variable>
-#include <deque>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <kj/function.h>
-#include <mutex>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -23,8 +22,8 @@
 // (each std stream once: the plugin closes what it took, so the program sees EOF on stdin); the
 // handle lives on the serving loop's side and is destroyed there.
 struct bh_process {
-    std::mutex mutex;
-    std::array<bh::Fd, 3> stdio;
+    bh::Mutex mutex;
+    std::array<bh::Fd, 3> stdio BH_GUARDED_BY(mutex);
     bh::Fd exit;
     kj::Own<bh::host::ProcessHandle> handle;
 };
@@ -254,7 +253,10 @@ namespace {
             return code;
         }
         auto* process = new bh_process;
-        process->stdio = std::move(started->stdio);
+        {
+            MutexLock lock(process->mutex); // not shared yet, but what it guards is written under it
+            process->stdio = std::move(started->stdio);
+        }
         process->exit = std::move(started->exit);
         process->handle = kj::mv(started->handle);
         *out_process = process;
@@ -268,7 +270,7 @@ namespace {
         *out_fd = -1;
         if (!process || which < 0 || which > 2)
             return -EINVAL;
-        std::lock_guard lock(process->mutex);
+        MutexLock lock(process->mutex);
         if (!process->stdio[which])
             return -EBADF; // taken already
         *out_fd = process->stdio[which].release();
@@ -424,38 +426,20 @@ bool is_veto(Hook hook)
 // hook) still owns what it reads.
 struct PluginRuntime::State {
     std::string name;
-    std::mutex mutex;
-    std::condition_variable wake;
-    std::deque<kj::Function<void()>> jobs;
-    bool stopping = false;
+    // Jobs for the hook thread, posted by the runtime's loop; closed by abandon().
+    ipc::Mailbox<kj::Function<void()>> jobs { ipc::Consumer::thread };
     bh_plugin_hooks_v1 hooks {}; // written by load() and read by run(), both on the hook thread
 
     void serve()
     {
-        for (;;) {
-            kj::Function<void()> job;
-            {
-                std::unique_lock lock(mutex);
-                wake.wait(lock, [this] { return stopping || !jobs.empty(); });
-                if (stopping)
-                    return;
-                job = std::move(jobs.front());
-                jobs.pop_front();
-            }
-            job();
-        }
+        while (auto job = jobs.wait())
+            (*job)();
     }
 
     void post(kj::Function<void()> job)
     {
-        {
-            std::lock_guard lock(mutex);
-            if (stopping)
-                return; // dropped: its sender rejects the promise
-            jobs.push_back(std::move(job));
-        }
-        // After unlocking: a hook thread woken under the lock would only block on it again.
-        wake.notify_one();
+        // Refused once abandoned: dropping it here rejects its promise through its sender.
+        (void)jobs.post(kj::mv(job));
     }
 
     Result<uint32_t> load(Fd memfd, const std::string& path);
@@ -478,10 +462,8 @@ PluginRuntime::~PluginRuntime()
 
 void PluginRuntime::abandon()
 {
-    std::lock_guard lock(m_state->mutex);
-    m_state->stopping = true;
-    m_state->jobs.clear(); // their senders reject the pending promises
-    m_state->wake.notify_one();
+    // Dropped outside the mailbox's lock: their senders reject the pending promises.
+    auto dropped = m_state->jobs.close();
 }
 
 namespace {

@@ -1,27 +1,35 @@
-// The route from plugin threads to the serving loop: a mutex-guarded queue and a WakeFd.
+// The route from plugin threads to the serving loop: a Mailbox served on that loop.
 #include "plugin/stub-route.h"
 
 #include "base/log.h"
-#include "ipc/wake-fd.h"
+#include "ipc/mailbox.h"
 
-#include <deque>
 #include <kj/debug.h>
-#include <thread>
 
 namespace bh::host {
 
 namespace {
 
-    struct LoopSide;
-    void start_queued(LoopSide& loop);
+    // Plugins may call the stubs from any thread until the process exits, so what a posting
+    // thread touches (the mailbox, with its mutex and eventfd) is made once and never freed.
+    // Closed while no route is open.
+    ipc::Mailbox<RoutedCall*>& mailbox()
+    {
+        static auto* instance
+            = new ipc::Mailbox<RoutedCall*>(ipc::Consumer::loop, ipc::Mailbox<RoutedCall*>::Start::closed);
+        return *instance;
+    }
 
-    // What only the loop's thread touches: created by open_route, destroyed once every call has
-    // been finished after close_route.
+    // True on the thread of the routed loop while the route is open; set and cleared there.
+    thread_local bool t_serving_route = false;
+
+    // What only the loop's thread touches: made by open_route, destroyed once every call it
+    // started has been finished after close_route.
     struct LoopSide final : kj::TaskSet::ErrorHandler {
-        LoopSide(CallTarget& target, kj::UnixEventPort& port, const ipc::WakeFd& wake)
+        LoopSide(CallTarget& target, kj::UnixEventPort& port)
             : target(target)
             , tasks(*this)
-            , watch(port, wake, [this]() { start_queued(*this); })
+            , watch(mailbox().serve_on(port, [this](std::deque<RoutedCall*> calls) { start(kj::mv(calls)); }))
         {
         }
         void taskFailed(kj::Exception&& e) override
@@ -29,119 +37,72 @@ namespace {
             log_error(std::string("a plugin call failed unexpectedly: ") + e.getDescription().cStr());
         }
 
+        void start(std::deque<RoutedCall*> calls)
+        {
+            for (RoutedCall* call : calls) {
+                ++started;
+                tasks.add(call->start(target, canceler).then([this]() { finished_one(); }));
+            }
+        }
+        void finished_one()
+        {
+            if (--started == 0 && closing) {
+                KJ_IF_MAYBE (fulfiller, drained)
+                    (*fulfiller)->fulfill();
+            }
+        }
+
         CallTarget& target;
         kj::Canceler canceler;
         kj::TaskSet tasks;
+        size_t started = 0; // taken from the mailbox and not yet finished
+        bool closing = false; // close_route was called
         kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> drained;
-        ipc::WakeWatch watch; // last: it may start calls as soon as it exists
+        kj::Own<ipc::WakeWatch> watch; // last: it may start calls as soon as it exists
     };
 
-    // Plugins may call the stubs from any thread until the process exits, so what a posting
-    // thread touches (the mutex, the queue, the eventfd) is allocated once and never freed.
-    struct Route {
-        std::mutex mutex;
-        bool open = false; // guarded by mutex, as are queue, unfinished and loop_thread
-        std::deque<RoutedCall*> queue; // posted, not yet taken by the loop
-        size_t unfinished = 0; // posted and not yet finished; decremented on the loop only
-        std::thread::id loop_thread;
-        std::optional<ipc::WakeFd> wake; // made by the first open_route
-        kj::Own<LoopSide> loop; // the loop's thread only
-    };
-
-    Route& route()
+    // The loop's thread only. Never freed either: a process may exit with its route open.
+    kj::Own<LoopSide>& loop_side()
     {
-        static Route* instance = new Route; // never freed, on purpose (see above)
+        static auto* instance = new kj::Own<LoopSide>;
         return *instance;
-    }
-
-    // On the loop, after a call was finished.
-    void finished_one()
-    {
-        Route& r = route();
-        bool drained;
-        {
-            std::lock_guard lock(r.mutex);
-            drained = --r.unfinished == 0 && !r.open;
-        }
-        if (drained && r.loop) {
-            KJ_IF_MAYBE (fulfiller, r.loop->drained)
-                (*fulfiller)->fulfill();
-        }
-    }
-
-    void start_queued(LoopSide& loop)
-    {
-        Route& r = route();
-        std::deque<RoutedCall*> calls;
-        {
-            std::lock_guard lock(r.mutex);
-            calls.swap(r.queue);
-        }
-        for (RoutedCall* call : calls)
-            loop.tasks.add(call->start(loop.target, loop.canceler).then([]() { finished_one(); }));
     }
 
 } // namespace
 
 bool post_call(RoutedCall& call)
 {
-    Route& r = route();
-    {
-        std::lock_guard lock(r.mutex);
-        if (!r.open)
-            return false;
-        r.queue.push_back(&call);
-        ++r.unfinished;
-    }
-    r.wake->ring(); // exists: the route is open
-    return true;
+    return !mailbox().post(&call).has_value();
 }
 
 bool on_route_thread()
 {
-    Route& r = route();
-    std::lock_guard lock(r.mutex);
-    return r.open && r.loop_thread == std::this_thread::get_id();
+    return t_serving_route;
 }
 
 void open_route(CallTarget& target, kj::UnixEventPort& port)
 {
-    Route& r = route();
-    KJ_REQUIRE(!r.loop, "the stubs are already routed");
-    if (!r.wake)
-        r.wake.emplace();
-    r.loop = kj::heap<LoopSide>(target, port, *r.wake);
-    std::lock_guard lock(r.mutex);
-    r.open = true;
-    r.loop_thread = std::this_thread::get_id();
+    KJ_REQUIRE(!loop_side(), "the stubs are already routed");
+    loop_side() = kj::heap<LoopSide>(target, port);
+    t_serving_route = true;
+    mailbox().reopen();
 }
 
 kj::Promise<void> close_route()
 {
-    Route& r = route();
-    std::deque<RoutedCall*> queued;
-    {
-        std::lock_guard lock(r.mutex);
-        if (!r.open)
-            return kj::READY_NOW;
-        r.open = false;
-        queued.swap(r.queue);
-    }
-    LoopSide& loop = *r.loop;
+    if (!loop_side() || loop_side()->closing)
+        return kj::READY_NOW;
+    LoopSide& loop = *loop_side();
+    loop.closing = true;
+    t_serving_route = false;
     auto paf = kj::newPromiseAndFulfiller<void>();
     loop.drained = kj::mv(paf.fulfiller);
+    for (RoutedCall* call : mailbox().close())
+        call->shut_down(); // never started, so not counted
+    // The started calls finish on later turns of the loop, each through finished_one().
     loop.canceler.cancel("the plugin's service connection is closing");
-    for (RoutedCall* call : queued) {
-        call->shut_down();
-        finished_one();
-    }
-    bool idle;
-    {
-        std::lock_guard lock(r.mutex);
-        idle = r.unfinished == 0;
-    }
-    kj::Promise<void> drained = idle ? kj::Promise<void>(kj::READY_NOW) : kj::mv(paf.promise);
-    return drained.then([]() { route().loop = nullptr; });
+    kj::Promise<void> drained = loop.started == 0 ? kj::Promise<void>(kj::READY_NOW) : kj::mv(paf.promise);
+    return drained.then([]() { loop_side() = nullptr; });
 }
 
 } // namespace bh::host

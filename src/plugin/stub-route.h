@@ -2,11 +2,10 @@
 #pragma once
 
 #include "base/fd.h"
+#include "base/mutex.h"
 #include "base/result.h"
 
-#include <condition_variable>
 #include <kj/async-unix.h>
-#include <mutex>
 #include <optional>
 
 namespace bh::host {
@@ -34,9 +33,9 @@ bool post_call(RoutedCall& call);
 bool on_route_thread();
 
 // Points the process's stubs (through call_service) at `target`, served on the calling thread's event loop
-// (`port` is that loop's). Call it on that loop's thread. Wakes come through an eventfd, and every handoff is
-// a std::mutex: unlike kj::Executor (whose futexes ThreadSanitizer cannot see in Debian's uninstrumented
-// libkj), every happens-before edge is visible to the sanitizer.
+// (`port` is that loop's). Call it on that loop's thread. Calls come through an ipc::Mailbox (a Mutex and an
+// eventfd): unlike kj::Executor (whose futexes ThreadSanitizer cannot see in Debian's uninstrumented libkj),
+// every happens-before edge is visible to the sanitizer.
 void open_route(CallTarget& target, kj::UnixEventPort& port);
 // Cuts the route (on the same thread): calls posted later fail with -ESHUTDOWN, queued ones fail
 // at once, started ones are cancelled. The promise resolves once every call has been finished;
@@ -63,27 +62,28 @@ template<typename T, typename Call> T call_service(Call&& call, T shut_down)
                     [this](kj::Exception&&) { finish(std::move(m_fallback)); });
         }
         void shut_down() override { finish(std::move(m_fallback)); }
-        T wait()
+        T wait() BH_EXCLUDES(m_mutex)
         {
-            std::unique_lock lock(m_mutex);
-            m_done.wait(lock, [this] { return m_result.has_value(); });
+            MutexLock lock(m_mutex);
+            while (!m_result)
+                m_done.wait(m_mutex);
             return std::move(*m_result);
         }
 
     private:
         // The last thing the loop does with this call: once the lock is released the caller may
-        // return and this object is gone.
-        void finish(T value)
+        // return and this object is gone (so the notify is under the lock, unlike elsewhere).
+        void finish(T value) BH_EXCLUDES(m_mutex)
         {
-            std::lock_guard lock(m_mutex);
+            MutexLock lock(m_mutex);
             m_result = std::move(value);
             m_done.notify_one();
         }
         Call& m_call;
         T m_fallback;
-        std::mutex m_mutex;
-        std::condition_variable m_done;
-        std::optional<T> m_result;
+        Mutex m_mutex;
+        CondVar m_done;
+        std::optional<T> m_result BH_GUARDED_BY(m_mutex);
     };
     // Plugin code never runs on the loop's thread; were it to, waiting here would never end.
     if (on_route_thread())

@@ -1,11 +1,12 @@
 // dlopen of a verified, sealed memfd. No verification here: the service did it (plugin-verify).
 #include "plugin/verified-load.h"
 
+#include "base/mutex.h"
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <forward_list>
 #include <link.h>
-#include <mutex>
 
 namespace bh::host {
 
@@ -36,9 +37,9 @@ namespace {
 
     const char* keep(Fd memfd, const std::string& path)
     {
-        static std::mutex mutex;
-        static auto* kept = new std::forward_list<Kept>; // never destroyed: see above
-        std::lock_guard lock(mutex);
+        static Mutex mutex;
+        static auto* kept BH_PT_GUARDED_BY(mutex) = new std::forward_list<Kept>; // never destroyed: see above
+        MutexLock lock(mutex);
         kept->push_front(Kept { std::move(memfd), path });
         return kept->front().name.c_str();
     }
