@@ -14,9 +14,16 @@ if grep -rnE 'std::(mutex|shared_mutex|recursive_mutex|condition_variable|lock_g
   exit 1
 fi
 
+# The analysis is on: a fixture that touches guarded state without its lock must be refused.
+flags="-std=c++20 -fsyntax-only -Wno-everything -Wthread-safety -Werror=thread-safety"
+if clang++ $flags -Isrc tests/unit/fixtures/thread-safety-violation.cpp 2>/dev/null; then
+  echo "check-thread-safety: clang++ accepted tests/unit/fixtures/thread-safety-violation.cpp: the analysis is off" >&2
+  exit 1
+fi
+
 # g++'s command for each source of src/, run by clang++ for the analysis only.
 jq -r --arg src "$PWD/src/" '.[] | select(.file | startswith($src)) | .command' "$commands" \
   | sed -E 's|^[^ ]+ |clang++ |; s| -o [^ ]+| |; s| -Werror| |g; s| -Wno-maybe-uninitialized| |' \
-  | sed -E 's|$| -fsyntax-only -Wno-everything -Wthread-safety -Werror=thread-safety|' \
+  | sed -E "s|\$| $flags|" \
   | xargs -d '\n' -P "${JOBS:-2}" -I{} sh -c '{}'
 echo "check-thread-safety: $(jq --arg src "$PWD/src/" '[.[] | select(.file | startswith($src))] | length' "$commands") sources analysed, no finding"
