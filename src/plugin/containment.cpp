@@ -1,6 +1,7 @@
 // Containment of bulkhead-pluginhost and its descendants.
 #include "plugin/containment.h"
 
+#include <algorithm>
 #include <climits>
 #include <csignal>
 #include <cstdio>
@@ -53,6 +54,17 @@ namespace {
         return ok;
     }
 
+    // Closes every fd but `a` and `b` (a < b): at most three close_range calls, where a loop of
+    // close() up to 1024 cost a guardian about 1,000 system calls, nearly half of a host's start.
+    void close_all_but(int a, int b)
+    {
+        if (a > 0)
+            syscall(SYS_close_range, 0U, static_cast<unsigned>(a) - 1, 0U);
+        if (b > a + 1)
+            syscall(SYS_close_range, static_cast<unsigned>(a) + 1, static_cast<unsigned>(b) - 1, 0U);
+        syscall(SYS_close_range, static_cast<unsigned>(b) + 1, ~0U, 0U);
+    }
+
     // Waits for the host to die, then kills whatever is left in its cgroup (itself included).
     // Runs in a forked copy of a single-threaded process, so it may use anything.
     [[noreturn]] void guard(pid_t host, int cgroup)
@@ -63,9 +75,7 @@ namespace {
         sigaddset(&set, SIGUSR1);
         sigprocmask(SIG_BLOCK, &set, nullptr);
         if (prctl(PR_SET_PDEATHSIG, SIGUSR1) == 0 && getppid() == host) {
-            for (int fd = 0; fd < 1024; ++fd)
-                if (fd != cgroup && fd != STDERR_FILENO)
-                    close(fd);
+            close_all_but(std::min(STDERR_FILENO, cgroup), std::max(STDERR_FILENO, cgroup));
             int signal = 0;
             while (sigwait(&set, &signal) != 0 || getppid() == host) { }
         }
