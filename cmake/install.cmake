@@ -15,6 +15,11 @@ set(BULKHEAD_BASH_COMPLETIONDIR "${CMAKE_INSTALL_DATADIR}/bash-completion/comple
 file(RELATIVE_PATH BULKHEAD_HELPER_RELDIR "/prefix/${CMAKE_INSTALL_SBINDIR}"
   "/prefix/${BULKHEAD_INSTALL_LIBEXECDIR}")
 target_compile_definitions(bulkheadd PRIVATE BULKHEAD_HELPER_RELDIR="${BULKHEAD_HELPER_RELDIR}")
+# The CLI runs one helper too (bulkhead-unpack --pack-tree, for register --rootfs), found the same
+# way from the directory of programs.
+file(RELATIVE_PATH BULKHEAD_CLI_HELPER_RELDIR "/prefix/${CMAKE_INSTALL_BINDIR}"
+  "/prefix/${BULKHEAD_INSTALL_LIBEXECDIR}")
+target_compile_definitions(bulkhead PRIVATE BULKHEAD_CLI_HELPER_RELDIR="${BULKHEAD_CLI_HELPER_RELDIR}")
 
 install(TARGETS bulkhead RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT bulkhead)
 install(TARGETS bulkheadd RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR} COMPONENT bulkhead)

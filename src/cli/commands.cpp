@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
+#include <csignal>
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
@@ -120,7 +122,7 @@ namespace {
             { "pid_namespace", d.getPidNamespace() }, { "in_place", d.getInPlace().cStr() } };
     }
 
-    // The producer side of `register --rootfs`: streams the directory as tar on a thread, and
+    // The producer side of `register --rootfs`: streams the directory as tar from a helper, and
     // tells the service whether it got all of it.
     class DirectoryProducer final : public proto::ArchiveProducer::Server {
     public:
@@ -142,6 +144,71 @@ namespace {
     private:
         kj::ForkedPromise<Status>& m_done;
     };
+
+    // The path of one of our helper programs: beside the CLI (the build tree), else in the libexec
+    // directory at BULKHEAD_CLI_HELPER_RELDIR from it (an installed tree, relative to the prefix).
+    Result<std::string> find_helper(const std::string& name)
+    {
+        char self[PATH_MAX];
+        ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0)
+            return Error::from_errno(errno, "cannot read /proc/self/exe to find " + name);
+        std::string dir(self, static_cast<size_t>(n));
+        dir.erase(dir.rfind('/'));
+        std::string beside = dir + "/" + name;
+        std::string installed = dir + "/" BULKHEAD_CLI_HELPER_RELDIR "/" + name;
+        for (const std::string* path : { &beside, &installed }) {
+            if (::access(path->c_str(), X_OK) == 0)
+                return *path;
+        }
+        return Error { -ENOENT,
+            "cannot find " + name + " (looked for " + beside + " and " + installed + ")" };
+    }
+
+    // `register --rootfs DIR`'s tar, written to `out` by `bulkhead-unpack --pack-tree DIR` as this
+    // user: the CLI does not link libarchive, whose libraries (libxml2, ICU, five compressors)
+    // were most of every command's start-up. Its exit status is the errno of a failure, its
+    // stderr the message; killed by SIGPIPE, the service hung up (-EPIPE). On the writer thread,
+    // which lives until the helper has exited (the helper dies with it).
+    Status pack_directory(const std::string& dir, Fd out)
+    {
+        auto helper = find_helper("bulkhead-unpack");
+        if (!helper)
+            return helper.take_error();
+        int said[2];
+        if (::pipe2(said, O_CLOEXEC) < 0)
+            return Error::from_errno(errno, "cannot create a pipe");
+        Fd said_read(said[0]), said_write(said[1]);
+        SpawnPlan plan;
+        plan.path = helper.value();
+        plan.argv = { "bulkhead-unpack", "--pack-tree", dir };
+        plan.fds = { { out.get(), STDOUT_FILENO }, { said_write.get(), STDERR_FILENO } };
+        auto spawned = spawn_process(plan);
+        out.reset();
+        said_write.reset();
+        if (!spawned)
+            return spawned.take_error();
+        std::string message;
+        char buffer[1024];
+        for (ssize_t n; (n = ::read(said_read.get(), buffer, sizeof(buffer))) != 0;) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                break;
+            if (message.size() < 8192)
+                message.append(buffer, static_cast<size_t>(n));
+        }
+        int status = spawned.value().wait();
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            return {};
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE)
+            return Error { -EPIPE, "the service stopped reading the archive" };
+        while (!message.empty() && message.back() == '\n')
+            message.pop_back();
+        if (WIFEXITED(status))
+            return Error { -WEXITSTATUS(status), message.empty() ? "bulkhead-unpack failed" : message };
+        return Error { -EIO, "bulkhead-unpack was killed by signal " + std::to_string(WTERMSIG(status)) };
+    }
 
     // What a registration's answer says of the new distribution.
     int registered(proto::DistroInfo::Reader d)
@@ -213,9 +280,7 @@ namespace {
             request.setProducer(kj::heap<DirectoryProducer>(produced));
             writer = kj::heap<kj::Thread>(
                 [out = Fd(fds[1]), dir = inv.rootfs, sender = kj::mv(result.sender)]() mutable {
-                    Status status = write_rootfs_tar(dir, out.get());
-                    out.reset();
-                    sender.send(std::move(status));
+                    sender.send(pack_directory(dir, std::move(out)));
                 });
         }
         auto reply = wait_showing(client, request.send(), "registration", &shown);

@@ -2,6 +2,7 @@
 //
 //   bulkhead-unpack [--keep-owners=MAX_UID:MAX_GID] MAX_BYTES MAX_ENTRIES KEEP_FREE_BYTES
 //   bulkhead-unpack --pack=none|gzip|xz|zstd      (export: fd 3 is the tree, the tar goes to fd 4)
+//   bulkhead-unpack --pack-tree DIR               (the CLI's register --rootfs, as its user: tar on stdout)
 //
 // fd 0 is the archive (as the user sent it), fd 3 the empty target directory, fd 1 where the
 // result goes: "ok <device nodes skipped>\n", or "error <negative errno>\n<message>". The service starts it
@@ -128,12 +129,31 @@ constexpr uint64_t cap(int which)
     _exit(0);
 }
 
+// Packing for the CLI (`bulkhead register --rootfs DIR`): DIR as an uncompressed tar on stdout,
+// read with the rights of the user who ran the CLI (this process is theirs, not the service's);
+// a failure is one line on stderr and its errno as the exit status. It lives here so that the CLI does not
+// link libarchive, which with libxml2, ICU and five compression libraries was most of every CLI command's
+// start-up.
+[[noreturn]] void pack_tree(const char* dir)
+{
+    bh::Status status = bh::write_rootfs_tar(dir, STDOUT_FILENO);
+    if (!status) {
+        std::string line = status.error().message + "\n";
+        (void)!write(STDERR_FILENO, line.data(), line.size());
+        int code = -status.error().code; // the exit status is the errno, for the CLI's message
+        _exit(code > 0 && code < 256 ? code : EIO);
+    }
+    _exit(0);
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
     if (argc == 2 && std::string_view(argv[1]).starts_with("--pack="))
         pack(argv[1] + std::string_view("--pack=").size());
+    if (argc == 3 && std::string_view(argv[1]) == "--pack-tree")
+        pack_tree(argv[2]);
     // --keep-owners=MAX_UID:MAX_GID restores the archive's owners up to those ids.
     int first = 1;
     bh::ImportLimits limits;

@@ -1,5 +1,6 @@
-// Rootfs archive: packs a directory tree into a tar stream: the CLI's `register --rootfs` (as the
-// user) and `bulkhead export` (in bulkhead-unpack --pack, confined in the distribution's root).
+// Rootfs archive: packs a directory tree into a tar stream, in bulkhead-unpack: for the CLI's
+// `register --rootfs` (--pack-tree, as the user) and `bulkhead export` (--pack, confined in the
+// distribution's root).
 #pragma once
 
 #include "base/result.h"
@@ -13,7 +14,7 @@ namespace bh {
 enum class TarCompression { none, gzip, xz, zstd };
 
 // The compression a file name asks for by its suffix (.gz, .tgz, .xz, .zst); none otherwise.
-// Inline, like the two below: the service names compressions without linking libarchive.
+// Inline, like the two below: the service and the CLI name compressions without linking libarchive.
 inline TarCompression compression_for(const std::string& file_name)
 {
     if (file_name.ends_with(".gz") || file_name.ends_with(".tgz"))
