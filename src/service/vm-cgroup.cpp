@@ -4,6 +4,8 @@
 #include "base/log.h"
 #include "service/cgroup-fs.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <fcntl.h>
 #include <sstream>
 #include <sys/stat.h>
@@ -15,6 +17,8 @@ namespace bh::service {
 namespace {
 
     constexpr const char* prefix = "bulkhead-vm-";
+    // The smallest v1 memory limit whose VM's processes are born in it (VmCgroup::spawn).
+    constexpr uint64_t min_memory_born_in = 16ULL << 20;
 
     // The default memory cap: half the host's RAM, so that one VM cannot take all of it.
     uint64_t half_of_ram()
@@ -61,19 +65,44 @@ VmCgroup& VmCgroup::operator=(VmCgroup&& other) noexcept
         m_v2 = std::exchange(other.m_v2, {});
         m_v2_fd = std::move(other.m_v2_fd);
         m_v1 = std::exchange(other.m_v1, {});
+        m_v1_born_in = std::exchange(other.m_v1_born_in, {});
     }
     return *this;
 }
 
-Status VmCgroup::adopt(pid_t pid) const
+Result<ChildProcess> VmCgroup::spawn(SpawnPlan plan) const
 {
-    std::string text = std::to_string(pid);
-    for (const auto& dir : m_v1)
-        BH_TRY(write_cgroup_file(dir, "cgroup.procs", text));
+    plan.cgroup_fd = clone_fd();
+    std::vector<const std::string*> entered;
+    for (const std::string& dir : m_v1_born_in) {
+        if (!write_cgroup_file(dir, "tasks", "0"))
+            break; // the rest by pid, below
+        entered.push_back(&dir);
+    }
+    auto child = spawn_process(plan);
+    for (const std::string* dir : entered) {
+        std::string own = dir->substr(0, dir->rfind('/'));
+        Status back = write_cgroup_file(own, "tasks", "0");
+        if (!back) {
+            // Left in the VM's cgroup, this thread would be killed with it: stop here instead.
+            log_error("cannot move the service's thread back into " + own + ": " + back.error().message);
+            std::abort();
+        }
+    }
+    if (!child)
+        return child.take_error();
+    std::string text = std::to_string(child->pid());
+    // By pid: what is not to be entered, and what could not be (entered is a prefix).
+    for (const std::string& dir : m_v1) {
+        if (std::find(m_v1_born_in.begin(), m_v1_born_in.end(), dir) == m_v1_born_in.end())
+            BH_TRY(write_cgroup_file(dir, "cgroup.procs", text));
+    }
+    for (size_t i = entered.size(); i < m_v1_born_in.size(); ++i)
+        BH_TRY(write_cgroup_file(m_v1_born_in[i], "cgroup.procs", text));
     // Kernels before 5.7 cannot clone into a cgroup (spawn_process then clones outside it).
-    if (!m_v2.empty() && cgroup2_dir_of(pid) != m_v2)
+    if (!m_v2.empty() && cgroup2_dir_of(child->pid()) != m_v2)
         BH_TRY(write_cgroup_file(m_v2, "cgroup.procs", text));
-    return {};
+    return child;
 }
 
 void VmCgroup::remove()
@@ -229,6 +258,8 @@ Result<VmCgroup> VmCgroups::create(uint32_t session_id, const VmCgroupRequest& r
             BH_TRY(make_directory(dir));
             cgroup.m_v1.push_back(dir);
             BH_TRY(apply(controller, limit, dir, false));
+            if (controller.name == std::string("pids") || limit >= min_memory_born_in)
+                cgroup.m_v1_born_in.push_back(dir);
         }
     }
     if (request.cpu_millis > 0)

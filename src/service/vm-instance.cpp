@@ -125,20 +125,18 @@ namespace {
         ChildProcess init;
     };
 
-    // Spawns `plan` in a new VM cgroup: created in its cgroup2 directory, and moved into its v1
-    // ones at once. The VM init runs nothing of the user's before the setup request, so the
-    // cgroup counts everything the VM will ever start.
+    // Spawns `plan` in a new VM cgroup (VmCgroup::spawn: born in it, or moved into what it could
+    // not be born in before it runs anything). The VM init runs nothing of the user's before the
+    // setup request, so the cgroup counts everything the VM will ever start.
     Result<SpawnedInit> spawn_in_cgroup(
         VmCgroups& cgroups, uint32_t session_id, const VmCgroupRequest& limits, SpawnPlan plan)
     {
         auto cgroup = cgroups.create(session_id, limits);
         if (!cgroup)
             return cgroup.take_error();
-        plan.cgroup_fd = cgroup->clone_fd();
-        auto init = spawn_process(plan);
+        auto init = cgroup->spawn(std::move(plan));
         if (!init)
             return init.take_error();
-        BH_TRY(cgroup->adopt(init->pid()));
         return SpawnedInit { std::move(cgroup.value()), std::move(init.value()) };
     }
 

@@ -156,12 +156,10 @@ Result<NatNetwork> start_nat_network(kj::LowLevelAsyncIoProvider& provider, kj::
         .fds = { { null_fd.get(), 0 }, { null_fd.get(), 1 }, { report_write.get(), 2 }, { netns->get(), 3 } },
         .join_user_namespace = userns ? userns.get() : -1,
         .join_pid_namespace = pid_namespace,
-        .cgroup_fd = cgroup.clone_fd(),
     };
-    auto started = spawn_process(plan);
+    auto started = cgroup.spawn(std::move(plan));
     if (!started)
         return Error { started.error().code, "cannot start pasta: " + started.error().message };
-    BH_TRY(cgroup.adopt(started->pid()));
     report_write.reset();
     auto watch = kj::heap<ReadyWatch>(
         provider.wrapInputFd(report_read.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP));

@@ -53,6 +53,11 @@ MEMORY=$(cgroup_dir_of "$OTHER_INIT" memory)
 expect_eq "$(cat "$PIDS/pids.max")" "$PIDS_MAX" "pids.max of the user's VM"
 expect_eq "$(cat "$MEMORY/memory.max" 2>/dev/null || cat "$MEMORY/memory.limit_in_bytes")" "$MEMORY_MAX" \
   "the memory limit of the user's VM"
+# On a hybrid host the service's thread enters the VM's v1 directories for the span of the clone
+# only (VmCgroup::spawn); left there, it would be killed with the VM.
+for dir in "$PIDS" "$MEMORY"; do
+  if grep -qx "$SVC_PID" "$dir/cgroup.procs"; then fail "the service was left in its VM's cgroup $dir"; fi
+done
 
 # The bomb: sleepers until fork fails (busybox sh then stops with "can't fork"), at most 300 a
 # round; rounds again and again for BOMB_SECONDS, each bounded by `timeout`.
