@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 
 #include "base/mutex.h"
+#include "base/own-program.h"
 #include "base/spawn.h"
 #include "cli/progress.h"
 #include "cli/terminal.h"
@@ -12,7 +13,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <climits>
 #include <csignal>
 #include <dirent.h>
 #include <fcntl.h>
@@ -145,26 +145,6 @@ namespace {
         kj::ForkedPromise<Status>& m_done;
     };
 
-    // The path of one of our helper programs: beside the CLI (the build tree), else in the libexec
-    // directory at BULKHEAD_CLI_HELPER_RELDIR from it (an installed tree, relative to the prefix).
-    Result<std::string> find_helper(const std::string& name)
-    {
-        char self[PATH_MAX];
-        ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n <= 0)
-            return Error::from_errno(errno, "cannot read /proc/self/exe to find " + name);
-        std::string dir(self, static_cast<size_t>(n));
-        dir.erase(dir.rfind('/'));
-        std::string beside = dir + "/" + name;
-        std::string installed = dir + "/" BULKHEAD_CLI_HELPER_RELDIR "/" + name;
-        for (const std::string* path : { &beside, &installed }) {
-            if (::access(path->c_str(), X_OK) == 0)
-                return *path;
-        }
-        return Error { -ENOENT,
-            "cannot find " + name + " (looked for " + beside + " and " + installed + ")" };
-    }
-
     // `register --rootfs DIR`'s tar, written to `out` by `bulkhead-unpack --pack-tree DIR` as this
     // user: the CLI does not link libarchive, whose libraries (libxml2, ICU, five compressors)
     // were most of every command's start-up. Its exit status is the errno of a failure, its
@@ -172,7 +152,7 @@ namespace {
     // which lives until the helper has exited (the helper dies with it).
     Status pack_directory(const std::string& dir, Fd out)
     {
-        auto helper = find_helper("bulkhead-unpack");
+        auto helper = open_own_program("bulkhead-unpack", BULKHEAD_CLI_HELPER_RELDIR);
         if (!helper)
             return helper.take_error();
         int said[2];
@@ -180,7 +160,8 @@ namespace {
             return Error::from_errno(errno, "cannot create a pipe");
         Fd said_read(said[0]), said_write(said[1]);
         SpawnPlan plan;
-        plan.path = helper.value();
+        plan.path = "bulkhead-unpack";
+        plan.exec_fd = helper->get();
         plan.argv = { "bulkhead-unpack", "--pack-tree", dir };
         plan.fds = { { out.get(), STDOUT_FILENO }, { said_write.get(), STDERR_FILENO } };
         auto spawned = spawn_process(plan);

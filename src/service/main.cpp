@@ -1,5 +1,6 @@
 // bulkheadd: wires configuration, registry, service and control socket to one event loop.
 #include "base/log.h"
+#include "base/own-program.h"
 #include "service/control-server.h"
 #include "service/host-cgroup.h"
 #include "service/journal-log.h"
@@ -28,29 +29,10 @@ struct Options {
     bh::LogLevel log_level = bh::LogLevel::Info;
 };
 
-std::string own_directory()
-{
-    char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-    std::string exe(path, n > 0 ? n : 0);
-    return exe.substr(0, exe.rfind('/'));
-}
-
-// An O_PATH fd of one of bulkheadd's helper programs, to execveat: beside bulkheadd (the build
-// tree), else in the libexec directory at BULKHEAD_HELPER_RELDIR from it (an installed tree, where
-// that path is relative so the tree may move to another prefix).
+// An O_PATH fd of one of bulkheadd's helper programs, to execveat (libexec: BULKHEAD_HELPER_RELDIR).
 bh::Result<bh::Fd> open_own_program(const char* name)
 {
-    std::string beside = own_directory() + "/" + name;
-    std::string installed = own_directory() + "/" BULKHEAD_HELPER_RELDIR "/" + name;
-    for (const std::string* path : { &beside, &installed }) {
-        bh::Fd program(open(path->c_str(), O_PATH | O_CLOEXEC));
-        if (program)
-            return program;
-        if (errno != ENOENT)
-            return bh::Error::from_errno(errno, "cannot open " + *path);
-    }
-    return bh::Error::from_errno(ENOENT, "cannot find " + beside + " nor " + installed);
+    return bh::open_own_program(name, BULKHEAD_HELPER_RELDIR);
 }
 
 // Removes distribution directories no registration refers to: what a crash mid-import left.

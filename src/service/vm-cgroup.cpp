@@ -73,15 +73,12 @@ VmCgroup& VmCgroup::operator=(VmCgroup&& other) noexcept
 Result<ChildProcess> VmCgroup::spawn(SpawnPlan plan) const
 {
     plan.cgroup_fd = clone_fd();
-    std::vector<const std::string*> entered;
-    for (const std::string& dir : m_v1_born_in) {
-        if (!write_cgroup_file(dir, "tasks", "0"))
-            break; // the rest by pid, below
-        entered.push_back(&dir);
-    }
+    size_t entered = 0; // the first `entered` of m_v1_born_in; the rest by pid, below
+    while (entered < m_v1_born_in.size() && write_cgroup_file(m_v1_born_in[entered], "tasks", "0"))
+        ++entered;
     auto child = spawn_process(plan);
-    for (const std::string* dir : entered) {
-        std::string own = dir->substr(0, dir->rfind('/'));
+    for (size_t i = 0; i < entered; ++i) {
+        std::string own = m_v1_born_in[i].substr(0, m_v1_born_in[i].rfind('/'));
         Status back = write_cgroup_file(own, "tasks", "0");
         if (!back) {
             // Left in the VM's cgroup, this thread would be killed with it: stop here instead.
@@ -92,12 +89,12 @@ Result<ChildProcess> VmCgroup::spawn(SpawnPlan plan) const
     if (!child)
         return child.take_error();
     std::string text = std::to_string(child->pid());
-    // By pid: what is not to be entered, and what could not be (entered is a prefix).
+    // By pid: what is not to be entered, and what could not be.
     for (const std::string& dir : m_v1) {
         if (std::find(m_v1_born_in.begin(), m_v1_born_in.end(), dir) == m_v1_born_in.end())
             BH_TRY(write_cgroup_file(dir, "cgroup.procs", text));
     }
-    for (size_t i = entered.size(); i < m_v1_born_in.size(); ++i)
+    for (size_t i = entered; i < m_v1_born_in.size(); ++i)
         BH_TRY(write_cgroup_file(m_v1_born_in[i], "cgroup.procs", text));
     // Kernels before 5.7 cannot clone into a cgroup (spawn_process then clones outside it).
     if (!m_v2.empty() && cgroup2_dir_of(child->pid()) != m_v2)
